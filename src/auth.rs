@@ -1,0 +1,365 @@
+//! Callers and what they may do: API keys, roles, and the check made at the
+//! start of every RPC.
+//!
+//! Keys are configured in a TOML file, stored only as SHA-256 digests:
+//!
+//! ```toml
+//! [[key]]
+//! name = "auth-server"
+//! sha256 = "<hex of the SHA-256 of the key>"
+//! roles = ["revoke"]
+//! ```
+//!
+//! A caller sends its key as gRPC metadata `authorization: Bearer <key>`.
+//! The presented key is hashed and compared with every configured digest in
+//! constant time, so neither a key nor its position leaks through timing.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Longest `authorization` value read, in bytes.
+const MAX_AUTHORIZATION_BYTES: usize = 1024;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Revoke by jti, revoke subjects.
+    Revoke,
+    /// Check tokens, read statistics.
+    Read,
+    /// Subscribe to the filter stream; also check tokens.
+    Subscribe,
+    /// Everything.
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Revoke => "revoke",
+            Role::Read => "read",
+            Role::Subscribe => "subscribe",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// The authenticated caller of one RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's name, recorded as the author of the caller's changes.
+    pub name: String,
+    roles: HashSet<Role>,
+}
+
+impl Caller {
+    /// True when the caller holds any of `roles` (or `admin`).
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        self.roles.contains(&Role::Admin) || roles.iter().any(|r| self.roles.contains(r))
+    }
+}
+
+/// Why a caller was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("this call needs an API key: send gRPC metadata `authorization: Bearer <key>`")]
+    MissingKey,
+    /// `authorization` is not `Bearer <key>`.
+    #[error("the `authorization` metadata must be `Bearer <key>`")]
+    MalformedHeader,
+    /// No configured key matches.
+    #[error("the API key is not recognised")]
+    UnknownKey,
+    /// The key lacks the role the call needs.
+    #[error("API key {name:?} lacks the role this call needs (one of: {needed})")]
+    Forbidden {
+        /// The key's name.
+        name: String,
+        /// The roles that would do, comma-separated.
+        needed: String,
+    },
+}
+
+/// Why the API-keys file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysFileError {
+    /// Unreadable file.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML of the expected shape.
+    #[error("{path}: {detail}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    key: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    sha256: String,
+    roles: Vec<Role>,
+}
+
+/// A configured API key: its name, digest (never the key) and roles.
+pub struct ApiKey {
+    name: String,
+    digest: [u8; 32],
+    roles: HashSet<Role>,
+}
+
+/// How callers are authenticated.
+pub enum Access {
+    /// `--dev`: every caller is `dev` with every role. Loopback only.
+    Open,
+    /// Callers present one of these keys.
+    Keys(Vec<ApiKey>),
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Open => f.write_str("Access::Open"),
+            Access::Keys(keys) => write!(f, "Access::Keys({} keys)", keys.len()),
+        }
+    }
+}
+
+// === impl Access ===
+
+impl Access {
+    /// Loads an API-keys file.
+    ///
+    /// # Errors
+    /// An unreadable file, unknown fields or roles, a digest that is not 64
+    /// hex digits, an empty or repeated name, a key with no roles.
+    pub fn from_keys_file(path: &Path) -> Result<Self, KeysFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeysFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|detail| KeysFileError::Invalid {
+            path: path.display().to_string(),
+            detail,
+        })
+    }
+
+    /// Parses the API-keys TOML (see the module doc).
+    ///
+    /// # Errors
+    /// What is wrong, for a person to fix.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let file: KeysFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut names = HashSet::new();
+        let mut keys = Vec::with_capacity(file.key.len());
+        for entry in file.key {
+            if entry.name.trim().is_empty() {
+                return Err("a key has an empty name".into());
+            }
+            if !names.insert(entry.name.clone()) {
+                return Err(format!("key name {:?} is used twice", entry.name));
+            }
+            if entry.roles.is_empty() {
+                return Err(format!("key {:?} has no roles", entry.name));
+            }
+            let digest = parse_digest(&entry.sha256)
+                .ok_or_else(|| format!("key {:?}: sha256 must be 64 hex digits", entry.name))?;
+            keys.push(ApiKey {
+                name: entry.name,
+                digest,
+                roles: entry.roles.into_iter().collect(),
+            });
+        }
+        if keys.is_empty() {
+            return Err("no [[key]] entries".into());
+        }
+        Ok(Access::Keys(keys))
+    }
+
+    /// Identifies the caller from its `authorization` metadata value.
+    /// Returns `Ok(None)` when no key was sent.
+    ///
+    /// # Errors
+    /// A malformed header or a key that is not configured.
+    pub fn caller(&self, authorization: Option<&[u8]>) -> Result<Option<Caller>, AuthError> {
+        let keys = match self {
+            Access::Open => {
+                return Ok(Some(Caller {
+                    name: "dev".into(),
+                    roles: HashSet::from([Role::Admin]),
+                }))
+            }
+            Access::Keys(keys) => keys,
+        };
+        let Some(value) = authorization else {
+            return Ok(None);
+        };
+        if value.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(AuthError::MalformedHeader);
+        }
+        let presented = value
+            .strip_prefix(b"Bearer ")
+            .map(<[u8]>::trim_ascii)
+            .filter(|key| !key.is_empty())
+            .ok_or(AuthError::MalformedHeader)?;
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // Compare with every key, without stopping at a match.
+        let mut found = None;
+        for key in keys {
+            if bool::from(key.digest.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        let key = found.ok_or(AuthError::UnknownKey)?;
+        Ok(Some(Caller {
+            name: key.name.clone(),
+            roles: key.roles.clone(),
+        }))
+    }
+
+    /// Requires a caller holding one of `roles`.
+    ///
+    /// # Errors
+    /// [`AuthError::MissingKey`] with no caller, [`AuthError::Forbidden`]
+    /// when the caller lacks the roles.
+    pub fn require<'c>(
+        caller: Option<&'c Caller>,
+        roles: &[Role],
+    ) -> Result<&'c Caller, AuthError> {
+        let caller = caller.ok_or(AuthError::MissingKey)?;
+        if caller.has_any(roles) {
+            Ok(caller)
+        } else {
+            let mut needed: Vec<String> = roles.iter().map(Role::to_string).collect();
+            needed.push(Role::Admin.to_string());
+            Err(AuthError::Forbidden {
+                name: caller.name.clone(),
+                needed: needed.join(", "),
+            })
+        }
+    }
+}
+
+/// The hex SHA-256 of a key, as the API-keys file wants it.
+pub fn key_digest_hex(key: &str) -> String {
+    hex::encode(Sha256::digest(key.trim().as_bytes()))
+}
+
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(text.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Access {
+        let toml = format!(
+            "[[key]]\nname = \"auth\"\nsha256 = \"{}\"\nroles = [\"revoke\"]\n\
+             [[key]]\nname = \"ops\"\nsha256 = \"{}\"\nroles = [\"admin\"]\n",
+            key_digest_hex("auth-secret"),
+            key_digest_hex("ops-secret"),
+        );
+        Access::from_toml(&toml).unwrap()
+    }
+
+    #[test]
+    fn a_configured_key_identifies_its_caller() {
+        let caller = keys().caller(Some(b"Bearer auth-secret")).unwrap().unwrap();
+        assert_eq!(caller.name, "auth");
+        assert!(caller.has_any(&[Role::Revoke]));
+        assert!(!caller.has_any(&[Role::Read]));
+    }
+
+    #[test]
+    fn admin_holds_every_role() {
+        let caller = keys().caller(Some(b"Bearer ops-secret")).unwrap().unwrap();
+        assert!(caller.has_any(&[Role::Subscribe]));
+    }
+
+    #[test]
+    fn wrong_missing_and_malformed_keys_are_refused() {
+        let access = keys();
+        assert_eq!(
+            access.caller(Some(b"Bearer nope")),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            access.caller(Some(b"auth-secret")),
+            Err(AuthError::MalformedHeader)
+        );
+        assert_eq!(
+            access.caller(Some(b"Bearer ")),
+            Err(AuthError::MalformedHeader)
+        );
+        assert_eq!(access.caller(None), Ok(None));
+        assert_eq!(
+            Access::require(None, &[Role::Read]),
+            Err(AuthError::MissingKey)
+        );
+    }
+
+    #[test]
+    fn forbidden_names_the_missing_roles() {
+        let access = keys();
+        let caller = access.caller(Some(b"Bearer auth-secret")).unwrap();
+        let error = Access::require(caller.as_ref(), &[Role::Read, Role::Subscribe]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "API key \"auth\" lacks the role this call needs (one of: read, subscribe, admin)"
+        );
+    }
+
+    #[test]
+    fn bad_key_files_say_what_is_wrong() {
+        let digest = key_digest_hex("k");
+        let cases = [
+            ("", "no [[key]] entries"),
+            (
+                &format!("[[key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"root\"]\n") as &str,
+                "unknown variant",
+            ),
+            ("[[key]]\nname = \"a\"\nsha256 = \"abc\"\nroles = [\"read\"]\n", "64 hex digits"),
+            (
+                &format!("[[key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = []\n"),
+                "has no roles",
+            ),
+            (
+                &format!("[[key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"read\"]\npassword = \"x\"\n"),
+                "unknown field",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Access::from_toml(text).expect_err(text);
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn open_access_makes_everyone_an_admin() {
+        let caller = Access::Open.caller(None).unwrap().unwrap();
+        assert!(caller.has_any(&[Role::Revoke]));
+    }
+}

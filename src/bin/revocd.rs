@@ -1,0 +1,148 @@
+//! `revocd`: the revocation server (`serve`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use rand::RngCore;
+use tracing::{info, warn};
+
+use revocd::config::ServeConfig;
+use revocd::server::{self, StartError, State};
+
+/// Exit status for an invalid configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// revocd: JWT access-token revocation.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "REVOCD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the revocation API over gRPC.
+    Serve(ServeConfig),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Command::Serve(config) = cli.command;
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let is_config = error
+                .downcast_ref::<StartError>()
+                .is_some_and(|e| !matches!(e, StartError::Store(_)));
+            ExitCode::from(if is_config { EXIT_CONFIG } else { 1 })
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "revocd=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let dev_secret = (config.dev && config.jwt_hs256_secret_file.is_none()).then(|| {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        hex::encode(secret)
+    });
+    let state = State::from_config(&config, dev_secret.as_deref().map(str::as_bytes)).await?;
+    if config.redis_url.is_none() {
+        warn!("no --redis-url: revocations live in this process's memory only and are lost when it exits");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    info!(%address, store = state.store.kind(), dev = config.dev, "listening");
+    if config.dev {
+        print_dev_banner(&config, address, dev_secret.as_deref())?;
+    }
+    server::run(
+        listener,
+        Arc::new(state),
+        revocd::shutdown::signal(),
+        config.shutdown_grace,
+    )
+    .await
+    .context("serving gRPC")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Prints what a newcomer needs to try the service: the secret and a token
+/// signed with it, and the commands that revoke and check that token.
+fn print_dev_banner(
+    config: &ServeConfig,
+    address: std::net::SocketAddr,
+    generated_secret: Option<&str>,
+) -> anyhow::Result<()> {
+    let secret = match (generated_secret, &config.jwt_hs256_secret_file) {
+        (Some(secret), _) => secret.as_bytes().to_vec(),
+        (None, Some(path)) => std::fs::read(path)?.trim_ascii().to_vec(),
+        (None, None) => return Ok(()),
+    };
+    let now = revocd::time::unix_now();
+    let mut claims = serde_json::json!({
+        "sub": "alice",
+        "jti": format!("demo-{now}"),
+        "iat": now,
+        "exp": now + 3600,
+    });
+    if !config.default_issuer().is_empty() {
+        claims["iss"] = config.default_issuer().into();
+    }
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&secret)?,
+    )?;
+    let server = format!("http://{address}");
+    println!("revocd is running in --dev mode on {server} (no API keys; loopback only).");
+    if let Some(secret) = generated_secret {
+        println!("\nDev HS256 secret (tokens signed with it are accepted):\n  {secret}");
+    }
+    println!("\nA demo token for subject alice, valid for an hour:\n  {token}");
+    println!("\nTry, in another terminal:");
+    println!("  cargo run --bin revoctl -- --server {server} status --token {token}");
+    println!("  cargo run --bin revoctl -- --server {server} revoke --token {token} --reason demo");
+    println!("  cargo run --bin revoctl -- --server {server} status --token {token}");
+    println!("  cargo run --bin revoctl -- --server {server} revoke-subject alice --reason 'log out everywhere'");
+    println!("  cargo run --bin revoctl -- --server {server} stats");
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! `revoctl`: the operator CLI for a revocd server.
+//!
+//! Every subcommand makes one gRPC call, prints the answer (a readable table,
+//! or one JSON object with `--json`) and exits 0; any error prints one line
+//! starting with `error:` on stderr and exits 1.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use revocd::pb::revocation_service_client::RevocationServiceClient;
+use revocd::pb::{CheckRequest, GetStatsRequest, RevokeRequest, RevokeSubjectRequest};
+use revocd::time::format_unix;
+
+/// Time allowed to connect to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Operate a revocd server: revoke tokens and subjects, check tokens, read
+/// statistics.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Server address: `http://host:port`, `https://host:port`, or a bare
+    /// `host:port`.
+    #[arg(
+        long,
+        env = "REVOCD_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+
+    /// API key, sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "REVOCD_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Revoke one token, by the token itself or by its jti and expiry.
+    Revoke(RevokeArgs),
+    /// Revoke every token of a subject issued before a time (default: now).
+    RevokeSubject(RevokeSubjectArgs),
+    /// Show whether a token is revoked, by jti or by the token itself.
+    Status(StatusArgs),
+    /// Show the server's counts and version.
+    Stats(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    /// The token (JWT) to revoke.
+    #[arg(long, conflicts_with_all = ["jti", "expires_at", "issuer"], required_unless_present = "jti")]
+    token: Option<String>,
+    /// The token's jti.
+    #[arg(long, requires = "expires_at")]
+    jti: Option<String>,
+    /// The token's exp, in unix seconds (with --jti).
+    #[arg(long)]
+    expires_at: Option<i64>,
+    /// The token's issuer (with --jti); default: the server's.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Why, for the record.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+struct RevokeSubjectArgs {
+    /// The subject (`sub` claim).
+    subject: String,
+    /// Revoke tokens issued before this unix time (default: now).
+    #[arg(long, default_value_t = 0)]
+    not_before: i64,
+    /// The tokens' issuer; default: the server's.
+    #[arg(long, default_value = "")]
+    issuer: String,
+    /// Why, for the record.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The token's jti.
+    #[arg(required_unless_present = "token", conflicts_with = "token")]
+    jti: Option<String>,
+    /// The token itself (also finds subject cut-offs).
+    #[arg(long)]
+    token: Option<String>,
+    /// The token's issuer (with a jti); default: the server's.
+    #[arg(long, default_value = "", conflicts_with = "token")]
+    issuer: String,
+    #[command(flatten)]
+    output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+// Single-threaded: the CLI makes one call at a time, and a current-thread
+// runtime starts faster and spawns no worker threads.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut client = connect(&cli.server).await?;
+    let key = cli.api_key.as_deref();
+    match cli.command {
+        Command::Revoke(args) => {
+            let request = RevokeRequest {
+                token: args.token.unwrap_or_default(),
+                jti: args.jti.unwrap_or_default(),
+                expires_at: args.expires_at.unwrap_or_default(),
+                reason: args.reason,
+                issuer: args.issuer.unwrap_or_default(),
+            };
+            let reply = client
+                .revoke(authorized(request, key)?)
+                .await
+                .map_err(describe)?;
+            let reply = reply.into_inner();
+            print(
+                args.output.json,
+                json!({
+                    "newly_revoked": reply.newly_revoked,
+                    "expires_at": reply.expires_at,
+                    "cursor": reply.cursor,
+                }),
+                &[
+                    ("newly revoked", yes_no(reply.newly_revoked)),
+                    ("expires at", time_cell(reply.expires_at)),
+                    ("cursor", reply.cursor.clone()),
+                ],
+            );
+        }
+        Command::RevokeSubject(args) => {
+            let request = RevokeSubjectRequest {
+                subject: args.subject,
+                not_before: args.not_before,
+                reason: args.reason,
+                issuer: args.issuer,
+            };
+            let reply = client
+                .revoke_subject(authorized(request, key)?)
+                .await
+                .map_err(describe)?;
+            let reply = reply.into_inner();
+            print(
+                args.output.json,
+                json!({
+                    "not_before": reply.not_before,
+                    "cursor": reply.cursor,
+                }),
+                &[
+                    ("not before", time_cell(reply.not_before)),
+                    ("cursor", reply.cursor.clone()),
+                ],
+            );
+        }
+        Command::Status(args) => {
+            let request = CheckRequest {
+                jti: args.jti.unwrap_or_default(),
+                token: args.token.unwrap_or_default(),
+                issuer: args.issuer,
+            };
+            let reply = client
+                .check(authorized(request, key)?)
+                .await
+                .map_err(describe)?;
+            let r = reply.into_inner();
+            print(
+                args.output.json,
+                json!({
+                    "revoked": r.revoked,
+                    "revoked_at": r.revoked_at,
+                    "expires_at": r.expires_at,
+                    "reason": r.reason,
+                    "revoked_by": r.revoked_by,
+                    "by_subject": r.by_subject,
+                    "not_before": r.not_before,
+                }),
+                &[
+                    ("revoked", yes_no(r.revoked)),
+                    ("by subject", yes_no(r.by_subject)),
+                    ("revoked at", time_cell(r.revoked_at)),
+                    ("expires at", time_cell(r.expires_at)),
+                    ("not before", time_cell(r.not_before)),
+                    ("revoked by", r.revoked_by.clone()),
+                    ("reason", r.reason.clone()),
+                ],
+            );
+        }
+        Command::Stats(output) => {
+            let reply = client
+                .get_stats(authorized(GetStatsRequest {}, key)?)
+                .await
+                .map_err(describe)?;
+            let s = reply.into_inner();
+            print(
+                output.json,
+                json!({
+                    "live_revocations": s.live_revocations,
+                    "live_subject_cutoffs": s.live_subject_cutoffs,
+                    "store": s.store,
+                    "version": s.version,
+                    "uptime_seconds": s.uptime_seconds,
+                }),
+                &[
+                    ("live revocations", s.live_revocations.to_string()),
+                    ("live subject cut-offs", s.live_subject_cutoffs.to_string()),
+                    ("store", s.store.clone()),
+                    ("version", s.version.clone()),
+                    ("uptime", format!("{} s", s.uptime_seconds)),
+                ],
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn connect(server: &str) -> Result<RevocationServiceClient<Channel>, String> {
+    let url = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("invalid --server {server:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {}", source_chain(&e)))?;
+    Ok(RevocationServiceClient::new(channel))
+}
+
+fn authorized<T>(message: T, key: Option<&str>) -> Result<Request<T>, String> {
+    let mut request = Request::new(message);
+    if let Some(key) = key {
+        let value = MetadataValue::try_from(format!("Bearer {}", key.trim()))
+            .map_err(|_| "the API key contains characters not allowed in metadata".to_owned())?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
+/// One line for a failed call: the status in words, then the server's
+/// message.
+fn describe(status: Status) -> String {
+    let code = match status.code() {
+        Code::InvalidArgument => "invalid argument",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission denied",
+        Code::Unavailable => "unavailable",
+        Code::FailedPrecondition => "failed precondition",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::Internal => "internal error",
+        _ => "call failed",
+    };
+    format!("{code}: {}", status.message())
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn print(as_json: bool, object: serde_json::Value, rows: &[(&str, String)]) {
+    if as_json {
+        println!("{object}");
+        return;
+    }
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in rows {
+        println!("{label:<width$}  {value}");
+    }
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+fn time_cell(seconds: i64) -> String {
+    if seconds == 0 {
+        "-".to_owned()
+    } else {
+        format!("{} ({seconds})", format_unix(seconds))
+    }
+}

@@ -1,0 +1,226 @@
+//! `revocd serve` configuration: every flag also reads a `REVOCD_*`
+//! environment variable; [`ServeConfig::validate`] turns mistakes into typed
+//! errors before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Address served by default: loopback, the gRPC port revocd documents.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+/// Key prefix in Redis by default.
+pub const DEFAULT_KEY_PREFIX: &str = "revocd:";
+/// Change-log entries kept by default (about 20 MB of Redis memory).
+pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
+/// Clock leeway for `exp`/`nbf` by default, in seconds.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
+/// Longest token lifetime accepted by default.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: &str = "24h";
+/// Time a Redis command may take before it fails as unavailable.
+pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
+/// Time given to open calls to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
+
+/// Flags of `revocd serve`.
+#[derive(Debug, Clone, Args)]
+#[deny(missing_docs)]
+pub struct ServeConfig {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "REVOCD_LISTEN", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen: SocketAddr,
+
+    /// Local trial mode: no API keys (every caller is an admin), a generated
+    /// HS256 secret unless one is given, loopback addresses only.
+    #[arg(long, env = "REVOCD_DEV")]
+    pub dev: bool,
+
+    /// Redis to store revocations in (`redis://[user:pass@]host:port[/db]`).
+    /// Without it, revocations live in this process's memory only.
+    #[arg(long, env = "REVOCD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(long, env = "REVOCD_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
+    pub key_prefix: String,
+
+    /// Approximate number of change-log entries kept in Redis.
+    #[arg(long, env = "REVOCD_LOG_RETENTION", default_value_t = DEFAULT_LOG_RETENTION)]
+    pub log_retention: u64,
+
+    /// Time one Redis command may take before the call fails as unavailable.
+    #[arg(long, env = "REVOCD_REDIS_TIMEOUT", default_value = DEFAULT_REDIS_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// TOML file of API keys (name, SHA-256 of the key, roles). Required
+    /// unless `--dev`.
+    #[arg(long, env = "REVOCD_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// File holding the HS256 secret that signs tokens.
+    #[arg(long, env = "REVOCD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// PEM file of a public key (RSA, EC or Ed25519) that signs tokens;
+    /// repeatable.
+    #[arg(long, env = "REVOCD_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<PathBuf>,
+
+    /// JWKS file of the keys that sign tokens, matched by `kid`.
+    #[arg(long, env = "REVOCD_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Accepted token issuer (`iss`); repeatable. With exactly one, it is
+    /// also the default issuer of requests that name none.
+    #[arg(long, env = "REVOCD_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+
+    /// Accepted token audience (`aud`); repeatable. Unset: `aud` is not
+    /// checked.
+    #[arg(long, env = "REVOCD_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Clock leeway for `exp` and `nbf`, in seconds; revocation records
+    /// outlive their token's `exp` by this much.
+    #[arg(long, env = "REVOCD_LEEWAY", default_value_t = DEFAULT_LEEWAY_SECONDS)]
+    pub leeway: u64,
+
+    /// Longest lifetime of a token revocd will store a revocation for (and
+    /// how long a subject cut-off is kept), e.g. `24h`, `7d`.
+    #[arg(long, env = "REVOCD_MAX_TOKEN_LIFETIME", default_value = DEFAULT_MAX_TOKEN_LIFETIME, value_parser = humantime::parse_duration)]
+    pub max_token_lifetime: Duration,
+
+    /// Time open calls get to finish at shutdown.
+    #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No API keys and not `--dev`.
+    #[error("no --api-keys-file given: every call must be authenticated. Create one (see README, \"API keys\") or pass --dev for a local trial")]
+    NoApiKeys,
+    /// `--dev` on a non-loopback address.
+    #[error("--dev serves without authentication, so it only listens on loopback; --listen {0} is not a loopback address")]
+    DevNotLoopback(SocketAddr),
+    /// A zero or absurd duration.
+    #[error("--{flag} must be between {min} and {max}")]
+    OutOfRange {
+        /// The flag.
+        flag: &'static str,
+        /// Smallest accepted value.
+        min: &'static str,
+        /// Largest accepted value.
+        max: &'static str,
+    },
+}
+
+impl ServeConfig {
+    /// Checks the flags fit together.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dev && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::DevNotLoopback(self.listen));
+        }
+        if !self.dev && self.api_keys_file.is_none() {
+            return Err(ConfigError::NoApiKeys);
+        }
+        let lifetime = self.max_token_lifetime;
+        if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(366 * 86_400) {
+            return Err(ConfigError::OutOfRange {
+                flag: "max-token-lifetime",
+                min: "1m",
+                max: "366d",
+            });
+        }
+        if self.leeway > 3_600 {
+            return Err(ConfigError::OutOfRange {
+                flag: "leeway",
+                min: "0",
+                max: "3600 seconds",
+            });
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                flag: "redis-timeout",
+                min: "1ms",
+                max: "any",
+            });
+        }
+        Ok(())
+    }
+
+    /// The issuer of requests that name none: the one configured issuer,
+    /// else the empty issuer.
+    pub fn default_issuer(&self) -> &str {
+        match self.jwt_issuer.as_slice() {
+            [only] => only,
+            _ => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn parse(args: &[&str]) -> ServeConfig {
+        let argv = std::iter::once("revocd").chain(args.iter().copied());
+        Cli::try_parse_from(argv).expect("flags parse").serve
+    }
+
+    #[test]
+    fn defaults_need_api_keys() {
+        assert_eq!(parse(&[]).validate(), Err(ConfigError::NoApiKeys));
+        assert_eq!(parse(&["--api-keys-file", "k.toml"]).validate(), Ok(()));
+        assert_eq!(parse(&["--dev"]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn dev_refuses_a_public_address() {
+        let config = parse(&["--dev", "--listen", "0.0.0.0:50051"]);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DevNotLoopback(_))
+        ));
+        assert_eq!(parse(&["--dev", "--listen", "[::1]:1"]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn durations_are_human_and_bounded() {
+        let config = parse(&["--dev", "--max-token-lifetime", "7d"]);
+        assert_eq!(config.max_token_lifetime, Duration::from_secs(7 * 86_400));
+        let config = parse(&["--dev", "--max-token-lifetime", "10s"]);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::OutOfRange {
+                flag: "max-token-lifetime",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn one_issuer_is_the_default_issuer() {
+        assert_eq!(
+            parse(&["--jwt-issuer", "https://a"]).default_issuer(),
+            "https://a"
+        );
+        assert_eq!(
+            parse(&["--jwt-issuer", "https://a", "--jwt-issuer", "https://b"]).default_issuer(),
+            ""
+        );
+        assert_eq!(parse(&[]).default_issuer(), "");
+    }
+}

@@ -1,0 +1,231 @@
+//! The gRPC server: what a replica serves from ([`State`]) and how it runs
+//! ([`run`]).
+//!
+//! Beside `revocation.v1.RevocationService` it serves `grpc.health.v1.Health`
+//! (SERVING only while the store answers) and gRPC reflection, both without
+//! authentication.
+
+mod request;
+mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::auth::{Access, KeysFileError};
+use crate::config::{ConfigError, ServeConfig};
+use crate::pb::revocation_service_server::RevocationServiceServer;
+use crate::store::{self, MemoryStore, RedisStore, RedisStoreOptions, Store};
+use crate::tokens::{KeyError, TokenVerifier};
+
+pub use self::service::RevocationService;
+
+/// Largest request message accepted, in bytes; every request is small.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// HTTP/2 streams one connection may hold open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Longest a unary call may run before it is cancelled.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the store is pinged to drive the health service.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rules applied to every request, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Clock leeway in seconds; records outlive `exp` by this much.
+    pub leeway: i64,
+    /// Longest token lifetime accepted, in seconds.
+    pub max_token_lifetime: i64,
+    /// Issuer of requests that name none.
+    pub default_issuer: String,
+}
+
+/// Everything a replica serves from; shared by all calls.
+#[derive(Debug)]
+pub struct State {
+    /// Where revocations are kept.
+    pub store: Store,
+    /// Verifies presented tokens.
+    pub verifier: TokenVerifier,
+    /// Authenticates callers.
+    pub access: Access,
+    /// Request rules.
+    pub policy: Policy,
+    /// When this replica started, for `uptime_seconds`.
+    pub started: Instant,
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The flags do not fit together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A JWT key file is unusable.
+    #[error("JWT keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The API-keys file is unusable.
+    #[error("API keys: {0}")]
+    ApiKeys(#[from] KeysFileError),
+    /// Redis cannot be reached.
+    #[error("connecting to Redis: {0}")]
+    Store(#[from] store::Error),
+}
+
+// === impl State ===
+
+impl State {
+    /// Builds the state a configuration describes: loads keys and connects
+    /// the store. `dev_secret` is an extra HS256 secret trusted in `--dev`
+    /// (the generated one).
+    ///
+    /// # Errors
+    /// Invalid flags, unusable key files, or a Redis that does not answer.
+    pub async fn from_config(
+        config: &ServeConfig,
+        dev_secret: Option<&[u8]>,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        Ok(State {
+            store: open_store(config).await?,
+            verifier: token_verifier(config, dev_secret)?,
+            access: match (config.dev, &config.api_keys_file) {
+                (true, _) => Access::Open,
+                (false, Some(path)) => Access::from_keys_file(path)?,
+                (false, None) => return Err(ConfigError::NoApiKeys.into()),
+            },
+            policy: Policy {
+                leeway: config.leeway as i64,
+                max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
+                default_issuer: config.default_issuer().to_owned(),
+            },
+            started: Instant::now(),
+        })
+    }
+}
+
+async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
+    match &config.redis_url {
+        Some(url) => {
+            let options = RedisStoreOptions {
+                url: url.clone(),
+                key_prefix: config.key_prefix.clone(),
+                log_retention: config.log_retention,
+                response_timeout: config.redis_timeout,
+            };
+            Ok(Store::Redis(RedisStore::connect(&options).await?))
+        }
+        None => Ok(Store::Memory(MemoryStore::new())),
+    }
+}
+
+fn token_verifier(
+    config: &ServeConfig,
+    dev_secret: Option<&[u8]>,
+) -> Result<TokenVerifier, KeyError> {
+    let mut builder = TokenVerifier::builder()
+        .issuers(&config.jwt_issuer)
+        .audiences(&config.jwt_audience)
+        .leeway_seconds(config.leeway);
+    if let Some(path) = &config.jwt_hs256_secret_file {
+        builder = builder.hs256_secret_file(path)?;
+    }
+    if let Some(secret) = dev_secret {
+        builder = builder.hs256_secret(secret)?;
+    }
+    for path in &config.jwt_public_key_file {
+        builder = builder.public_key_pem_file(path)?;
+    }
+    if let Some(path) = &config.jwks_file {
+        builder = builder.jwks_file(path)?;
+    }
+    Ok(builder.build())
+}
+
+/// Serves on `listener` until `shutdown` completes, then gives open calls
+/// `grace` to finish.
+///
+/// # Errors
+/// A transport error of the gRPC server.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let monitor = tokio::spawn(watch_store_health(state.store.clone(), health));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        // The descriptor set is compiled in by build.rs from the same proto.
+        .expect("embedded descriptor set is valid");
+    let revocation = RevocationServiceServer::new(RevocationService::new(state))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+    let stopping = CancellationToken::new();
+    let serve = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .timeout(REQUEST_TIMEOUT)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(revocation)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener),
+            stopping.clone().cancelled_owned(),
+        );
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        result = &mut serve => result,
+        () = shutdown => {
+            info!("shutting down; draining open calls");
+            stopping.cancel();
+            match tokio::time::timeout(grace, &mut serve).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(grace_seconds = grace.as_secs(), "calls still open after the grace period; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    monitor.abort();
+    result
+}
+
+/// Pings the store every [`HEALTH_PROBE_INTERVAL`] and reports SERVING only
+/// while it answers, for `""` and the revocation service.
+async fn watch_store_health(store: Store, health: HealthReporter) {
+    let service = <RevocationServiceServer<RevocationService> as NamedService>::NAME;
+    let mut last = None;
+    let mut interval = tokio::time::interval(HEALTH_PROBE_INTERVAL);
+    loop {
+        interval.tick().await;
+        let status = match tokio::time::timeout(HEALTH_PROBE_INTERVAL, store.ping()).await {
+            Ok(Ok(())) => ServingStatus::Serving,
+            Ok(Err(error)) => {
+                if last != Some(ServingStatus::NotServing) {
+                    warn!(%error, "store unreachable; reporting NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+            Err(_) => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            if last.is_some() && status == ServingStatus::Serving {
+                info!("store reachable again; reporting SERVING");
+            }
+            health.set_service_status("", status).await;
+            health.set_service_status(service, status).await;
+            last = Some(status);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Limits on request fields, checked before anything is stored. Each check
+//! names the field and the rule, so the caller can fix the request.
+
+use super::service::ApiError;
+
+/// Longest `jti` or subject, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest issuer, in bytes (issuers are URLs).
+pub const MAX_ISSUER_BYTES: usize = 512;
+/// Longest reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// A `jti` or subject: not empty, at most [`MAX_ID_BYTES`], no control
+/// characters.
+pub fn identifier(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::invalid(format!("`{field}` is empty")));
+    }
+    text(field, value, MAX_ID_BYTES)
+}
+
+/// An issuer: at most [`MAX_ISSUER_BYTES`], no control characters; empty
+/// is the "no issuer" issuer.
+pub fn issuer(value: &str) -> Result<(), ApiError> {
+    text("issuer", value, MAX_ISSUER_BYTES)
+}
+
+/// A reason: at most [`MAX_REASON_BYTES`], no control characters.
+pub fn reason(value: &str) -> Result<(), ApiError> {
+    text("reason", value, MAX_REASON_BYTES)
+}
+
+fn text(field: &str, value: &str, limit: usize) -> Result<(), ApiError> {
+    if value.len() > limit {
+        return Err(ApiError::invalid(format!(
+            "`{field}` is {} bytes; the limit is {limit}",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "`{field}` contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_bounded_and_printable() {
+        assert!(identifier("jti", "abc-123").is_ok());
+        assert!(identifier("jti", "").is_err());
+        assert!(identifier("jti", &"x".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(identifier("jti", &"x".repeat(MAX_ID_BYTES + 1)).is_err());
+        assert!(identifier("jti", "a\nb").is_err());
+        assert!(identifier("jti", "a\u{7f}b").is_err());
+        assert!(issuer("").is_ok());
+        assert!(reason("user clicked \"log out\"").is_ok());
+    }
+}

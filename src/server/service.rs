@@ -1,0 +1,397 @@
+//! `revocation.v1.RevocationService`: authentication, validation, and the
+//! one mapping of errors to gRPC status codes.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::{debug, error, warn};
+
+use super::{request, State};
+use crate::auth::{Access, AuthError, Caller, Role};
+use crate::pb::{
+    self, CheckRequest, CheckResponse, GetStatsRequest, RevokeRequest, RevokeResponse,
+    RevokeSubjectRequest, RevokeSubjectResponse, Stats,
+};
+use crate::store::{self, Provenance, Revocation, SubjectCutoff, TokenStatus};
+use crate::time::unix_now;
+use crate::tokens::TokenError;
+
+/// The author recorded for a token that revoked itself.
+const SELF_AUTHOR: &str = "self";
+
+/// Why a call failed, before it becomes a [`Status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong; the message says how.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The caller (or its token) is not authenticated.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not make this call.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The server is not set up for this call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl ApiError {
+    /// An [`ApiError::InvalidArgument`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(message.into())
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::NoKeys => ApiError::FailedPrecondition(error.to_string()),
+            _ if error.is_malformed() => ApiError::InvalidArgument(error.to_string()),
+            _ => ApiError::Unauthenticated(error.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Forbidden { .. } => ApiError::PermissionDenied(error.to_string()),
+            _ => ApiError::Unauthenticated(error.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument(message) => Status::invalid_argument(message),
+            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+            ApiError::Store(store::Error::Unavailable(cause)) => {
+                warn!(error = %cause, "store unavailable");
+                Status::unavailable(
+                    "the revocation store is unavailable; retry (revocations are idempotent)",
+                )
+            }
+            ApiError::Store(cause) => {
+                // Log the cause once here; the caller learns nothing internal.
+                error!(error = %cause, "store error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// The revocation gRPC service over a shared [`State`].
+#[derive(Debug, Clone)]
+pub struct RevocationService {
+    state: Arc<State>,
+}
+
+impl RevocationService {
+    /// A service serving from `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    /// The caller identified by the request's `authorization` metadata.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, ApiError> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        Ok(self.state.access.caller(authorization)?)
+    }
+
+    /// The issuer a request means: its own, or the default. Must be one of
+    /// the configured issuers when any are configured.
+    fn issuer(&self, requested: &str) -> Result<String, ApiError> {
+        let issuer = if requested.is_empty() {
+            self.state.policy.default_issuer.as_str()
+        } else {
+            requested
+        };
+        request::issuer(issuer)?;
+        let accepted = self.state.verifier.issuers();
+        if !accepted.is_empty() && !accepted.iter().any(|a| a == issuer) {
+            return Err(ApiError::invalid(format!(
+                "issuer {issuer:?} is not one of this server's --jwt-issuer values"
+            )));
+        }
+        Ok(issuer.to_owned())
+    }
+
+    async fn revoke(&self, request: Request<RevokeRequest>) -> Result<RevokeResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        request::reason(&request.reason)?;
+        let now = unix_now();
+        let (issuer, jti, expires_at, by) = if request.token.is_empty() {
+            let caller = Access::require(caller.as_ref(), &[Role::Revoke])?;
+            if request.jti.is_empty() {
+                return Err(ApiError::invalid("set `token`, or `jti` with `expires_at`"));
+            }
+            request::identifier("jti", &request.jti)?;
+            if request.expires_at == 0 {
+                return Err(ApiError::invalid("`expires_at` is required with `jti`"));
+            }
+            let issuer = self.issuer(&request.issuer)?;
+            (issuer, request.jti, request.expires_at, caller.name.clone())
+        } else {
+            if !request.jti.is_empty() || request.expires_at != 0 || !request.issuer.is_empty() {
+                return Err(ApiError::invalid(
+                    "set either `token` or `jti`/`expires_at`/`issuer`, not both",
+                ));
+            }
+            let claims = self.state.verifier.verify(&request.token)?;
+            let jti = claims.jti.ok_or_else(|| {
+                ApiError::invalid(
+                    "the token has no `jti` claim, so it cannot be revoked alone; revoke its subject with RevokeSubject",
+                )
+            })?;
+            request::identifier("jti", &jti)?;
+            let by = caller.map_or_else(|| SELF_AUTHOR.to_owned(), |c| c.name);
+            // `verify` guarantees `exp` is present.
+            (
+                claims.issuer,
+                jti,
+                claims.expires_at.unwrap_or_default(),
+                by,
+            )
+        };
+        self.check_expiry(expires_at, now)?;
+        let keep_until = expires_at + self.state.policy.leeway;
+        if keep_until <= now {
+            debug!(jti, "token already expired; nothing to revoke");
+            return Ok(RevokeResponse {
+                newly_revoked: false,
+                expires_at,
+                cursor: String::new(),
+            });
+        }
+        let revocation = Revocation {
+            issuer,
+            jti,
+            expires_at,
+            keep_until,
+            provenance: Provenance {
+                at: now,
+                by,
+                reason: request.reason,
+            },
+        };
+        let outcome = self.state.store.revoke(&revocation, now).await?;
+        debug!(
+            jti = revocation.jti,
+            by = revocation.provenance.by,
+            newly = outcome.newly_revoked,
+            "revoked"
+        );
+        Ok(RevokeResponse {
+            newly_revoked: outcome.newly_revoked,
+            expires_at,
+            cursor: outcome.cursor.unwrap_or_default(),
+        })
+    }
+
+    /// `expires_at` must be positive and within `--max-token-lifetime`.
+    fn check_expiry(&self, expires_at: i64, now: i64) -> Result<(), ApiError> {
+        let policy = &self.state.policy;
+        if expires_at < 0 {
+            return Err(ApiError::invalid(
+                "`expires_at` is negative; it is unix seconds",
+            ));
+        }
+        let latest = now + policy.max_token_lifetime + policy.leeway;
+        if expires_at > latest {
+            return Err(ApiError::invalid(format!(
+                "`expires_at` is {} s from now, beyond the longest token lifetime this server accepts ({} s); if your tokens really live that long, raise --max-token-lifetime",
+                expires_at - now,
+                policy.max_token_lifetime
+            )));
+        }
+        Ok(())
+    }
+
+    async fn revoke_subject(
+        &self,
+        request: Request<RevokeSubjectRequest>,
+    ) -> Result<RevokeSubjectResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        let caller = Access::require(caller.as_ref(), &[Role::Revoke])?;
+        let request = request.get_ref();
+        request::identifier("subject", &request.subject)?;
+        request::reason(&request.reason)?;
+        let issuer = self.issuer(&request.issuer)?;
+        let now = unix_now();
+        let policy = &self.state.policy;
+        let not_before = match request.not_before {
+            0 => now,
+            t if t < 0 => {
+                return Err(ApiError::invalid(
+                    "`not_before` is negative; it is unix seconds",
+                ))
+            }
+            t if t > now + policy.leeway => {
+                return Err(ApiError::invalid(
+                    "`not_before` is in the future; a cut-off applies to tokens already issued",
+                ))
+            }
+            t => t,
+        };
+        let keep_until = not_before + policy.max_token_lifetime + policy.leeway;
+        if keep_until <= now {
+            // Every token it would cover has expired already.
+            return Ok(RevokeSubjectResponse {
+                not_before,
+                cursor: String::new(),
+            });
+        }
+        let cutoff = SubjectCutoff {
+            issuer,
+            subject: request.subject.clone(),
+            not_before,
+            keep_until,
+            provenance: Provenance {
+                at: now,
+                by: caller.name.clone(),
+                reason: request.reason.clone(),
+            },
+        };
+        let outcome = self.state.store.revoke_subject(&cutoff, now).await?;
+        debug!(
+            subject = cutoff.subject,
+            not_before = outcome.not_before,
+            "subject cut-off"
+        );
+        Ok(RevokeSubjectResponse {
+            not_before: outcome.not_before,
+            cursor: outcome.cursor.unwrap_or_default(),
+        })
+    }
+
+    async fn check(&self, request: Request<CheckRequest>) -> Result<CheckResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        Access::require(caller.as_ref(), &[Role::Read, Role::Subscribe])?;
+        let request = request.get_ref();
+        let now = unix_now();
+        if request.token.is_empty() {
+            request::identifier("jti", &request.jti)?;
+            let issuer = self.issuer(&request.issuer)?;
+            let status = self
+                .state
+                .store
+                .status(&issuer, Some(&request.jti), None, now)
+                .await?;
+            return Ok(check_response(&status, None));
+        }
+        if !request.jti.is_empty() || !request.issuer.is_empty() {
+            return Err(ApiError::invalid(
+                "set either `token` or `jti`/`issuer`, not both",
+            ));
+        }
+        let claims = self.state.verifier.verify(&request.token)?;
+        if claims.jti.is_none() && claims.subject.is_none() {
+            return Err(ApiError::invalid(
+                "the token has neither `jti` nor `sub`; nothing can revoke it",
+            ));
+        }
+        let status = self
+            .state
+            .store
+            .status(
+                &claims.issuer,
+                claims.jti.as_deref(),
+                claims.subject.as_deref(),
+                now,
+            )
+            .await?;
+        Ok(check_response(&status, Some(claims.issued_at)))
+    }
+
+    async fn stats(&self, request: Request<GetStatsRequest>) -> Result<Stats, ApiError> {
+        let caller = self.caller(&request)?;
+        Access::require(caller.as_ref(), &[Role::Read])?;
+        let counts = self.state.store.counts(unix_now()).await?;
+        Ok(Stats {
+            live_revocations: counts.revocations,
+            live_subject_cutoffs: counts.subject_cutoffs,
+            store: self.state.store.kind().to_owned(),
+            version: crate::VERSION.to_owned(),
+            uptime_seconds: self.state.started.elapsed().as_secs(),
+        })
+    }
+}
+
+/// Builds the answer to `Check`. `issued_at` is `Some` for a check by token
+/// (then the subject cut-off applies); a token without `iat` cannot show it
+/// was issued after a cut-off, so any cut-off revokes it.
+fn check_response(status: &TokenStatus, issued_at: Option<Option<i64>>) -> CheckResponse {
+    if let Some(revocation) = &status.revocation {
+        return CheckResponse {
+            revoked: true,
+            revoked_at: revocation.provenance.at,
+            expires_at: revocation.expires_at,
+            reason: revocation.provenance.reason.clone(),
+            revoked_by: revocation.provenance.by.clone(),
+            by_subject: false,
+            not_before: 0,
+        };
+    }
+    match (&status.cutoff, issued_at) {
+        (Some(cutoff), Some(iat)) if iat.is_none_or(|iat| iat < cutoff.not_before) => {
+            CheckResponse {
+                revoked: true,
+                revoked_at: cutoff.provenance.at,
+                expires_at: 0,
+                reason: cutoff.provenance.reason.clone(),
+                revoked_by: cutoff.provenance.by.clone(),
+                by_subject: true,
+                not_before: cutoff.not_before,
+            }
+        }
+        _ => CheckResponse::default(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::revocation_service_server::RevocationService for RevocationService {
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        Ok(Response::new(
+            RevocationService::revoke(self, request).await?,
+        ))
+    }
+
+    async fn revoke_subject(
+        &self,
+        request: Request<RevokeSubjectRequest>,
+    ) -> Result<Response<RevokeSubjectResponse>, Status> {
+        Ok(Response::new(
+            RevocationService::revoke_subject(self, request).await?,
+        ))
+    }
+
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(
+            RevocationService::check(self, request).await?,
+        ))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<GetStatsRequest>,
+    ) -> Result<Response<Stats>, Status> {
+        Ok(Response::new(self.stats(request).await?))
+    }
+}
