@@ -1,0 +1,115 @@
+//! A real `redis-server` for tests and benchmarks: its own free loopback
+//! port, its own temporary directory, killed when dropped. It never touches
+//! the machine's own Redis or its data.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a starting `redis-server` may take to answer PING.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` child process.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free loopback port, persistence off.
+    ///
+    /// # Panics
+    /// If `redis-server` is not installed or does not start: tests need it
+    /// and are never skipped (`.ci/run` installs it).
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `redis-server` with extra arguments (e.g. `--appendonly yes`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("creating a temp dir for redis-server");
+        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn(extra);
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(&[]);
+    }
+
+    /// A synchronous connection for direct inspection.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("connecting to the test redis-server")
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", path_str(self.dir.path())])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server (install it: apt-get install -y redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let ready = redis::Client::open(self.url())
+                .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
+            if ready.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("finding a free port")
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp dir path is UTF-8")
+}
