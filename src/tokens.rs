@@ -389,8 +389,12 @@ impl TokenVerifier {
         if self.keys.is_empty() {
             return Err(TokenError::NoKeys);
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| TokenError::Malformed(format!("header: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidToken => TokenError::Malformed(
+                "not a JWT (expected header.payload.signature in base64url)".into(),
+            ),
+            _ => TokenError::Malformed(format!("unreadable header: {e}")),
+        })?;
         let validation = self
             .validations
             .iter()

@@ -66,7 +66,7 @@ struct RevokeArgs {
     #[arg(long, requires = "expires_at")]
     jti: Option<String>,
     /// The token's exp, in unix seconds (with --jti).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     expires_at: Option<i64>,
     /// The token's issuer (with --jti); default: the server's.
     #[arg(long)]
@@ -83,7 +83,7 @@ struct RevokeSubjectArgs {
     /// The subject (`sub` claim).
     subject: String,
     /// Revoke tokens issued before this unix time (default: now).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     not_before: i64,
     /// The tokens' issuer; default: the server's.
     #[arg(long, default_value = "")]

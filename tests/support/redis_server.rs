@@ -15,6 +15,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Extra `redis-server` arguments, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -35,8 +37,9 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
-        server.spawn(extra);
+        server.spawn();
         server
     }
 
@@ -58,10 +61,10 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port and directory.
+    /// Starts it again on the same port, directory and arguments.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn(&[]);
+        self.spawn();
     }
 
     /// A synchronous connection for direct inspection.
@@ -71,12 +74,12 @@ impl RedisServer {
             .expect("connecting to the test redis-server")
     }
 
-    fn spawn(&mut self, extra: &[&str]) {
+    fn spawn(&mut self) {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", path_str(self.dir.path())])
-            .args(extra)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

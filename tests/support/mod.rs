@@ -1,0 +1,263 @@
+//! Shared helpers for the integration tests: a real server over real gRPC on
+//! `127.0.0.1:0`, a real `redis-server`, callers with API keys, and tokens.
+#![allow(dead_code)] // each test binary uses a different subset
+
+mod redis_server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use revocd::config::ServeConfig;
+use revocd::pb::revocation_service_client::RevocationServiceClient;
+use revocd::server::{self, State};
+use revocd::time::unix_now;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+pub use self::redis_server::{free_port, RedisServer};
+
+/// The HS256 secret the test servers trust.
+pub const SECRET: &str = "integration-test-secret-0123456789";
+/// The issuer the test servers accept (and default to).
+pub const ISSUER: &str = "https://issuer.test";
+
+/// API keys of the test deployment, by role: (name, key, roles).
+pub const KEYS: [(&str, &str, &str); 5] = [
+    ("auth-server", "key-revoke", r#"["revoke"]"#),
+    ("support-desk", "key-read", r#"["read"]"#),
+    ("edge-gateway", "key-subscribe", r#"["subscribe"]"#),
+    ("operator", "key-admin", r#"["admin"]"#),
+    ("mixed", "key-mixed", r#"["revoke", "read"]"#),
+];
+
+/// Installs a tracing subscriber once for the whole test binary (`RUST_LOG`
+/// selects what is shown).
+pub fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Files a test deployment needs: the HS256 secret and the API-keys file.
+pub struct Deployment {
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    /// Writes the secret and the API keys to a fresh temp dir.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).expect("secret file");
+        let keys: String = KEYS
+            .iter()
+            .map(|(name, key, roles)| {
+                let digest = revocd::auth::key_digest_hex(key);
+                format!("[[key]]\nname = \"{name}\"\nsha256 = \"{digest}\"\nroles = {roles}\n\n")
+            })
+            .collect();
+        std::fs::write(dir.path().join("api-keys.toml"), keys).expect("keys file");
+        Deployment { dir }
+    }
+
+    /// A file in the deployment's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `revocd serve` flags for this deployment, plus `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--api-keys-file".into(),
+            path_string(&self.path("api-keys.toml")),
+            "--jwt-hs256-secret-file".into(),
+            path_string(&self.path("secret")),
+            "--jwt-issuer".into(),
+            ISSUER.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_str().expect("UTF-8 temp path").to_owned()
+}
+
+#[derive(Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+/// Parses `revocd serve` flags as the binary would.
+pub fn serve_config(args: &[String]) -> ServeConfig {
+    let argv = std::iter::once("revocd".to_owned()).chain(args.iter().cloned());
+    ServeCli::try_parse_from(argv).expect("valid serve flags").serve
+}
+
+/// A revocd server running in this process over real gRPC.
+pub struct TestServer {
+    /// Where it listens.
+    pub address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with `revocd serve` flags on `127.0.0.1:0`.
+    pub async fn start(args: &[String]) -> Self {
+        let config = serve_config(args);
+        let state = State::from_config(&config, None).await.expect("server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("bound address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stopped.await;
+            };
+            server::run(listener, Arc::new(state), stop, Duration::from_secs(1))
+                .await
+                .expect("server runs");
+        });
+        TestServer {
+            address,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    /// A client sending `key` (or no key) as its bearer API key.
+    pub async fn client(&self, key: Option<&str>) -> Client {
+        client(self.address, key).await
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.expect("server task");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A gRPC client of the revocation service with a fixed API key.
+pub type Client = RevocationServiceClient<InterceptedService<Channel, BearerKey>>;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct BearerKey(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Connects a client to `address`.
+pub async fn client(address: SocketAddr, key: Option<&str>) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connecting to the test server");
+    let key = key.map(|k| format!("Bearer {k}").parse().expect("ascii key"));
+    RevocationServiceClient::with_interceptor(channel, BearerKey(key))
+}
+
+/// Signs `claims` with the test secret (HS256).
+pub fn sign(claims: &serde_json::Value) -> String {
+    sign_with(claims, SECRET)
+}
+
+/// Signs `claims` with another HS256 secret.
+pub fn sign_with(claims: &serde_json::Value, secret: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("signing")
+}
+
+/// A valid token for `subject` with a fresh jti, issued now, valid an hour.
+pub fn token_for(subject: &str, jti: &str) -> String {
+    let now = unix_now();
+    sign(&serde_json::json!({
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": now, "exp": now + 3600,
+    }))
+}
+
+/// A real `revocd serve` process (the built binary), killed when dropped.
+pub struct Replica {
+    /// Where it listens.
+    pub address: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Replica {
+    /// Starts `revocd serve` with `args` on a free loopback port and waits
+    /// until its health service reports SERVING.
+    pub async fn spawn(args: &[String]) -> Self {
+        let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_revocd"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", &address.to_string()])
+            .env("RUST_LOG", "revocd=warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the revocd binary");
+        let replica = Replica { address, child };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while replica.health().await != Some(ServingStatus::Serving) {
+            assert!(tokio::time::Instant::now() < deadline, "replica {address} did not become healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
+    /// The overall health the replica reports, `None` when unreachable.
+    pub async fn health(&self) -> Option<ServingStatus> {
+        health(self.address).await
+    }
+
+    /// A client sending `key` as its bearer API key.
+    pub async fn client(&self, key: Option<&str>) -> Client {
+        client(self.address, key).await
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The overall (`""`) health of the server at `address`, `None` when it
+/// cannot be asked.
+pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).ok()?;
+    let channel = endpoint.connect_timeout(Duration::from_millis(500)).connect().await.ok()?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
+}
