@@ -113,6 +113,9 @@ impl TokenError {
 /// Why the key configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The build has no single jsonwebtoken crypto backend.
+    #[error("this build has no single jsonwebtoken crypto backend (enable exactly one of `aws_lc_rs`, `rust_crypto`)")]
+    NoCryptoBackend,
     /// A key file could not be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -129,6 +132,18 @@ pub enum KeyError {
         /// What is wrong.
         detail: String,
     },
+}
+
+/// Fails unless exactly one jsonwebtoken crypto backend is compiled in.
+/// With none, or two (feature unification can enable both), jsonwebtoken
+/// would panic at the first verification instead of at start-up.
+///
+/// # Errors
+/// [`KeyError::NoCryptoBackend`].
+pub fn ensure_crypto_backend() -> Result<(), KeyError> {
+    jsonwebtoken::crypto::CryptoProvider::try_get_default()
+        .map(drop)
+        .ok_or(KeyError::NoCryptoBackend)
 }
 
 /// One trusted key and the algorithms it may verify.

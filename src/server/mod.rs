@@ -24,7 +24,7 @@ use crate::auth::{Access, KeysFileError};
 use crate::config::{ConfigError, ServeConfig};
 use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisStore, RedisStoreOptions, Store};
-use crate::tokens::{KeyError, TokenVerifier};
+use crate::tokens::{self, KeyError, TokenVerifier};
 
 pub use self::service::RevocationService;
 
@@ -94,14 +94,17 @@ impl State {
         dev_secret: Option<&[u8]>,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        // Key files first: a configuration mistake is reported before any
+        // connection is attempted.
+        let verifier = token_verifier(config, dev_secret)?;
         Ok(State {
-            store: open_store(config).await?,
-            verifier: token_verifier(config, dev_secret)?,
+            verifier,
             access: match (config.dev, &config.api_keys_file) {
                 (true, _) => Access::Open,
                 (false, Some(path)) => Access::from_keys_file(path)?,
                 (false, None) => return Err(ConfigError::NoApiKeys.into()),
             },
+            store: open_store(config).await?,
             policy: Policy {
                 leeway: config.leeway as i64,
                 max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
@@ -131,6 +134,7 @@ fn token_verifier(
     config: &ServeConfig,
     dev_secret: Option<&[u8]>,
 ) -> Result<TokenVerifier, KeyError> {
+    tokens::ensure_crypto_backend()?;
     let mut builder = TokenVerifier::builder()
         .issuers(&config.jwt_issuer)
         .audiences(&config.jwt_audience)
@@ -163,10 +167,17 @@ pub async fn run(
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let monitor = tokio::spawn(watch_store_health(state.store.clone(), health));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+    // The descriptor set is compiled in by build.rs from the same proto, so
+    // building the reflection services cannot fail.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
-        // The descriptor set is compiled in by build.rs from the same proto.
+        .expect("embedded descriptor set is valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("embedded descriptor set is valid");
     let revocation = RevocationServiceServer::new(RevocationService::new(state))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -176,7 +187,8 @@ pub async fn run(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .timeout(REQUEST_TIMEOUT)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(revocation)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener),

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: a real server over real gRPC on
 //! `127.0.0.1:0`, a real `redis-server`, callers with API keys, and tokens.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 mod redis_server;
 
@@ -21,6 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use self::redis_server::{free_port, RedisServer};
 
 /// The HS256 secret the test servers trust.
@@ -100,7 +101,9 @@ struct ServeCli {
 /// Parses `revocd serve` flags as the binary would.
 pub fn serve_config(args: &[String]) -> ServeConfig {
     let argv = std::iter::once("revocd".to_owned()).chain(args.iter().cloned());
-    ServeCli::try_parse_from(argv).expect("valid serve flags").serve
+    ServeCli::try_parse_from(argv)
+        .expect("valid serve flags")
+        .serve
 }
 
 /// A revocd server running in this process over real gRPC.
@@ -115,8 +118,12 @@ impl TestServer {
     /// Starts a server with `revocd serve` flags on `127.0.0.1:0`.
     pub async fn start(args: &[String]) -> Self {
         let config = serve_config(args);
-        let state = State::from_config(&config, None).await.expect("server state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let state = State::from_config(&config, None)
+            .await
+            .expect("server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("bound address");
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -162,9 +169,14 @@ pub type Client = RevocationServiceClient<InterceptedService<Channel, BearerKey>
 pub struct BearerKey(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for BearerKey {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -211,7 +223,9 @@ impl Replica {
     /// Starts `revocd serve` with `args` on a free loopback port and waits
     /// until its health service reports SERVING.
     pub async fn spawn(args: &[String]) -> Self {
-        let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let address: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_revocd"))
             .arg("serve")
             .args(args)
@@ -223,7 +237,10 @@ impl Replica {
         let replica = Replica { address, child };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while replica.health().await != Some(ServingStatus::Serving) {
-            assert!(tokio::time::Instant::now() < deadline, "replica {address} did not become healthy");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica {address} did not become healthy"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         replica
@@ -254,9 +271,15 @@ pub use tonic_health::pb::health_check_response::ServingStatus;
 pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).ok()?;
-    let channel = endpoint.connect_timeout(Duration::from_millis(500)).connect().await.ok()?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .ok()?;
     let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()

@@ -77,7 +77,16 @@ impl RedisServer {
     fn spawn(&mut self) {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--dir", path_str(self.dir.path())])
             .args(&self.extra)
             .stdout(Stdio::null())
@@ -93,7 +102,10 @@ impl RedisServer {
             if ready.is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not start");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
