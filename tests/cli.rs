@@ -17,7 +17,11 @@ fn revoctl(args: &[&str]) -> Output {
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "revoctl failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "revoctl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("one JSON object on stdout")
 }
 
@@ -34,22 +38,57 @@ async fn revoke_then_status_by_token_and_by_jti() {
     let server = replica.address.to_string(); // bare host:port works
     let token = token_for("alice", "cli-1");
 
-    let before = revoctl(&["--server", &server, "--api-key", "key-read", "status", "--token", &token, "--json"]);
-    assert_eq!(stdout_json(&before)["revoked"], false, "a live token's status is printed too");
+    let before = revoctl(&[
+        "--server",
+        &server,
+        "--api-key",
+        "key-read",
+        "status",
+        "--token",
+        &token,
+        "--json",
+    ]);
+    assert_eq!(
+        stdout_json(&before)["revoked"],
+        false,
+        "a live token's status is printed too"
+    );
 
-    let revoked = revoctl(&["--server", &server, "revoke", "--token", &token, "--reason", "lost", "--json"]);
+    let revoked = revoctl(&[
+        "--server", &server, "revoke", "--token", &token, "--reason", "lost", "--json",
+    ]);
     assert_eq!(stdout_json(&revoked)["newly_revoked"], true);
 
     // --api-key after the subcommand works as well as before it.
-    let after = revoctl(&["--server", &server, "status", "cli-1", "--api-key", "key-read", "--json"]);
+    let after = revoctl(&[
+        "--server",
+        &server,
+        "status",
+        "cli-1",
+        "--api-key",
+        "key-read",
+        "--json",
+    ]);
     let after = stdout_json(&after);
     assert_eq!(after["revoked"], true);
     assert_eq!(after["revoked_by"], "self");
     assert_eq!(after["reason"], "lost");
 
-    let table = revoctl(&["--server", &server, "--api-key", "key-read", "status", "cli-1"]);
+    let table = revoctl(&[
+        "--server",
+        &server,
+        "--api-key",
+        "key-read",
+        "status",
+        "cli-1",
+    ]);
     let table = String::from_utf8(table.stdout).unwrap();
-    assert!(table.lines().any(|l| l.starts_with("revoked ") && l.ends_with("yes")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("revoked ") && l.ends_with("yes")),
+        "{table}"
+    );
 }
 
 #[tokio::test]
@@ -57,13 +96,27 @@ async fn environment_variables_configure_revoctl() {
     let (replica, _redis, _deployment) = replica().await;
     let expires_at = (revocd::time::unix_now() + 600).to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_revoctl"))
-        .args(["revoke", "--jti", "env-1", "--expires-at", &expires_at, "--json"])
+        .args([
+            "revoke",
+            "--jti",
+            "env-1",
+            "--expires-at",
+            &expires_at,
+            "--json",
+        ])
         .env("REVOCD_SERVER", format!("http://{}", replica.address))
         .env("REVOCD_API_KEY", "key-revoke")
         .output()
         .expect("running revoctl");
     assert_eq!(stdout_json(&output)["newly_revoked"], true);
-    let stats = revoctl(&["--server", &replica.address.to_string(), "--api-key", "key-admin", "stats", "--json"]);
+    let stats = revoctl(&[
+        "--server",
+        &replica.address.to_string(),
+        "--api-key",
+        "key-admin",
+        "stats",
+        "--json",
+    ]);
     let stats = stdout_json(&stats);
     assert_eq!(stats["live_revocations"], 1);
     assert_eq!(stats["store"], "redis");
@@ -76,7 +129,18 @@ async fn errors_are_one_line_on_stderr_with_a_failing_exit() {
     let cases: [(&[&str], &str); 3] = [
         (&["--api-key", "nope", "stats"], "unauthenticated"),
         (&["--api-key", "key-revoke", "stats"], "permission denied"),
-        (&["--api-key", "key-revoke", "revoke", "--jti", "x", "--expires-at", "-4"], "invalid argument"),
+        (
+            &[
+                "--api-key",
+                "key-revoke",
+                "revoke",
+                "--jti",
+                "x",
+                "--expires-at",
+                "-4",
+            ],
+            "invalid argument",
+        ),
     ];
     for (args, expected) in cases {
         let mut all = vec!["--server", &server];
@@ -85,7 +149,10 @@ async fn errors_are_one_line_on_stderr_with_a_failing_exit() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with(&format!("error: {expected}")), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {expected}")),
+            "{args:?}: {stderr}"
+        );
     }
     let unreachable = revoctl(&["--server", &format!("127.0.0.1:{}", free_port()), "stats"]);
     assert!(!unreachable.status.success());
@@ -102,7 +169,10 @@ fn serve_without_api_keys_refuses_to_start_and_says_why() {
         .expect("running revocd");
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--api-keys-file") && stderr.contains("--dev"), "{stderr}");
+    assert!(
+        stderr.contains("--api-keys-file") && stderr.contains("--dev"),
+        "{stderr}"
+    );
 
     let output = Command::new(env!("CARGO_BIN_EXE_revocd"))
         .args(["serve", "--dev", "--listen", "0.0.0.0:0"])
@@ -127,7 +197,11 @@ fn the_dev_banner_commands_work_as_printed() {
     let commands: Vec<String> = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .filter_map(|line| line.trim().strip_prefix("cargo run --bin revoctl -- ").map(str::to_owned))
+        .filter_map(|line| {
+            line.trim()
+                .strip_prefix("cargo run --bin revoctl -- ")
+                .map(str::to_owned)
+        })
         .take(5)
         .collect();
     assert_eq!(commands.len(), 5, "the banner lists five commands");
@@ -137,10 +211,20 @@ fn the_dev_banner_commands_work_as_printed() {
         let command = command.replace("'log out everywhere'", "everywhere");
         let args: Vec<&str> = command.split_whitespace().collect();
         let output = revoctl(&args);
-        assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     };
-    let revoked_line = |table: &str| table.lines().find(|l| l.starts_with("revoked ")).unwrap_or("").to_owned();
+    let revoked_line = |table: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with("revoked "))
+            .unwrap_or("")
+            .to_owned()
+    };
     assert!(revoked_line(&run(&commands[0])).ends_with("no"));
     assert!(run(&commands[1]).contains("newly revoked  yes"));
     assert!(revoked_line(&run(&commands[2])).ends_with("yes"));

@@ -20,7 +20,8 @@ fn jti_key(jti: &str) -> String {
 
 async fn start(redis: &RedisServer, deployment: &Deployment) -> TestServer {
     support::trace_init();
-    TestServer::start(&deployment.args(&["--redis-url", &redis.url(), "--redis-timeout", "500ms"])).await
+    TestServer::start(&deployment.args(&["--redis-url", &redis.url(), "--redis-timeout", "500ms"]))
+        .await
 }
 
 fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
@@ -38,7 +39,10 @@ async fn a_record_expires_at_exp_plus_leeway() {
     let server = start(&redis, &deployment).await;
     let expires_at = unix_now() + 600;
     let mut client = server.client(Some("key-admin")).await;
-    client.revoke(by_jti("ttl", expires_at)).await.expect("revoke");
+    client
+        .revoke(by_jti("ttl", expires_at))
+        .await
+        .expect("revoke");
     let not_before = unix_now() - 10;
     let cutoff = RevokeSubjectRequest {
         subject: "alice".into(),
@@ -48,11 +52,21 @@ async fn a_record_expires_at_exp_plus_leeway() {
     client.revoke_subject(cutoff).await.expect("cutoff");
 
     let mut redis_connection = redis.connection();
-    let expire_time: i64 = redis::cmd("EXPIRETIME").arg(jti_key("ttl")).query(&mut redis_connection).unwrap();
+    let expire_time: i64 = redis::cmd("EXPIRETIME")
+        .arg(jti_key("ttl"))
+        .query(&mut redis_connection)
+        .unwrap();
     assert_eq!(expire_time, expires_at + 60, "token exp + default leeway");
     let subject_key = format!("revocd:v1:sub:{}:{ISSUER}:alice", ISSUER.len());
-    let expire_time: i64 = redis::cmd("EXPIRETIME").arg(&subject_key).query(&mut redis_connection).unwrap();
-    assert_eq!(expire_time, not_before + 24 * 3600 + 60, "cut-off + max token lifetime + leeway");
+    let expire_time: i64 = redis::cmd("EXPIRETIME")
+        .arg(&subject_key)
+        .query(&mut redis_connection)
+        .unwrap();
+    assert_eq!(
+        expire_time,
+        not_before + 24 * 3600 + 60,
+        "cut-off + max token lifetime + leeway"
+    );
 }
 
 #[tokio::test]
@@ -63,12 +77,17 @@ async fn each_change_is_logged_once_with_its_cursor() {
     let mut client = server.client(Some("key-revoke")).await;
     let mut request = by_jti("logged", unix_now() + 600);
     request.reason = "incident 42".into();
-    let first = client.revoke(request.clone()).await.expect("revoke").into_inner();
+    let first = client
+        .revoke(request.clone())
+        .await
+        .expect("revoke")
+        .into_inner();
     client.revoke(request).await.expect("repeat");
 
     let mut redis_connection = redis.connection();
-    let entries: redis::streams::StreamRangeReply =
-        redis_connection.xrange_all("revocd:v1:log").expect("XRANGE");
+    let entries: redis::streams::StreamRangeReply = redis_connection
+        .xrange_all("revocd:v1:log")
+        .expect("XRANGE");
     assert_eq!(entries.ids.len(), 1, "a repeat appends nothing");
     let entry = &entries.ids[0];
     assert_eq!(entry.id, first.cursor);
@@ -88,37 +107,72 @@ async fn a_dead_redis_means_unavailable_then_recovery_without_loss() {
     let server = start(&redis, &deployment).await;
     let mut client = server.client(Some("key-admin")).await;
     let acknowledged = token_for("alice", "before-outage");
-    client.revoke(RevokeRequest { token: acknowledged.clone(), ..Default::default() }).await.expect("revoke");
+    client
+        .revoke(RevokeRequest {
+            token: acknowledged.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("revoke");
 
     redis.kill();
-    let status = client.revoke(by_jti("during-outage", unix_now() + 600)).await.expect_err("no Redis");
+    let status = client
+        .revoke(by_jti("during-outage", unix_now() + 600))
+        .await
+        .expect_err("no Redis");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let check = CheckRequest { token: acknowledged.clone(), ..Default::default() };
-    assert_eq!(client.check(check.clone()).await.expect_err("no Redis").code(), Code::Unavailable);
+    let check = CheckRequest {
+        token: acknowledged.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .check(check.clone())
+            .await
+            .expect_err("no Redis")
+            .code(),
+        Code::Unavailable
+    );
     wait_for_health(&server, ServingStatus::NotServing).await;
 
     redis.restart();
     wait_for_health(&server, ServingStatus::Serving).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let reply = loop {
-        match client.revoke(by_jti("after-outage", unix_now() + 600)).await {
+        match client
+            .revoke(by_jti("after-outage", unix_now() + 600))
+            .await
+        {
             Ok(reply) => break reply.into_inner(),
             Err(status) => {
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                assert!(tokio::time::Instant::now() < deadline, "did not recover: {status:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "did not recover: {status:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
     assert!(reply.newly_revoked);
-    let status = client.check(check).await.expect("check after recovery").into_inner();
-    assert!(status.revoked, "the revocation acknowledged before the outage survived");
+    let status = client
+        .check(check)
+        .await
+        .expect("check after recovery")
+        .into_inner();
+    assert!(
+        status.revoked,
+        "the revocation acknowledged before the outage survived"
+    );
 }
 
 async fn wait_for_health(server: &TestServer, wanted: ServingStatus) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while support::health(server.address).await != Some(wanted) {
-        assert!(tokio::time::Instant::now() < deadline, "health never became {wanted:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never became {wanted:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -133,20 +187,61 @@ async fn replicas_on_one_redis_behave_as_one_service() {
     let b = Replica::spawn(&args).await;
     let token = token_for("alice", "shared");
 
-    let first = a.client(None).await.revoke(RevokeRequest { token: token.clone(), ..Default::default() }).await;
+    let first = a
+        .client(None)
+        .await
+        .revoke(RevokeRequest {
+            token: token.clone(),
+            ..Default::default()
+        })
+        .await;
     assert!(first.expect("revoke via A").into_inner().newly_revoked);
-    let again = b.client(None).await.revoke(RevokeRequest { token: token.clone(), ..Default::default() }).await;
-    assert!(!again.expect("revoke via B").into_inner().newly_revoked, "B sees A's revocation");
+    let again = b
+        .client(None)
+        .await
+        .revoke(RevokeRequest {
+            token: token.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        !again.expect("revoke via B").into_inner().newly_revoked,
+        "B sees A's revocation"
+    );
 
-    let check = CheckRequest { token, ..Default::default() };
-    let status = b.client(Some("key-read")).await.check(check).await.expect("check via B");
+    let check = CheckRequest {
+        token,
+        ..Default::default()
+    };
+    let status = b
+        .client(Some("key-read"))
+        .await
+        .check(check)
+        .await
+        .expect("check via B");
     assert!(status.into_inner().revoked);
 
-    let cutoff = RevokeSubjectRequest { subject: "bob".into(), ..Default::default() };
-    b.client(Some("key-revoke")).await.revoke_subject(cutoff).await.expect("cutoff via B");
+    let cutoff = RevokeSubjectRequest {
+        subject: "bob".into(),
+        ..Default::default()
+    };
+    b.client(Some("key-revoke"))
+        .await
+        .revoke_subject(cutoff)
+        .await
+        .expect("cutoff via B");
     let now = unix_now();
-    let bob = support::sign(&serde_json::json!({"iss": ISSUER, "sub": "bob", "jti": "b1", "iat": now - 60, "exp": now + 600}));
-    let status = a.client(Some("key-read")).await.check(CheckRequest { token: bob, ..Default::default() }).await;
+    let bob = support::sign(
+        &serde_json::json!({"iss": ISSUER, "sub": "bob", "jti": "b1", "iat": now - 60, "exp": now + 600}),
+    );
+    let status = a
+        .client(Some("key-read"))
+        .await
+        .check(CheckRequest {
+            token: bob,
+            ..Default::default()
+        })
+        .await;
     assert!(status.expect("check via A").into_inner().by_subject);
 }
 
@@ -154,12 +249,41 @@ async fn replicas_on_one_redis_behave_as_one_service() {
 async fn deployments_with_different_prefixes_do_not_see_each_other() {
     let redis = RedisServer::start();
     let deployment = Deployment::new();
-    let blue = TestServer::start(&deployment.args(&["--redis-url", &redis.url(), "--key-prefix", "blue:"])).await;
-    let green = TestServer::start(&deployment.args(&["--redis-url", &redis.url(), "--key-prefix", "green:"])).await;
-    blue.client(Some("key-revoke")).await.revoke(by_jti("p", unix_now() + 600)).await.expect("revoke");
-    let check = CheckRequest { jti: "p".into(), ..Default::default() };
-    let in_green = green.client(Some("key-read")).await.check(check.clone()).await.expect("green");
-    let in_blue = blue.client(Some("key-read")).await.check(check).await.expect("blue");
+    let blue = TestServer::start(&deployment.args(&[
+        "--redis-url",
+        &redis.url(),
+        "--key-prefix",
+        "blue:",
+    ]))
+    .await;
+    let green = TestServer::start(&deployment.args(&[
+        "--redis-url",
+        &redis.url(),
+        "--key-prefix",
+        "green:",
+    ]))
+    .await;
+    blue.client(Some("key-revoke"))
+        .await
+        .revoke(by_jti("p", unix_now() + 600))
+        .await
+        .expect("revoke");
+    let check = CheckRequest {
+        jti: "p".into(),
+        ..Default::default()
+    };
+    let in_green = green
+        .client(Some("key-read"))
+        .await
+        .check(check.clone())
+        .await
+        .expect("green");
+    let in_blue = blue
+        .client(Some("key-read"))
+        .await
+        .check(check)
+        .await
+        .expect("blue");
     assert!(!in_green.into_inner().revoked);
     assert!(in_blue.into_inner().revoked);
 }
