@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -223,6 +223,15 @@ impl TokenVerifierBuilder {
     /// An unreadable file or one with no public key of these kinds.
     pub fn public_key_pem_file(mut self, path: &Path) -> Result<Self, KeyError> {
         let pem = read_trimmed(path)?;
+        if pem
+            .windows(b"PRIVATE KEY".len())
+            .any(|w| w == b"PRIVATE KEY")
+        {
+            return Err(invalid(
+                path,
+                "this is a private key; give its public half (openssl pkey -in KEY -pubout)",
+            ));
+        }
         let (key, algorithms) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
             (key, RSA_ALGORITHMS.to_vec())
         } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
@@ -252,19 +261,22 @@ impl TokenVerifierBuilder {
         let set: JwkSet = serde_json::from_slice(&text)
             .map_err(|e| invalid(path, &format!("not a JWK set: {e}")))?;
         for jwk in &set.keys {
+            // Identity providers publish encryption keys beside signing keys:
+            // those never verify a signature, and must not stop the rest.
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            let algorithms = match jwk.common.key_algorithm {
+                Some(named) => match Algorithm::try_from(named) {
+                    Ok(algorithm) => vec![algorithm],
+                    Err(_) => continue,
+                },
+                None => algorithms_for(&jwk.algorithm),
+            };
             let kid = jwk.common.key_id.clone();
             let label = kid.as_deref().unwrap_or("without kid");
             let key = DecodingKey::from_jwk(jwk)
                 .map_err(|e| invalid(path, &format!("key {label}: {e}")))?;
-            let algorithms = match jwk.common.key_algorithm {
-                Some(named) => vec![Algorithm::try_from(named).map_err(|_| {
-                    invalid(
-                        path,
-                        &format!("key {label}: {named} is not a signing algorithm"),
-                    )
-                })?],
-                None => algorithms_for(&jwk.algorithm),
-            };
             self.keys.push(TrustedKey {
                 kid,
                 algorithms,
