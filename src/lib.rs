@@ -9,6 +9,7 @@
 //!
 //! - [`pb`]: the generated gRPC types of `proto/revocation/v1/revocation.proto`.
 //! - [`tokens`]: JWT verification (keys, JWKS, issuers, audiences, leeway).
+//! - [`filter`]: the bloom filter of keyed digests that gateways check.
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
 //! - [`server`]: the gRPC service, its error mapping and [`server::run`].
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod filter;
 pub mod server;
 pub mod shutdown;
 pub mod store;
