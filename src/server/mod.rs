@@ -126,7 +126,9 @@ async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
             };
             Ok(Store::Redis(RedisStore::connect(&options).await?))
         }
-        None => Ok(Store::Memory(MemoryStore::new())),
+        None => Ok(Store::Memory(MemoryStore::new(
+            config.log_retention as usize,
+        ))),
     }
 }
 

@@ -6,27 +6,46 @@
 //! the map has doubled since the last purge, so memory follows the live
 //! count with amortised O(1) cost per write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::{
-    record_name, Counts, CutoffOutcome, Revocation, RevokeOutcome, SubjectCutoff, TokenStatus,
+    record_name, Change, Counts, CutoffOutcome, LogTail, LoggedChange, Revocation, RevokeOutcome,
+    SubjectCutoff, TokenStatus,
 };
+use crate::filter::DigestKey;
 
 /// An in-memory revocation store; clones share the same data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     // A std mutex, not tokio's: it is never held across an `.await`, and
     // every critical section is a few map operations.
     state: Arc<Mutex<State>>,
+    /// Wakes log readers when an entry is appended.
+    appended: Arc<Notify>,
+    /// Random per process: a memory store is never shared between replicas.
+    digest_key: DigestKey,
 }
 
 #[derive(Debug, Default)]
 struct State {
     revocations: ExpiringMap<Revocation>,
     cutoffs: ExpiringMap<SubjectCutoff>,
-    /// Sequence number of the last change-log entry; the cursor.
+    /// The change log, oldest first; the cursor is the sequence number.
+    log: VecDeque<(u64, Change)>,
+    /// Entries kept in `log`.
+    log_retention: usize,
+    /// Sequence number of the last change-log entry.
     last_sequence: u64,
+}
+
+/// Follows a [`MemoryStore`]'s change log.
+#[derive(Debug)]
+pub struct MemoryLogReader {
+    store: MemoryStore,
 }
 
 /// Records keyed by [`record_name`], each with the time it may be forgotten.
@@ -40,9 +59,17 @@ struct ExpiringMap<T> {
 // === impl MemoryStore ===
 
 impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty store keeping about `log_retention` change-log entries.
+    pub fn new(log_retention: usize) -> Self {
+        let state = State {
+            log_retention: log_retention.max(1),
+            ..State::default()
+        };
+        MemoryStore {
+            state: Arc::new(Mutex::new(state)),
+            appended: Arc::new(Notify::new()),
+            digest_key: DigestKey::random(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -75,9 +102,16 @@ impl MemoryStore {
         state
             .revocations
             .insert(name, revocation.keep_until, stored, now);
+        let change = Change::Revoked {
+            issuer: revocation.issuer.clone(),
+            jti: revocation.jti.clone(),
+            keep_until: revocation.keep_until,
+        };
+        let cursor = state.append(change);
+        self.appended.notify_waiters();
         RevokeOutcome {
             newly_revoked,
-            cursor: Some(state.append()),
+            cursor: Some(cursor),
         }
     }
 
@@ -95,9 +129,17 @@ impl MemoryStore {
         state
             .cutoffs
             .insert(name, cutoff.keep_until, cutoff.clone(), now);
+        let change = Change::SubjectCut {
+            issuer: cutoff.issuer.clone(),
+            subject: cutoff.subject.clone(),
+            not_before: cutoff.not_before,
+            keep_until: cutoff.keep_until,
+        };
+        let cursor = state.append(change);
+        self.appended.notify_waiters();
         CutoffOutcome {
             not_before: cutoff.not_before,
-            cursor: Some(state.append()),
+            cursor: Some(cursor),
         }
     }
 
@@ -118,6 +160,44 @@ impl MemoryStore {
         }
     }
 
+    pub(super) fn digest_key(&self) -> DigestKey {
+        self.digest_key.clone()
+    }
+
+    pub(super) fn log_tail(&self, count: usize) -> LogTail {
+        let state = self.lock();
+        let skip = state.log.len().saturating_sub(count);
+        LogTail {
+            head: state.last_sequence.to_string(),
+            entries: state.log.iter().skip(skip).map(logged).collect(),
+        }
+    }
+
+    pub(super) fn log_reader(&self) -> MemoryLogReader {
+        MemoryLogReader {
+            store: self.clone(),
+        }
+    }
+
+    pub(super) fn live_changes(&self, now: i64) -> Vec<Change> {
+        let state = self.lock();
+        let revocations = state
+            .revocations
+            .live_records(now)
+            .map(|r| Change::Revoked {
+                issuer: r.issuer.clone(),
+                jti: r.jti.clone(),
+                keep_until: r.keep_until,
+            });
+        let cutoffs = state.cutoffs.live_records(now).map(|c| Change::SubjectCut {
+            issuer: c.issuer.clone(),
+            subject: c.subject.clone(),
+            not_before: c.not_before,
+            keep_until: c.keep_until,
+        });
+        revocations.chain(cutoffs).collect()
+    }
+
     pub(super) fn counts(&self, now: i64) -> Counts {
         let state = self.lock();
         Counts {
@@ -131,9 +211,51 @@ impl MemoryStore {
 
 impl State {
     /// Appends an entry to the change log and returns its cursor.
-    fn append(&mut self) -> String {
+    fn append(&mut self, change: Change) -> String {
         self.last_sequence += 1;
+        self.log.push_back((self.last_sequence, change));
+        if self.log.len() > self.log_retention {
+            self.log.pop_front();
+        }
         self.last_sequence.to_string()
+    }
+
+    /// Up to `max` entries after `cursor` (an unparsable cursor reads from
+    /// the start).
+    fn entries_after(&self, cursor: &str, max: usize) -> Vec<LoggedChange> {
+        let after: u64 = cursor.parse().unwrap_or(0);
+        let start = self.log.partition_point(|(sequence, _)| *sequence <= after);
+        self.log.range(start..).take(max).map(logged).collect()
+    }
+}
+
+fn logged((sequence, change): &(u64, Change)) -> LoggedChange {
+    LoggedChange {
+        cursor: sequence.to_string(),
+        change: change.clone(),
+    }
+}
+
+// === impl MemoryLogReader ===
+
+impl MemoryLogReader {
+    pub(super) async fn read_after(
+        &mut self,
+        cursor: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Vec<LoggedChange> {
+        // Register for the wake-up before looking, so an append between the
+        // look and the wait is not missed.
+        let appended = self.store.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let entries = self.store.lock().entries_after(cursor, max);
+        if !entries.is_empty() {
+            return entries;
+        }
+        let _ = tokio::time::timeout(wait, appended).await;
+        self.store.lock().entries_after(cursor, max)
     }
 }
 
@@ -165,10 +287,14 @@ impl<T> ExpiringMap<T> {
     }
 
     fn live(&self, now: i64) -> u64 {
+        self.live_records(now).count() as u64
+    }
+
+    fn live_records(&self, now: i64) -> impl Iterator<Item = &T> {
         self.records
             .values()
-            .filter(|(keep, _)| *keep > now)
-            .count() as u64
+            .filter(move |(keep_until, _)| *keep_until > now)
+            .map(|(_, record)| record)
     }
 }
 
@@ -176,6 +302,29 @@ impl<T> ExpiringMap<T> {
 mod tests {
     use super::*;
     use crate::store::Provenance;
+
+    #[tokio::test]
+    async fn the_log_keeps_the_newest_entries_and_wakes_readers() {
+        let store = MemoryStore::new(3);
+        for i in 0..5 {
+            store.revoke(&revocation(&format!("j{i}"), 100), 0);
+        }
+        let tail = store.log_tail(10);
+        assert_eq!(tail.head, "5");
+        let cursors: Vec<&str> = tail.entries.iter().map(|e| e.cursor.as_str()).collect();
+        assert_eq!(cursors, ["3", "4", "5"]);
+
+        let mut reader = store.log_reader();
+        let writer = store.clone();
+        let wait =
+            tokio::spawn(async move { reader.read_after("5", 10, Duration::from_secs(5)).await });
+        tokio::task::yield_now().await;
+        writer.revoke(&revocation("late", 100), 0);
+        let entries = wait.await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].cursor, "6");
+        assert!(matches!(&entries[0].change, Change::Revoked { jti, .. } if jti == "late"));
+    }
 
     fn revocation(jti: &str, keep_until: i64) -> Revocation {
         Revocation {
@@ -193,7 +342,7 @@ mod tests {
 
     #[test]
     fn expired_records_are_invisible_and_eventually_purged() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::new(100);
         for i in 0..100 {
             store.revoke(&revocation(&format!("old-{i}"), 10), 0);
         }
@@ -214,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_later_expiry_extends_the_record_and_keeps_its_author() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::new(100);
         let first = store.revoke(&revocation("a", 100), 0);
         assert!(first.newly_revoked);
         let mut later = revocation("a", 200);

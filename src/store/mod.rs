@@ -15,8 +15,12 @@
 mod memory;
 mod redis;
 
-pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisStoreOptions};
+use std::time::Duration;
+
+use crate::filter::DigestKey;
+
+pub use self::memory::{MemoryLogReader, MemoryStore};
+pub use self::redis::{RedisLiveScan, RedisLogReader, RedisStore, RedisStoreOptions};
 
 /// Who made a change, when and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +89,61 @@ pub struct TokenStatus {
     pub revocation: Option<Revocation>,
     /// Its subject's cut-off, if a subject was asked about and one exists.
     pub cutoff: Option<SubjectCutoff>,
+}
+
+/// One change, as the change log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A token was revoked, or its revocation extended, until `keep_until`.
+    Revoked {
+        /// The token's issuer.
+        issuer: String,
+        /// The token's jti.
+        jti: String,
+        /// When the record may be forgotten.
+        keep_until: i64,
+    },
+    /// A subject cut-off was set.
+    SubjectCut {
+        /// The tokens' issuer.
+        issuer: String,
+        /// The tokens' subject.
+        subject: String,
+        /// Tokens issued before this are revoked.
+        not_before: i64,
+        /// When the record may be forgotten.
+        keep_until: i64,
+    },
+}
+
+impl Change {
+    /// When the change stops mattering.
+    pub fn keep_until(&self) -> i64 {
+        match self {
+            Change::Revoked { keep_until, .. } | Change::SubjectCut { keep_until, .. } => {
+                *keep_until
+            }
+        }
+    }
+}
+
+/// A change with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    /// The change's cursor (opaque; ordered within one log).
+    pub cursor: String,
+    /// What changed.
+    pub change: Change,
+}
+
+/// The newest end of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTail {
+    /// Cursor of the newest entry, or the log's origin when it is empty:
+    /// reading after it yields exactly the entries not yet written.
+    pub head: String,
+    /// The newest entries, oldest first.
+    pub entries: Vec<LoggedChange>,
 }
 
 /// Numbers of live records.
@@ -224,6 +283,50 @@ impl Store {
         }
     }
 
+    /// The deployment's digest key: `preset` if given, else the one stored
+    /// (created at random by the first replica to ask, atomically).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Corrupt`] for a stored key of the
+    /// wrong size.
+    pub async fn digest_key(&self, preset: Option<DigestKey>) -> Result<DigestKey, Error> {
+        match (preset, self) {
+            (Some(key), _) => Ok(key),
+            (None, Store::Redis(store)) => store.digest_key().await,
+            (None, Store::Memory(store)) => Ok(store.digest_key()),
+        }
+    }
+
+    /// The newest `count` log entries and the head cursor.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Corrupt`] for an unreadable entry.
+    pub async fn log_tail(&self, count: usize) -> Result<LogTail, Error> {
+        match self {
+            Store::Redis(store) => store.log_tail(count).await,
+            Store::Memory(store) => Ok(store.log_tail(count)),
+        }
+    }
+
+    /// A reader that follows the change log. Redis readers use a connection
+    /// of their own, since a blocking read would stall every other command.
+    pub fn log_reader(&self) -> LogReader {
+        match self {
+            Store::Redis(store) => LogReader::Redis(store.log_reader()),
+            Store::Memory(store) => LogReader::Memory(store.log_reader()),
+        }
+    }
+
+    /// Walks every live revocation and subject cut-off, a page at a time,
+    /// so memory stays bounded whatever the store holds. A record may be
+    /// seen twice; applying it twice is harmless.
+    pub fn scan_live(&self, now: i64) -> LiveScan {
+        match self {
+            Store::Redis(store) => LiveScan::Redis(store.scan_live(now)),
+            Store::Memory(store) => LiveScan::Memory(Some(store.live_changes(now))),
+        }
+    }
+
     /// Succeeds while the backend answers.
     ///
     /// # Errors
@@ -236,15 +339,86 @@ impl Store {
     }
 }
 
+/// Follows the change log; see [`Store::log_reader`].
+#[derive(Debug)]
+pub enum LogReader {
+    /// Over a dedicated Redis connection.
+    Redis(RedisLogReader),
+    /// Over the memory store's log.
+    Memory(MemoryLogReader),
+}
+
+impl LogReader {
+    /// The entries after `cursor`, at most `max`, waiting up to `wait` for
+    /// the first one. An empty result means none arrived in time.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Corrupt`] for an unreadable entry.
+    pub async fn read_after(
+        &mut self,
+        cursor: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<LoggedChange>, Error> {
+        match self {
+            LogReader::Redis(reader) => reader.read_after(cursor, max, wait).await,
+            LogReader::Memory(reader) => Ok(reader.read_after(cursor, max, wait).await),
+        }
+    }
+}
+
+/// Pages of live records; see [`Store::scan_live`].
+#[derive(Debug)]
+pub enum LiveScan {
+    /// Walking Redis's expiry indexes with `ZSCAN`.
+    Redis(RedisLiveScan),
+    /// The memory store's records, in one page.
+    Memory(Option<Vec<Change>>),
+}
+
+impl LiveScan {
+    /// The next page, or `None` when the walk is done.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Corrupt`] for an unreadable record.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Change>>, Error> {
+        match self {
+            LiveScan::Redis(scan) => scan.next_page().await,
+            LiveScan::Memory(page) => Ok(page.take()),
+        }
+    }
+}
+
 /// The record name of an (issuer, id) pair, unambiguous for any issuer:
 /// `<issuer byte length>:<issuer>:<id>`, e.g. `19:https://issuer.test:abc`.
 pub(crate) fn record_name(issuer: &str, id: &str) -> String {
     format!("{}:{issuer}:{id}", issuer.len())
 }
 
+/// Splits a record name back into (issuer, id).
+pub(crate) fn parse_record_name(name: &str) -> Option<(&str, &str)> {
+    let (length, rest) = name.split_once(':')?;
+    let length: usize = length.parse().ok()?;
+    let issuer = rest.get(..length)?;
+    let id = rest.get(length..)?.strip_prefix(':')?;
+    Some((issuer, id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_names_parse_back() {
+        for (issuer, id) in [("", "x"), ("https://a:b/c", "j:t:i"), ("é", "ü")] {
+            assert_eq!(
+                parse_record_name(&record_name(issuer, id)),
+                Some((issuer, id))
+            );
+        }
+        assert_eq!(parse_record_name("5:ab:c"), None);
+        assert_eq!(parse_record_name("x:ab"), None);
+    }
 
     #[test]
     fn record_names_do_not_collide_across_the_separator() {

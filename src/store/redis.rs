@@ -14,6 +14,7 @@
 //! | `{prefix}v1:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
 //! | `{prefix}v1:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
 //! | `{prefix}v1:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
+//! | `{prefix}v1:digest-key`        | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
 //!
 //! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
 //! or subject), `exp` (jti) or `nbf` (sub), `until`, `at`, `by`, `reason`.
@@ -29,18 +30,24 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Script};
 
 use super::{
-    record_name, Counts, CutoffOutcome, Error, Provenance, Revocation, RevokeOutcome,
-    SubjectCutoff, TokenStatus,
+    parse_record_name, record_name, Change, Counts, CutoffOutcome, Error, LogTail, LoggedChange,
+    Provenance, Revocation, RevokeOutcome, SubjectCutoff, TokenStatus,
 };
+use crate::filter::DigestKey;
 
 /// Layout version, part of every key.
 const LAYOUT: &str = "v1";
 /// Index entries pruned per write at most, to bound a script's run time.
 const PRUNE_BATCH: u32 = 64;
+/// Records asked for per `ZSCAN` call when walking the live set.
+const SCAN_PAGE: usize = 1_000;
+/// The cursor before the first entry of a stream.
+const LOG_ORIGIN: &str = "0-0";
 
 /// Stores a revocation. Returns `{newly_revoked (0/1), cursor or false}`.
 ///
@@ -105,6 +112,8 @@ pub struct RedisStoreOptions {
 /// multiplexed connection, which reconnects by itself after Redis returns.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
+    response_timeout: Duration,
     connection: ConnectionManager,
     keys: Keys,
     log_retention: u64,
@@ -120,6 +129,32 @@ struct Keys {
     jti_expiry: String,
     sub_expiry: String,
     log: String,
+    digest_key: String,
+}
+
+/// Follows the change log with `XREAD BLOCK` on a connection of its own,
+/// whose response timeout allows for the block (the shared connection's
+/// would cut it short). Reconnects on the next read after an error.
+pub struct RedisLogReader {
+    client: redis::Client,
+    response_timeout: Duration,
+    log: String,
+    connection: Option<MultiplexedConnection>,
+}
+
+/// Walks the expiry indexes with `ZSCAN`: revocations first, then subject
+/// cut-offs (whose `nbf` is read with one pipelined `HGET` per page).
+pub struct RedisLiveScan {
+    store: RedisStore,
+    now: i64,
+    /// The index being walked, and its `ZSCAN` cursor; `None` when done.
+    position: Option<(ScanIndex, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanIndex {
+    Revocations,
+    Cutoffs,
 }
 
 // === impl RedisStore ===
@@ -145,8 +180,10 @@ impl RedisStore {
             .set_response_timeout(Some(options.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_with_config(client, config).await?;
+        let connection = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
+            client,
+            response_timeout: options.response_timeout,
             connection,
             keys: Keys::new(&options.key_prefix),
             log_retention: options.log_retention,
@@ -268,6 +305,65 @@ impl RedisStore {
         })
     }
 
+    pub(super) async fn digest_key(&self) -> Result<DigestKey, Error> {
+        let mut connection = self.connection.clone();
+        let candidate = DigestKey::random();
+        let (stored,): (Vec<u8>,) = redis::pipe()
+            .cmd("SET")
+            .arg(&self.keys.digest_key)
+            .arg(candidate.as_bytes().as_slice())
+            .arg("NX")
+            .ignore()
+            .get(&self.keys.digest_key)
+            .query_async(&mut connection)
+            .await?;
+        DigestKey::from_slice(&stored).map_err(|e| Error::Corrupt {
+            key: self.keys.digest_key.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub(super) async fn log_tail(&self, count: usize) -> Result<LogTail, Error> {
+        let mut connection = self.connection.clone();
+        let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&self.keys.log)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut connection)
+            .await?;
+        let head = reply
+            .ids
+            .first()
+            .map_or_else(|| LOG_ORIGIN.to_owned(), |e| e.id.clone());
+        let mut entries = reply
+            .ids
+            .iter()
+            .take(count)
+            .map(|entry| logged_change(&self.keys.log, entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.reverse();
+        Ok(LogTail { head, entries })
+    }
+
+    pub(super) fn log_reader(&self) -> RedisLogReader {
+        RedisLogReader {
+            client: self.client.clone(),
+            response_timeout: self.response_timeout,
+            log: self.keys.log.clone(),
+            connection: None,
+        }
+    }
+
+    pub(super) fn scan_live(&self, now: i64) -> RedisLiveScan {
+        RedisLiveScan {
+            store: self.clone(),
+            now,
+            position: Some((ScanIndex::Revocations, 0)),
+        }
+    }
+
     pub(super) async fn ping(&self) -> Result<(), Error> {
         let mut connection = self.connection.clone();
         redis::cmd("PING")
@@ -287,8 +383,172 @@ impl Keys {
             jti_expiry: format!("{prefix}{LAYOUT}:jti-expiry"),
             sub_expiry: format!("{prefix}{LAYOUT}:sub-expiry"),
             log: format!("{prefix}{LAYOUT}:log"),
+            digest_key: format!("{prefix}{LAYOUT}:digest-key"),
         }
     }
+}
+
+// === impl RedisLogReader ===
+
+impl std::fmt::Debug for RedisLogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLogReader")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLogReader {
+    pub(super) async fn read_after(
+        &mut self,
+        cursor: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<LoggedChange>, Error> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.response_timeout))
+                    .set_response_timeout(Some(wait + self.response_timeout));
+                let connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                self.connection.insert(connection)
+            }
+        };
+        let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(max.max(1))
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.log)
+            .arg(cursor)
+            .query_async(connection)
+            .await;
+        let reply = reply.inspect_err(|_| self.connection = None)?;
+        let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
+        entries
+            .map(|entry| logged_change(&self.log, &entry))
+            .collect()
+    }
+}
+
+// === impl RedisLiveScan ===
+
+impl std::fmt::Debug for RedisLiveScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLiveScan")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLiveScan {
+    pub(super) async fn next_page(&mut self) -> Result<Option<Vec<Change>>, Error> {
+        let Some((index, scan_cursor)) = self.position else {
+            return Ok(None);
+        };
+        let keys = &self.store.keys;
+        let key = match index {
+            ScanIndex::Revocations => &keys.jti_expiry,
+            ScanIndex::Cutoffs => &keys.sub_expiry,
+        };
+        let mut connection = self.store.connection.clone();
+        let (next, members): (u64, Vec<(String, i64)>) = redis::cmd("ZSCAN")
+            .arg(key)
+            .arg(scan_cursor)
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .query_async(&mut connection)
+            .await?;
+        self.position = match (next, index) {
+            (0, ScanIndex::Revocations) => Some((ScanIndex::Cutoffs, 0)),
+            (0, ScanIndex::Cutoffs) => None,
+            (next, index) => Some((index, next)),
+        };
+        let live: Vec<(String, i64)> = members
+            .into_iter()
+            .filter(|(_, until)| *until > self.now)
+            .collect();
+        let page = match index {
+            ScanIndex::Revocations => live
+                .iter()
+                .filter_map(|(name, keep_until)| {
+                    let (issuer, jti) = parse_record_name(name)?;
+                    Some(Change::Revoked {
+                        issuer: issuer.to_owned(),
+                        jti: jti.to_owned(),
+                        keep_until: *keep_until,
+                    })
+                })
+                .collect(),
+            ScanIndex::Cutoffs => self.cutoffs(&live).await?,
+        };
+        Ok(Some(page))
+    }
+
+    /// Reads the `nbf` of each live cut-off in one pipeline; a record that
+    /// expired meanwhile is skipped.
+    async fn cutoffs(&self, live: &[(String, i64)]) -> Result<Vec<Change>, Error> {
+        let mut pipe = redis::pipe();
+        for (name, _) in live {
+            pipe.hget(format!("{}{name}", self.store.keys.sub_prefix), "nbf");
+        }
+        let mut connection = self.store.connection.clone();
+        let not_befores: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;
+        let changes = live
+            .iter()
+            .zip(not_befores)
+            .filter_map(|((name, keep_until), nbf)| {
+                let (issuer, subject) = parse_record_name(name)?;
+                Some(Change::SubjectCut {
+                    issuer: issuer.to_owned(),
+                    subject: subject.to_owned(),
+                    not_before: nbf?,
+                    keep_until: *keep_until,
+                })
+            });
+        Ok(changes.collect())
+    }
+}
+
+/// Reads one log entry (fields listed in the module doc).
+fn logged_change(log: &str, entry: &StreamId) -> Result<LoggedChange, Error> {
+    let corrupt = |detail: &str| Error::Corrupt {
+        key: format!("{log} {}", entry.id),
+        detail: detail.to_owned(),
+    };
+    let text = |field: &str| {
+        entry
+            .get::<String>(field)
+            .ok_or_else(|| corrupt(&format!("field `{field}` is missing")))
+    };
+    let number = |field: &str| {
+        text(field)?
+            .parse::<i64>()
+            .map_err(|_| corrupt(&format!("field `{field}` is not an integer")))
+    };
+    let change = match text("kind")?.as_str() {
+        "jti" => Change::Revoked {
+            issuer: text("iss")?,
+            jti: text("id")?,
+            keep_until: number("until")?,
+        },
+        "sub" => Change::SubjectCut {
+            issuer: text("iss")?,
+            subject: text("id")?,
+            not_before: number("nbf")?,
+            keep_until: number("until")?,
+        },
+        other => return Err(corrupt(&format!("unknown kind {other:?}"))),
+    };
+    Ok(LoggedChange {
+        cursor: entry.id.clone(),
+        change,
+    })
 }
 
 /// A stored hash being read back into a record.
