@@ -17,6 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("revocation_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // Snapshot bitmaps are shared by every subscriber: `Bytes` clones
+        // are reference counts, not copies.
+        .bytes(".revocation.v1.Snapshot.filter")
+        .compile_fds(descriptors)?;
     Ok(())
 }

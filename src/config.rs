@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME: &str = "24h";
 pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 /// Time given to open calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
+/// Interval between heartbeats on filter streams by default.
+pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "2s";
 
 /// Flags of `revocd serve`.
 #[derive(Debug, Clone, Args)]
@@ -91,6 +93,32 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_MAX_TOKEN_LIFETIME", default_value = DEFAULT_MAX_TOKEN_LIFETIME, value_parser = humantime::parse_duration)]
     pub max_token_lifetime: Duration,
 
+    /// File holding the 16-byte digest key of the filter, as 32 hex digits.
+    /// Without it, the key is kept in Redis (created by the first replica)
+    /// or, with the memory store, made up at start.
+    #[arg(long, env = "REVOCD_DIGEST_KEY_FILE")]
+    pub digest_key_file: Option<PathBuf>,
+
+    /// False-positive rate the revocation filter is sized for, in (0, 0.5).
+    #[arg(long, env = "REVOCD_FILTER_FP_RATE", default_value_t = crate::hub::DEFAULT_FP_RATE)]
+    pub filter_fp_rate: f64,
+
+    /// Interval between heartbeats on filter streams.
+    #[arg(long, env = "REVOCD_HEARTBEAT_INTERVAL", default_value = DEFAULT_HEARTBEAT_INTERVAL, value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Frames queued per subscriber before it is re-based with a snapshot.
+    #[arg(long, env = "REVOCD_SUBSCRIBER_BUFFER", default_value_t = crate::hub::DEFAULT_SUBSCRIBER_BUFFER)]
+    pub subscriber_buffer: usize,
+
+    /// Recent changes kept in memory to resume subscribers with deltas.
+    #[arg(long, env = "REVOCD_DELTA_HISTORY", default_value_t = crate::hub::DEFAULT_HISTORY)]
+    pub delta_history: usize,
+
+    /// Most filter subscribers this replica serves at once.
+    #[arg(long, env = "REVOCD_MAX_SUBSCRIBERS", default_value_t = 10_000)]
+    pub max_subscribers: usize,
+
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -144,6 +172,20 @@ impl ServeConfig {
                 max: "3600 seconds",
             });
         }
+        if !(self.filter_fp_rate > 0.0 && self.filter_fp_rate < 0.5) {
+            return Err(ConfigError::OutOfRange {
+                flag: "filter-fp-rate",
+                min: "more than 0",
+                max: "less than 0.5",
+            });
+        }
+        if self.heartbeat_interval < Duration::from_millis(10) || self.subscriber_buffer < 2 {
+            return Err(ConfigError::OutOfRange {
+                flag: "heartbeat-interval / --subscriber-buffer",
+                min: "10ms / 2",
+                max: "any",
+            });
+        }
         if self.redis_timeout.is_zero() {
             return Err(ConfigError::OutOfRange {
                 flag: "redis-timeout",
@@ -152,6 +194,18 @@ impl ServeConfig {
             });
         }
         Ok(())
+    }
+
+    /// The filter hub's settings.
+    pub fn hub_config(&self) -> crate::hub::HubConfig {
+        crate::hub::HubConfig {
+            fp_rate: self.filter_fp_rate,
+            heartbeat_interval: self.heartbeat_interval,
+            subscriber_buffer: self.subscriber_buffer,
+            history: self.delta_history,
+            max_subscribers: self.max_subscribers,
+            ..crate::hub::HubConfig::default()
+        }
     }
 
     /// The issuer of requests that name none: the one configured issuer,

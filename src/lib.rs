@@ -10,6 +10,7 @@
 //! - [`pb`]: the generated gRPC types of `proto/revocation/v1/revocation.proto`.
 //! - [`tokens`]: JWT verification (keys, JWKS, issuers, audiences, leeway).
 //! - [`filter`]: the bloom filter of keyed digests that gateways check.
+//! - [`hub`]: each replica's filter, fed by the change log, streamed to gateways.
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
 //! - [`server`]: the gRPC service, its error mapping and [`server::run`].
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod filter;
+pub mod hub;
 pub mod server;
 pub mod shutdown;
 pub mod store;

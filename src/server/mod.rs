@@ -22,6 +22,8 @@ use tracing::{info, warn};
 
 use crate::auth::{Access, KeysFileError};
 use crate::config::{ConfigError, ServeConfig};
+use crate::filter::DigestKey;
+use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisStore, RedisStoreOptions, Store};
 use crate::tokens::{self, KeyError, TokenVerifier};
@@ -59,6 +61,8 @@ pub struct State {
     pub access: Access,
     /// Request rules.
     pub policy: Policy,
+    /// This replica's filter and its subscribers.
+    pub hub: FilterHub,
     /// When this replica started, for `uptime_seconds`.
     pub started: Instant,
 }
@@ -78,6 +82,14 @@ pub enum StartError {
     /// Redis cannot be reached.
     #[error("connecting to Redis: {0}")]
     Store(#[from] store::Error),
+    /// The digest key file is unusable.
+    #[error("--digest-key-file {path}: {detail}")]
+    DigestKey {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 // === impl State ===
@@ -97,6 +109,13 @@ impl State {
         // Key files first: a configuration mistake is reported before any
         // connection is attempted.
         let verifier = token_verifier(config, dev_secret)?;
+        let preset_key = config
+            .digest_key_file
+            .as_deref()
+            .map(read_digest_key)
+            .transpose()?;
+        let store = open_store(config).await?;
+        let digest_key = store.digest_key(preset_key).await?;
         Ok(State {
             verifier,
             access: match (config.dev, &config.api_keys_file) {
@@ -104,7 +123,8 @@ impl State {
                 (false, Some(path)) => Access::from_keys_file(path)?,
                 (false, None) => return Err(ConfigError::NoApiKeys.into()),
             },
-            store: open_store(config).await?,
+            store: store.clone(),
+            hub: FilterHub::spawn(store, digest_key, config.hub_config()),
             policy: Policy {
                 leeway: config.leeway as i64,
                 max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
@@ -113,6 +133,16 @@ impl State {
             started: Instant::now(),
         })
     }
+}
+
+fn read_digest_key(path: &std::path::Path) -> Result<DigestKey, StartError> {
+    let invalid = |detail: String| StartError::DigestKey {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| invalid("not hex digits".into()))?;
+    DigestKey::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
 }
 
 async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
@@ -181,7 +211,7 @@ pub async fn run(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("embedded descriptor set is valid");
-    let revocation = RevocationServiceServer::new(RevocationService::new(state))
+    let revocation = RevocationServiceServer::new(RevocationService::new(Arc::clone(&state)))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let stopping = CancellationToken::new();
@@ -201,6 +231,8 @@ pub async fn run(
         result = &mut serve => result,
         () = shutdown => {
             info!("shutting down; draining open calls");
+            // End the filter streams first: they never finish by themselves.
+            state.hub.shutdown();
             stopping.cancel();
             match tokio::time::timeout(grace, &mut serve).await {
                 Ok(result) => result,

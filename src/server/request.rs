@@ -30,7 +30,8 @@ pub fn reason(value: &str) -> Result<(), ApiError> {
     text("reason", value, MAX_REASON_BYTES)
 }
 
-fn text(field: &str, value: &str, limit: usize) -> Result<(), ApiError> {
+/// Any text field: at most `limit` bytes, no control characters.
+pub fn text(field: &str, value: &str, limit: usize) -> Result<(), ApiError> {
     if value.len() > limit {
         return Err(ApiError::invalid(format!(
             "`{field}` is {} bytes; the limit is {limit}",

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, warn};
 
 use super::{request, State};
 use crate::auth::{Access, AuthError, Caller, Role};
+use crate::hub::{SubscribeError, SubscribeParams, Updates};
 use crate::pb::{
     self, CheckRequest, CheckResponse, GetStatsRequest, RevokeRequest, RevokeResponse,
     RevokeSubjectRequest, RevokeSubjectResponse, Stats,
@@ -34,6 +36,12 @@ pub enum ApiError {
     /// The server is not set up for this call.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Not now; retry later or elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A limit was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -65,6 +73,17 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<SubscribeError> for ApiError {
+    fn from(error: SubscribeError) -> Self {
+        match error {
+            SubscribeError::Full => ApiError::ResourceExhausted(error.to_string()),
+            SubscribeError::NotReady | SubscribeError::Closed => {
+                ApiError::Unavailable(error.to_string())
+            }
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         match error {
@@ -72,6 +91,8 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(message) => Status::unauthenticated(message),
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+            ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::Store(store::Error::Unavailable(cause)) => {
                 warn!(error = %cause, "store unavailable");
                 Status::unavailable(
@@ -318,13 +339,31 @@ impl RevocationService {
         let caller = self.caller(&request)?;
         Access::require(caller.as_ref(), &[Role::Read])?;
         let counts = self.state.store.counts(unix_now()).await?;
+        let hub = self.state.hub.stats().await.unwrap_or_default();
         Ok(Stats {
             live_revocations: counts.revocations,
             live_subject_cutoffs: counts.subject_cutoffs,
             store: self.state.store.kind().to_owned(),
             version: crate::VERSION.to_owned(),
             uptime_seconds: self.state.started.elapsed().as_secs(),
+            filter_generation: hub.generation,
+            filter_bits: hub.filter_bits,
+            subscribers: hub.subscribers as u64,
         })
+    }
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Updates, ApiError> {
+        let caller = self.caller(&request)?;
+        Access::require(caller.as_ref(), &[Role::Subscribe])?;
+        let request = request.into_inner();
+        request::text("gateway_id", &request.gateway_id, request::MAX_ID_BYTES)?;
+        request::text("cursor", &request.cursor, request::MAX_ID_BYTES)?;
+        let params = SubscribeParams {
+            cursor: request.cursor,
+            generation: request.generation,
+            gateway_id: request.gateway_id,
+        };
+        Ok(self.state.hub.subscribe(params).await?)
     }
 }
 
@@ -393,5 +432,15 @@ impl pb::revocation_service_server::RevocationService for RevocationService {
         request: Request<GetStatsRequest>,
     ) -> Result<Response<Stats>, Status> {
         Ok(Response::new(self.stats(request).await?))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::FilterUpdate, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let updates = RevocationService::subscribe(self, request).await?;
+        Ok(Response::new(ReceiverStream::new(updates)))
     }
 }

@@ -340,6 +340,8 @@ impl Store {
 }
 
 /// Follows the change log; see [`Store::log_reader`].
+// One reader exists per replica: not worth a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LogReader {
     /// Over a dedicated Redis connection.
@@ -368,6 +370,8 @@ impl LogReader {
 }
 
 /// Pages of live records; see [`Store::scan_live`].
+// One scan runs at a time per replica: not worth a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LiveScan {
     /// Walking Redis's expiry indexes with `ZSCAN`.

@@ -1,0 +1,261 @@
+//! The filter hub: each replica's bloom filter of live revocations, kept
+//! current from the change log and streamed to subscribed gateways.
+//!
+//! Two tasks:
+//!
+//! - the **follower** loads the live set from the store (a paged scan, so
+//!   memory stays bounded), then tails the change log (`XREAD BLOCK` on its
+//!   own connection) and forwards every batch, the replica's own writes
+//!   included: one path, no double bookkeeping. On a store error it backs
+//!   off and loads again, which starts a new generation;
+//! - the **hub** owns all state ([`state::HubState`]): it applies batches,
+//!   expires entries, rebuilds the filter when needed, and feeds each
+//!   subscriber's bounded queue.
+//!
+//! # Lag policy
+//!
+//! Frames are offered to a subscriber with `try_send`; the hub never waits
+//! for one. When a subscriber's queue is full it is marked for re-basing:
+//! it gets no more deltas, and as soon as its queue has room for a whole
+//! snapshot it gets one (at the next heartbeat tick). So a stalled gateway
+//! slows no one, holds at most its queue's worth of frames (snapshot bytes
+//! are shared, not copied), and never misses a change silently.
+
+mod state;
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::filter::DigestKey;
+use crate::pb;
+use crate::store::{Change, LogTail, Store};
+
+use self::state::HubState;
+
+/// False-positive rate the filter is sized for by default.
+pub const DEFAULT_FP_RATE: f64 = 0.001;
+/// Frames a subscriber's queue holds by default.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 64;
+/// Change-log entries kept for resuming subscribers by default.
+pub const DEFAULT_HISTORY: usize = 100_000;
+/// Longest a log read blocks; also how often the follower proves it is alive.
+const TAIL_WAIT: Duration = Duration::from_secs(1);
+/// Most entries read from the log at once.
+const TAIL_BATCH: usize = 1_000;
+/// Longest pause between attempts to reach a failing store.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// How the hub sizes its filter and serves subscribers.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Target false-positive rate of the filter, in (0, 0.5).
+    pub fp_rate: f64,
+    /// How often subscribers get a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Frames each subscriber's queue holds before it is re-based.
+    pub subscriber_buffer: usize,
+    /// Change-log entries kept for resuming subscribers with deltas.
+    pub history: usize,
+    /// Most subscribers at once; more are refused.
+    pub max_subscribers: usize,
+    /// Fewest entries a filter is sized for.
+    pub min_capacity: usize,
+    /// Largest filter share in one Snapshot frame (gRPC messages are capped
+    /// at 4 MiB by default).
+    pub snapshot_part_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            fp_rate: DEFAULT_FP_RATE,
+            heartbeat_interval: Duration::from_secs(2),
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            history: DEFAULT_HISTORY,
+            max_subscribers: 10_000,
+            min_capacity: 10_000,
+            snapshot_part_bytes: 3 << 20,
+        }
+    }
+}
+
+/// Where a subscriber starts.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeParams {
+    /// Cursor of the last frame it applied (empty at first).
+    pub cursor: String,
+    /// Generation it holds (0 at first).
+    pub generation: u64,
+    /// Its name, for logs.
+    pub gateway_id: String,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The filter has not been loaded from the store yet.
+    #[error("the filter is still loading from the store; retry shortly")]
+    NotReady,
+    /// [`HubConfig::max_subscribers`] reached.
+    #[error("this replica serves the most subscribers it allows; retry on another")]
+    Full,
+    /// The hub is shutting down.
+    #[error("this replica is shutting down")]
+    Closed,
+}
+
+/// The frames a subscriber receives; the channel closes when the hub drops
+/// the subscriber (shutdown) and the hub notices a closed receiver at the
+/// next frame or heartbeat.
+pub type Updates = mpsc::Receiver<Result<pb::FilterUpdate, tonic::Status>>;
+
+/// A handle to a running hub; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FilterHub {
+    commands: mpsc::Sender<Command>,
+    stop: CancellationToken,
+}
+
+enum Command {
+    Subscribe {
+        params: SubscribeParams,
+        reply: oneshot::Sender<Result<Updates, SubscribeError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<HubStats>,
+    },
+}
+
+/// What the hub holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HubStats {
+    /// Current generation (0 before the first load).
+    pub generation: u64,
+    /// Live token revocations in the filter.
+    pub live_revocations: usize,
+    /// Live subject cut-offs.
+    pub live_subjects: usize,
+    /// Bits of the filter.
+    pub filter_bits: u64,
+    /// Connected subscribers.
+    pub subscribers: usize,
+}
+
+/// What the follower tells the hub.
+enum Event {
+    /// A (re)load begins: the log's tail for resuming subscribers.
+    LoadStarted(LogTail),
+    /// A page of the live set.
+    LoadPage(Vec<Change>),
+    /// The load is complete; later batches follow the log.
+    LoadDone,
+    /// New log entries (maybe none: then proof the follower is alive).
+    Tail(Vec<crate::store::LoggedChange>),
+}
+
+// === impl FilterHub ===
+
+impl FilterHub {
+    /// Starts the follower and the hub on the current runtime.
+    pub fn spawn(store: Store, digest_key: DigestKey, config: HubConfig) -> FilterHub {
+        let stop = CancellationToken::new();
+        let (events_tx, events) = mpsc::channel(16);
+        let (commands, commands_rx) = mpsc::channel(256);
+        let follower = follow(store, config.history, events_tx);
+        let hub = HubState::new(digest_key, config).run(events, commands_rx, stop.clone());
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = hub => {}
+                    () = follower => {}
+                }
+            }
+            .in_current_span(),
+        );
+        FilterHub { commands, stop }
+    }
+
+    /// Subscribes a gateway.
+    ///
+    /// # Errors
+    /// [`SubscribeError`] when the hub cannot take it now.
+    pub async fn subscribe(&self, params: SubscribeParams) -> Result<Updates, SubscribeError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Subscribe { params, reply };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SubscribeError::Closed)?;
+        answer.await.map_err(|_| SubscribeError::Closed)?
+    }
+
+    /// The hub's current numbers, `None` once it has stopped.
+    pub async fn stats(&self) -> Option<HubStats> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Stats { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Stops the hub: every subscriber's stream ends, so gateways move to
+    /// another replica while this one drains.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// The follower: load, then tail; on a store error, back off and load
+/// again. Ends when the hub is gone.
+async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match follow_once(&store, history, &events).await {
+            Ok(()) => return, // the hub stopped listening
+            Err(error) => {
+                warn!(%error, retry_in_ms = delay.as_millis() as u64, "change log unreachable; will reload");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+/// One load-then-tail run. `Ok` means the hub is gone.
+async fn follow_once(
+    store: &Store,
+    history: usize,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), crate::store::Error> {
+    let tail = store.log_tail(history).await?;
+    let mut cursor = tail.head.clone();
+    if events.send(Event::LoadStarted(tail)).await.is_err() {
+        return Ok(());
+    }
+    let mut scan = store.scan_live(crate::time::unix_now());
+    let mut loaded = 0usize;
+    while let Some(page) = scan.next_page().await? {
+        loaded += page.len();
+        if events.send(Event::LoadPage(page)).await.is_err() {
+            return Ok(());
+        }
+    }
+    if events.send(Event::LoadDone).await.is_err() {
+        return Ok(());
+    }
+    info!(
+        records = loaded,
+        cursor, "filter loaded; following the change log"
+    );
+    let mut reader = store.log_reader();
+    loop {
+        let entries = reader.read_after(&cursor, TAIL_BATCH, TAIL_WAIT).await?;
+        if let Some(last) = entries.last() {
+            cursor.clone_from(&last.cursor);
+        }
+        if events.send(Event::Tail(entries)).await.is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! The hub's state, owned by one task: the filter and what it contains, the
+//! recent history for resuming subscribers, and the subscribers.
+//!
+//! # Expiry and generations
+//!
+//! A bloom filter cannot forget, so expired entries are dropped by
+//! rebuilding: when the entries that have expired since the last build
+//! outnumber the live ones (and a minimum), or when the measured
+//! false-positive rate passes 1.25× the target (well before the 1.5× bound;
+//! the fill is measured every `capacity/64` inserts, too few for the rate
+//! to jump past the bound in between), a new filter is built from the live
+//! set, sized for twice the live count. Memory thus follows the live count,
+//! not the all-time count. Each build is a new *generation*; subscribers get
+//! a snapshot of it. Generations start at a random multiple of 2³² per
+//! replica start, so a gateway that moves to another replica never mistakes
+//! its filter for the new replica's.
+//!
+//! Rebuilding here, rather than slicing the filter by expiry time, keeps
+//! the wire format one plain bloom filter that any gateway can check with
+//! one lookup.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, trace};
+
+use super::{Command, Event, HubConfig, HubStats, SubscribeError, SubscribeParams, Updates};
+use crate::filter::{Digest, DigestKey, RevocationFilter};
+use crate::pb::{self, filter_update::Update};
+use crate::store::{Change, LoggedChange};
+use crate::time::unix_now;
+
+/// Most digests in one Delta frame (18 bytes each on the wire: well under
+/// the 4 MiB message limit).
+const MAX_DELTA_DIGESTS: usize = 100_000;
+/// A cached snapshot is reused (with a catch-up delta) for this long.
+const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// The follower reads at least once a second; silence for longer means the
+/// change log is not being followed, and heartbeats stop so gateways see
+/// themselves going stale.
+const FOLLOWER_SILENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One change as the filter sees it.
+#[derive(Debug, Clone, Copy)]
+enum FilterChange {
+    Token(Digest),
+    Subject(Digest, i64),
+}
+
+/// A connected gateway.
+struct Subscriber {
+    id: u64,
+    gateway_id: String,
+    queue: mpsc::Sender<Result<pb::FilterUpdate, tonic::Status>>,
+    /// Waiting for a snapshot (new, re-based, or new generation): gets no
+    /// deltas until it has one.
+    needs_snapshot: bool,
+}
+
+/// Snapshot frames built at some cursor, shared by subscribers.
+struct CachedSnapshot {
+    cursor: String,
+    frames: Arc<Vec<pb::FilterUpdate>>,
+    built: Instant,
+}
+
+/// Everything the hub task owns.
+pub(super) struct HubState {
+    config: HubConfig,
+    digest_key: DigestKey,
+    /// False until the first load completes: no subscriber is served before.
+    ready: bool,
+    generation: u64,
+    /// Cursor of the last change applied.
+    cursor: String,
+    filter: RevocationFilter,
+    /// Entries the current filter was sized for.
+    capacity: usize,
+    /// Live token digests and when each expires.
+    tokens: HashMap<Digest, i64>,
+    /// Live subject cut-offs: digest → (not_before, keep_until).
+    subjects: HashMap<Digest, (i64, i64)>,
+    /// (keep_until, digest) of tokens and subjects, to expire them in order.
+    token_expiry: BTreeSet<(i64, Digest)>,
+    subject_expiry: BTreeSet<(i64, Digest)>,
+    /// Entries still in the filter whose tokens have expired.
+    expired_in_filter: usize,
+    /// Inserts since the fill was last measured.
+    inserts_since_measure: usize,
+    /// Recent changes, oldest first, for resuming subscribers.
+    history: VecDeque<(String, FilterChange)>,
+    snapshot: Option<CachedSnapshot>,
+    subscribers: Vec<Subscriber>,
+    next_subscriber: u64,
+    /// When the follower last reported (a batch, maybe empty).
+    follower_seen: Instant,
+    /// A load in progress: the state being built.
+    loading: Option<Box<HubState>>,
+}
+
+impl HubState {
+    pub(super) fn new(digest_key: DigestKey, config: HubConfig) -> Self {
+        let capacity = config.min_capacity.max(1);
+        HubState {
+            filter: RevocationFilter::new(capacity, config.fp_rate),
+            capacity,
+            config,
+            digest_key,
+            ready: false,
+            generation: u64::from(rand::random::<u32>()) << 32,
+            cursor: String::new(),
+            tokens: HashMap::new(),
+            subjects: HashMap::new(),
+            token_expiry: BTreeSet::new(),
+            subject_expiry: BTreeSet::new(),
+            expired_in_filter: 0,
+            inserts_since_measure: 0,
+            history: VecDeque::new(),
+            snapshot: None,
+            subscribers: Vec::new(),
+            next_subscriber: 0,
+            follower_seen: Instant::now(),
+            loading: None,
+        }
+    }
+
+    /// The hub task: serves events, commands and ticks until `stop`.
+    pub(super) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut commands: mpsc::Receiver<Command>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(event) = events.recv() => self.on_event(event),
+                Some(command) = commands.recv() => self.on_command(command),
+                _ = tick.tick() => self.on_tick(),
+                else => break,
+            }
+        }
+        info!(
+            subscribers = self.subscribers.len(),
+            "filter hub stopped; closing streams"
+        );
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { params, reply } => {
+                let _ = reply.send(self.subscribe(params));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(HubStats {
+                    generation: if self.ready { self.generation } else { 0 },
+                    live_revocations: self.tokens.len(),
+                    live_subjects: self.subjects.len(),
+                    filter_bits: self.filter.bits(),
+                    subscribers: self.subscribers.len(),
+                });
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        self.follower_seen = Instant::now();
+        match event {
+            Event::LoadStarted(tail) => {
+                let mut building = HubState::new(self.digest_key.clone(), self.config.clone());
+                building.cursor = tail.head;
+                for entry in &tail.entries {
+                    let change = building.filter_change(&entry.change);
+                    building.remember(entry.cursor.clone(), change);
+                }
+                self.loading = Some(Box::new(building));
+            }
+            Event::LoadPage(page) => {
+                if let Some(building) = &mut self.loading {
+                    let now = unix_now();
+                    for change in &page {
+                        building.track(change, now);
+                    }
+                }
+            }
+            Event::LoadDone => {
+                if let Some(building) = self.loading.take() {
+                    self.install(*building);
+                }
+            }
+            Event::Tail(entries) => self.apply(entries),
+        }
+    }
+
+    /// Makes a completed load current: a new generation for everyone.
+    fn install(&mut self, building: HubState) {
+        self.cursor = building.cursor;
+        self.tokens = building.tokens;
+        self.subjects = building.subjects;
+        self.token_expiry = building.token_expiry;
+        self.subject_expiry = building.subject_expiry;
+        self.history = building.history;
+        self.ready = true;
+        self.rebuild("loaded");
+    }
+
+    /// Records a change in the live sets (not in the filter).
+    fn track(&mut self, change: &Change, now: i64) -> Option<FilterChange> {
+        if change.keep_until() <= now {
+            return None;
+        }
+        let filter_change = self.filter_change(change);
+        match filter_change {
+            FilterChange::Token(digest) => {
+                let keep_until = change.keep_until();
+                let entry = self.tokens.entry(digest).or_insert(keep_until);
+                *entry = (*entry).max(keep_until);
+                self.token_expiry.insert((keep_until, digest));
+            }
+            FilterChange::Subject(digest, not_before) => {
+                let keep_until = change.keep_until();
+                let entry = self
+                    .subjects
+                    .entry(digest)
+                    .or_insert((not_before, keep_until));
+                *entry = (entry.0.max(not_before), entry.1.max(keep_until));
+                self.subject_expiry.insert((keep_until, digest));
+            }
+        }
+        Some(filter_change)
+    }
+
+    fn filter_change(&self, change: &Change) -> FilterChange {
+        match change {
+            Change::Revoked { issuer, jti, .. } => {
+                FilterChange::Token(self.digest_key.token(issuer, jti))
+            }
+            Change::SubjectCut {
+                issuer,
+                subject,
+                not_before,
+                ..
+            } => FilterChange::Subject(self.digest_key.subject(issuer, subject), *not_before),
+        }
+    }
+
+    fn remember(&mut self, cursor: String, change: FilterChange) {
+        self.history.push_back((cursor, change));
+        if self.history.len() > self.config.history {
+            self.history.pop_front();
+        }
+    }
+
+    /// Applies a batch from the log and sends one delta to subscribers.
+    fn apply(&mut self, entries: Vec<LoggedChange>) {
+        let Some(last) = entries.last() else {
+            return;
+        };
+        self.cursor.clone_from(&last.cursor);
+        let now = unix_now();
+        let mut delta = pb::Delta {
+            cursor: self.cursor.clone(),
+            ..Default::default()
+        };
+        for entry in entries {
+            let Some(change) = self.track(&entry.change, now) else {
+                continue;
+            };
+            match change {
+                FilterChange::Token(digest) => {
+                    self.filter.insert(&digest);
+                    self.inserts_since_measure += 1;
+                    delta.digests.push(digest.0.to_vec());
+                }
+                FilterChange::Subject(digest, _) => {
+                    let (not_before, _) = self.subjects[&digest];
+                    delta.subjects.push(subject_cutoff(&digest, not_before));
+                }
+            }
+            self.remember(entry.cursor, change);
+        }
+        trace!(
+            cursor = self.cursor,
+            digests = delta.digests.len(),
+            "applied"
+        );
+        self.broadcast(&update(Update::Delta(delta)));
+        if self.overfilled() {
+            self.rebuild("false-positive rate near its bound");
+        }
+    }
+
+    /// Measures the fill every `capacity/64` inserts; true when the
+    /// false-positive rate passed 1.25× the target.
+    fn overfilled(&mut self) -> bool {
+        if self.inserts_since_measure < (self.capacity / 64).max(64) {
+            return false;
+        }
+        self.inserts_since_measure = 0;
+        self.filter.estimated_fp_rate() > 1.25 * self.config.fp_rate
+    }
+
+    fn on_tick(&mut self) {
+        self.expire(unix_now());
+        if self.expired_in_filter >= self.tokens.len().max(self.config.min_capacity) {
+            self.rebuild("expired entries outnumber live ones");
+        }
+        self.serve_pending_snapshots();
+        if self.follower_seen.elapsed() < FOLLOWER_SILENCE {
+            let heartbeat = update(Update::Heartbeat(pb::Heartbeat {
+                cursor: self.cursor.clone(),
+                server_time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            }));
+            self.broadcast(&heartbeat);
+        }
+    }
+
+    /// Drops tokens and cut-offs whose records have expired.
+    fn expire(&mut self, now: i64) {
+        while let Some(&(keep_until, digest)) = self.token_expiry.first() {
+            if keep_until > now {
+                break;
+            }
+            self.token_expiry.pop_first();
+            // An extended revocation has a later entry; only the last counts.
+            if self.tokens.get(&digest) == Some(&keep_until) {
+                self.tokens.remove(&digest);
+                self.expired_in_filter += 1;
+            }
+        }
+        while let Some(&(keep_until, digest)) = self.subject_expiry.first() {
+            if keep_until > now {
+                break;
+            }
+            self.subject_expiry.pop_first();
+            if self.subjects.get(&digest).map(|(_, until)| *until) == Some(keep_until) {
+                self.subjects.remove(&digest);
+            }
+        }
+    }
+
+    /// Builds a new filter of the live tokens, sized for twice their count,
+    /// as a new generation; every subscriber gets a snapshot of it.
+    fn rebuild(&mut self, why: &str) {
+        let started = Instant::now();
+        self.capacity = (2 * self.tokens.len()).max(self.config.min_capacity).max(1);
+        let mut filter = RevocationFilter::new(self.capacity, self.config.fp_rate);
+        for digest in self.tokens.keys() {
+            filter.insert(digest);
+        }
+        self.filter = filter;
+        self.generation += 1;
+        self.expired_in_filter = 0;
+        self.inserts_since_measure = 0;
+        self.snapshot = None;
+        for subscriber in &mut self.subscribers {
+            subscriber.needs_snapshot = true;
+        }
+        info!(
+            why,
+            generation = self.generation,
+            live = self.tokens.len(),
+            bits = self.filter.bits(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "filter built"
+        );
+        self.serve_pending_snapshots();
+    }
+
+    fn subscribe(&mut self, params: SubscribeParams) -> Result<Updates, SubscribeError> {
+        if !self.ready {
+            return Err(SubscribeError::NotReady);
+        }
+        self.subscribers.retain(|s| !s.queue.is_closed());
+        if self.subscribers.len() >= self.config.max_subscribers {
+            return Err(SubscribeError::Full);
+        }
+        let (queue, updates) = mpsc::channel(self.config.subscriber_buffer.max(2));
+        self.next_subscriber += 1;
+        let mut subscriber = Subscriber {
+            id: self.next_subscriber,
+            gateway_id: params.gateway_id,
+            queue,
+            needs_snapshot: true,
+        };
+        let resumed = (params.generation == self.generation)
+            .then(|| self.deltas_since(&params.cursor))
+            .flatten();
+        match resumed {
+            Some(mut frames) => {
+                // Something to show the stream is live, even with no deltas.
+                frames.push(self.heartbeat());
+                subscriber.needs_snapshot = !offer_all(&subscriber, &frames);
+                debug!(
+                    subscriber = subscriber.id,
+                    gateway = subscriber.gateway_id,
+                    deltas = frames.len() - 1,
+                    "resumed"
+                );
+            }
+            None => {
+                self.offer_snapshot(&mut subscriber);
+                debug!(
+                    subscriber = subscriber.id,
+                    gateway = subscriber.gateway_id,
+                    "snapshot sent"
+                );
+            }
+        }
+        self.subscribers.push(subscriber);
+        Ok(updates)
+    }
+
+    fn heartbeat(&self) -> pb::FilterUpdate {
+        update(Update::Heartbeat(pb::Heartbeat {
+            cursor: self.cursor.clone(),
+            server_time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        }))
+    }
+
+    /// Delta frames taking a subscriber from `cursor` to now, or `None` if
+    /// `cursor` is not in the retained history.
+    fn deltas_since(&self, cursor: &str) -> Option<Vec<pb::FilterUpdate>> {
+        if cursor.is_empty() {
+            return None;
+        }
+        if cursor == self.cursor {
+            return Some(Vec::new());
+        }
+        let position = self.history.iter().rposition(|(c, _)| c == cursor)?;
+        let mut frames = Vec::new();
+        let mut delta = pb::Delta::default();
+        for (entry_cursor, change) in self.history.range(position + 1..) {
+            match change {
+                FilterChange::Token(digest) => delta.digests.push(digest.0.to_vec()),
+                FilterChange::Subject(digest, not_before) => {
+                    delta.subjects.push(subject_cutoff(digest, *not_before));
+                }
+            }
+            delta.cursor.clone_from(entry_cursor);
+            if delta.digests.len() >= MAX_DELTA_DIGESTS {
+                frames.push(update(Update::Delta(std::mem::take(&mut delta))));
+            }
+        }
+        if !delta.cursor.is_empty() {
+            frames.push(update(Update::Delta(delta)));
+        }
+        Some(frames)
+    }
+
+    /// Sends a snapshot (and the delta catching it up) if the subscriber's
+    /// queue has room for all of it; otherwise it stays pending.
+    fn offer_snapshot(&mut self, subscriber: &mut Subscriber) {
+        let (cursor, snapshot) = self.current_snapshot();
+        let mut frames: Vec<pb::FilterUpdate> = snapshot.as_ref().clone();
+        frames.extend(self.deltas_since(&cursor).unwrap_or_default());
+        if subscriber.queue.capacity() >= frames.len() {
+            subscriber.needs_snapshot = !offer_all(subscriber, &frames);
+        }
+    }
+
+    /// Snapshot frames and their cursor, reused while recent and still
+    /// catchable-up.
+    fn current_snapshot(&mut self) -> (String, Arc<Vec<pb::FilterUpdate>>) {
+        let reusable = self.snapshot.as_ref().is_some_and(|s| {
+            s.built.elapsed() < SNAPSHOT_REUSE
+                && (s.cursor == self.cursor || self.history.iter().any(|(c, _)| *c == s.cursor))
+        });
+        if !reusable {
+            self.snapshot = Some(CachedSnapshot {
+                cursor: self.cursor.clone(),
+                frames: Arc::new(self.snapshot_frames()),
+                built: Instant::now(),
+            });
+        }
+        // Set just above when absent.
+        let cached = self.snapshot.as_ref().expect("snapshot cached");
+        (cached.cursor.clone(), Arc::clone(&cached.frames))
+    }
+
+    /// The whole state as Snapshot frames of at most `snapshot_part_bytes`
+    /// of filter each, subjects spread over the parts.
+    fn snapshot_frames(&self) -> Vec<pb::FilterUpdate> {
+        let bytes = Bytes::from(self.filter.to_bytes());
+        let part_bytes = self.config.snapshot_part_bytes.max(1);
+        // ~30 bytes per subject on the wire.
+        let subjects_per_part = (part_bytes / 30).max(1);
+        let subjects: Vec<pb::SubjectCutoff> = self
+            .subjects
+            .iter()
+            .map(|(digest, (not_before, _))| subject_cutoff(digest, *not_before))
+            .collect();
+        let parts = bytes
+            .len()
+            .div_ceil(part_bytes)
+            .max(subjects.len().div_ceil(subjects_per_part))
+            .max(1);
+        let mut subject_chunks = subjects.chunks(subjects_per_part);
+        (0..parts)
+            .map(|part| {
+                let start = (part * part_bytes).min(bytes.len());
+                let end = ((part + 1) * part_bytes).min(bytes.len());
+                update(Update::Snapshot(pb::Snapshot {
+                    generation: self.generation,
+                    filter: bytes.slice(start..end),
+                    subjects: subject_chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
+                    cursor: self.cursor.clone(),
+                    digest_key: self.digest_key.as_bytes().to_vec(),
+                    part: part as u32,
+                    parts: parts as u32,
+                }))
+            })
+            .collect()
+    }
+
+    fn serve_pending_snapshots(&mut self) {
+        let mut subscribers = std::mem::take(&mut self.subscribers);
+        for subscriber in subscribers.iter_mut().filter(|s| s.needs_snapshot) {
+            self.offer_snapshot(subscriber);
+        }
+        self.subscribers = subscribers;
+    }
+
+    /// Offers a frame to every up-to-date subscriber; a full queue marks the
+    /// subscriber for re-basing, a closed one removes it.
+    fn broadcast(&mut self, frame: &pb::FilterUpdate) {
+        self.subscribers.retain_mut(|subscriber| {
+            if subscriber.needs_snapshot {
+                return !subscriber.queue.is_closed();
+            }
+            match subscriber.queue.try_send(Ok(frame.clone())) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    debug!(
+                        subscriber = subscriber.id,
+                        gateway = subscriber.gateway_id,
+                        "queue full; will re-base with a snapshot"
+                    );
+                    subscriber.needs_snapshot = true;
+                    true
+                }
+                Err(TrySendError::Closed(_)) => {
+                    debug!(
+                        subscriber = subscriber.id,
+                        gateway = subscriber.gateway_id,
+                        "unsubscribed"
+                    );
+                    false
+                }
+            }
+        });
+    }
+}
+
+/// Sends every frame with `try_send`; false if any did not fit.
+fn offer_all(subscriber: &Subscriber, frames: &[pb::FilterUpdate]) -> bool {
+    frames
+        .iter()
+        .all(|frame| subscriber.queue.try_send(Ok(frame.clone())).is_ok())
+}
+
+fn update(update: Update) -> pb::FilterUpdate {
+    pb::FilterUpdate {
+        update: Some(update),
+    }
+}
+
+fn subject_cutoff(digest: &Digest, not_before: i64) -> pb::SubjectCutoff {
+    pb::SubjectCutoff {
+        digest: digest.0.to_vec(),
+        not_before,
+    }
+}
