@@ -10,6 +10,8 @@
 //! - [`pb`]: the generated gRPC types of `proto/revocation/v1/revocation.proto`.
 //! - [`tokens`]: JWT verification (keys, JWKS, issuers, audiences, leeway).
 //! - [`filter`]: the bloom filter of keyed digests that gateways check.
+//! - [`gateway`]: the in-process checker for gateways, its stream follower and tower layer.
+//! - [`backoff`]: capped, jittered exponential backoff for reconnects.
 //! - [`hub`]: each replica's filter, fed by the change log, streamed to gateways.
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
@@ -19,8 +21,10 @@
 //! - [`time`]: unix-time helpers shared by the parts above.
 
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod filter;
+pub mod gateway;
 pub mod hub;
 pub mod server;
 pub mod shutdown;

@@ -157,6 +157,7 @@ struct TrustedKey {
 /// Verifies tokens against the configured keys, issuers and audiences.
 pub struct TokenVerifier {
     keys: Vec<TrustedKey>,
+    leeway_seconds: u64,
     /// One prepared `Validation` per accepted algorithm, built once.
     validations: Vec<(Algorithm, Validation)>,
     issuers: Vec<String>,
@@ -318,6 +319,7 @@ impl TokenVerifierBuilder {
             .map(|algorithm| (algorithm, self.validation(algorithm)))
             .collect();
         TokenVerifier {
+            leeway_seconds: self.leeway_seconds,
             keys: self.keys,
             validations,
             issuers: self.issuers,
@@ -397,6 +399,11 @@ impl TokenVerifier {
     /// True when at least one key is trusted.
     pub fn has_keys(&self) -> bool {
         !self.keys.is_empty()
+    }
+
+    /// Clock leeway in seconds, for the caller's `exp` check.
+    pub fn leeway(&self) -> u64 {
+        self.leeway_seconds
     }
 
     /// The issuers accepted; empty means any.

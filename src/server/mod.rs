@@ -223,7 +223,8 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(revocation)
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener),
+            // Replies are small and latency-bound: no Nagle delay.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             stopping.clone().cancelled_owned(),
         );
     tokio::pin!(serve);

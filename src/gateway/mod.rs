@@ -1,0 +1,465 @@
+//! The gateway library: check every request's token in-process, against a
+//! filter streamed from revocd.
+//!
+//! ```no_run
+//! # async fn example(verifier: revocd::tokens::TokenVerifier) -> Result<(), revocd::gateway::Error> {
+//! use revocd::gateway::{Gateway, GatewayConfig, Verdict};
+//!
+//! let config = GatewayConfig::new(["http://revocd-a:50051", "http://revocd-b:50051"])
+//!     .api_key("subscribe-key")?;
+//! let gateway = Gateway::spawn(config, verifier)?;
+//! match gateway.check_confirmed("eyJ...").await {
+//!     Verdict::Allow(claims) => { /* serve the request */ }
+//!     Verdict::Deny(denial) => { /* 401, with denial.to_string() */ }
+//!     Verdict::Confirm(_) => unreachable!("check_confirmed confirms"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # How a token is judged
+//!
+//! [`Gateway::check`] is synchronous and never touches the network:
+//! verify the JWT (signature, `iss`, `aud`, `nbf`, `exp` with leeway) →
+//! the subject's cut-off (exact) → the filter. "Not in the filter" means
+//! certainly not revoked: allow. "Maybe" means revoked or a false positive
+//! (0.1% by default): [`Verdict::Confirm`], which [`Gateway::confirm`]
+//! settles with the server's authoritative `Check`, cached until the token
+//! expires (and dropped if a later delta names the token).
+//!
+//! # Staleness
+//!
+//! Staleness is the time since the last frame (heartbeats arrive every 2 s
+//! by default). Past `max_staleness` (default 30 s), or before the first
+//! snapshot, the [`StalePolicy`] decides: `FailOpen` (the default) keeps
+//! answering from the last filter, so revocations made during the outage
+//! are missed until it reconnects — availability over strictness;
+//! `FailClosed` refuses every token; `CheckOnline` asks the server about
+//! every token (correct, but a network call per request).
+
+mod layer;
+mod view;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::backoff::ExponentialBackoff;
+use crate::filter::Digest;
+use crate::pb::revocation_service_client::RevocationServiceClient;
+use crate::pb::CheckRequest;
+use crate::tokens::{Claims, TokenError, TokenVerifier};
+
+pub use self::layer::{bearer_token, challenge, refusal, RevocationLayer, RevocationService};
+pub use self::view::{FilterView, FrameError, SnapshotAssembler};
+
+/// Largest frame accepted from the server (snapshot parts are 3 MiB).
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
+/// Default staleness past which the [`StalePolicy`] applies.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
+/// Most confirmed answers cached; the cache is cleared when full.
+const CONFIRM_CACHE_ENTRIES: usize = 100_000;
+
+/// What to do when the filter is stale or not loaded yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StalePolicy {
+    /// Keep answering from the last filter (revocations made meanwhile are
+    /// missed until the stream returns).
+    #[default]
+    FailOpen,
+    /// Refuse every token.
+    FailClosed,
+    /// Ask the server about every token.
+    CheckOnline,
+}
+
+impl std::str::FromStr for StalePolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "fail-open" => Ok(StalePolicy::FailOpen),
+            "fail-closed" => Ok(StalePolicy::FailClosed),
+            "check-online" => Ok(StalePolicy::CheckOnline),
+            other => Err(format!(
+                "{other:?} is not fail-open, fail-closed or check-online"
+            )),
+        }
+    }
+}
+
+/// How a gateway reaches revocd.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    endpoints: Vec<String>,
+    api_key: Option<MetadataValue<Ascii>>,
+    gateway_id: String,
+    max_staleness: Duration,
+    on_stale: StalePolicy,
+    /// A stream silent this long is dropped and re-established.
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    backoff: ExponentialBackoff,
+}
+
+/// Why a gateway could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No endpoint, or one that is not a URL.
+    #[error("invalid endpoint {0:?}")]
+    Endpoint(String),
+    /// An API key that cannot be sent as metadata.
+    #[error("the API key contains characters not allowed in gRPC metadata")]
+    ApiKey,
+}
+
+impl GatewayConfig {
+    /// Endpoints to subscribe to, tried in turn (`http://host:port`).
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        GatewayConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            api_key: None,
+            gateway_id: "gateway".into(),
+            max_staleness: DEFAULT_MAX_STALENESS,
+            on_stale: StalePolicy::default(),
+            idle_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            // Valid constants: min below max, jitter within [0, 1].
+            backoff: ExponentialBackoff::try_new(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                0.3,
+            )
+            .expect("valid backoff"),
+        }
+    }
+
+    /// The API key (role `subscribe`) sent with every call.
+    ///
+    /// # Errors
+    /// [`Error::ApiKey`] for a key that is not ASCII metadata.
+    pub fn api_key(mut self, key: &str) -> Result<Self, Error> {
+        let value = format!("Bearer {}", key.trim())
+            .parse()
+            .map_err(|_| Error::ApiKey)?;
+        self.api_key = Some(value);
+        Ok(self)
+    }
+
+    /// A name for this gateway in the server's logs.
+    pub fn gateway_id(mut self, id: impl Into<String>) -> Self {
+        self.gateway_id = id.into();
+        self
+    }
+
+    /// Staleness past which `on_stale` applies.
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.max_staleness = staleness;
+        self
+    }
+
+    /// What to do when stale.
+    pub fn on_stale(mut self, policy: StalePolicy) -> Self {
+        self.on_stale = policy;
+        self
+    }
+
+    /// The reconnect schedule.
+    pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// A stream silent this long is re-established (default 10 s; keep it
+    /// above the server's heartbeat interval).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    fn parsed_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Endpoint(String::new()));
+        }
+        self.endpoints
+            .iter()
+            .map(|url| {
+                let endpoint =
+                    Endpoint::from_shared(url.clone()).map_err(|_| Error::Endpoint(url.clone()))?;
+                Ok(endpoint
+                    .connect_timeout(self.connect_timeout)
+                    .timeout(self.connect_timeout))
+            })
+            .collect()
+    }
+}
+
+/// The answer for one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and not revoked.
+    Allow(Claims),
+    /// Refused; the denial says why.
+    Deny(Denial),
+    /// Valid, but only the server can say whether it is revoked (a filter
+    /// "maybe", or a stale filter under `CheckOnline`).
+    Confirm(Claims),
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The request carries no bearer token.
+    #[error("no bearer token")]
+    NoToken,
+    /// The token does not verify.
+    #[error("{0}")]
+    Invalid(#[from] TokenError),
+    /// `exp` (plus leeway) has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// The token has no `jti`, so it cannot be checked for revocation.
+    #[error("the token has no jti claim")]
+    NoJti,
+    /// Revoked by its own record.
+    #[error("the token has been revoked")]
+    Revoked,
+    /// Revoked by its subject's cut-off.
+    #[error("the token has been revoked (all tokens of its subject issued before a cut-off)")]
+    RevokedBySubject,
+    /// The filter is stale and the policy is `FailClosed`.
+    #[error("revocation data is stale; refusing tokens until it is current")]
+    Stale,
+    /// The server could not confirm (`CheckOnline`, or a filter "maybe").
+    #[error("the revocation service could not be asked: {0}")]
+    Unconfirmed(String),
+}
+
+/// Confirmed answers by token digest: (revoked, keep until unix seconds).
+#[derive(Default)]
+pub(crate) struct ConfirmCache(Mutex<HashMap<Digest, (bool, i64)>>);
+
+impl ConfirmCache {
+    fn get(&self, digest: &Digest, now: i64) -> Option<bool> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(digest)
+            .filter(|(_, until)| *until > now)
+            .map(|(revoked, _)| *revoked)
+    }
+
+    fn put(&self, digest: Digest, revoked: bool, until: i64) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CONFIRM_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(digest, (revoked, until));
+    }
+
+    /// Drops the answers for digests a delta reports as revoked.
+    fn forget(&self, digests: &[Vec<u8>]) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.is_empty() {
+            return;
+        }
+        for bytes in digests {
+            if let Ok(digest) = Digest::from_slice(bytes) {
+                cache.remove(&digest);
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A gateway: a streamed filter and the checks made against it. Cheap to
+/// clone; the subscription stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<watch::Shared>,
+    verifier: TokenVerifier,
+    leeway: i64,
+    max_staleness: Duration,
+    on_stale: StalePolicy,
+    api_key: Option<MetadataValue<Ascii>>,
+    /// Balanced over every endpoint, for `Check` calls.
+    confirm_channel: Channel,
+    _stop: DropGuard,
+}
+
+impl Gateway {
+    /// Starts subscribing (on the current Tokio runtime) and returns at
+    /// once; until the first snapshot arrives the filter counts as stale.
+    ///
+    /// # Errors
+    /// [`Error`] for an endpoint or key that cannot be used.
+    pub fn spawn(config: GatewayConfig, verifier: TokenVerifier) -> Result<Gateway, Error> {
+        let endpoints = config.parsed_endpoints()?;
+        let shared = Arc::new(watch::Shared::new());
+        let stop = CancellationToken::new();
+        let confirm_channel = Channel::balance_list(endpoints.clone().into_iter());
+        tokio::spawn(watch::run(
+            Arc::clone(&shared),
+            config.clone(),
+            endpoints,
+            stop.clone(),
+        ));
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                shared,
+                leeway: verifier.leeway() as i64,
+                verifier,
+                max_staleness: config.max_staleness,
+                on_stale: config.on_stale,
+                api_key: config.api_key,
+                confirm_channel,
+                _stop: stop.drop_guard(),
+            }),
+        })
+    }
+
+    /// Judges a token from memory: see the module doc.
+    pub fn check(&self, token: &str) -> Verdict {
+        match self.inner.verifier.verify(token) {
+            Ok(claims) => self.check_claims(claims),
+            Err(error) => Verdict::Deny(Denial::Invalid(error)),
+        }
+    }
+
+    /// Judges verified claims from memory; allocation-free unless the
+    /// verdict is `Confirm` or `Deny`.
+    pub fn check_claims(&self, claims: Claims) -> Verdict {
+        let now = crate::time::unix_now();
+        if claims
+            .expires_at
+            .is_some_and(|exp| exp + self.inner.leeway <= now)
+        {
+            return Verdict::Deny(Denial::Expired);
+        }
+        let Some(jti) = claims.jti.as_deref() else {
+            return Verdict::Deny(Denial::NoJti);
+        };
+        let stale = self
+            .staleness()
+            .is_none_or(|s| s > self.inner.max_staleness);
+        if stale {
+            match self.inner.on_stale {
+                StalePolicy::FailClosed => return Verdict::Deny(Denial::Stale),
+                StalePolicy::CheckOnline => return Verdict::Confirm(claims),
+                StalePolicy::FailOpen => {}
+            }
+        }
+        let guard = self.inner.shared.view.load();
+        let Some(view) = guard.as_deref() else {
+            // Fail-open with no filter yet: nothing to check against.
+            return Verdict::Allow(claims);
+        };
+        let key = view.digest_key();
+        if let Some(subject) = claims.subject.as_deref() {
+            if let Some(cutoff) = view.subject_cutoff(&key.subject(&claims.issuer, subject)) {
+                if claims.issued_at.is_none_or(|iat| iat < cutoff) {
+                    return Verdict::Deny(Denial::RevokedBySubject);
+                }
+            }
+        }
+        let digest = key.token(&claims.issuer, jti);
+        if !view.may_be_revoked(&digest) {
+            return Verdict::Allow(claims);
+        }
+        match self.inner.shared.confirmed.get(&digest, now) {
+            Some(false) => Verdict::Allow(claims),
+            Some(true) => Verdict::Deny(Denial::Revoked),
+            None => Verdict::Confirm(claims),
+        }
+    }
+
+    /// Settles a [`Verdict::Confirm`] with the server's `Check`; the answer
+    /// is cached until the token expires.
+    pub async fn confirm(&self, claims: Claims) -> Verdict {
+        let Some(jti) = claims.jti.clone() else {
+            return Verdict::Deny(Denial::NoJti);
+        };
+        let mut request = tonic::Request::new(CheckRequest {
+            jti,
+            issuer: claims.issuer.clone(),
+            ..Default::default()
+        });
+        if let Some(key) = &self.inner.api_key {
+            request.metadata_mut().insert("authorization", key.clone());
+        }
+        let mut client = RevocationServiceClient::new(self.inner.confirm_channel.clone());
+        let answer = match client.check(request).await {
+            Ok(answer) => answer.into_inner(),
+            Err(status) => return Verdict::Deny(Denial::Unconfirmed(status.message().to_owned())),
+        };
+        if let (Some(view), Some(jti)) = (self.inner.shared.view.load_full(), claims.jti.as_deref())
+        {
+            let digest = view.digest_key().token(&claims.issuer, jti);
+            let until = claims.expires_at.unwrap_or_default() + self.inner.leeway;
+            self.inner
+                .shared
+                .confirmed
+                .put(digest, answer.revoked, until);
+        }
+        if answer.revoked {
+            Verdict::Deny(if answer.by_subject {
+                Denial::RevokedBySubject
+            } else {
+                Denial::Revoked
+            })
+        } else {
+            Verdict::Allow(claims)
+        }
+    }
+
+    /// [`Gateway::check`], then [`Gateway::confirm`] if needed: the answer
+    /// is always `Allow` or `Deny`.
+    pub async fn check_confirmed(&self, token: &str) -> Verdict {
+        match self.check(token) {
+            Verdict::Confirm(claims) => self.confirm(claims).await,
+            verdict => verdict,
+        }
+    }
+
+    /// Time since the last frame; `None` before the first.
+    pub fn staleness(&self) -> Option<Duration> {
+        self.inner.shared.staleness()
+    }
+
+    /// The current filter view, `None` before the first snapshot.
+    pub fn view(&self) -> Option<Arc<FilterView>> {
+        self.inner.shared.view.load_full()
+    }
+
+    /// Waits until a snapshot has been applied or `timeout` passes; true if
+    /// one has.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.view().is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("view", &self.view())
+            .field("staleness", &self.staleness())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,334 @@
+//! A gateway's copy of the server's filter, built from stream frames.
+//!
+//! A [`FilterView`] is immutable once built; each frame yields a new view
+//! that readers pick up with one atomic load. So that a delta does not cost
+//! a copy of the whole bitmap, a view is a shared *base* filter plus a small
+//! exact set of *recent* digests: a delta copies only the recent set, and
+//! once that holds [`MERGE_AT`] digests they are folded into a new base
+//! (one bitmap copy per `MERGE_AT` revocations).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use crate::filter::{DecodeError, Digest, DigestKey, RevocationFilter, MAX_BITMAP_BYTES};
+use crate::pb;
+
+/// Recent digests kept beside the base filter before they are merged in.
+pub const MERGE_AT: usize = 1_024;
+
+/// Why a frame was refused; the view it would have changed stays as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The filter bytes or a digest do not decode.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// Snapshot parts out of order, of mixed generations, or too many.
+    #[error("snapshot part {part} of {parts} (generation {generation}) does not continue the snapshot being received")]
+    PartOutOfOrder {
+        /// The part received.
+        part: u32,
+        /// Its declared number of parts.
+        parts: u32,
+        /// Its generation.
+        generation: u64,
+    },
+    /// A snapshot larger than any filter this library accepts.
+    #[error("snapshot exceeds {MAX_BITMAP_BYTES} bytes")]
+    TooLarge,
+    /// A delta before any snapshot.
+    #[error("delta received before any snapshot")]
+    NoSnapshot,
+}
+
+/// Hashes a [`Digest`] by its first 8 bytes: digests are uniformly random
+/// already, so hashing them again would only cost time.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut prefix = [0u8; 8];
+        let take = bytes.len().min(8);
+        prefix[..take].copy_from_slice(&bytes[..take]);
+        self.0 ^= u64::from_le_bytes(prefix);
+    }
+}
+
+type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
+type DigestSet = HashSet<Digest, BuildHasherDefault<DigestHasher>>;
+
+/// One immutable state of the filter as a gateway holds it.
+#[derive(Clone)]
+pub struct FilterView {
+    generation: u64,
+    cursor: String,
+    digest_key: DigestKey,
+    base: Arc<RevocationFilter>,
+    recent: DigestSet,
+    subjects: Arc<DigestMap<i64>>,
+}
+
+impl FilterView {
+    /// Builds a view from a complete snapshot (all parts, in order).
+    ///
+    /// # Errors
+    /// [`FrameError`] when the parts do not form a valid snapshot.
+    pub fn from_snapshot(parts: &[pb::Snapshot]) -> Result<Self, FrameError> {
+        let first = parts.first().ok_or(FrameError::NoSnapshot)?;
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.filter.len()).sum());
+        let mut subjects = DigestMap::default();
+        for part in parts {
+            bytes.extend_from_slice(&part.filter);
+            for cutoff in &part.subjects {
+                let digest = Digest::from_slice(&cutoff.digest)?;
+                let entry = subjects.entry(digest).or_insert(cutoff.not_before);
+                *entry = (*entry).max(cutoff.not_before);
+            }
+        }
+        Ok(FilterView {
+            generation: first.generation,
+            cursor: first.cursor.clone(),
+            digest_key: DigestKey::from_slice(&first.digest_key)?,
+            base: Arc::new(RevocationFilter::from_bytes(bytes)?),
+            recent: DigestSet::default(),
+            subjects: Arc::new(subjects),
+        })
+    }
+
+    /// The view after a delta. Copies the recent set (and the subject map
+    /// when the delta moves a cut-off); merges recent digests into a new
+    /// base when there are [`MERGE_AT`] of them.
+    ///
+    /// # Errors
+    /// [`FrameError::Decode`] for a digest that is not 16 bytes.
+    pub fn with_delta(&self, delta: &pb::Delta) -> Result<Self, FrameError> {
+        let digests: Vec<Digest> = delta
+            .digests
+            .iter()
+            .map(|bytes| Digest::from_slice(bytes))
+            .collect::<Result<_, _>>()?;
+        let mut next = self.clone();
+        next.recent.extend(digests);
+        if !delta.subjects.is_empty() {
+            let subjects = Arc::make_mut(&mut next.subjects);
+            for cutoff in &delta.subjects {
+                let digest = Digest::from_slice(&cutoff.digest)?;
+                let entry = subjects.entry(digest).or_insert(cutoff.not_before);
+                *entry = (*entry).max(cutoff.not_before);
+            }
+        }
+        if next.recent.len() >= MERGE_AT {
+            let base = Arc::make_mut(&mut next.base);
+            for digest in next.recent.drain() {
+                base.insert(&digest);
+            }
+        }
+        next.cursor.clone_from(&delta.cursor);
+        Ok(next)
+    }
+
+    /// The generation this view belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Cursor of the last change applied.
+    pub fn cursor(&self) -> &str {
+        &self.cursor
+    }
+
+    /// The deployment's digest key.
+    pub fn digest_key(&self) -> &DigestKey {
+        &self.digest_key
+    }
+
+    /// False when the token is certainly not revoked by its own record;
+    /// true when it may be (confirm with the server).
+    #[inline]
+    pub fn may_be_revoked(&self, digest: &Digest) -> bool {
+        self.recent.contains(digest) || self.base.contains(digest)
+    }
+
+    /// The cut-off of a subject digest, if one is in force.
+    #[inline]
+    pub fn subject_cutoff(&self, digest: &Digest) -> Option<i64> {
+        self.subjects.get(digest).copied()
+    }
+}
+
+impl std::fmt::Debug for FilterView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterView")
+            .field("generation", &self.generation)
+            .field("cursor", &self.cursor)
+            .field("bits", &self.base.bits())
+            .field("recent", &self.recent.len())
+            .field("subjects", &self.subjects.len())
+            .finish()
+    }
+}
+
+/// Collects the parts of a snapshot until it is complete.
+#[derive(Debug, Default)]
+pub struct SnapshotAssembler {
+    parts: Vec<pb::Snapshot>,
+    bytes: u64,
+}
+
+impl SnapshotAssembler {
+    /// Adds a part; returns the complete snapshot's view after the last one.
+    ///
+    /// # Errors
+    /// [`FrameError`] for a part that does not continue the snapshot, or a
+    /// complete snapshot that does not decode; the partial one is dropped.
+    pub fn push(&mut self, part: pb::Snapshot) -> Result<Option<FilterView>, FrameError> {
+        let continues = match self.parts.first() {
+            None => part.part == 0,
+            Some(first) => {
+                part.generation == first.generation
+                    && part.parts == first.parts
+                    && part.part as usize == self.parts.len()
+            }
+        };
+        if !continues || part.parts == 0 || part.part >= part.parts {
+            let error = FrameError::PartOutOfOrder {
+                part: part.part,
+                parts: part.parts,
+                generation: part.generation,
+            };
+            self.reset();
+            return Err(error);
+        }
+        self.bytes += part.filter.len() as u64;
+        if self.bytes > MAX_BITMAP_BYTES + crate::filter::HEADER_BYTES as u64 {
+            self.reset();
+            return Err(FrameError::TooLarge);
+        }
+        let complete = part.part + 1 == part.parts;
+        self.parts.push(part);
+        if !complete {
+            return Ok(None);
+        }
+        let parts = std::mem::take(&mut self.parts);
+        self.reset();
+        FilterView::from_snapshot(&parts).map(Some)
+    }
+
+    /// Forgets a partial snapshot (after a reconnect).
+    pub fn reset(&mut self) {
+        self.parts.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(
+        filter: &RevocationFilter,
+        key: &DigestKey,
+        part_bytes: usize,
+    ) -> Vec<pb::Snapshot> {
+        let bytes = filter.to_bytes();
+        let chunks: Vec<&[u8]> = bytes.chunks(part_bytes).collect();
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| pb::Snapshot {
+                generation: 7,
+                filter: bytes::Bytes::copy_from_slice(chunk),
+                subjects: vec![],
+                cursor: "c1".into(),
+                digest_key: key.as_bytes().to_vec(),
+                part: i as u32,
+                parts: chunks.len() as u32,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chunked_snapshot_reassembles_and_deltas_apply() {
+        let key = DigestKey::random();
+        let mut filter = RevocationFilter::new(1_000, 0.001);
+        filter.insert(&key.token("iss", "old"));
+        let mut assembler = SnapshotAssembler::default();
+        let parts = snapshot(&filter, &key, 500);
+        assert!(parts.len() > 2);
+        let mut view = None;
+        for part in parts {
+            view = assembler.push(part).unwrap();
+        }
+        let view = view.expect("complete after the last part");
+        assert!(view.may_be_revoked(&key.token("iss", "old")));
+        assert!(!view.may_be_revoked(&key.token("iss", "new")));
+
+        let delta = pb::Delta {
+            cursor: "c2".into(),
+            digests: vec![key.token("iss", "new").0.to_vec()],
+            subjects: vec![pb::SubjectCutoff {
+                digest: key.subject("iss", "alice").0.to_vec(),
+                not_before: 100,
+            }],
+        };
+        let next = view.with_delta(&delta).unwrap();
+        assert!(next.may_be_revoked(&key.token("iss", "new")));
+        assert_eq!(next.subject_cutoff(&key.subject("iss", "alice")), Some(100));
+        assert_eq!(next.cursor(), "c2");
+        assert!(
+            !view.may_be_revoked(&key.token("iss", "new")),
+            "the old view is unchanged"
+        );
+    }
+
+    #[test]
+    fn recent_digests_merge_into_the_base() {
+        let key = DigestKey::random();
+        let filter = RevocationFilter::new(10_000, 0.001);
+        let mut view = FilterView::from_snapshot(&snapshot(&filter, &key, 1 << 20)).unwrap();
+        let digests: Vec<Digest> = (0..MERGE_AT + 10)
+            .map(|i| key.token("iss", &i.to_string()))
+            .collect();
+        for chunk in digests.chunks(100) {
+            let delta = pb::Delta {
+                cursor: "c".into(),
+                digests: chunk.iter().map(|d| d.0.to_vec()).collect(),
+                subjects: vec![],
+            };
+            view = view.with_delta(&delta).unwrap();
+        }
+        assert!(view.recent.len() < MERGE_AT);
+        assert!(digests.iter().all(|d| view.may_be_revoked(d)));
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let key = DigestKey::random();
+        let filter = RevocationFilter::new(1_000, 0.001);
+        let mut parts = snapshot(&filter, &key, 500);
+        let mut assembler = SnapshotAssembler::default();
+        assert!(matches!(
+            assembler.push(parts[1].clone()),
+            Err(FrameError::PartOutOfOrder { .. })
+        ));
+        parts[0].digest_key = vec![1, 2, 3];
+        parts.truncate(1);
+        parts[0].parts = 1;
+        assert!(matches!(
+            assembler.push(parts[0].clone()),
+            Err(FrameError::Decode(_))
+        ));
+        let view = FilterView::from_snapshot(&snapshot(&filter, &key, 1 << 20)).unwrap();
+        let bad_delta = pb::Delta {
+            cursor: "x".into(),
+            digests: vec![vec![0; 15]],
+            subjects: vec![],
+        };
+        assert!(view.with_delta(&bad_delta).is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The subscription loop: keeps a gateway's [`FilterView`] current.
+//!
+//! Connects to the configured endpoints in turn, subscribes with the cursor
+//! and generation of the view it holds (so a reconnect resumes with deltas
+//! when the server still has them), applies frames, and on any error backs
+//! off (capped, jittered) and moves to the next endpoint. A malformed frame
+//! is refused and the stream dropped; the last good view stays in use.
+//! Stops when the gateway is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use super::view::{FilterView, FrameError, SnapshotAssembler};
+use super::{ConfirmCache, GatewayConfig};
+use crate::backoff::ExponentialBackoff;
+use crate::pb::filter_update::Update;
+use crate::pb::revocation_service_client::RevocationServiceClient;
+use crate::pb::SubscribeRequest;
+
+/// What the loop shares with the gateway's readers.
+pub(super) struct Shared {
+    /// The current view; `None` until the first snapshot.
+    pub view: ArcSwapOption<FilterView>,
+    /// Milliseconds since `epoch` when the last frame arrived.
+    pub last_frame_ms: AtomicU64,
+    /// Zero point of `last_frame_ms`.
+    pub epoch: Instant,
+    /// Answers confirmed with the server; cleared of digests that deltas
+    /// report and wholly on a new snapshot.
+    pub confirmed: ConfirmCache,
+}
+
+impl Shared {
+    pub(super) fn new() -> Self {
+        Shared {
+            view: ArcSwapOption::empty(),
+            last_frame_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            confirmed: ConfirmCache::default(),
+        }
+    }
+
+    /// Time since the last frame, `None` before the first.
+    pub(super) fn staleness(&self) -> Option<Duration> {
+        let last = self.last_frame_ms.load(Ordering::Acquire);
+        (last != 0).then(|| {
+            self.epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last))
+        })
+    }
+
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis().max(1) as u64;
+        self.last_frame_ms.store(now, Ordering::Release);
+    }
+}
+
+/// Why one subscription ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("connecting: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("server: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("no frame for {0:?}")]
+    Silent(Duration),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream ended")]
+    Ended,
+}
+
+/// Runs until `stop` is cancelled.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    config: GatewayConfig,
+    endpoints: Vec<Endpoint>,
+    stop: CancellationToken,
+) {
+    let mut backoff = config.backoff.clone();
+    let mut next = 0usize;
+    loop {
+        let endpoint = &endpoints[next % endpoints.len()];
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = follow(&shared, &config, endpoint, &mut backoff) => outcome,
+        };
+        next += 1;
+        let delay = backoff.next_delay();
+        warn!(endpoint = %endpoint.uri(), error = %outcome, retry_in_ms = delay.as_millis() as u64, "filter stream lost; reconnecting");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One subscription, until it fails.
+async fn follow(
+    shared: &Shared,
+    config: &GatewayConfig,
+    endpoint: &Endpoint,
+    backoff: &mut ExponentialBackoff,
+) -> StreamError {
+    let channel: Channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(error) => return error.into(),
+    };
+    let mut client =
+        RevocationServiceClient::new(channel).max_decoding_message_size(super::MAX_FRAME_BYTES);
+    let held = shared.view.load_full();
+    let mut request = tonic::Request::new(SubscribeRequest {
+        cursor: held
+            .as_ref()
+            .map(|v| v.cursor().to_owned())
+            .unwrap_or_default(),
+        generation: held.as_ref().map_or(0, |v| v.generation()),
+        gateway_id: config.gateway_id.clone(),
+    });
+    if let Some(key) = &config.api_key {
+        request.metadata_mut().insert("authorization", key.clone());
+    }
+    let mut stream = match client.subscribe(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return status.into(),
+    };
+    debug!(endpoint = %endpoint.uri(), "subscribed");
+    let mut assembler = SnapshotAssembler::default();
+    loop {
+        let frame = match tokio::time::timeout(config.idle_timeout, stream.message()).await {
+            Err(_) => return StreamError::Silent(config.idle_timeout),
+            Ok(Err(status)) => return status.into(),
+            Ok(Ok(None)) => return StreamError::Ended,
+            Ok(Ok(Some(frame))) => frame,
+        };
+        if let Err(error) = apply(shared, &mut assembler, frame.update) {
+            return error.into();
+        }
+        shared.touch();
+        backoff.reset();
+    }
+}
+
+/// Applies one frame to the shared view.
+fn apply(
+    shared: &Shared,
+    assembler: &mut SnapshotAssembler,
+    update: Option<Update>,
+) -> Result<(), FrameError> {
+    match update {
+        Some(Update::Snapshot(part)) => {
+            if let Some(view) = assembler.push(part)? {
+                info!(
+                    generation = view.generation(),
+                    cursor = view.cursor(),
+                    "snapshot applied"
+                );
+                shared.confirmed.clear();
+                shared.view.store(Some(Arc::new(view)));
+            }
+        }
+        Some(Update::Delta(delta)) => {
+            let current = shared.view.load_full().ok_or(FrameError::NoSnapshot)?;
+            let next = current.with_delta(&delta)?;
+            shared.confirmed.forget(&delta.digests);
+            shared.view.store(Some(Arc::new(next)));
+        }
+        // A heartbeat changes nothing but the staleness, which every frame
+        // refreshes.
+        Some(Update::Heartbeat(_)) | None => {}
+    }
+    Ok(())
+}
