@@ -45,6 +45,8 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 const TAIL_WAIT: Duration = Duration::from_secs(1);
 /// Most entries read from the log at once.
 const TAIL_BATCH: usize = 1_000;
+/// Longest a subscription waits for the filter's first load.
+pub const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reach a failing store.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -178,7 +180,8 @@ impl FilterHub {
         FilterHub { commands, stop }
     }
 
-    /// Subscribes a gateway.
+    /// Subscribes a gateway. Before the filter's first load completes the
+    /// call waits for it, up to [`LOAD_WAIT`].
     ///
     /// # Errors
     /// [`SubscribeError`] when the hub cannot take it now.
@@ -189,7 +192,10 @@ impl FilterHub {
             .send(command)
             .await
             .map_err(|_| SubscribeError::Closed)?;
-        answer.await.map_err(|_| SubscribeError::Closed)?
+        match tokio::time::timeout(LOAD_WAIT, answer).await {
+            Ok(answer) => answer.map_err(|_| SubscribeError::Closed)?,
+            Err(_) => Err(SubscribeError::NotReady),
+        }
     }
 
     /// The hub's current numbers, `None` once it has stopped.

@@ -93,6 +93,9 @@ pub(super) struct HubState {
     inserts_since_measure: usize,
     /// Recent changes, oldest first, for resuming subscribers.
     history: VecDeque<(String, FilterChange)>,
+    /// The cursor just before `history`'s first entry, when known: a
+    /// subscriber there needs all of `history`.
+    history_start: Option<String>,
     snapshot: Option<CachedSnapshot>,
     subscribers: Vec<Subscriber>,
     next_subscriber: u64,
@@ -100,7 +103,12 @@ pub(super) struct HubState {
     follower_seen: Instant,
     /// A load in progress: the state being built.
     loading: Option<Box<HubState>>,
+    /// Subscriptions made before the first load completed, served by it.
+    waiting: Vec<(SubscribeParams, Reply)>,
 }
+
+/// Where a subscription's answer goes.
+type Reply = tokio::sync::oneshot::Sender<Result<Updates, SubscribeError>>;
 
 impl HubState {
     pub(super) fn new(digest_key: DigestKey, config: HubConfig) -> Self {
@@ -120,11 +128,13 @@ impl HubState {
             expired_in_filter: 0,
             inserts_since_measure: 0,
             history: VecDeque::new(),
+            history_start: None,
             snapshot: None,
             subscribers: Vec::new(),
             next_subscriber: 0,
             follower_seen: Instant::now(),
             loading: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -154,6 +164,9 @@ impl HubState {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::Subscribe { params, reply } if !self.ready => {
+                self.waiting.push((params, reply));
+            }
             Command::Subscribe { params, reply } => {
                 let _ = reply.send(self.subscribe(params));
             }
@@ -175,6 +188,7 @@ impl HubState {
             Event::LoadStarted(tail) => {
                 let mut building = HubState::new(self.digest_key.clone(), self.config.clone());
                 building.cursor = tail.head;
+                building.history_start = tail.start;
                 for entry in &tail.entries {
                     let change = building.filter_change(&entry.change);
                     building.remember(entry.cursor.clone(), change);
@@ -206,8 +220,12 @@ impl HubState {
         self.token_expiry = building.token_expiry;
         self.subject_expiry = building.subject_expiry;
         self.history = building.history;
+        self.history_start = building.history_start;
         self.ready = true;
         self.rebuild("loaded");
+        for (params, reply) in std::mem::take(&mut self.waiting) {
+            let _ = reply.send(self.subscribe(params));
+        }
     }
 
     /// Records a change in the live sets (not in the filter).
@@ -253,7 +271,7 @@ impl HubState {
     fn remember(&mut self, cursor: String, change: FilterChange) {
         self.history.push_back((cursor, change));
         if self.history.len() > self.config.history {
-            self.history.pop_front();
+            self.history_start = self.history.pop_front().map(|(cursor, _)| cursor);
         }
     }
 
@@ -376,9 +394,6 @@ impl HubState {
     }
 
     fn subscribe(&mut self, params: SubscribeParams) -> Result<Updates, SubscribeError> {
-        if !self.ready {
-            return Err(SubscribeError::NotReady);
-        }
         self.subscribers.retain(|s| !s.queue.is_closed());
         if self.subscribers.len() >= self.config.max_subscribers {
             return Err(SubscribeError::Full);
@@ -437,10 +452,10 @@ impl HubState {
         if cursor == self.cursor {
             return Some(Vec::new());
         }
-        let position = self.history.iter().rposition(|(c, _)| c == cursor)?;
+        let first = self.history_position(cursor)?;
         let mut frames = Vec::new();
         let mut delta = pb::Delta::default();
-        for (entry_cursor, change) in self.history.range(position + 1..) {
+        for (entry_cursor, change) in self.history.range(first..) {
             match change {
                 FilterChange::Token(digest) => delta.digests.push(digest.0.to_vec()),
                 FilterChange::Subject(digest, not_before) => {
@@ -456,6 +471,18 @@ impl HubState {
             frames.push(update(Update::Delta(delta)));
         }
         Some(frames)
+    }
+
+    /// Index of the first history entry after `cursor`, if the history
+    /// holds everything after it.
+    fn history_position(&self, cursor: &str) -> Option<usize> {
+        if self.history_start.as_deref() == Some(cursor) {
+            return Some(0);
+        }
+        self.history
+            .iter()
+            .rposition(|(c, _)| c == cursor)
+            .map(|i| i + 1)
     }
 
     /// Sends a snapshot (and the delta catching it up) if the subscriber's
@@ -474,7 +501,7 @@ impl HubState {
     fn current_snapshot(&mut self) -> (String, Arc<Vec<pb::FilterUpdate>>) {
         let reusable = self.snapshot.as_ref().is_some_and(|s| {
             s.built.elapsed() < SNAPSHOT_REUSE
-                && (s.cursor == self.cursor || self.history.iter().any(|(c, _)| *c == s.cursor))
+                && (s.cursor == self.cursor || self.history_position(&s.cursor).is_some())
         });
         if !reusable {
             self.snapshot = Some(CachedSnapshot {
@@ -579,5 +606,127 @@ fn subject_cutoff(digest: &Digest, not_before: i64) -> pb::SubjectCutoff {
     pb::SubjectCutoff {
         digest: digest.0.to_vec(),
         not_before,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::FilterView;
+
+    fn hub() -> HubState {
+        let config = HubConfig {
+            min_capacity: 1_000,
+            ..HubConfig::default()
+        };
+        let mut hub = HubState::new(DigestKey::random(), config);
+        hub.install(HubState::new(hub.digest_key.clone(), hub.config.clone()));
+        hub
+    }
+
+    fn revoked(jti: &str, keep_until: i64, cursor: u64) -> LoggedChange {
+        LoggedChange {
+            cursor: cursor.to_string(),
+            change: Change::Revoked {
+                issuer: "iss".into(),
+                jti: jti.into(),
+                keep_until,
+            },
+        }
+    }
+
+    fn decoded_view(hub: &HubState) -> FilterView {
+        let parts: Vec<pb::Snapshot> = hub
+            .snapshot_frames()
+            .into_iter()
+            .map(|frame| match frame.update {
+                Some(Update::Snapshot(part)) => part,
+                other => panic!("not a snapshot part: {other:?}"),
+            })
+            .collect();
+        FilterView::from_snapshot(&parts).expect("a decodable snapshot")
+    }
+
+    #[test]
+    fn a_gateway_copy_answers_exactly_as_the_server_filter() {
+        let mut hub = hub();
+        let now = unix_now();
+        hub.apply(
+            (0..5_000)
+                .map(|i| revoked(&i.to_string(), now + 600, i))
+                .collect(),
+        );
+        let view = decoded_view(&hub);
+        for _ in 0..100_000 {
+            let digest = Digest(rand::random());
+            assert_eq!(view.may_be_revoked(&digest), hub.filter.contains(&digest));
+        }
+        let key = hub.digest_key.clone();
+        assert!((0..5_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+    }
+
+    #[test]
+    fn snapshots_are_split_into_parts_that_reassemble() {
+        let mut hub = hub();
+        hub.config.snapshot_part_bytes = 700;
+        let now = unix_now();
+        hub.apply(
+            (0..2_000)
+                .map(|i| revoked(&i.to_string(), now + 600, i))
+                .collect(),
+        );
+        assert!(hub.snapshot_frames().len() > 3);
+        let view = decoded_view(&hub);
+        let key = hub.digest_key.clone();
+        assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+    }
+
+    #[test]
+    fn expired_revocations_leave_the_filter_and_memory_returns_to_baseline() {
+        let mut hub = hub();
+        let baseline_bits = hub.filter.bits();
+        let now = unix_now();
+        // Grow the filter well past its minimum with short-lived entries.
+        hub.apply(
+            (0..20_000)
+                .map(|i| revoked(&i.to_string(), now + 5, i))
+                .collect(),
+        );
+        assert!(hub.filter.bits() > baseline_bits, "the filter grew");
+        let generation = hub.generation;
+        let key = hub.digest_key.clone();
+        assert!(hub.filter.contains(&key.token("iss", "7")));
+
+        hub.expire(now + 6);
+        assert!(hub.tokens.is_empty());
+        assert!(hub.expired_in_filter >= hub.config.min_capacity);
+        hub.rebuild("test");
+        assert!(hub.generation > generation);
+        assert_eq!(hub.filter.bits(), baseline_bits, "back to the minimum size");
+        let still = (0..20_000).filter(|i| hub.filter.contains(&key.token("iss", &i.to_string())));
+        assert!(
+            still.count() < 40,
+            "expired entries are gone (up to false positives)"
+        );
+    }
+
+    #[test]
+    fn an_overfilling_filter_is_rebuilt_before_its_rate_passes_one_and_a_half_times_the_target() {
+        let mut hub = hub();
+        let now = unix_now();
+        let target = hub.config.fp_rate;
+        for batch in 0..100u64 {
+            let entries = (0..1_000)
+                .map(|i| revoked(&format!("{batch}-{i}"), now + 600, batch * 1_000 + i))
+                .collect();
+            hub.apply(entries);
+            let rate = hub.filter.estimated_fp_rate();
+            assert!(
+                rate <= 1.5 * target,
+                "rate {rate} after {} entries",
+                (batch + 1) * 1_000
+            );
+        }
+        assert_eq!(hub.tokens.len(), 100_000);
     }
 }

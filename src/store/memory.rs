@@ -167,9 +167,16 @@ impl MemoryStore {
     pub(super) fn log_tail(&self, count: usize) -> LogTail {
         let state = self.lock();
         let skip = state.log.len().saturating_sub(count);
+        let entries: Vec<LoggedChange> = state.log.iter().skip(skip).map(logged).collect();
+        // Sequences start at 1, so "0" is before the first entry ever.
+        let first = state
+            .log
+            .get(skip)
+            .map_or(state.last_sequence + 1, |(sequence, _)| *sequence);
         LogTail {
             head: state.last_sequence.to_string(),
-            entries: state.log.iter().skip(skip).map(logged).collect(),
+            entries,
+            start: (first == 1).then(|| "0".to_owned()),
         }
     }
 

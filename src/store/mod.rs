@@ -144,6 +144,10 @@ pub struct LogTail {
     pub head: String,
     /// The newest entries, oldest first.
     pub entries: Vec<LoggedChange>,
+    /// The cursor just before `entries[0]` when `entries` is the whole log
+    /// (so a reader at that cursor needs exactly these); `None` when older
+    /// entries exist.
+    pub start: Option<String>,
 }
 
 /// Numbers of live records.

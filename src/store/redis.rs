@@ -344,7 +344,12 @@ impl RedisStore {
             .map(|entry| logged_change(&self.keys.log, entry))
             .collect::<Result<Vec<_>, _>>()?;
         entries.reverse();
-        Ok(LogTail { head, entries })
+        let start = (reply.ids.len() < count.max(1)).then(|| LOG_ORIGIN.to_owned());
+        Ok(LogTail {
+            head,
+            entries,
+            start,
+        })
     }
 
     pub(super) fn log_reader(&self) -> RedisLogReader {
@@ -493,6 +498,10 @@ impl RedisLiveScan {
     /// Reads the `nbf` of each live cut-off in one pipeline; a record that
     /// expired meanwhile is skipped.
     async fn cutoffs(&self, live: &[(String, i64)]) -> Result<Vec<Change>, Error> {
+        if live.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for (name, _) in live {
             pipe.hget(format!("{}{name}", self.store.keys.sub_prefix), "nbf");

@@ -168,6 +168,13 @@ pub type Client = RevocationServiceClient<InterceptedService<Channel, BearerKey>
 #[derive(Clone)]
 pub struct BearerKey(Option<MetadataValue<Ascii>>);
 
+impl BearerKey {
+    /// Sends `value` (the whole `Bearer <key>`), or nothing.
+    pub fn new(value: Option<MetadataValue<Ascii>>) -> Self {
+        BearerKey(value)
+    }
+}
+
 impl Interceptor for BearerKey {
     fn call(
         &mut self,

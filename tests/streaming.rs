@@ -1,0 +1,292 @@
+//! The Subscribe stream at the protocol level: snapshot then deltas, resume
+//! from a cursor, re-basing of a slow subscriber, propagation between
+//! replicas through the shared change log.
+
+mod support;
+
+use std::time::Duration;
+
+use revocd::filter::{DigestKey, RevocationFilter};
+use revocd::pb::filter_update::Update;
+use revocd::pb::{self, FilterUpdate, RevokeRequest, SubscribeRequest};
+use revocd::time::unix_now;
+use support::{Client, Deployment, RedisServer, TestServer, ISSUER};
+use tonic::Streaming;
+
+/// Longest wait for any expected frame.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn subscribe(client: &mut Client, cursor: &str, generation: u64) -> Streaming<FilterUpdate> {
+    support::trace_init();
+    let request = SubscribeRequest {
+        cursor: cursor.to_owned(),
+        generation,
+        gateway_id: "test".into(),
+    };
+    client
+        .subscribe(request)
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+async fn next_update(stream: &mut Streaming<FilterUpdate>) -> Update {
+    let frame = tokio::time::timeout(FRAME_TIMEOUT, stream.message())
+        .await
+        .expect("a frame in time")
+        .expect("a healthy stream")
+        .expect("an open stream");
+    frame.update.expect("a frame with content")
+}
+
+/// A complete snapshot (all parts), as the first frames of a stream.
+async fn snapshot(stream: &mut Streaming<FilterUpdate>) -> (pb::Snapshot, RevocationFilter) {
+    let mut parts = Vec::new();
+    loop {
+        match next_update(stream).await {
+            Update::Snapshot(part) => {
+                let done = part.part + 1 == part.parts;
+                parts.push(part);
+                if done {
+                    break;
+                }
+            }
+            other => panic!("expected snapshot parts, got {other:?}"),
+        }
+    }
+    let bytes: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| p.filter.iter().copied())
+        .collect();
+    let filter = RevocationFilter::from_bytes(bytes).expect("a valid filter");
+    (parts.swap_remove(0), filter)
+}
+
+/// Collects delta digests until `wanted` of them arrived; heartbeats are
+/// skipped, a snapshot fails the test.
+async fn delta_digests(
+    stream: &mut Streaming<FilterUpdate>,
+    wanted: usize,
+) -> (Vec<Vec<u8>>, String) {
+    let mut digests = Vec::new();
+    let mut cursor = String::new();
+    while digests.len() < wanted {
+        match next_update(stream).await {
+            Update::Delta(delta) => {
+                digests.extend(delta.digests);
+                cursor = delta.cursor;
+            }
+            Update::Heartbeat(_) => {}
+            Update::Snapshot(_) => panic!("a snapshot where deltas were expected"),
+        }
+    }
+    (digests, cursor)
+}
+
+async fn revoke(client: &mut Client, jti: &str) -> String {
+    let request = RevokeRequest {
+        jti: jti.to_owned(),
+        expires_at: unix_now() + 600,
+        ..Default::default()
+    };
+    client
+        .revoke(request)
+        .await
+        .expect("revoke")
+        .into_inner()
+        .cursor
+}
+
+fn key_of(snapshot: &pb::Snapshot) -> DigestKey {
+    DigestKey::from_slice(&snapshot.digest_key).expect("16-byte digest key")
+}
+
+#[tokio::test]
+async fn a_snapshot_holds_what_was_revoked_before_and_deltas_what_follows() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let mut admin = server.client(Some("key-admin")).await;
+    revoke(&mut admin, "before").await;
+
+    let mut gateway = server.client(Some("key-subscribe")).await;
+    let mut stream = subscribe(&mut gateway, "", 0).await;
+    let (first, filter) = snapshot(&mut stream).await;
+    let key = key_of(&first);
+    assert!(filter.contains(&key.token(ISSUER, "before")));
+    assert!(!filter.contains(&key.token(ISSUER, "after")));
+
+    let cursor = revoke(&mut admin, "after").await;
+    let (digests, delta_cursor) = delta_digests(&mut stream, 1).await;
+    assert_eq!(digests, vec![key.token(ISSUER, "after").0.to_vec()]);
+    assert_eq!(
+        delta_cursor, cursor,
+        "the delta carries the revocation's cursor"
+    );
+}
+
+#[tokio::test]
+async fn subscribing_needs_the_subscribe_role() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let request = SubscribeRequest::default();
+    let denied = server
+        .client(Some("key-revoke"))
+        .await
+        .subscribe(request.clone())
+        .await;
+    assert_eq!(
+        denied.expect_err("no role").code(),
+        tonic::Code::PermissionDenied
+    );
+    let anonymous = server.client(None).await.subscribe(request).await;
+    assert_eq!(
+        anonymous.expect_err("no key").code(),
+        tonic::Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_of_one_replica_sees_revocations_made_through_another() {
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let args = deployment.args(&["--redis-url", &redis.url()]);
+    let a = TestServer::start(&args).await;
+    let b = TestServer::start(&args).await;
+    let mut stream = subscribe(&mut a.client(Some("key-subscribe")).await, "", 0).await;
+    let (first, _) = snapshot(&mut stream).await;
+
+    revoke(&mut b.client(Some("key-revoke")).await, "via-b").await;
+    let (digests, _) = delta_digests(&mut stream, 1).await;
+    assert_eq!(
+        digests,
+        vec![key_of(&first).token(ISSUER, "via-b").0.to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn a_known_cursor_resumes_with_deltas_only() {
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--redis-url", &redis.url()])).await;
+    let mut gateway = server.client(Some("key-subscribe")).await;
+    let (first, _) = snapshot(&mut subscribe(&mut gateway, "", 0).await).await;
+
+    let mut admin = server.client(Some("key-admin")).await;
+    for jti in ["r1", "r2", "r3"] {
+        revoke(&mut admin, jti).await;
+    }
+    let mut resumed = subscribe(&mut gateway, &first.cursor, first.generation).await;
+    let (digests, _) = delta_digests(&mut resumed, 3).await;
+    let key = key_of(&first);
+    let expected: Vec<Vec<u8>> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|j| key.token(ISSUER, j).0.to_vec())
+        .collect();
+    assert_eq!(digests, expected);
+}
+
+#[tokio::test]
+async fn an_unknown_cursor_or_generation_gets_a_snapshot() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--delta-history", "2"])).await;
+    let mut gateway = server.client(Some("key-subscribe")).await;
+    let (first, _) = snapshot(&mut subscribe(&mut gateway, "", 0).await).await;
+    let mut admin = server.client(Some("key-admin")).await;
+    for i in 0..5 {
+        revoke(&mut admin, &format!("r{i}")).await;
+    }
+    // The cursor fell out of the two-entry history.
+    let mut stale = subscribe(&mut gateway, &first.cursor, first.generation).await;
+    let (again, filter) = snapshot(&mut stale).await;
+    assert!((0..5).all(|i| filter.contains(&key_of(&again).token(ISSUER, &format!("r{i}")))));
+    // A generation the server does not have.
+    let mut foreign = subscribe(&mut gateway, &again.cursor, again.generation + 1).await;
+    assert!(matches!(
+        next_update(&mut foreign).await,
+        Update::Snapshot(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_slows_no_one_and_is_re_based_with_a_snapshot() {
+    let deployment = Deployment::new();
+    let args = deployment.args(&["--subscriber-buffer", "2", "--heartbeat-interval", "50ms"]);
+    let server = TestServer::start(&args).await;
+    // One subscriber that reads nothing for a while (with a tiny HTTP/2
+    // window, so the server's queue for it fills fast), one that keeps up.
+    let mut stalled = subscribe(&mut narrow_client(&server).await, "", 0).await;
+    let mut live = subscribe(&mut server.client(Some("key-subscribe")).await, "", 0).await;
+    let (first, _) = snapshot(&mut live).await;
+    let key = key_of(&first);
+
+    // Enough deltas to fill the stalled stream's window and queue.
+    const REVOCATIONS: usize = 300;
+    let mut admin = server.client(Some("key-admin")).await;
+    let reader = tokio::spawn(async move { delta_digests(&mut live, REVOCATIONS).await });
+    for i in 0..REVOCATIONS {
+        revoke(&mut admin, &format!("burst-{i}")).await;
+    }
+    let (digests, _) = tokio::time::timeout(FRAME_TIMEOUT, reader)
+        .await
+        .expect("live subscriber kept up")
+        .unwrap();
+    assert_eq!(digests.len(), REVOCATIONS);
+
+    // The stalled one now reads: its first snapshot and what was queued,
+    // then a fresh snapshot, and the delta catching that snapshot up: with
+    // them it holds every revocation, never a silent gap.
+    snapshot(&mut stalled).await;
+    let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+    let rebased = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no re-basing snapshot"
+        );
+        if let Update::Snapshot(part) = next_update(&mut stalled).await {
+            assert_eq!(part.parts, 1, "a small filter fits one part");
+            break RevocationFilter::from_bytes(part.filter.to_vec()).unwrap();
+        }
+    };
+    let mut missing: Vec<usize> = (0..REVOCATIONS)
+        .filter(|i| !rebased.contains(&key.token(ISSUER, &format!("burst-{i}"))))
+        .collect();
+    while !missing.is_empty() {
+        let (digests, _) = delta_digests(&mut stalled, 1).await;
+        missing.retain(|i| !digests.contains(&key.token(ISSUER, &format!("burst-{i}")).0.to_vec()));
+    }
+}
+
+/// A subscriber's client whose HTTP/2 stream window is 1 KiB.
+async fn narrow_client(server: &TestServer) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .expect("connect");
+    let key = "Bearer key-subscribe".parse().unwrap();
+    pb::revocation_service_client::RevocationServiceClient::with_interceptor(
+        channel,
+        support::BearerKey::new(Some(key)),
+    )
+}
+
+#[tokio::test]
+async fn shutting_down_ends_the_streams() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let mut stream = subscribe(&mut server.client(Some("key-subscribe")).await, "", 0).await;
+    snapshot(&mut stream).await;
+    tokio::time::timeout(FRAME_TIMEOUT, server.stop())
+        .await
+        .expect("stopped within the grace period");
+    let end = tokio::time::timeout(FRAME_TIMEOUT, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    });
+    let _ = end.await.expect("the stream ended");
+}
