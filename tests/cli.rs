@@ -233,3 +233,50 @@ fn the_dev_banner_commands_work_as_printed() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test]
+async fn watch_shows_the_snapshot_then_resumes_with_deltas() {
+    let (replica, _redis, _deployment) = replica().await;
+    let server = replica.address.to_string();
+    let watch = |extra: &[&str]| {
+        let mut args = vec![
+            "--server",
+            &server,
+            "--api-key",
+            "key-subscribe",
+            "watch",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        revoctl(&args)
+    };
+    let snapshot = stdout_json(&watch(&["--count", "1"]));
+    assert_eq!(snapshot["type"], "snapshot");
+    assert!(snapshot["bytes"].as_u64().unwrap() > 45, "{snapshot}");
+
+    let expires_at = (revocd::time::unix_now() + 600).to_string();
+    let revoke = [
+        "--server",
+        &server,
+        "--api-key",
+        "key-revoke",
+        "revoke",
+        "--jti",
+        "w1",
+        "--expires-at",
+        &expires_at,
+    ];
+    assert!(revoctl(&revoke).status.success());
+    let generation = snapshot["generation"].to_string();
+    let cursor = snapshot["cursor"].as_str().unwrap().to_owned();
+    let delta = stdout_json(&watch(&[
+        "--count",
+        "1",
+        "--cursor",
+        &cursor,
+        "--generation",
+        &generation,
+    ]));
+    assert_eq!(delta["type"], "delta", "{delta}");
+    assert_eq!(delta["digests"], 1);
+}

@@ -1,8 +1,9 @@
 //! `revoctl`: the operator CLI for a revocd server.
 //!
 //! Every subcommand makes one gRPC call, prints the answer (a readable table,
-//! or one JSON object with `--json`) and exits 0; any error prints one line
-//! starting with `error:` on stderr and exits 1.
+//! or one JSON object with `--json`; `watch` prints one line per frame) and
+//! exits 0; any error prints one line starting with `error:` on stderr and
+//! exits 1.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,8 +14,11 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use revocd::pb::filter_update::Update;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
-use revocd::pb::{CheckRequest, GetStatsRequest, RevokeRequest, RevokeSubjectRequest};
+use revocd::pb::{
+    CheckRequest, GetStatsRequest, RevokeRequest, RevokeSubjectRequest, SubscribeRequest,
+};
 use revocd::time::format_unix;
 
 /// Time allowed to connect to the server.
@@ -55,6 +59,27 @@ enum Command {
     Status(StatusArgs),
     /// Show the server's counts and version.
     Stats(JsonFlag),
+    /// Follow the filter stream live: snapshot size, each delta, cursor, lag.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Resume after this cursor (with --generation) instead of starting
+    /// with a snapshot.
+    #[arg(long, default_value = "")]
+    cursor: String,
+    /// The generation the cursor belongs to.
+    #[arg(long, default_value_t = 0)]
+    generation: u64,
+    /// Stop after this many frames (default: follow until interrupted).
+    #[arg(long)]
+    count: Option<usize>,
+    /// The name this watcher gives the server.
+    #[arg(long, default_value = "revoctl-watch")]
+    gateway_id: String,
+    #[command(flatten)]
+    output: JsonFlag,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +258,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     "store": s.store,
                     "version": s.version,
                     "uptime_seconds": s.uptime_seconds,
+                    "filter_generation": s.filter_generation,
+                    "filter_bits": s.filter_bits,
+                    "subscribers": s.subscribers,
                 }),
                 &[
                     ("live revocations", s.live_revocations.to_string()),
@@ -240,11 +268,84 @@ async fn run(cli: Cli) -> Result<(), String> {
                     ("store", s.store.clone()),
                     ("version", s.version.clone()),
                     ("uptime", format!("{} s", s.uptime_seconds)),
+                    ("filter generation", s.filter_generation.to_string()),
+                    ("filter size", format!("{} bits", s.filter_bits)),
+                    ("subscribers", s.subscribers.to_string()),
                 ],
             );
         }
+        Command::Watch(args) => watch(&mut client, key, args).await?,
     }
     Ok(())
+}
+
+/// Prints each frame of the filter stream, one line (or JSON object) each.
+async fn watch(
+    client: &mut RevocationServiceClient<Channel>,
+    key: Option<&str>,
+    args: WatchArgs,
+) -> Result<(), String> {
+    let request = SubscribeRequest {
+        cursor: args.cursor,
+        generation: args.generation,
+        gateway_id: args.gateway_id,
+    };
+    let mut stream = client
+        .subscribe(authorized(request, key)?)
+        .await
+        .map_err(describe)?
+        .into_inner();
+    let mut seen = 0usize;
+    while args.count.is_none_or(|count| seen < count) {
+        let Some(frame) = stream.message().await.map_err(describe)? else {
+            return Err("the server ended the stream".into());
+        };
+        seen += 1;
+        let (object, line) = match frame.update {
+            Some(Update::Snapshot(s)) => (
+                json!({"type": "snapshot", "generation": s.generation, "part": s.part, "parts": s.parts,
+                       "bytes": s.filter.len(), "subjects": s.subjects.len(), "cursor": s.cursor}),
+                format!(
+                    "snapshot   generation={} part={}/{} bytes={} subjects={} cursor={}",
+                    s.generation,
+                    s.part + 1,
+                    s.parts,
+                    s.filter.len(),
+                    s.subjects.len(),
+                    s.cursor
+                ),
+            ),
+            Some(Update::Delta(d)) => (
+                json!({"type": "delta", "digests": d.digests.len(), "subjects": d.subjects.len(), "cursor": d.cursor}),
+                format!(
+                    "delta      digests={} subjects={} cursor={}",
+                    d.digests.len(),
+                    d.subjects.len(),
+                    d.cursor
+                ),
+            ),
+            Some(Update::Heartbeat(h)) => {
+                let lag_ms = unix_now_ms() - h.server_time_ms;
+                (
+                    json!({"type": "heartbeat", "cursor": h.cursor, "lag_ms": lag_ms}),
+                    format!("heartbeat  cursor={} lag={lag_ms}ms", h.cursor),
+                )
+            }
+            None => continue,
+        };
+        if args.output.json {
+            println!("{object}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn connect(server: &str) -> Result<RevocationServiceClient<Channel>, String> {
