@@ -119,6 +119,10 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_MAX_SUBSCRIBERS", default_value_t = 10_000)]
     pub max_subscribers: usize,
 
+    /// Most filter streams one API key may hold open on this replica.
+    #[arg(long, env = "REVOCD_MAX_STREAMS_PER_KEY", default_value_t = 1_000)]
+    pub max_streams_per_key: usize,
+
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -290,3 +290,34 @@ async fn shutting_down_ends_the_streams() {
     });
     let _ = end.await.expect("the stream ended");
 }
+
+#[tokio::test]
+async fn streams_per_key_are_limited_and_released_when_closed() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--max-streams-per-key", "1"])).await;
+    let mut client = server.client(Some("key-subscribe")).await;
+    let first = subscribe(&mut client, "", 0).await;
+    let refused = client
+        .subscribe(SubscribeRequest::default())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("--max-streams-per-key"),
+        "{}",
+        refused.message()
+    );
+    // Another key is not affected.
+    let mut other = server.client(Some("key-admin")).await;
+    snapshot(&mut subscribe(&mut other, "", 0).await).await;
+
+    drop(first);
+    let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+    while client.subscribe(SubscribeRequest::default()).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's permit was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -190,9 +190,9 @@ impl GatewayConfig {
             .map(|url| {
                 let endpoint =
                     Endpoint::from_shared(url.clone()).map_err(|_| Error::Endpoint(url.clone()))?;
-                Ok(endpoint
-                    .connect_timeout(self.connect_timeout)
-                    .timeout(self.connect_timeout))
+                // No call timeout here: a subscription may wait for a
+                // replica's first load; confirm calls set their own.
+                Ok(endpoint.connect_timeout(self.connect_timeout))
             })
             .collect()
     }
@@ -307,7 +307,10 @@ impl Gateway {
         let endpoints = config.parsed_endpoints()?;
         let shared = Arc::new(watch::Shared::new());
         let stop = CancellationToken::new();
-        let confirm_channel = Channel::balance_list(endpoints.clone().into_iter());
+        let confirm_endpoints = endpoints
+            .iter()
+            .map(|e| e.clone().timeout(config.connect_timeout));
+        let confirm_channel = Channel::balance_list(confirm_endpoints);
         tokio::spawn(watch::run(
             Arc::clone(&shared),
             config.clone(),
@@ -352,27 +355,28 @@ impl Gateway {
         let stale = self
             .staleness()
             .is_none_or(|s| s > self.inner.max_staleness);
-        if stale {
-            match self.inner.on_stale {
-                StalePolicy::FailClosed => return Verdict::Deny(Denial::Stale),
-                StalePolicy::CheckOnline => return Verdict::Confirm(claims),
-                StalePolicy::FailOpen => {}
-            }
+        if stale && self.inner.on_stale == StalePolicy::FailClosed {
+            return Verdict::Deny(Denial::Stale);
         }
         let guard = self.inner.shared.view.load();
-        let Some(view) = guard.as_deref() else {
-            // Fail-open with no filter yet: nothing to check against.
-            return Verdict::Allow(claims);
-        };
-        let key = view.digest_key();
-        if let Some(subject) = claims.subject.as_deref() {
-            if let Some(cutoff) = view.subject_cutoff(&key.subject(&claims.issuer, subject)) {
+        let view = guard.as_deref();
+        // Cut-offs held are applied even when stale: they only ever deny.
+        if let (Some(view), Some(subject)) = (view, claims.subject.as_deref()) {
+            let digest = view.digest_key().subject(&claims.issuer, subject);
+            if let Some(cutoff) = view.subject_cutoff(&digest) {
                 if claims.issued_at.is_none_or(|iat| iat < cutoff) {
                     return Verdict::Deny(Denial::RevokedBySubject);
                 }
             }
         }
-        let digest = key.token(&claims.issuer, jti);
+        if stale && self.inner.on_stale == StalePolicy::CheckOnline {
+            return Verdict::Confirm(claims);
+        }
+        let Some(view) = view else {
+            // Fail-open with no filter yet: nothing to check against.
+            return Verdict::Allow(claims);
+        };
+        let digest = view.digest_key().token(&claims.issuer, jti);
         if !view.may_be_revoked(&digest) {
             return Verdict::Allow(claims);
         }
@@ -383,17 +387,30 @@ impl Gateway {
         }
     }
 
-    /// Settles a [`Verdict::Confirm`] with the server's `Check`; the answer
-    /// is cached until the token expires.
+    /// Settles a [`Verdict::Confirm`] with the server's `Check` by jti; the
+    /// answer is cached until the token expires. A check by jti cannot see
+    /// subject cut-offs the gateway does not hold yet; [`Gateway::check_confirmed`]
+    /// sends the whole token and can.
     pub async fn confirm(&self, claims: Claims) -> Verdict {
+        self.confirm_with(claims, None).await
+    }
+
+    async fn confirm_with(&self, claims: Claims, token: Option<&str>) -> Verdict {
         let Some(jti) = claims.jti.clone() else {
             return Verdict::Deny(Denial::NoJti);
         };
-        let mut request = tonic::Request::new(CheckRequest {
-            jti,
-            issuer: claims.issuer.clone(),
-            ..Default::default()
-        });
+        let check = match token {
+            Some(token) => CheckRequest {
+                token: token.to_owned(),
+                ..Default::default()
+            },
+            None => CheckRequest {
+                jti,
+                issuer: claims.issuer.clone(),
+                ..Default::default()
+            },
+        };
+        let mut request = tonic::Request::new(check);
         if let Some(key) = &self.inner.api_key {
             request.metadata_mut().insert("authorization", key.clone());
         }
@@ -426,7 +443,7 @@ impl Gateway {
     /// is always `Allow` or `Deny`.
     pub async fn check_confirmed(&self, token: &str) -> Verdict {
         match self.check(token) {
-            Verdict::Confirm(claims) => self.confirm(claims).await,
+            Verdict::Confirm(claims) => self.confirm_with(claims, Some(token)).await,
             verdict => verdict,
         }
     }

@@ -48,6 +48,8 @@ pub struct Policy {
     pub max_token_lifetime: i64,
     /// Issuer of requests that name none.
     pub default_issuer: String,
+    /// Most filter streams one caller may hold open.
+    pub max_streams_per_key: usize,
 }
 
 /// Everything a replica serves from; shared by all calls.
@@ -129,6 +131,7 @@ impl State {
                 leeway: config.leeway as i64,
                 max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
                 default_issuer: config.default_issuer().to_owned(),
+                max_streams_per_key: config.max_streams_per_key,
             },
             started: Instant::now(),
         })

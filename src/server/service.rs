@@ -1,6 +1,7 @@
 //! `revocation.v1.RevocationService`: authentication, validation, and the
 //! one mapping of errors to gRPC status codes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
@@ -9,7 +10,7 @@ use tracing::{debug, error, warn};
 
 use super::{request, State};
 use crate::auth::{Access, AuthError, Caller, Role};
-use crate::hub::{SubscribeError, SubscribeParams, Updates};
+use crate::hub::{SubscribeError, SubscribeParams};
 use crate::pb::{
     self, CheckRequest, CheckResponse, GetStatsRequest, RevokeRequest, RevokeResponse,
     RevokeSubjectRequest, RevokeSubjectResponse, Stats,
@@ -112,12 +113,71 @@ impl From<ApiError> for Status {
 #[derive(Debug, Clone)]
 pub struct RevocationService {
     state: Arc<State>,
+    streams: Arc<StreamCounter>,
+}
+
+/// Open filter streams per caller, so one key cannot take them all.
+#[derive(Debug, Default)]
+struct StreamCounter(std::sync::Mutex<HashMap<String, usize>>);
+
+/// One open stream of a caller; the count drops with it.
+#[derive(Debug)]
+struct StreamPermit {
+    counter: Arc<StreamCounter>,
+    caller: String,
+}
+
+impl StreamCounter {
+    fn acquire(self: &Arc<Self>, caller: &str, limit: usize) -> Option<StreamPermit> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(caller.to_owned()).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(StreamPermit {
+            counter: Arc::clone(self),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut counts = self.counter.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// A filter stream holding its caller's permit until it ends.
+pub struct FilterStream {
+    updates: ReceiverStream<Result<pb::FilterUpdate, Status>>,
+    _permit: StreamPermit,
+}
+
+impl tokio_stream::Stream for FilterStream {
+    type Item = Result<pb::FilterUpdate, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.updates).poll_next(cx)
+    }
 }
 
 impl RevocationService {
     /// A service serving from `state`.
     pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+        Self {
+            state,
+            streams: Arc::default(),
+        }
     }
 
     /// The caller identified by the request's `authorization` metadata.
@@ -352,9 +412,19 @@ impl RevocationService {
         })
     }
 
-    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Updates, ApiError> {
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<FilterStream, ApiError> {
         let caller = self.caller(&request)?;
-        Access::require(caller.as_ref(), &[Role::Subscribe])?;
+        let caller = Access::require(caller.as_ref(), &[Role::Subscribe])?;
+        let limit = self.state.policy.max_streams_per_key;
+        let permit = self.streams.acquire(&caller.name, limit).ok_or_else(|| {
+            ApiError::ResourceExhausted(format!(
+                "API key {:?} already holds {limit} filter streams on this replica (--max-streams-per-key)",
+                caller.name
+            ))
+        })?;
         let request = request.into_inner();
         request::text("gateway_id", &request.gateway_id, request::MAX_ID_BYTES)?;
         request::text("cursor", &request.cursor, request::MAX_ID_BYTES)?;
@@ -363,7 +433,11 @@ impl RevocationService {
             generation: request.generation,
             gateway_id: request.gateway_id,
         };
-        Ok(self.state.hub.subscribe(params).await?)
+        let updates = self.state.hub.subscribe(params).await?;
+        Ok(FilterStream {
+            updates: ReceiverStream::new(updates),
+            _permit: permit,
+        })
     }
 }
 
@@ -434,13 +508,14 @@ impl pb::revocation_service_server::RevocationService for RevocationService {
         Ok(Response::new(self.stats(request).await?))
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::FilterUpdate, Status>>;
+    type SubscribeStream = FilterStream;
 
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let updates = RevocationService::subscribe(self, request).await?;
-        Ok(Response::new(ReceiverStream::new(updates)))
+        Ok(Response::new(
+            RevocationService::subscribe(self, request).await?,
+        ))
     }
 }

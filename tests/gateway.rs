@@ -1,0 +1,641 @@
+//! The gateway library against real servers over real gRPC: the streamed
+//! filter, propagation between replicas through Redis, failover, the stale
+//! policies, the tower layer, and resuming with deltas after a reconnect.
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use revocd::backoff::ExponentialBackoff;
+use revocd::gateway::{Denial, Gateway, GatewayConfig, RevocationLayer, StalePolicy, Verdict};
+use revocd::pb::{RevokeRequest, RevokeSubjectRequest};
+use revocd::time::unix_now;
+use revocd::tokens::{Claims, TokenError, TokenVerifier};
+use serde_json::json;
+use support::{token_for, Deployment, RedisServer, TestServer, ISSUER, SECRET};
+use tokio::time::Instant;
+
+/// Bound on anything that should happen "soon" (a delta, a reconnect).
+const SOON: Duration = Duration::from_secs(10);
+
+/// The verifier a gateway of the test deployment uses.
+fn verifier() -> TokenVerifier {
+    TokenVerifier::builder()
+        .hs256_secret(SECRET.as_bytes())
+        .expect("HS256 secret")
+        .issuers(&[ISSUER.to_owned()])
+        .leeway_seconds(60)
+        .build()
+}
+
+fn url(server: &TestServer) -> String {
+    format!("http://{}", server.address)
+}
+
+/// A gateway config for `servers` with the subscribe key and a short,
+/// unjittered backoff.
+fn config(servers: &[&TestServer]) -> GatewayConfig {
+    GatewayConfig::new(servers.iter().map(|s| url(s)))
+        .api_key("key-subscribe")
+        .expect("ascii key")
+        .gateway_id("gateway-test")
+        .backoff(
+            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
+                .expect("valid backoff"),
+        )
+}
+
+/// Spawns a gateway and waits for its first snapshot.
+async fn ready(config: GatewayConfig) -> Gateway {
+    let gateway = Gateway::spawn(config, verifier()).expect("gateway");
+    assert!(
+        gateway.ready(SOON).await,
+        "the gateway got no snapshot within {SOON:?}"
+    );
+    gateway
+}
+
+/// Polls `probe` every 10 ms until it returns `Ok`, for at most `timeout`;
+/// panics with the last observation otherwise.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `gateway` judges `token` `expected` with `check_confirmed`.
+async fn until_confirmed(gateway: &Gateway, token: &str, expected: Verdict) {
+    eventually(&format!("check_confirmed = {expected:?}"), SOON, || {
+        let expected = expected.clone();
+        async move {
+            let verdict = gateway.check_confirmed(token).await;
+            if verdict == expected {
+                Ok(())
+            } else {
+                Err(format!("{verdict:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits until `gateway`'s filter has stopped allowing `token` from memory.
+async fn until_not_allowed(gateway: &Gateway, token: &str) {
+    eventually("check to stop allowing the token", SOON, || async move {
+        match gateway.check(token) {
+            Verdict::Allow(claims) => Err(format!("Allow({claims:?})")),
+            _ => Ok(()),
+        }
+    })
+    .await;
+}
+
+/// Waits until `gateway` has had no frame for more than `staleness`.
+async fn until_stale(gateway: &Gateway, staleness: Duration) {
+    eventually(&format!("staleness > {staleness:?}"), SOON, || async move {
+        match gateway.staleness() {
+            Some(s) if s > staleness => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+async fn revoke(server: &TestServer, token: &str) {
+    let reply = server
+        .client(Some("key-revoke"))
+        .await
+        .revoke(RevokeRequest {
+            token: token.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert!(reply.newly_revoked, "{reply:?}");
+}
+
+async fn revoke_subject(server: &TestServer, subject: &str, not_before: i64) {
+    server
+        .client(Some("key-revoke"))
+        .await
+        .revoke_subject(RevokeSubjectRequest {
+            subject: subject.to_owned(),
+            not_before,
+            ..Default::default()
+        })
+        .await
+        .expect("revoke subject");
+}
+
+/// Starts two replicas of `deployment` on one Redis.
+async fn two_replicas(redis: &RedisServer, deployment: &Deployment) -> (TestServer, TestServer) {
+    let args = deployment.args(&["--redis-url", &redis.url()]);
+    (
+        TestServer::start(&args).await,
+        TestServer::start(&args).await,
+    )
+}
+
+/// A token of `subject` with the given `iat`, valid an hour from now.
+fn token_issued_at(subject: &str, jti: &str, issued_at: i64) -> String {
+    support::sign(&json!({
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
+    }))
+}
+
+fn allowed(verdict: &Verdict) -> Option<&Claims> {
+    match verdict {
+        Verdict::Allow(claims) => Some(claims),
+        _ => None,
+    }
+}
+
+/// Recent (delta-applied, not yet merged) digests of the gateway's view: a
+/// snapshot starts with none, each delta adds its digests.
+fn recent_digests(gateway: &Gateway) -> usize {
+    let view = gateway.view().expect("a view");
+    let debug = format!("{view:?}");
+    let count = debug
+        .split("recent: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok());
+    count.unwrap_or_else(|| panic!("no recent count in {debug}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_denied_once_its_delta_arrives() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+
+    let token = token_for("alice", "gateway-revoked");
+    let other = token_for("alice", "gateway-kept");
+    let claims = allowed(&gateway.check(&token))
+        .cloned()
+        .expect("a fresh token is allowed");
+    assert_eq!(claims.jti.as_deref(), Some("gateway-revoked"));
+    assert_eq!(claims.subject.as_deref(), Some("alice"));
+    assert_eq!(claims.issuer, ISSUER);
+
+    revoke(&server, &token).await;
+    until_confirmed(&gateway, &token, Verdict::Deny(Denial::Revoked)).await;
+    let from_memory = gateway.check(&token);
+    assert!(
+        matches!(
+            from_memory,
+            Verdict::Confirm(_) | Verdict::Deny(Denial::Revoked)
+        ),
+        "{from_memory:?}"
+    );
+
+    assert!(allowed(&gateway.check(&other)).is_some());
+    assert!(allowed(&gateway.check_confirmed(&other).await).is_some());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_cutoff_denies_older_tokens_from_memory() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+
+    let now = unix_now();
+    let older = token_issued_at("alice", "alice-older", now - 30);
+    let newer = token_issued_at("alice", "alice-newer", now + 1);
+    let bob = token_issued_at("bob", "bob-older", now - 30);
+    assert!(allowed(&gateway.check(&older)).is_some());
+
+    revoke_subject(&server, "alice", now).await;
+    eventually("alice's older token to be refused", SOON, || {
+        let older = older.as_str();
+        let gateway = &gateway;
+        async move {
+            match gateway.check(older) {
+                Verdict::Deny(Denial::RevokedBySubject) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+
+    let newer_verdict = gateway.check(&newer);
+    assert!(allowed(&newer_verdict).is_some(), "{newer_verdict:?}");
+    let bob_verdict = gateway.check(&bob);
+    assert!(allowed(&bob_verdict).is_some(), "{bob_verdict:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_cannot_be_accepted_are_denied() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+    let now = unix_now();
+
+    let expired = support::sign(&json!({
+        "iss": ISSUER, "sub": "alice", "jti": "expired", "iat": now - 7200, "exp": now - 3600,
+    }));
+    assert_eq!(gateway.check(&expired), Verdict::Deny(Denial::Expired));
+    assert_eq!(
+        gateway.check_confirmed(&expired).await,
+        Verdict::Deny(Denial::Expired)
+    );
+
+    // Within the leeway: still accepted.
+    let just_expired = support::sign(&json!({
+        "iss": ISSUER, "sub": "alice", "jti": "just-expired", "iat": now - 600, "exp": now - 5,
+    }));
+    let verdict = gateway.check(&just_expired);
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
+
+    let forged = support::sign_with(
+        &json!({"iss": ISSUER, "sub": "alice", "jti": "forged", "iat": now, "exp": now + 3600}),
+        "not-the-deployment-secret",
+    );
+    assert_eq!(
+        gateway.check(&forged),
+        Verdict::Deny(Denial::Invalid(TokenError::BadSignature))
+    );
+    let garbage = gateway.check("not-a-jwt");
+    assert!(
+        matches!(garbage, Verdict::Deny(Denial::Invalid(ref e)) if e.is_malformed()),
+        "{garbage:?}"
+    );
+    let stranger = support::sign(&json!({
+        "iss": "https://elsewhere.test", "sub": "alice", "jti": "stranger", "iat": now, "exp": now + 3600,
+    }));
+    assert_eq!(
+        gateway.check(&stranger),
+        Verdict::Deny(Denial::Invalid(TokenError::WrongIssuer))
+    );
+
+    let no_jti = support::sign(&json!({
+        "iss": ISSUER, "sub": "alice", "iat": now, "exp": now + 3600,
+    }));
+    assert_eq!(gateway.check(&no_jti), Verdict::Deny(Denial::NoJti));
+    assert_eq!(
+        gateway.check_confirmed(&no_jti).await,
+        Verdict::Deny(Denial::NoJti)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_another_replica_reaches_the_gateway() {
+    support::trace_init();
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let (a, b) = two_replicas(&redis, &deployment).await;
+    let gateway = ready(config(&[&a])).await;
+
+    let token = token_for("alice", "through-b");
+    let other = token_for("alice", "not-revoked");
+    assert!(allowed(&gateway.check(&token)).is_some());
+
+    revoke(&b, &token).await;
+    until_not_allowed(&gateway, &token).await;
+    until_confirmed(&gateway, &token, Verdict::Deny(Denial::Revoked)).await;
+    assert!(allowed(&gateway.check_confirmed(&other).await).is_some());
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_fails_over_and_misses_no_revocation() {
+    support::trace_init();
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let (a, b) = two_replicas(&redis, &deployment).await;
+    let gateway = ready(config(&[&a, &b])).await;
+    let first_generation = gateway.view().expect("view").generation();
+
+    let token = token_for("alice", "during-failover");
+    let other = token_for("alice", "kept-through-failover");
+    assert!(allowed(&gateway.check(&token)).is_some());
+
+    a.stop().await;
+    revoke(&b, &token).await;
+    until_confirmed(&gateway, &token, Verdict::Deny(Denial::Revoked)).await;
+
+    // It follows B now: B's generation, and fresh frames.
+    let view = gateway.view().expect("view");
+    assert_ne!(
+        view.generation(),
+        first_generation,
+        "still on A's filter: {view:?}"
+    );
+    let staleness = gateway.staleness().expect("frames arrived");
+    assert!(staleness < Duration::from_secs(5), "{staleness:?}");
+    assert!(allowed(&gateway.check_confirmed(&other).await).is_some());
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_policies_apply_when_the_server_is_gone() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "50ms"])).await;
+    let max_staleness = Duration::from_millis(300);
+    let gateway = |policy| {
+        config(&[&server])
+            .max_staleness(max_staleness)
+            .idle_timeout(Duration::from_millis(200))
+            .on_stale(policy)
+    };
+    let fail_closed = ready(gateway(StalePolicy::FailClosed)).await;
+    let check_online = ready(gateway(StalePolicy::CheckOnline)).await;
+    let fail_open = ready(gateway(StalePolicy::FailOpen)).await;
+
+    let valid = token_for("alice", "valid-through-outage");
+    let revoked = token_for("alice", "revoked-before-outage");
+    revoke(&server, &revoked).await;
+    for gateway in [&fail_closed, &check_online, &fail_open] {
+        until_not_allowed(gateway, &revoked).await;
+        // Fresh: every policy answers from the filter.
+        let verdict = gateway.check(&valid);
+        assert!(allowed(&verdict).is_some(), "{verdict:?}");
+    }
+
+    server.stop().await;
+    for gateway in [&fail_closed, &check_online, &fail_open] {
+        until_stale(gateway, max_staleness).await;
+    }
+    // Every confirmation below must fail fast, not hang.
+    let confirmed = |gateway: &Gateway, token: &str| {
+        let (gateway, token) = (gateway.clone(), token.to_owned());
+        async move {
+            tokio::time::timeout(SOON, gateway.check_confirmed(&token))
+                .await
+                .expect("check_confirmed returns while the server is gone")
+        }
+    };
+
+    assert_eq!(fail_closed.check(&valid), Verdict::Deny(Denial::Stale));
+    assert_eq!(fail_closed.check(&revoked), Verdict::Deny(Denial::Stale));
+    assert_eq!(
+        confirmed(&fail_closed, &valid).await,
+        Verdict::Deny(Denial::Stale)
+    );
+
+    let verdict = check_online.check(&valid);
+    assert!(
+        matches!(verdict, Verdict::Confirm(ref c) if c.jti.as_deref() == Some("valid-through-outage")),
+        "{verdict:?}"
+    );
+    let verdict = confirmed(&check_online, &valid).await;
+    assert!(
+        matches!(verdict, Verdict::Deny(Denial::Unconfirmed(_))),
+        "{verdict:?}"
+    );
+
+    let verdict = fail_open.check(&valid);
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
+    let verdict = fail_open.check(&revoked);
+    assert!(matches!(verdict, Verdict::Confirm(_)), "{verdict:?}");
+    let verdict = confirmed(&fail_open, &revoked).await;
+    assert!(
+        matches!(verdict, Verdict::Deny(Denial::Unconfirmed(_))),
+        "{verdict:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tower_layer_lets_through_only_allowed_requests() {
+    use tower::{Layer, ServiceExt};
+
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+    let service = RevocationLayer::new(gateway.clone()).layer(tower::service_fn(
+        |request: http::Request<String>| async move {
+            let subject = request
+                .extensions()
+                .get::<Claims>()
+                .map(|c| c.subject.clone().unwrap_or_default())
+                .unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(http::Response::new(format!("hello {subject}")))
+        },
+    ));
+    let call = |authorization: Option<String>| {
+        let service = service.clone();
+        async move {
+            let mut request = http::Request::builder().uri("/hello");
+            if let Some(value) = authorization {
+                request = request.header(http::header::AUTHORIZATION, value);
+            }
+            let request = request.body(String::new()).expect("request");
+            service.oneshot(request).await.expect("infallible")
+        }
+    };
+    let challenge = |response: &http::Response<String>| {
+        response
+            .headers()
+            .get(http::header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().expect("ascii challenge").to_owned())
+    };
+
+    let token = token_for("alice", "layer-token");
+    let response = call(Some(format!("Bearer {token}"))).await;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.into_body(), "hello alice");
+
+    let response = call(None).await;
+    assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&response).as_deref(), Some("Bearer"));
+    assert_eq!(response.into_body(), "");
+
+    let forged = support::sign_with(
+        &json!({"iss": ISSUER, "sub": "alice", "jti": "x", "iat": unix_now(), "exp": unix_now() + 60}),
+        "not-the-deployment-secret",
+    );
+    let response = call(Some(format!("Bearer {forged}"))).await;
+    assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+    let header = challenge(&response).expect("a challenge");
+    assert!(header.contains("error=\"invalid_token\""), "{header}");
+
+    revoke(&server, &token).await;
+    until_not_allowed(&gateway, &token).await;
+    let response = call(Some(format!("Bearer {token}"))).await;
+    assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+    let header = challenge(&response).expect("a challenge");
+    assert!(header.starts_with("Bearer "), "{header}");
+    assert!(header.contains("error=\"invalid_token\""), "{header}");
+    assert!(header.contains("revoked"), "{header}");
+    assert_eq!(response.into_body(), "");
+    server.stop().await;
+}
+
+/// A gateway whose stream goes silent (no heartbeat for 30 s, idle timeout
+/// 200 ms, 300 ms away after each drop) reconnects over and over. Revokes a
+/// token while it is away, `rounds` times, and checks that each arrives as a
+/// delta on the resumed stream, never in a new snapshot (a snapshot folds
+/// every digest into the base, leaving no recent ones).
+async fn revocations_while_away_arrive_as_deltas(server: &TestServer, rounds: usize) {
+    let idle_timeout = Duration::from_millis(200);
+    let gateway = ready(
+        config(&[server]).idle_timeout(idle_timeout).backoff(
+            ExponentialBackoff::try_new(
+                Duration::from_millis(300),
+                Duration::from_millis(300),
+                0.0,
+            )
+            .expect("valid backoff"),
+        ),
+    )
+    .await;
+    let generation = gateway.view().expect("view").generation();
+    assert_eq!(
+        recent_digests(&gateway),
+        0,
+        "a snapshot has no recent digests"
+    );
+
+    let mut revoked = Vec::new();
+    for round in 0..rounds {
+        // Past the idle timeout: the gateway has dropped the stream and
+        // waits out its backoff before resubscribing.
+        until_stale(&gateway, idle_timeout + Duration::from_millis(50)).await;
+        let token = token_for("alice", &format!("while-away-{round}"));
+        revoke(server, &token).await;
+        until_not_allowed(&gateway, &token).await;
+        revoked.push(token);
+
+        let view = gateway.view().expect("view");
+        assert_eq!(view.generation(), generation, "{view:?}");
+        assert_eq!(
+            recent_digests(&gateway),
+            revoked.len(),
+            "round {round}: a snapshot replaced the deltas: {view:?}"
+        );
+    }
+    for token in &revoked {
+        until_confirmed(&gateway, token, Verdict::Deny(Denial::Revoked)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_gateway_resumes_with_deltas() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "30s"])).await;
+    // A change before the gateway subscribes: its cursor is a logged one.
+    revoke(&server, &token_for("alice", "before-the-gateway")).await;
+    revocations_while_away_arrive_as_deltas(&server, 3).await;
+    server.stop().await;
+}
+
+/// The same with an empty change log when the gateway subscribes: its
+/// cursor is then the log's origin ("0" in memory, "0-0" in Redis), which is
+/// no entry of the hub's history, yet every change since is retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_subscribed_to_an_empty_log_resumes_with_deltas() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "30s"])).await;
+    revocations_while_away_arrive_as_deltas(&server, 1).await;
+    server.stop().await;
+}
+
+/// With Redis, the live scan reads the cut-offs of each page of the cut-off
+/// index with one pipeline; with no live cut-off the pipeline is empty,
+/// which redis-rs refuses ("empty command"). The load must still complete,
+/// or a deployment that never cut off a subject would never serve a filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_replica_without_subject_cutoffs_serves_subscribers() {
+    support::trace_init();
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--redis-url", &redis.url()])).await;
+    let gateway = Gateway::spawn(config(&[&server]), verifier()).expect("gateway");
+    assert!(
+        gateway.ready(SOON).await,
+        "no snapshot within {SOON:?}: the replica's filter never loaded"
+    );
+    let token = token_for("alice", "no-cutoffs");
+    revoke(&server, &token).await;
+    until_confirmed(&gateway, &token, Verdict::Deny(Denial::Revoked)).await;
+    server.stop().await;
+}
+
+/// `CheckOnline` is documented as correct while stale ("asks the server
+/// about every token"), but a stale `check` returns `Confirm` before looking
+/// at the subject cut-off, and `confirm` asks the server by `jti` only, which
+/// cannot see cut-offs: a token of a cut-off subject is allowed although
+/// the gateway's own view holds the cut-off and the server knows it (and,
+/// with no view, although the server knows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+
+async fn check_online_sees_subject_cutoffs_while_stale() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    // Heartbeats every minute: the stream is alive but silent, so the
+    // gateway counts as stale soon after its snapshot.
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "60s"])).await;
+    let now = unix_now();
+    let older = token_issued_at("alice", "alice-before-cutoff", now - 30);
+    revoke_subject(&server, "alice", now).await;
+
+    let max_staleness = Duration::from_millis(100);
+    let gateway = ready(
+        config(&[&server])
+            .max_staleness(max_staleness)
+            .idle_timeout(Duration::from_secs(120))
+            .on_stale(StalePolicy::CheckOnline),
+    )
+    .await;
+    let view = gateway.view().expect("view");
+    assert_eq!(
+        view.subject_cutoff(&view.digest_key().subject(ISSUER, "alice")),
+        Some(now),
+        "the snapshot carries alice's cut-off"
+    );
+    until_stale(&gateway, max_staleness).await;
+
+    let verdict = gateway.check_confirmed(&older).await;
+    assert_eq!(
+        verdict,
+        Verdict::Deny(Denial::RevokedBySubject),
+        "a token issued before its subject's cut-off must not be allowed"
+    );
+
+    // No view at all (this key may `Check` but not `Subscribe`, as when the
+    // stream cannot be had but the server answers): only the server knows
+    // the cut-off, and `Check` by jti does not consult it.
+    let streamless = Gateway::spawn(
+        config(&[&server])
+            .api_key("key-read")
+            .expect("ascii key")
+            .on_stale(StalePolicy::CheckOnline),
+        verifier(),
+    )
+    .expect("gateway");
+    assert!(streamless.view().is_none());
+    let verdict = streamless.check_confirmed(&older).await;
+    assert_eq!(
+        verdict,
+        Verdict::Deny(Denial::RevokedBySubject),
+        "the server knows the cut-off; a confirmation must consult it"
+    );
+    server.stop().await;
+}
