@@ -18,6 +18,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::config::FileError;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -86,27 +88,6 @@ pub enum AuthError {
     },
 }
 
-/// Why the API-keys file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum KeysFileError {
-    /// Unreadable file.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML of the expected shape.
-    #[error("{path}: {detail}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        detail: String,
-    },
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
@@ -154,15 +135,9 @@ impl Access {
     /// # Errors
     /// An unreadable file, unknown fields or roles, a digest that is not 64
     /// hex digits, an empty or repeated name, a key with no roles.
-    pub fn from_keys_file(path: &Path) -> Result<Self, KeysFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeysFileError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|detail| KeysFileError::Invalid {
-            path: path.display().to_string(),
-            detail,
-        })
+    pub fn from_keys_file(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FileError::read(path, e))?;
+        Self::from_toml(&text).map_err(|detail| FileError::invalid(path, detail))
     }
 
     /// Parses the API-keys TOML (see the module doc).

@@ -128,6 +128,45 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
 }
 
+/// A file named by a flag that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file's contents are not usable.
+    #[error("{path}: {detail}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, for a person to fix.
+        detail: String,
+    },
+}
+
+impl FileError {
+    /// A read failure of `path`.
+    pub fn read(path: &std::path::Path, source: std::io::Error) -> Self {
+        FileError::Read {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Unusable contents of `path`.
+    pub fn invalid(path: &std::path::Path, detail: impl Into<String>) -> Self {
+        FileError::Invalid {
+            path: path.display().to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

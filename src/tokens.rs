@@ -110,40 +110,24 @@ impl TokenError {
     }
 }
 
-/// Why the key configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// The build has no single jsonwebtoken crypto backend.
-    #[error("this build has no single jsonwebtoken crypto backend (enable exactly one of `aws_lc_rs`, `rust_crypto`)")]
-    NoCryptoBackend,
-    /// A key file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A key file holds no usable key.
-    #[error("{path}: {detail}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        detail: String,
-    },
-}
+/// Why a key file could not be loaded (a [`FileError`] by another name).
+pub use crate::config::FileError as KeyError;
+
+/// The build has no single jsonwebtoken crypto backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this build has no single jsonwebtoken crypto backend (enable exactly one of `aws_lc_rs`, `rust_crypto`)")]
+pub struct NoCryptoBackend;
 
 /// Fails unless exactly one jsonwebtoken crypto backend is compiled in.
 /// With none, or two (feature unification can enable both), jsonwebtoken
 /// would panic at the first verification instead of at start-up.
 ///
 /// # Errors
-/// [`KeyError::NoCryptoBackend`].
-pub fn ensure_crypto_backend() -> Result<(), KeyError> {
+/// [`NoCryptoBackend`].
+pub fn ensure_crypto_backend() -> Result<(), NoCryptoBackend> {
     jsonwebtoken::crypto::CryptoProvider::try_get_default()
         .map(drop)
-        .ok_or(KeyError::NoCryptoBackend)
+        .ok_or(NoCryptoBackend)
 }
 
 /// One trusted key and the algorithms it may verify.
@@ -374,18 +358,12 @@ fn algorithms_for(parameters: &AlgorithmParameters) -> Vec<Algorithm> {
 }
 
 fn read_trimmed(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| KeyError::read(path, e))?;
     Ok(bytes.trim_ascii().to_vec())
 }
 
 fn invalid(path: &Path, detail: &str) -> KeyError {
-    KeyError::Invalid {
-        path: path.display().to_string(),
-        detail: detail.to_owned(),
-    }
+    KeyError::invalid(path, detail)
 }
 
 // === impl TokenVerifier ===

@@ -20,13 +20,13 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::auth::{Access, KeysFileError};
-use crate::config::{ConfigError, ServeConfig};
+use crate::auth::Access;
+use crate::config::{ConfigError, FileError, ServeConfig};
 use crate::filter::DigestKey;
 use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisStore, RedisStoreOptions, Store};
-use crate::tokens::{self, KeyError, TokenVerifier};
+use crate::tokens::{self, KeyError, NoCryptoBackend, TokenVerifier};
 
 pub use self::service::RevocationService;
 
@@ -80,18 +80,16 @@ pub enum StartError {
     Keys(#[from] KeyError),
     /// The API-keys file is unusable.
     #[error("API keys: {0}")]
-    ApiKeys(#[from] KeysFileError),
+    ApiKeys(FileError),
+    /// The build cannot verify tokens.
+    #[error(transparent)]
+    Crypto(#[from] NoCryptoBackend),
     /// Redis cannot be reached.
     #[error("connecting to Redis: {0}")]
     Store(#[from] store::Error),
     /// The digest key file is unusable.
-    #[error("--digest-key-file {path}: {detail}")]
-    DigestKey {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        detail: String,
-    },
+    #[error("--digest-key-file: {0}")]
+    DigestKey(FileError),
 }
 
 // === impl State ===
@@ -122,7 +120,7 @@ impl State {
             verifier,
             access: match (config.dev, &config.api_keys_file) {
                 (true, _) => Access::Open,
-                (false, Some(path)) => Access::from_keys_file(path)?,
+                (false, Some(path)) => Access::from_keys_file(path).map_err(StartError::ApiKeys)?,
                 (false, None) => return Err(ConfigError::NoApiKeys.into()),
             },
             store: store.clone(),
@@ -139,11 +137,9 @@ impl State {
 }
 
 fn read_digest_key(path: &std::path::Path) -> Result<DigestKey, StartError> {
-    let invalid = |detail: String| StartError::DigestKey {
-        path: path.display().to_string(),
-        detail,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| FileError::read(path, e));
+    let text = text.map_err(StartError::DigestKey)?;
+    let invalid = |detail: String| StartError::DigestKey(FileError::invalid(path, detail));
     let bytes = hex::decode(text.trim()).map_err(|_| invalid("not hex digits".into()))?;
     DigestKey::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
 }
@@ -168,7 +164,7 @@ async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
 fn token_verifier(
     config: &ServeConfig,
     dev_secret: Option<&[u8]>,
-) -> Result<TokenVerifier, KeyError> {
+) -> Result<TokenVerifier, StartError> {
     tokens::ensure_crypto_backend()?;
     let mut builder = TokenVerifier::builder()
         .issuers(&config.jwt_issuer)

@@ -237,7 +237,7 @@ impl Replica {
             .arg("serve")
             .args(args)
             .args(["--listen", &address.to_string()])
-            .env("RUST_LOG", "revocd=warn")
+            .env("RUST_LOG", "revocd=error")
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("starting the revocd binary");
