@@ -54,32 +54,33 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio::net::TcpListener;
-use tokio::runtime::{Handle, Runtime};
-use tokio::sync::oneshot;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use revocd::config::{ServeConfig, DEFAULT_LEEWAY_SECONDS, DEFAULT_LOG_RETENTION};
+use revocd::config::{DEFAULT_LEEWAY_SECONDS, DEFAULT_LOG_RETENTION};
 use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{CheckRequest, RevokeRequest};
-use revocd::server::{self, State};
+use revocd::server::State;
 use revocd::time::unix_now;
 
 // Shared with the integration tests; the benchmark needs only `start` and `url`.
 #[allow(dead_code)]
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
+// Shared with the other benchmarks; this one needs the in-process server.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod support;
 
 use redis_server::RedisServer;
+use support::{runtime, serve_config, RunningServer};
 
 /// Requests before the measured window, to open connections, load the
 /// script and warm caches.
 const WARMUP: Duration = Duration::from_secs(1);
 /// Lifetime of the tokens revoked: `expires_at` is now plus this, in seconds.
 const TOKEN_LIFETIME: i64 = 3_600;
-/// Time revocd gets to finish open calls when the benchmark stops it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The caller revocd records in `--dev` (`Access::Open`).
 const DEV_CALLER: &str = "dev";
 /// Source of revocd's Redis store, from which the baseline takes the
@@ -111,13 +112,6 @@ struct Options {
     redis_url: Option<String>,
 }
 
-/// revocd's own flags, parsed by its own clap definitions.
-#[derive(Debug, Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    serve: ServeConfig,
-}
-
 fn main() -> Result<()> {
     let options = Options::parse();
     ensure!(options.concurrency > 0, "--concurrency must be at least 1");
@@ -135,15 +129,6 @@ fn main() -> Result<()> {
     client_runtime.block_on(benchmark(&options, &redis_url, server_runtime.handle()))
 }
 
-/// A multi-threaded Tokio runtime whose threads are called `name`.
-fn runtime(name: &str) -> Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(name)
-        .build()
-        .with_context(|| format!("starting the {name} runtime"))
-}
-
 /// Starts revocd, runs the four phases and prints the table.
 async fn benchmark(options: &Options, redis_url: &str, server_runtime: &Handle) -> Result<()> {
     let namespace = format!("revocd-load:{}:", std::process::id());
@@ -151,8 +136,9 @@ async fn benchmark(options: &Options, redis_url: &str, server_runtime: &Handle) 
     let revocd_keys = Layout::new(format!("{namespace}revocd:"));
 
     let serve_args = revocd_args(redis_url, &revocd_keys.prefix);
+    let config = serve_config(&serve_args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let server = server_runtime
-        .spawn(RunningServer::start(serve_args.clone()))
+        .spawn(async move { RunningServer::start(State::from_config(&config, None).await?).await })
         .await
         .context("revocd start-up panicked")??;
     let redis = redis::Client::open(redis_url)
@@ -515,47 +501,6 @@ fn revocd_args(redis_url: &str, key_prefix: &str) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
-}
-
-/// revocd serving in this process.
-struct RunningServer {
-    address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    serving: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl RunningServer {
-    /// Starts revocd with `args` (as `revocd serve` would take them) on the
-    /// current runtime.
-    async fn start(args: Vec<String>) -> Result<Self> {
-        let argv = std::iter::once("revocd".to_owned()).chain(args);
-        let config = ServeCli::try_parse_from(argv)?.serve;
-        let state = State::from_config(&config, None).await?;
-        let listener = TcpListener::bind(config.listen).await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        let serving = tokio::spawn(server::run(
-            listener,
-            Arc::new(state),
-            shutdown,
-            SHUTDOWN_GRACE,
-        ));
-        Ok(Self {
-            address,
-            stop,
-            serving,
-        })
-    }
-
-    /// Shuts revocd down and waits for it.
-    async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.serving.await.context("revocd panicked")??;
-        Ok(())
-    }
 }
 
 /// The `redis_version` of the server's `INFO`.

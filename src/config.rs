@@ -103,6 +103,12 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_FILTER_FP_RATE", default_value_t = crate::hub::DEFAULT_FP_RATE)]
     pub filter_fp_rate: f64,
 
+    /// Room a rebuilt filter leaves beyond the live count, as a share of it:
+    /// larger means rarer rebuilds (each one a snapshot to every gateway),
+    /// smaller means smaller snapshots.
+    #[arg(long, env = "REVOCD_FILTER_HEADROOM", default_value_t = crate::hub::DEFAULT_HEADROOM)]
+    pub filter_headroom: f64,
+
     /// Interval between heartbeats on filter streams.
     #[arg(long, env = "REVOCD_HEARTBEAT_INTERVAL", default_value = DEFAULT_HEARTBEAT_INTERVAL, value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -222,6 +228,13 @@ impl ServeConfig {
                 max: "less than 0.5",
             });
         }
+        if !(0.0..=10.0).contains(&self.filter_headroom) {
+            return Err(ConfigError::OutOfRange {
+                flag: "filter-headroom",
+                min: "0",
+                max: "10",
+            });
+        }
         if self.heartbeat_interval < Duration::from_millis(10) || self.subscriber_buffer < 2 {
             return Err(ConfigError::OutOfRange {
                 flag: "heartbeat-interval / --subscriber-buffer",
@@ -243,6 +256,7 @@ impl ServeConfig {
     pub fn hub_config(&self) -> crate::hub::HubConfig {
         crate::hub::HubConfig {
             fp_rate: self.filter_fp_rate,
+            headroom: self.filter_headroom,
             heartbeat_interval: self.heartbeat_interval,
             subscriber_buffer: self.subscriber_buffer,
             history: self.delta_history,

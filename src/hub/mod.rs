@@ -37,6 +37,8 @@ use self::state::HubState;
 
 /// False-positive rate the filter is sized for by default.
 pub const DEFAULT_FP_RATE: f64 = 0.001;
+/// Room a rebuilt filter has beyond the live count, by default.
+pub const DEFAULT_HEADROOM: f64 = 0.04;
 /// Frames a subscriber's queue holds by default.
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 64;
 /// Change-log entries kept for resuming subscribers by default.
@@ -65,6 +67,9 @@ pub struct HubConfig {
     pub max_subscribers: usize,
     /// Fewest entries a filter is sized for.
     pub min_capacity: usize,
+    /// Share of the live count a rebuilt filter has room for beyond it
+    /// (see the state module's "Expiry and generations").
+    pub headroom: f64,
     /// Largest filter share in one Snapshot frame (gRPC messages are capped
     /// at 4 MiB by default).
     pub snapshot_part_bytes: usize,
@@ -79,6 +84,7 @@ impl Default for HubConfig {
             history: DEFAULT_HISTORY,
             max_subscribers: 10_000,
             min_capacity: 10_000,
+            headroom: DEFAULT_HEADROOM,
             snapshot_part_bytes: 3 << 20,
         }
     }
