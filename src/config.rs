@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::tokens::TokenVerifier;
+
 /// Address served by default: loopback, the gRPC port revocd documents.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
 /// Key prefix in Redis by default.
@@ -60,33 +62,9 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
 
-    /// File holding the HS256 secret that signs tokens.
-    #[arg(long, env = "REVOCD_JWT_HS256_SECRET_FILE")]
-    pub jwt_hs256_secret_file: Option<PathBuf>,
-
-    /// PEM file of a public key (RSA, EC or Ed25519) that signs tokens;
-    /// repeatable.
-    #[arg(long, env = "REVOCD_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
-    pub jwt_public_key_file: Vec<PathBuf>,
-
-    /// JWKS file of the keys that sign tokens, matched by `kid`.
-    #[arg(long, env = "REVOCD_JWKS_FILE")]
-    pub jwks_file: Option<PathBuf>,
-
-    /// Accepted token issuer (`iss`); repeatable. With exactly one, it is
-    /// also the default issuer of requests that name none.
-    #[arg(long, env = "REVOCD_JWT_ISSUER", value_delimiter = ',')]
-    pub jwt_issuer: Vec<String>,
-
-    /// Accepted token audience (`aud`); repeatable. Unset: `aud` is not
-    /// checked.
-    #[arg(long, env = "REVOCD_JWT_AUDIENCE", value_delimiter = ',')]
-    pub jwt_audience: Vec<String>,
-
-    /// Clock leeway for `exp` and `nbf`, in seconds; revocation records
-    /// outlive their token's `exp` by this much.
-    #[arg(long, env = "REVOCD_LEEWAY", default_value_t = DEFAULT_LEEWAY_SECONDS)]
-    pub leeway: u64,
+    /// Keys, issuers, audiences and leeway of the tokens.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 
     /// Longest lifetime of a token revocd will store a revocation for (and
     /// how long a subject cut-off is kept), e.g. `24h`, `7d`.
@@ -132,6 +110,88 @@ pub struct ServeConfig {
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// How tokens are verified: the same flags for `revocd serve` and
+/// `revocd agent`.
+#[derive(Debug, Clone, Args)]
+#[deny(missing_docs)]
+pub struct JwtArgs {
+    /// File holding the HS256 secret that signs tokens.
+    #[arg(long, env = "REVOCD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// PEM file of a public key (RSA, EC or Ed25519) that signs tokens;
+    /// repeatable.
+    #[arg(long, env = "REVOCD_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<PathBuf>,
+
+    /// JWKS file of the keys that sign tokens, matched by `kid`.
+    #[arg(long, env = "REVOCD_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Accepted token issuer (`iss`); repeatable. With exactly one, it is
+    /// also the default issuer of requests that name none.
+    #[arg(long, env = "REVOCD_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+
+    /// Accepted token audience (`aud`); repeatable. Unset: `aud` is not
+    /// checked.
+    #[arg(long, env = "REVOCD_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Clock leeway for `exp` and `nbf`, in seconds; revocation records
+    /// outlive their token's `exp` by this much.
+    #[arg(long, env = "REVOCD_LEEWAY", default_value_t = DEFAULT_LEEWAY_SECONDS)]
+    pub leeway: u64,
+}
+
+impl JwtArgs {
+    /// The verifier these flags describe, also trusting `extra_secret` (the
+    /// generated `--dev` secret) for HS256.
+    ///
+    /// # Errors
+    /// An unusable key file, or a build without a crypto backend.
+    pub fn verifier(&self, extra_secret: Option<&[u8]>) -> Result<TokenVerifier, VerifierError> {
+        crate::tokens::ensure_crypto_backend()?;
+        let mut builder = TokenVerifier::builder()
+            .issuers(&self.jwt_issuer)
+            .audiences(&self.jwt_audience)
+            .leeway_seconds(self.leeway);
+        if let Some(path) = &self.jwt_hs256_secret_file {
+            builder = builder.hs256_secret_file(path)?;
+        }
+        if let Some(secret) = extra_secret {
+            builder = builder.hs256_secret(secret)?;
+        }
+        for path in &self.jwt_public_key_file {
+            builder = builder.public_key_pem_file(path)?;
+        }
+        if let Some(path) = &self.jwks_file {
+            builder = builder.jwks_file(path)?;
+        }
+        Ok(builder.build())
+    }
+
+    /// The issuer of requests that name none: the one configured issuer,
+    /// else the empty issuer.
+    pub fn default_issuer(&self) -> &str {
+        match self.jwt_issuer.as_slice() {
+            [only] => only,
+            _ => "",
+        }
+    }
+}
+
+/// Why the token verifier could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// A key file is unusable.
+    #[error("JWT keys: {0}")]
+    Keys(#[from] FileError),
+    /// The build cannot verify tokens.
+    #[error(transparent)]
+    Crypto(#[from] crate::tokens::NoCryptoBackend),
 }
 
 /// A file named by a flag that could not be used.
@@ -214,7 +274,7 @@ impl ServeConfig {
                 max: "366d",
             });
         }
-        if self.leeway > 3_600 {
+        if self.jwt.leeway > 3_600 {
             return Err(ConfigError::OutOfRange {
                 flag: "leeway",
                 min: "0",
@@ -262,15 +322,6 @@ impl ServeConfig {
             history: self.delta_history,
             max_subscribers: self.max_subscribers,
             ..crate::hub::HubConfig::default()
-        }
-    }
-
-    /// The issuer of requests that name none: the one configured issuer,
-    /// else the empty issuer.
-    pub fn default_issuer(&self) -> &str {
-        match self.jwt_issuer.as_slice() {
-            [only] => only,
-            _ => "",
         }
     }
 }
@@ -325,13 +376,15 @@ mod tests {
     #[test]
     fn one_issuer_is_the_default_issuer() {
         assert_eq!(
-            parse(&["--jwt-issuer", "https://a"]).default_issuer(),
+            parse(&["--jwt-issuer", "https://a"]).jwt.default_issuer(),
             "https://a"
         );
         assert_eq!(
-            parse(&["--jwt-issuer", "https://a", "--jwt-issuer", "https://b"]).default_issuer(),
+            parse(&["--jwt-issuer", "https://a", "--jwt-issuer", "https://b"])
+                .jwt
+                .default_issuer(),
             ""
         );
-        assert_eq!(parse(&[]).default_issuer(), "");
+        assert_eq!(parse(&[]).jwt.default_issuer(), "");
     }
 }

@@ -78,7 +78,7 @@ impl Medians {
         let mut sampled = calls.split_off(calls.len().saturating_sub(samples));
         sampled.sort_by(f64::total_cmp);
         let middle = sampled.len() / 2;
-        let median = if sampled.len() % 2 == 0 {
+        let median = if sampled.len().is_multiple_of(2) {
             (sampled[middle - 1] + sampled[middle]) / 2.0
         } else {
             sampled[middle]

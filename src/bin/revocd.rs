@@ -76,7 +76,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let dev_secret = (config.dev && config.jwt_hs256_secret_file.is_none()).then(|| {
+    let dev_secret = (config.dev && config.jwt.jwt_hs256_secret_file.is_none()).then(|| {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         hex::encode(secret)
@@ -112,7 +112,7 @@ fn print_dev_banner(
     address: std::net::SocketAddr,
     generated_secret: Option<&str>,
 ) -> anyhow::Result<()> {
-    let secret = match (generated_secret, &config.jwt_hs256_secret_file) {
+    let secret = match (generated_secret, &config.jwt.jwt_hs256_secret_file) {
         (Some(secret), _) => secret.as_bytes().to_vec(),
         (None, Some(path)) => std::fs::read(path)?.trim_ascii().to_vec(),
         (None, None) => return Ok(()),
@@ -124,8 +124,8 @@ fn print_dev_banner(
         "iat": now,
         "exp": now + 3600,
     });
-    if !config.default_issuer().is_empty() {
-        claims["iss"] = config.default_issuer().into();
+    if !config.jwt.default_issuer().is_empty() {
+        claims["iss"] = config.jwt.default_issuer().into();
     }
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

@@ -21,12 +21,12 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::auth::Access;
-use crate::config::{ConfigError, FileError, ServeConfig};
+use crate::config::{ConfigError, FileError, ServeConfig, VerifierError};
 use crate::filter::DigestKey;
 use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisStore, RedisStoreOptions, Store};
-use crate::tokens::{self, KeyError, NoCryptoBackend, TokenVerifier};
+use crate::tokens::TokenVerifier;
 
 pub use self::service::RevocationService;
 
@@ -75,15 +75,12 @@ pub enum StartError {
     /// The flags do not fit together.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A JWT key file is unusable.
-    #[error("JWT keys: {0}")]
-    Keys(#[from] KeyError),
+    /// The token verifier cannot be built.
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
     /// The API-keys file is unusable.
     #[error("API keys: {0}")]
     ApiKeys(FileError),
-    /// The build cannot verify tokens.
-    #[error(transparent)]
-    Crypto(#[from] NoCryptoBackend),
     /// Redis cannot be reached.
     #[error("connecting to Redis: {0}")]
     Store(#[from] store::Error),
@@ -108,7 +105,7 @@ impl State {
         config.validate()?;
         // Key files first: a configuration mistake is reported before any
         // connection is attempted.
-        let verifier = token_verifier(config, dev_secret)?;
+        let verifier = config.jwt.verifier(dev_secret)?;
         let preset_key = config
             .digest_key_file
             .as_deref()
@@ -126,9 +123,9 @@ impl State {
             store: store.clone(),
             hub: FilterHub::spawn(store, digest_key, config.hub_config()),
             policy: Policy {
-                leeway: config.leeway as i64,
+                leeway: config.jwt.leeway as i64,
                 max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
-                default_issuer: config.default_issuer().to_owned(),
+                default_issuer: config.jwt.default_issuer().to_owned(),
                 max_streams_per_key: config.max_streams_per_key,
             },
             started: Instant::now(),
@@ -159,30 +156,6 @@ async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
             config.log_retention as usize,
         ))),
     }
-}
-
-fn token_verifier(
-    config: &ServeConfig,
-    dev_secret: Option<&[u8]>,
-) -> Result<TokenVerifier, StartError> {
-    tokens::ensure_crypto_backend()?;
-    let mut builder = TokenVerifier::builder()
-        .issuers(&config.jwt_issuer)
-        .audiences(&config.jwt_audience)
-        .leeway_seconds(config.leeway);
-    if let Some(path) = &config.jwt_hs256_secret_file {
-        builder = builder.hs256_secret_file(path)?;
-    }
-    if let Some(secret) = dev_secret {
-        builder = builder.hs256_secret(secret)?;
-    }
-    for path in &config.jwt_public_key_file {
-        builder = builder.public_key_pem_file(path)?;
-    }
-    if let Some(path) = &config.jwks_file {
-        builder = builder.jwks_file(path)?;
-    }
-    Ok(builder.build())
 }
 
 /// Serves on `listener` until `shutdown` completes, then gives open calls
