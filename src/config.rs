@@ -112,6 +112,68 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
 }
 
+/// Flags of `revocd agent`, the gateway sidecar.
+#[derive(Debug, Clone, Args)]
+#[deny(missing_docs)]
+pub struct AgentConfig {
+    /// revocd server to follow (`http://host:port`); repeatable, tried in
+    /// turn when one is unreachable.
+    #[arg(
+        long = "server",
+        env = "REVOCD_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub servers: Vec<String>,
+
+    /// File holding the API key (role `subscribe`) sent to the servers.
+    #[arg(long, env = "REVOCD_API_KEY_FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// The API key itself (prefer --api-key-file: arguments are visible to
+    /// other local users).
+    #[arg(long, env = "REVOCD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Keys, issuers, audiences and leeway of the tokens.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// Address of the HTTP forward-auth endpoint (nginx `auth_request`,
+    /// Traefik ForwardAuth, Caddy `forward_auth`); every path answers.
+    #[arg(long, env = "REVOCD_HTTP_LISTEN", default_value = DEFAULT_AGENT_HTTP_LISTEN)]
+    pub http_listen: SocketAddr,
+
+    /// Address of the Envoy `ext_authz` gRPC endpoint (off unless given).
+    #[arg(long, env = "REVOCD_EXT_AUTHZ_LISTEN")]
+    pub ext_authz_listen: Option<SocketAddr>,
+
+    /// Address of `/healthz` and `/metrics` (off unless given).
+    #[arg(long, env = "REVOCD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Request header holding the token, as `Bearer <token>` or bare.
+    #[arg(long, env = "REVOCD_TOKEN_HEADER", default_value = "authorization")]
+    pub token_header: String,
+
+    /// What to do when the filter is stale: `fail-open` (keep answering
+    /// from the last filter), `fail-closed` (503 for every token) or
+    /// `check-online` (ask the server about every token).
+    #[arg(long, env = "REVOCD_ON_STALE", default_value = "fail-open")]
+    pub on_stale: crate::gateway::StalePolicy,
+
+    /// Time without a frame from the server after which --on-stale applies.
+    #[arg(long, env = "REVOCD_MAX_STALENESS", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_staleness: Duration,
+
+    /// The name this agent gives the servers, for their logs.
+    #[arg(long, env = "REVOCD_GATEWAY_ID", default_value = "revocd-agent")]
+    pub gateway_id: String,
+}
+
+/// The forward-auth address of `revocd agent` by default.
+pub const DEFAULT_AGENT_HTTP_LISTEN: &str = "127.0.0.1:8081";
+
 /// How tokens are verified: the same flags for `revocd serve` and
 /// `revocd agent`.
 #[derive(Debug, Clone, Args)]

@@ -16,10 +16,12 @@
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
 //! - [`server`]: the gRPC service, its error mapping and [`server::run`].
+//! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
 //! - [`config`]: `revocd serve` flags and environment variables.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`time`]: unix-time helpers shared by the parts above.
 
+pub mod agent;
 pub mod auth;
 pub mod backoff;
 pub mod config;

@@ -1,4 +1,5 @@
-//! `revocd`: the revocation server (`serve`).
+//! `revocd`: the revocation server (`serve`) and the gateway sidecar
+//! (`agent`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rand::RngCore;
 use tracing::{info, warn};
 
-use revocd::config::ServeConfig;
+use revocd::agent::{Agent, AgentError, Listeners};
+use revocd::config::{AgentConfig, ServeConfig};
 use revocd::server::{self, StartError, State};
 
 /// Exit status for an invalid configuration (EX_USAGE).
@@ -38,6 +40,9 @@ enum LogFormat {
 enum Command {
     /// Serve the revocation API over gRPC.
     Serve(ServeConfig),
+    /// Run the gateway sidecar: forward-auth (nginx, Traefik, Caddy) and
+    /// Envoy ext_authz answered from the streamed filter.
+    Agent(AgentConfig),
 }
 
 fn main() -> ExitCode {
@@ -50,17 +55,44 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Command::Serve(config) = cli.command;
-    match runtime.block_on(serve(config)) {
+    let outcome = match cli.command {
+        Command::Serve(config) => runtime.block_on(serve(config)),
+        Command::Agent(config) => runtime.block_on(agent(config)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            let is_config = error
-                .downcast_ref::<StartError>()
-                .is_some_and(|e| !matches!(e, StartError::Store(_)));
-            ExitCode::from(if is_config { EXIT_CONFIG } else { 1 })
+            ExitCode::from(if is_config_error(&error) {
+                EXIT_CONFIG
+            } else {
+                1
+            })
         }
     }
+}
+
+/// True for mistakes in flags or the files they name, as opposed to a
+/// failure of something the process depends on.
+fn is_config_error(error: &anyhow::Error) -> bool {
+    let start = error
+        .downcast_ref::<StartError>()
+        .is_some_and(|e| !matches!(e, StartError::Store(_)));
+    let agent = error
+        .downcast_ref::<AgentError>()
+        .is_some_and(|e| !matches!(e, AgentError::Io(_) | AgentError::Transport(_)));
+    start || agent
+}
+
+async fn agent(config: AgentConfig) -> anyhow::Result<()> {
+    let agent = Agent::start(&config)?;
+    let listeners = Listeners::bind(&config)
+        .await
+        .context("binding the agent's addresses")?;
+    info!(servers = ?config.servers, on_stale = ?config.on_stale, "agent started");
+    revocd::agent::run(agent, listeners, revocd::shutdown::signal()).await?;
+    info!("stopped");
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {

@@ -97,9 +97,10 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 
 /// `401` with an RFC 6750 challenge, or `503` for a stale filter.
 pub fn refusal<B: Default>(denial: &Denial) -> Response<B> {
-    let status = match denial {
-        Denial::Stale | Denial::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNAUTHORIZED,
+    let status = if denial.is_unavailable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNAUTHORIZED
     };
     let mut response = Response::new(B::default());
     *response.status_mut() = status;

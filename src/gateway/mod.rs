@@ -239,6 +239,28 @@ pub enum Denial {
     Unconfirmed(String),
 }
 
+impl Denial {
+    /// A short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Denial::NoToken => "no_token",
+            Denial::Invalid(_) => "invalid",
+            Denial::Expired => "expired",
+            Denial::NoJti => "no_jti",
+            Denial::Revoked => "revoked",
+            Denial::RevokedBySubject => "revoked_by_subject",
+            Denial::Stale => "stale",
+            Denial::Unconfirmed(_) => "unconfirmed",
+        }
+    }
+
+    /// True when the denial is about the service, not the token (the HTTP
+    /// answer is 503, not 401).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Denial::Stale | Denial::Unconfirmed(_))
+    }
+}
+
 /// Confirmed answers by token digest: (revoked, keep until unix seconds).
 #[derive(Default)]
 pub(crate) struct ConfirmCache(Mutex<HashMap<Digest, (bool, i64)>>);

@@ -1,0 +1,268 @@
+//! `revocd agent`: a sidecar that lets any gateway use revocd.
+//!
+//! It holds the streamed filter in memory (the [`gateway`](crate::gateway)
+//! library) and answers authorisation sub-requests from it, in
+//! microseconds and with no call to the server per request:
+//!
+//! - HTTP forward-auth on `--http-listen` ([`http`]): nginx `auth_request`,
+//!   Traefik ForwardAuth, Caddy `forward_auth`. Every path answers: 200 with
+//!   `X-Auth-Subject`, `X-Auth-Jti`, `X-Auth-Issuer` for a valid, unrevoked
+//!   token; 401 with an RFC 6750 `WWW-Authenticate` challenge otherwise; 503
+//!   when the filter is stale under `fail-closed`.
+//! - Envoy `ext_authz` gRPC on `--ext-authz-listen` ([`ext_authz`]): the
+//!   same decision, as a `CheckResponse`.
+//! - `/healthz` (200 once a snapshot is loaded) and `/metrics` (Prometheus)
+//!   on `--metrics-listen`.
+
+pub mod ext_authz;
+pub mod http;
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{AgentConfig, FileError, VerifierError};
+use crate::gateway::{self, Denial, Gateway, GatewayConfig, Verdict};
+use crate::tokens::Claims;
+
+/// Latency buckets of the decision histogram, in seconds.
+const DECISION_BUCKETS: [f64; 10] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+];
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The token verifier cannot be built.
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+    /// The API-key file is unusable.
+    #[error("--api-key-file: {0}")]
+    ApiKey(FileError),
+    /// A server URL or the API key is unusable.
+    #[error(transparent)]
+    Gateway(#[from] gateway::Error),
+    /// `--token-header` is not a header name.
+    #[error("--token-header {0:?} is not a valid header name")]
+    TokenHeader(String),
+    /// A listener failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+    /// The ext_authz server failed.
+    #[error("serving ext_authz: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through; these claims describe the caller.
+    Allow(Claims),
+    /// Refuse it, for this reason.
+    Deny(Denial),
+}
+
+/// The agent's shared state: the gateway and how to find the token.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    gateway: Gateway,
+    token_header: ::http::HeaderName,
+}
+
+impl Agent {
+    /// Starts following the servers of `config`.
+    ///
+    /// # Errors
+    /// [`AgentError`] for unusable keys, URLs or header names.
+    pub fn start(config: &AgentConfig) -> Result<Agent, AgentError> {
+        // Install the recorder before the first decision is counted.
+        prometheus();
+        let verifier = config.jwt.verifier(None)?;
+        let mut gateway_config = GatewayConfig::new(config.servers.clone())
+            .gateway_id(config.gateway_id.clone())
+            .max_staleness(config.max_staleness)
+            .on_stale(config.on_stale);
+        if let Some(key) = api_key(config)? {
+            gateway_config = gateway_config.api_key(&key)?;
+        }
+        let token_header = ::http::HeaderName::try_from(config.token_header.as_str())
+            .map_err(|_| AgentError::TokenHeader(config.token_header.clone()))?;
+        Ok(Agent {
+            gateway: Gateway::spawn(gateway_config, verifier)?,
+            token_header,
+        })
+    }
+
+    /// The name of the header that carries the token (lower case).
+    pub fn token_header(&self) -> &::http::HeaderName {
+        &self.token_header
+    }
+
+    /// The gateway the agent decides with.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Decides on a request from the value of its token header, and counts
+    /// the decision in the metrics.
+    pub async fn decide(&self, header_value: Option<&str>) -> Decision {
+        let started = Instant::now();
+        let verdict = match header_value.and_then(token_of) {
+            Some(token) => self.gateway.check_confirmed(token).await,
+            None => Verdict::Deny(Denial::NoToken),
+        };
+        let decision = match verdict {
+            Verdict::Allow(claims) => Decision::Allow(claims),
+            Verdict::Deny(denial) => Decision::Deny(denial),
+            // `check_confirmed` settles every `Confirm`.
+            Verdict::Confirm(_) => Decision::Deny(Denial::Unconfirmed("not confirmed".into())),
+        };
+        let outcome = match &decision {
+            Decision::Allow(_) => "allow",
+            Decision::Deny(denial) => denial.label(),
+        };
+        metrics::counter!("revocd_agent_decisions_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("revocd_agent_decision_seconds")
+            .record(started.elapsed().as_secs_f64());
+        decision
+    }
+
+    /// True once a snapshot has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.gateway.view().is_some()
+    }
+}
+
+/// The token in a header value: `Bearer <token>` (any case) or the bare
+/// token.
+pub fn token_of(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+fn api_key(config: &AgentConfig) -> Result<Option<String>, AgentError> {
+    match (&config.api_key_file, &config.api_key) {
+        (Some(path), _) => {
+            let key = std::fs::read_to_string(path)
+                .map_err(|e| AgentError::ApiKey(FileError::read(path, e)))?;
+            Ok(Some(key.trim().to_owned()))
+        }
+        (None, key) => Ok(key.clone()),
+    }
+}
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("revocd_agent_decision_seconds".into()),
+                &DECISION_BUCKETS,
+            )
+            // A fixed, non-empty bucket list is always accepted.
+            .expect("valid buckets");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (e.g. by an embedding
+        // program); the agent's metrics then go there.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// The agent's sockets, bound before it starts (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Forward-auth HTTP.
+    pub http: TcpListener,
+    /// Envoy ext_authz gRPC.
+    pub ext_authz: Option<TcpListener>,
+    /// `/healthz` and `/metrics`.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    ///
+    /// # Errors
+    /// An address that cannot be bound.
+    pub async fn bind(config: &AgentConfig) -> std::io::Result<Listeners> {
+        let optional = |address: Option<std::net::SocketAddr>| async move {
+            match address {
+                Some(address) => TcpListener::bind(address).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        Ok(Listeners {
+            http: TcpListener::bind(config.http_listen).await?,
+            ext_authz: optional(config.ext_authz_listen).await?,
+            metrics: optional(config.metrics_listen).await?,
+        })
+    }
+}
+
+/// Serves the agent on `listeners` until `shutdown` completes.
+///
+/// # Errors
+/// [`AgentError`] when a listener fails.
+pub async fn run(
+    agent: Agent,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    info!(address = %listeners.http.local_addr()?, "forward-auth listening");
+    tasks.spawn(http::serve_forward_auth(
+        listeners.http,
+        agent.clone(),
+        stop.clone(),
+    ));
+    if let Some(listener) = listeners.metrics {
+        info!(address = %listener.local_addr()?, "metrics listening");
+        tasks.spawn(http::serve_metrics(listener, agent.clone(), stop.clone()));
+    }
+    if let Some(listener) = listeners.ext_authz {
+        info!(address = %listener.local_addr()?, "ext_authz listening");
+        tasks.spawn(ext_authz::serve(listener, agent.clone(), stop.clone()));
+    }
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        Some(finished) = tasks.join_next() => {
+            stop.cancel();
+            // A listener ended on its own: report why.
+            finished.map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
+    }
+    stop.cancel();
+    while let Some(finished) = tasks.join_next().await {
+        finished.map_err(|e| std::io::Error::other(e.to_string()))??;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_found_bare_or_after_bearer() {
+        assert_eq!(token_of("Bearer a.b.c"), Some("a.b.c"));
+        assert_eq!(token_of("bearer   a.b.c "), Some("a.b.c"));
+        assert_eq!(token_of("a.b.c"), Some("a.b.c"));
+        assert_eq!(token_of("Basic dXNlcg=="), None);
+        assert_eq!(token_of("Bearer "), None);
+        assert_eq!(token_of(""), None);
+    }
+}
