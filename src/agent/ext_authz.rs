@@ -4,7 +4,8 @@
 //! `fail-closed`) and the same `WWW-Authenticate` challenge.
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpStatusCode,
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
 };
 use envoy_types::ext_authz::v3::{
     CheckRequestExt, CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
@@ -67,9 +68,21 @@ impl Authorization for ExtAuthz {
                     ("x-auth-jti", claims.jti.as_deref()),
                     ("x-auth-issuer", Some(claims.issuer.as_str())),
                 ];
+                // Replace what the client sent, never append to it: an
+                // upstream reading the first value must see ours.
                 for (name, value) in identity {
-                    if let Some(value) = value {
-                        ok.add_header(name, value, None, false);
+                    match value {
+                        Some(value) => {
+                            ok.add_header(
+                                name,
+                                value,
+                                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                                false,
+                            );
+                        }
+                        None => {
+                            ok.remove_header(name);
+                        }
                     }
                 }
                 let mut response = CheckResponse::with_status(Status::ok(""));

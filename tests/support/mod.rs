@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, a real `redis-server`, callers with API keys, and tokens.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub mod nginx;
 mod redis_server;
 
 use std::net::SocketAddr;
@@ -290,4 +291,92 @@ pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
         .await
         .ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// A real `revocd agent` process (the built binary), killed when dropped.
+pub struct AgentProcess {
+    /// Forward-auth HTTP (`--http-listen`).
+    pub http: SocketAddr,
+    /// Envoy ext_authz gRPC (`--ext-authz-listen`).
+    pub ext_authz: SocketAddr,
+    /// `/healthz` and `/metrics` (`--metrics-listen`).
+    pub metrics: SocketAddr,
+    child: Option<std::process::Child>,
+}
+
+impl AgentProcess {
+    /// Starts `revocd agent` with `args` and its three listeners on free
+    /// loopback ports, and waits until `/healthz` answers 200 (a first
+    /// snapshot is loaded).
+    pub fn spawn(args: &[String]) -> Self {
+        let http = nginx::loopback(free_port());
+        let ext_authz = nginx::loopback(free_port());
+        let metrics = nginx::loopback(free_port());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_revocd"))
+            .arg("agent")
+            .args(args)
+            .args(["--http-listen", &http.to_string()])
+            .args(["--ext-authz-listen", &ext_authz.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .env("RUST_LOG", "revocd=error")
+            .env_remove("REVOCD_SERVER")
+            .env_remove("REVOCD_API_KEY")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting revocd agent");
+        let mut agent = AgentProcess {
+            http,
+            ext_authz,
+            metrics,
+            child: Some(child),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let health = nginx::http_get(metrics, "/healthz", &[]).map(|r| r.status);
+            if matches!(health, Ok(200)) {
+                return agent;
+            }
+            if let Some(status) = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("revocd agent exited at start: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "revocd agent did not become healthy: {health:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's Prometheus metrics.
+    pub fn metrics_text(&self) -> String {
+        nginx::http_get(self.metrics, "/metrics", &[])
+            .expect("GET /metrics from the agent")
+            .body
+    }
+
+    /// The value of the unlabelled metric `name`, if exported.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics_text().lines().find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse().ok())?
+        })
+    }
+
+    /// Kills the agent at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
