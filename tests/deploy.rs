@@ -1782,7 +1782,8 @@ fn compose_stack_rehearsed_as_local_processes() {
     let prefix = nginx_prefix(&site, ".", app_port);
     let nginx = Running(
         nginx_command(prefix.path())
-            .args(["-g", "daemon off;"])
+            // One process, so killing it at the end leaves no worker behind.
+            .args(["-g", "daemon off; master_process off;"])
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nginx"),
