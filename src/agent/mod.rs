@@ -142,6 +142,9 @@ impl Agent {
 /// token.
 pub fn token_of(value: &str) -> Option<&str> {
     let value = value.trim();
+    if value.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
     let token = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         Some(_) => return None,
