@@ -35,6 +35,9 @@ const DECISION_BUCKETS: [f64; 10] = [
     0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
 ];
 
+/// How often recorded histogram samples are folded into buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -226,6 +229,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(drain_histograms(stop.clone()));
     info!(address = %listeners.http.local_addr()?, "forward-auth listening");
     tasks.spawn(http::serve_forward_auth(
         listeners.http,
@@ -253,6 +257,19 @@ pub async fn run(
         finished.map_err(|e| std::io::Error::other(e.to_string()))??;
     }
     Ok(())
+}
+
+/// Folds recorded histogram samples into their buckets every
+/// [`UPKEEP_INTERVAL`]; without it they pile up until `/metrics` is scraped,
+/// and an agent nobody scrapes would grow without bound.
+async fn drain_histograms(stop: CancellationToken) -> Result<(), AgentError> {
+    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = interval.tick() => prometheus().run_upkeep(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,1210 @@
+//! Forward-auth benchmark: `revocd agent` behind a real nginx, measured with
+//! `wrk` next to nginx without auth and next to a check-per-request agent,
+//! all in one run.
+//!
+//! ```text
+//! apt-get install -y wrk nginx redis-server
+//! cargo build --release --bins --examples
+//! cargo run --release --example agent_wrk -- [--seconds 5] [--threads 1] [--connections 64]
+//!     [--agent-connections 4] [--nginx-workers 1] [--revocd-bin target/release/revocd]
+//! ```
+//!
+//! # What is measured
+//!
+//! Five phases, one after another. Each is a 1 s `wrk` warm-up and then a
+//! measured `wrk -t<threads> -c<connections> -d<seconds>s --latency` (a
+//! closed loop: every connection keeps one request in flight) on loopback,
+//! sending `Authorization: Bearer <a valid HS256 token>`; throughput is
+//! wrk's `Requests/sec`, p50/p99 its latency distribution.
+//!
+//! - **A, nginx without auth**: a second `server {}` in the same nginx
+//!   proxying to the same application (`upstream revocd_protected_app`)
+//!   with the same non-auth `proxy_set_header`s as `revocd-protect.conf`,
+//!   and no `auth_request`: nginx's own per-request cost.
+//! - **B, nginx + agent**: `deploy/nginx/site.conf` and its two snippets as
+//!   shipped (rendered by `tests/support/nginx.rs`), `auth_request` to a
+//!   `revocd agent` following the server (default `--on-stale fail-open`,
+//!   so every answer comes from the streamed filter in memory).
+//! - **C, nginx + check-online agent**: the same site in front of an agent
+//!   run with `--on-stale check-online --max-staleness 0s`. Staleness (time
+//!   since the last frame, heartbeats every 2 s) is then always over the
+//!   limit, so the agent asks the server's `Check` about every request, as
+//!   token introspection per request would; the server reads Redis for it.
+//! - **D, agent alone**: wrk straight at B's agent's forward-auth port with
+//!   `--agent-connections` (4) connections, for the latency target: in a
+//!   closed loop, latency is concurrency over throughput (Little's law), so
+//!   D uses few connections, enough to pass 50,000 req/s. **D'** repeats it
+//!   with `--connections` (64) for the agent's peak throughput.
+//!
+//! Every phase is checked, so a broken setup fails instead of looking fast:
+//! before measuring, A, B and C must answer 200 with the upstream's body,
+//! B and C must pass the token's subject to the upstream and refuse a
+//! request without a token (401), and D must answer 200 with the subject;
+//! during the runs, wrk must see no non-2xx answer. Around every measured
+//! run the agent's `revocd_agent_decisions_total` and Redis's `HGETALL`
+//! count (`INFO commandstats`) are read and printed per request: one
+//! decision per request in B, C and D; no Redis read in B and D; in C two
+//! `HGETALL`s per request (a `Check` of a whole token reads the jti's record
+//! and the subject's cut-off in one pipeline): one `Check` per request
+//! really happened. For D, the agent's own `revocd_agent_decision_seconds`
+//! histogram (token header to verdict, inside its handler) shows how much
+//! of the latency is the decision itself.
+//!
+//! Results: the agent's added cost per request, `(1/B - 1/A) / (1/A)` =
+//! `A/B - 1` (target <= 25%); the speedup over check-online, `B/C`
+//! (target >= 5x); the agent alone, D (targets: at least 50,000 req/s
+//! with a p99 of at most 1 ms, in the same run).
+//!
+//! # Setup, and what the figures mean on this machine
+//!
+//! Loopback only; everything is a real process started for the run in its
+//! own temporary directory and stopped at the end: `redis-server`, the
+//! release `revocd serve` (beside this example's directory:
+//! `target/release/revocd`, or `--revocd-bin`), two release `revocd
+//! agent`s and two nginx (one per agent; B's also serves A). nginx runs
+//! the configuration `tests/support/nginx.rs` writes (access log on) with
+//! `worker_connections` raised to 1024 for the load; the application is a
+//! `return 200` server in the same nginx, to which nginx opens a new
+//! connection per request (the shipped `upstream` has no `keepalive`), in
+//! A as in B.
+//!
+//! The VM has 2 cores, shared by wrk, nginx, the agent, revocd and Redis,
+//! so no figure is of one process alone. The default gives wrk one thread
+//! (`-t1`) and nginx one worker (`--nginx-workers 1`): a single-worker
+//! nginx is the bottleneck of A and B (about one core), the agent runs on
+//! the other core beside wrk, as a sidecar with a core to spare would, and
+//! `A/B - 1` is then the extra work `auth_request` makes nginx's worker do
+//! per request (its sub-request and the proxying to the agent). It does
+//! not count the agent's own CPU, which is why the CPU time of every
+//! process is printed too: utime + stime from `/proc/<pid>/stat` (10 ms
+//! ticks; wrk's read as it exits) over the measured run, in µs per request,
+//! with the machine's busy share from `/proc/stat`. "by CPU" lines compare
+//! those: nginx's extra plus the agent's CPU against nginx's own in A, and
+//! the whole auth step of B (nginx's extra + agent) against C's (nginx's
+//! extra + agent + revocd + Redis). In C the auth side, not nginx, is the
+//! bottleneck, on the core nginx leaves; since both B and C also pay
+//! nginx's own cost per request, B/C is bounded by (nginx + C's auth step)
+//! / (nginx + B's auth step) whatever the agent does. With
+//! `--nginx-workers 2` nginx takes both cores and every phase competes for
+//! all the CPU (throughput then follows total CPU per request, wrk's
+//! included).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use revocd::time::unix_now;
+
+// Shared with the integration tests: the real nginx site and a redis-server.
+// `tests/support/mod.rs` itself cannot be included (it names the debug
+// binary through `CARGO_BIN_EXE_revocd`, set for tests only), so its two
+// process modules are, and `nginx.rs`'s `super::free_port` is this one.
+#[allow(dead_code)]
+#[path = "../tests/support/nginx.rs"]
+mod nginx;
+#[allow(dead_code)]
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+use nginx::{http_get, loopback, HttpResponse, NginxConfig};
+use redis_server::{free_port, RedisServer};
+
+/// wrk's warm-up before every measured run.
+const WARMUP: Duration = Duration::from_secs(1);
+/// How long a process may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The issuer of the benchmark's tokens.
+const ISSUER: &str = "https://issuer.bench";
+/// The subject of the benchmark's token.
+const SUBJECT: &str = "bench-user";
+/// The API key the agents subscribe with.
+const AGENT_KEY: &str = "bench-subscribe-key";
+/// Most added cost per request, as a share of nginx's own (A/B - 1).
+const ADDED_COST_TARGET: f64 = 0.25;
+/// Least speedup of the agent over check-online (B/C).
+const SPEEDUP_TARGET: f64 = 5.0;
+/// Least throughput of the agent alone (D), requests per second.
+const ALONE_RPS_TARGET: f64 = 50_000.0;
+/// Largest p99 of the agent alone (D), milliseconds.
+const ALONE_P99_TARGET_MS: f64 = 1.0;
+
+/// `revocd agent` through nginx with wrk, against nginx without auth and
+/// against a check-online agent.
+#[derive(Debug, Parser)]
+struct Options {
+    /// Measured seconds per phase, after a 1 s warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=120))]
+    seconds: u64,
+
+    /// wrk threads (`-t`).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+
+    /// wrk connections through nginx (`-c`, phases A, B and C).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+
+    /// wrk connections straight to the agent (`-c`, phase D).
+    #[arg(long, default_value_t = 4)]
+    agent_connections: usize,
+
+    /// nginx `worker_processes`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    nginx_workers: u32,
+
+    /// The `revocd` binary (default: beside this example's directory, i.e.
+    /// `target/release/revocd` for a release build).
+    #[arg(long)]
+    revocd_bin: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let options = Options::parse();
+    ensure!(
+        options.threads >= 1
+            && options.connections >= options.threads
+            && options.agent_connections >= options.threads,
+        "need at least one thread and at least as many connections as threads"
+    );
+    let binary = options.revocd_bin.clone().unwrap_or_else(default_binary);
+    ensure!(
+        binary.is_file(),
+        "{} not found: run `cargo build --release --bins --examples` first",
+        binary.display()
+    );
+    let wrk_version = Command::new("wrk")
+        .arg("--version")
+        .output()
+        .context("running wrk (apt-get install -y wrk)")?;
+    let wrk_version = String::from_utf8_lossy(&wrk_version.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&wrk_version.stderr).lines())
+        .find(|line| line.starts_with("wrk"))
+        .map(|line| line.split(" Copyright").next().unwrap_or(line).to_owned())
+        .unwrap_or_else(|| "wrk (unknown version)".into());
+    let nginx_version = Command::new(nginx::binary())
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        .unwrap_or_default();
+
+    // Processes, stopped in reverse order when dropped.
+    let redis = RedisServer::start();
+    let redis_pid = children_of(std::process::id())
+        .into_iter()
+        .find(|&pid| command_line(pid).contains("redis-server"))
+        .context("finding redis-server's pid")?;
+    let files = tempfile::tempdir().context("temp dir")?;
+    let deployment = Deployment::write(files.path())?;
+    let server = Server::spawn(&binary, &deployment, &redis.url())?;
+    let filter_agent = Agent::spawn(&binary, &deployment, server.address, &[])?;
+    let online_flags = ["--on-stale", "check-online", "--max-staleness", "0s"];
+    let online_agent = Agent::spawn(&binary, &deployment, server.address, &online_flags)?;
+    let nginx_b = Nginx::start(filter_agent.http, true, options.nginx_workers)?;
+    let nginx_c = Nginx::start(online_agent.http, false, options.nginx_workers)?;
+    let plain = nginx_b.plain.context("the no-auth server")?;
+
+    let token = deployment.token();
+    let phases = [
+        Phase {
+            name: "A nginx, no auth",
+            url: format!("http://{plain}/"),
+            connections: options.connections,
+            nginx: Some(&nginx_b),
+            agent: None,
+        },
+        Phase {
+            name: "B nginx + agent",
+            url: format!("http://{}/", nginx_b.listen),
+            connections: options.connections,
+            nginx: Some(&nginx_b),
+            agent: Some(&filter_agent),
+        },
+        Phase {
+            name: "C nginx + check-online",
+            url: format!("http://{}/", nginx_c.listen),
+            connections: options.connections,
+            nginx: Some(&nginx_c),
+            agent: Some(&online_agent),
+        },
+        Phase {
+            name: "D agent alone",
+            url: format!("http://{}/", filter_agent.http),
+            connections: options.agent_connections,
+            nginx: None,
+            agent: Some(&filter_agent),
+        },
+        Phase {
+            name: "D' agent alone, peak",
+            url: format!("http://{}/", filter_agent.http),
+            connections: options.connections,
+            nginx: None,
+            agent: Some(&filter_agent),
+        },
+    ];
+    for phase in &phases {
+        phase.sanity_check(&token)?;
+    }
+
+    let ticks_per_second = clock_ticks();
+    let mut results = Vec::new();
+    for phase in &phases {
+        let processes = Processes {
+            nginx: phase.nginx.map(|n| n.pids.clone()).unwrap_or_default(),
+            agent: phase.agent.map(|a| a.pid),
+            revocd: server.pid,
+            redis: redis_pid,
+        };
+        run_wrk(&options, phase, &token, WARMUP)?;
+        let counters_before = phase.agent.map(Agent::counters).transpose()?;
+        let hgetall_before = hgetall_calls(&redis)?;
+        let cpu_before = processes.sample()?;
+        let wrk = run_wrk(
+            &options,
+            phase,
+            &token,
+            Duration::from_secs(options.seconds),
+        )?;
+        let cpu_after = processes.sample()?;
+        let hgetall = hgetall_calls(&redis)? - hgetall_before;
+        let counters = match (phase.agent, counters_before) {
+            (Some(agent), Some(before)) => Some(agent.counters()?.minus(before)),
+            _ => None,
+        };
+        ensure!(
+            wrk.non_2xx == 0,
+            "{}: wrk saw {} non-2xx answers:\n{}",
+            phase.name,
+            wrk.non_2xx,
+            wrk.raw
+        );
+        let mut cpu = cpu_after.minus(&cpu_before, ticks_per_second);
+        cpu.wrk = wrk.cpu_ticks.map(|ticks| ticks as f64 / ticks_per_second);
+        results.push(Measured {
+            connections: phase.connections,
+            wrk,
+            cpu,
+            counters,
+            hgetall,
+        });
+    }
+
+    print_setup(
+        &options,
+        &server,
+        &wrk_version,
+        &nginx_version,
+        &token,
+        &phases,
+    );
+    print_table(&phases, &results);
+    print_verdicts(&results, options.nginx_workers)
+}
+
+/// `target/<profile>/revocd`: this example runs from
+/// `target/<profile>/examples/`.
+fn default_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    profile_dir.join("revocd")
+}
+
+/// The deployment's files: HS256 secret, API keys, the agents' key.
+struct Deployment {
+    secret: PathBuf,
+    api_keys: PathBuf,
+    agent_key: PathBuf,
+    secret_text: String,
+}
+
+impl Deployment {
+    fn write(dir: &Path) -> Result<Self> {
+        let secret_text = format!("agent-wrk-secret-{}-0123456789abcdef", std::process::id());
+        let deployment = Deployment {
+            secret: dir.join("jwt-hs256.secret"),
+            api_keys: dir.join("api-keys.toml"),
+            agent_key: dir.join("agent.key"),
+            secret_text,
+        };
+        std::fs::write(&deployment.secret, format!("{}\n", deployment.secret_text))?;
+        let digest = revocd::auth::key_digest_hex(AGENT_KEY);
+        std::fs::write(
+            &deployment.api_keys,
+            format!(
+                "[[key]]\nname = \"bench-agent\"\nsha256 = \"{digest}\"\nroles = [\"subscribe\"]\n"
+            ),
+        )?;
+        std::fs::write(&deployment.agent_key, format!("{AGENT_KEY}\n"))?;
+        Ok(deployment)
+    }
+
+    /// A valid HS256 token, an hour to live.
+    fn token(&self) -> String {
+        let now = unix_now();
+        let claims = serde_json::json!({
+            "iss": ISSUER, "sub": SUBJECT, "jti": format!("bench-{}", std::process::id()),
+            "iat": now, "exp": now + 3600,
+        });
+        let key =
+            jsonwebtoken::EncodingKey::from_secret(self.secret_text.as_bytes()).expect("HMAC key");
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("signing")
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `revocd serve` on Redis.
+struct Server {
+    address: SocketAddr,
+    pid: u32,
+    args: Vec<String>,
+    _child: ChildGuard,
+}
+
+impl Server {
+    fn spawn(binary: &Path, deployment: &Deployment, redis_url: &str) -> Result<Self> {
+        let address = loopback(free_port());
+        let args: Vec<String> = [
+            "serve",
+            "--redis-url",
+            redis_url,
+            "--api-keys-file",
+            path_str(&deployment.api_keys),
+            "--jwt-hs256-secret-file",
+            path_str(&deployment.secret),
+            "--jwt-issuer",
+            ISSUER,
+            "--listen",
+            &address.to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let mut child = Command::new(binary)
+            .args(&args)
+            .env("RUST_LOG", "revocd=error")
+            .env_remove("REVOCD_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!("revocd serve exited at start: {status}");
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("revocd serve did not listen on {address}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Server {
+            address,
+            pid: child.id(),
+            args,
+            _child: ChildGuard(child),
+        })
+    }
+}
+
+/// `revocd agent` following the server.
+struct Agent {
+    http: SocketAddr,
+    metrics: SocketAddr,
+    pid: u32,
+    args: Vec<String>,
+    _child: ChildGuard,
+}
+
+impl Agent {
+    /// Starts an agent with `extra` flags and waits for its first snapshot.
+    fn spawn(
+        binary: &Path,
+        deployment: &Deployment,
+        server: SocketAddr,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let http = loopback(free_port());
+        let metrics = loopback(free_port());
+        let mut args: Vec<String> = [
+            "agent",
+            "--server",
+            &format!("http://{server}"),
+            "--api-key-file",
+            path_str(&deployment.agent_key),
+            "--jwt-hs256-secret-file",
+            path_str(&deployment.secret),
+            "--jwt-issuer",
+            ISSUER,
+            "--http-listen",
+            &http.to_string(),
+            "--metrics-listen",
+            &metrics.to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut child = Command::new(binary)
+            .args(&args)
+            .env("RUST_LOG", "revocd=error")
+            .env_remove("REVOCD_SERVER")
+            .env_remove("REVOCD_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} agent", binary.display()))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let health = http_get(metrics, "/healthz", &[]).map(|r| r.status);
+            if matches!(health, Ok(200)) {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("revocd agent exited at start: {status}");
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("revocd agent did not become healthy: {health:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Agent {
+            http,
+            metrics,
+            pid: child.id(),
+            args,
+            _child: ChildGuard(child),
+        })
+    }
+
+    /// The decision counters and the decision-time histogram.
+    fn counters(&self) -> Result<Counters> {
+        let text = http_get(self.metrics, "/metrics", &[])
+            .context("GET /metrics from the agent")?
+            .body;
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|line| line.starts_with(prefix))
+                .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+                .sum()
+        };
+        Ok(Counters {
+            decisions: sum("revocd_agent_decisions_total"),
+            timed: sum("revocd_agent_decision_seconds_count "),
+            within_100us: sum("revocd_agent_decision_seconds_bucket{le=\"0.0001\"}"),
+            within_1ms: sum("revocd_agent_decision_seconds_bucket{le=\"0.001\"}"),
+        })
+    }
+}
+
+/// An agent's counters at one moment (or their change over a run).
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    /// Decisions made.
+    decisions: f64,
+    /// Decisions timed by `revocd_agent_decision_seconds` (from the token
+    /// header to the verdict, inside the agent's handler).
+    timed: f64,
+    /// Of those, how many took at most 100 µs.
+    within_100us: f64,
+    /// ... and at most 1 ms.
+    within_1ms: f64,
+}
+
+impl Counters {
+    fn minus(self, before: Counters) -> Counters {
+        Counters {
+            decisions: self.decisions - before.decisions,
+            timed: self.timed - before.timed,
+            within_100us: self.within_100us - before.within_100us,
+            within_1ms: self.within_1ms - before.within_1ms,
+        }
+    }
+}
+
+/// A real nginx on the deploy site (see `tests/support/nginx.rs`), with,
+/// if asked, a second server without auth; stopped when dropped.
+struct Nginx {
+    config: NginxConfig,
+    listen: SocketAddr,
+    plain: Option<SocketAddr>,
+    /// Master and workers.
+    pids: Vec<u32>,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    fn start(agent: SocketAddr, with_plain: bool, workers: u32) -> Result<Self> {
+        let config = NginxConfig::new(agent);
+        let conf_path = config.dir().join("nginx.conf");
+        let mut conf = std::fs::read_to_string(&conf_path)?;
+        // `workers` workers, with room for the benchmark's connections
+        // (clients, the application's both ends, the agent).
+        for (from, to) in [
+            (
+                "worker_processes 1;",
+                format!("worker_processes {workers};"),
+            ),
+            ("worker_connections 256;", "worker_connections 1024;".into()),
+        ] {
+            ensure!(conf.contains(from), "nginx.conf has no {from:?}:\n{conf}");
+            conf = conf.replace(from, &to);
+        }
+        let plain = with_plain.then(|| loopback(free_port()));
+        if let Some(plain) = plain {
+            // Same upstream and non-auth headers as the protected location.
+            let server = format!(
+                "    server {{\n        listen {plain};\n        location / {{\n            \
+                 proxy_set_header Host $host;\n            \
+                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n            \
+                 proxy_set_header X-Forwarded-Proto $scheme;\n            \
+                 proxy_pass http://revocd_protected_app;\n        }}\n    }}\n\n    include site.conf;"
+            );
+            ensure!(conf.contains("    include site.conf;"));
+            conf = conf.replace("    include site.conf;", &server);
+        }
+        std::fs::write(&conf_path, conf)?;
+        let listen = config.listen;
+        let mut nginx = Nginx {
+            child: None,
+            config,
+            listen,
+            plain,
+            pids: Vec::new(),
+        };
+        let child = nginx
+            .command()
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let master = child.id();
+        nginx.child = Some(child);
+        let pid_file = nginx.config.dir().join("nginx.pid");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let up = std::fs::metadata(&pid_file).is_ok_and(|m| m.len() > 0)
+                && [Some(listen), plain].into_iter().flatten().all(|address| {
+                    TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+                });
+            let children = children_of(master);
+            if up && children.len() >= workers as usize {
+                nginx.pids = std::iter::once(master).chain(children).collect();
+                return Ok(nginx);
+            }
+            if let Some(status) = nginx.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                bail!(
+                    "nginx exited at start ({status}):\n{}",
+                    nginx.config.error_log()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("nginx did not start:\n{}", nginx.config.error_log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn command(&self) -> Command {
+        let dir = self.config.dir();
+        let mut command = Command::new(nginx::binary());
+        command
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"));
+        command
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Through the master, which takes its worker along.
+        let _ = self
+            .command()
+            .args(["-s", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One benchmark phase.
+struct Phase<'a> {
+    name: &'static str,
+    url: String,
+    connections: usize,
+    nginx: Option<&'a Nginx>,
+    agent: Option<&'a Agent>,
+}
+
+impl Phase<'_> {
+    fn address(&self) -> SocketAddr {
+        let host_port = self.url.trim_start_matches("http://").trim_end_matches('/');
+        host_port.parse().expect("a loopback URL")
+    }
+
+    /// The answers the phase is meant to give, before it is measured.
+    fn sanity_check(&self, token: &str) -> Result<()> {
+        let bearer = format!("Bearer {token}");
+        let get = |headers: &[(&str, &str)]| -> Result<HttpResponse> {
+            http_get(self.address(), "/", headers).with_context(|| format!("{}: GET /", self.name))
+        };
+        let answer = get(&[("Authorization", &bearer)])?;
+        ensure!(answer.status == 200, "{}: {answer:?}", self.name);
+        if self.nginx.is_some() {
+            ensure!(
+                answer.body == "upstream ok\n",
+                "{}: not the upstream: {answer:?}",
+                self.name
+            );
+        }
+        if self.agent.is_some() {
+            let subject = match self.nginx {
+                Some(_) => answer.header("x-seen-auth-subject"),
+                None => answer.header("x-auth-subject"),
+            };
+            ensure!(
+                subject == Some(SUBJECT),
+                "{}: the token's subject did not come through: {answer:?}",
+                self.name
+            );
+            let refused = get(&[])?;
+            ensure!(
+                refused.status == 401,
+                "{}: a request without a token was not refused: {refused:?}",
+                self.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What one wrk run reported.
+struct Wrk {
+    requests: f64,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    socket_errors: Option<String>,
+    raw: String,
+    /// utime + stime of the wrk process, if it could be read.
+    cpu_ticks: Option<u64>,
+}
+
+/// `wrk` on the phase's URL for `duration`, with the token.
+fn run_wrk(options: &Options, phase: &Phase, token: &str, duration: Duration) -> Result<Wrk> {
+    let args = wrk_args(options, phase, &format!("Bearer {token}"), duration);
+    let mut child = Command::new("wrk")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running wrk")?;
+    let pid = child.id();
+    let mut raw = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut raw)?;
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr)?;
+    }
+    // Its CPU time, read while it is a zombie (exited, not yet reaped).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut cpu_ticks = None;
+    while Instant::now() < deadline {
+        if process_state(pid) == Some('Z') {
+            cpu_ticks = process_ticks(pid).ok();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = child.wait()?;
+    ensure!(status.success(), "wrk failed ({status}): {raw}{stderr}");
+    let mut wrk = parse_wrk(&raw).with_context(|| format!("parsing wrk's output:\n{raw}"))?;
+    wrk.cpu_ticks = cpu_ticks;
+    Ok(wrk)
+}
+
+fn wrk_args(options: &Options, phase: &Phase, bearer: &str, duration: Duration) -> Vec<String> {
+    vec![
+        format!("-t{}", options.threads),
+        format!("-c{}", phase.connections),
+        format!("-d{}s", duration.as_secs()),
+        "--latency".into(),
+        "-H".into(),
+        format!("Authorization: {bearer}"),
+        phase.url.clone(),
+    ]
+}
+
+fn parse_wrk(raw: &str) -> Result<Wrk> {
+    let mut requests = None;
+    let mut requests_per_second = None;
+    let mut p50_ms = None;
+    let mut p99_ms = None;
+    let mut non_2xx = 0;
+    let mut socket_errors = None;
+    for line in raw.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            requests_per_second = Some(rest.trim().parse::<f64>()?);
+        } else if let Some(rest) = line.strip_prefix("50%") {
+            p50_ms = Some(wrk_millis(rest.trim())?);
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            p99_ms = Some(wrk_millis(rest.trim())?);
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = rest.trim().parse()?;
+        } else if line.starts_with("Socket errors:") {
+            socket_errors = Some(line.to_owned());
+        } else if let Some((count, _)) = line.split_once(" requests in ") {
+            requests = Some(count.trim().parse::<f64>()?);
+        }
+    }
+    Ok(Wrk {
+        requests: requests.context("no request count")?,
+        requests_per_second: requests_per_second.context("no Requests/sec")?,
+        p50_ms: p50_ms.context("no 50% latency")?,
+        p99_ms: p99_ms.context("no 99% latency")?,
+        non_2xx,
+        socket_errors,
+        raw: raw.to_owned(),
+        cpu_ticks: None,
+    })
+}
+
+/// wrk's `123.45us` / `1.23ms` / `1.01s` / `2.00m` as milliseconds.
+fn wrk_millis(text: &str) -> Result<f64> {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .with_context(|| format!("no unit in {text:?}"))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse()?;
+    Ok(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        "h" => number * 3_600_000.0,
+        other => bail!("unknown unit {other:?}"),
+    })
+}
+
+/// `INFO commandstats`'s `HGETALL` call count.
+fn hgetall_calls(redis: &RedisServer) -> Result<f64> {
+    let mut connection = redis.connection();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)?;
+    Ok(info
+        .lines()
+        .find_map(|line| {
+            let calls = line.strip_prefix("cmdstat_hgetall:calls=")?;
+            calls.split(',').next()?.parse().ok()
+        })
+        .unwrap_or(0.0))
+}
+
+/// The pids whose CPU time is sampled in a phase.
+struct Processes {
+    nginx: Vec<u32>,
+    agent: Option<u32>,
+    revocd: u32,
+    redis: u32,
+}
+
+/// CPU ticks used so far, per process group, and the machine's busy and
+/// total ticks.
+struct CpuSample {
+    nginx: u64,
+    agent: u64,
+    revocd: u64,
+    redis: u64,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+/// CPU seconds used during a run.
+struct CpuUse {
+    /// The measured wrk run's own (filled in after the run).
+    wrk: Option<f64>,
+    nginx: f64,
+    agent: f64,
+    revocd: f64,
+    redis: f64,
+    /// Busy share of all cores.
+    machine_busy: f64,
+}
+
+impl Processes {
+    fn sample(&self) -> Result<CpuSample> {
+        let (machine_busy, machine_total) = machine_ticks()?;
+        let mut nginx = 0;
+        for &pid in &self.nginx {
+            nginx += process_ticks(pid)?;
+        }
+        Ok(CpuSample {
+            nginx,
+            agent: self.agent.map(process_ticks).transpose()?.unwrap_or(0),
+            revocd: process_ticks(self.revocd)?,
+            redis: process_ticks(self.redis)?,
+            machine_busy,
+            machine_total,
+        })
+    }
+}
+
+impl CpuSample {
+    fn minus(&self, before: &CpuSample, ticks_per_second: f64) -> CpuUse {
+        let seconds =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / ticks_per_second;
+        let total = self
+            .machine_total
+            .saturating_sub(before.machine_total)
+            .max(1) as f64;
+        CpuUse {
+            wrk: None,
+            nginx: seconds(self.nginx, before.nginx),
+            agent: seconds(self.agent, before.agent),
+            revocd: seconds(self.revocd, before.revocd),
+            redis: seconds(self.redis, before.redis),
+            machine_busy: self.machine_busy.saturating_sub(before.machine_busy) as f64 / total,
+        }
+    }
+}
+
+/// utime + stime of `pid` (all its threads), in clock ticks.
+fn process_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// The state letter of `pid` (`R`, `S`, `Z`...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// The parent pid of `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every process whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| parent_of(pid) == Some(parent))
+        .collect()
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The command line of `pid`, NULs as spaces.
+fn command_line(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// The machine's (busy, total) ticks over all cores, from `/proc/stat`.
+fn machine_ticks() -> Result<(u64, u64)> {
+    let file = std::fs::File::open("/proc/stat")?;
+    let mut line = String::new();
+    BufReader::new(file).read_line(&mut line)?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    ensure!(values.len() >= 5, "unexpected /proc/stat: {line}");
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values[3] + values[4];
+    Ok((total - idle, total))
+}
+
+/// `getconf CLK_TCK`, 100 if it cannot be asked.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// One phase's figures.
+struct Measured {
+    connections: usize,
+    wrk: Wrk,
+    cpu: CpuUse,
+    counters: Option<Counters>,
+    hgetall: f64,
+}
+
+impl Measured {
+    /// CPU microseconds per request.
+    fn per_request(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / self.wrk.requests
+    }
+}
+
+fn print_setup(
+    options: &Options,
+    server: &Server,
+    wrk_version: &str,
+    nginx_version: &str,
+    token: &str,
+    phases: &[Phase],
+) {
+    let args: Vec<String> = std::env::args().collect();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!("command:  {}", args.join(" "));
+    println!(
+        "machine:  {cores} cores, shared by wrk, nginx, the agent, revocd and redis-server (all on loopback)"
+    );
+    println!("tools:    {wrk_version}; {nginx_version}, deploy/nginx/site.conf as shipped");
+    println!("server:   revocd {}", server.args.join(" "));
+    if let Some(agent) = phases[1].agent {
+        println!("agent B/D: revocd {}", agent.args.join(" "));
+    }
+    if let Some(agent) = phases[2].agent {
+        println!("agent C:  revocd {}", agent.args.join(" "));
+    }
+    println!(
+        "load:     {} s measured after a {} s warm-up per phase; wrk -t{}, nginx worker_processes {}",
+        options.seconds,
+        WARMUP.as_secs(),
+        options.threads,
+        options.nginx_workers,
+    );
+    println!("TOKEN={token}");
+    for phase in phases {
+        let args = wrk_args(
+            options,
+            phase,
+            "Bearer $TOKEN",
+            Duration::from_secs(options.seconds),
+        );
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("\"{a}\"")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        println!("  {:<24} wrk {}", phase.name, quoted.join(" "));
+    }
+    println!();
+}
+
+fn print_table(phases: &[Phase], results: &[Measured]) {
+    println!(
+        "{:<22} {:>3} {:>7} {:>7} {:>7} | {:>5} {:>5} {:>5} {:>6} {:>5} {:>5} {:>4} | {:>5} {:>5}",
+        "phase",
+        "-c",
+        "req/s",
+        "p50",
+        "p99",
+        "wrk",
+        "nginx",
+        "agent",
+        "revocd",
+        "redis",
+        "sum",
+        "busy",
+        "decis",
+        "HGET",
+    );
+    println!(
+        "{:<22} {:>3} {:>7} {:>7} {:>7} | {:<41} | {:<11}",
+        "", "", "", "ms", "ms", "CPU µs per request; machine busy %", "per request"
+    );
+    for (phase, result) in phases.iter().zip(results) {
+        let cpu = &result.cpu;
+        let per = |seconds: Option<f64>| {
+            seconds.map_or("-".into(), |s| format!("{:.1}", result.per_request(s)))
+        };
+        let sum = cpu
+            .wrk
+            .map(|wrk| wrk + cpu.nginx + cpu.agent + cpu.revocd + cpu.redis);
+        let decisions = result.counters.map_or("-".into(), |c| {
+            format!("{:.3}", c.decisions / result.wrk.requests)
+        });
+        let mut line = format!(
+            "{:<22} {:>3} {:>7.0} {:>7.3} {:>7.3} | {:>5} {:>5} {:>5} {:>6} {:>5} {:>5} {:>4.0} | {:>5} {:>5.3}",
+            phase.name,
+            phase.connections,
+            result.wrk.requests_per_second,
+            result.wrk.p50_ms,
+            result.wrk.p99_ms,
+            per(cpu.wrk),
+            per(phase.nginx.map(|_| cpu.nginx)),
+            per(phase.agent.map(|_| cpu.agent)),
+            per(Some(cpu.revocd)),
+            per(Some(cpu.redis)),
+            per(sum),
+            cpu.machine_busy * 100.0,
+            decisions,
+            result.hgetall / result.wrk.requests,
+        );
+        if let Some(errors) = &result.wrk.socket_errors {
+            let _ = write!(line, "  ({errors})");
+        }
+        println!("{line}");
+    }
+    println!();
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn print_verdicts(results: &[Measured], nginx_workers: u32) -> Result<()> {
+    let [a, b, c, d, peak] = results else {
+        bail!("five phases expected");
+    };
+    let rps = |m: &Measured| m.wrk.requests_per_second;
+    let added = rps(a) / rps(b) - 1.0;
+    println!(
+        "added cost per request, (1/B - 1/A) / (1/A): {:>6.1}%   target <= {:.0}%: {}",
+        added * 100.0,
+        ADDED_COST_TARGET * 100.0,
+        verdict(added <= ADDED_COST_TARGET)
+    );
+    let bottleneck = if nginx_workers == 1 {
+        ": nginx's one worker is the bottleneck (~1 core), the agent runs beside it"
+    } else {
+        ""
+    };
+    println!(
+        "  wall time per request {:.1} µs -> {:.1} µs{bottleneck}",
+        1e6 / rps(a),
+        1e6 / rps(b)
+    );
+    let nginx_a = a.per_request(a.cpu.nginx);
+    let nginx_b = b.per_request(b.cpu.nginx);
+    let agent_b = b.per_request(b.cpu.agent);
+    println!(
+        "  by CPU: nginx {nginx_a:.1} µs in A; nginx {nginx_b:.1} + agent {agent_b:.1} µs in B = +{:.0}% of nginx's own",
+        (nginx_b + agent_b - nginx_a) / nginx_a * 100.0
+    );
+    let speedup = rps(b) / rps(c);
+    println!(
+        "speedup over check-online, B/C:              {:>6.1}x   target >= {:.0}x: {}",
+        speedup,
+        SPEEDUP_TARGET,
+        verdict(speedup >= SPEEDUP_TARGET)
+    );
+    let auth_b = nginx_b - nginx_a + agent_b;
+    let auth_c = c.per_request(c.cpu.nginx) - nginx_a
+        + c.per_request(c.cpu.agent)
+        + c.per_request(c.cpu.revocd)
+        + c.per_request(c.cpu.redis);
+    println!(
+        "  by CPU, the auth step alone (nginx's extra + agent [+ revocd + redis]): {auth_b:.1} µs in B, {auth_c:.1} µs in C = {:.1}x",
+        auth_c / auth_b
+    );
+    println!(
+        "  one Check per request in C: {:.3} HGETALLs per request (a token's Check reads 2), {:.3} in B",
+        c.hgetall / c.wrk.requests,
+        b.hgetall / b.wrk.requests
+    );
+    let (alone, p99) = (rps(d), d.wrk.p99_ms);
+    println!(
+        "agent alone, D:                              {alone:>6.0}/s   target >= {ALONE_RPS_TARGET:.0}/s: {}",
+        verdict(alone >= ALONE_RPS_TARGET)
+    );
+    println!(
+        "                                        p99 {p99:>6.3} ms   target <= {ALONE_P99_TARGET_MS:.0} ms: {}",
+        verdict(p99 <= ALONE_P99_TARGET_MS)
+    );
+    if let Some(counters) = d.counters.filter(|c| c.timed > 0.0) {
+        println!(
+            "  the agent's own decision time in D (its histogram, token header to verdict): {:.2}% <= 100 µs, {:.3}% <= 1 ms",
+            counters.within_100us / counters.timed * 100.0,
+            counters.within_1ms / counters.timed * 100.0
+        );
+    }
+    println!(
+        "  at {} connections (D'): {:.0}/s, p99 {:.3} ms",
+        peak.connections,
+        rps(peak),
+        peak.wrk.p99_ms
+    );
+    Ok(())
+}
