@@ -107,6 +107,10 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_MAX_STREAMS_PER_KEY", default_value_t = 1_000)]
     pub max_streams_per_key: usize,
 
+    /// Address of Prometheus `GET /metrics` (off unless given).
+    #[arg(long, env = "REVOCD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

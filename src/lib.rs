@@ -19,6 +19,7 @@
 //! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
 //! - [`config`]: `revocd serve` flags and environment variables.
 //! - [`shutdown`]: SIGINT / SIGTERM.
+//! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.
 //! - [`time`]: unix-time helpers shared by the parts above.
 
 pub mod agent;
@@ -31,6 +32,7 @@ pub mod hub;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod tokens;
 

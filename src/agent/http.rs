@@ -104,8 +104,8 @@ async fn metrics(State(agent): State<Agent>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::telemetry::TEXT_FORMAT,
         )],
-        super::prometheus().render(),
+        crate::telemetry::render(),
     )
 }

@@ -18,10 +18,8 @@ pub mod ext_authz;
 pub mod http;
 
 use std::future::Future;
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -29,14 +27,6 @@ use tracing::info;
 use crate::config::{AgentConfig, FileError, VerifierError};
 use crate::gateway::{self, Denial, Gateway, GatewayConfig, Verdict};
 use crate::tokens::Claims;
-
-/// Latency buckets of the decision histogram, in seconds.
-const DECISION_BUCKETS: [f64; 10] = [
-    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
-];
-
-/// How often recorded histogram samples are folded into buckets.
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +74,7 @@ impl Agent {
     /// [`AgentError`] for unusable keys, URLs or header names.
     pub fn start(config: &AgentConfig) -> Result<Agent, AgentError> {
         // Install the recorder before the first decision is counted.
-        prometheus();
+        crate::telemetry::prometheus();
         let verifier = config.jwt.verifier(None)?;
         let mut gateway_config = GatewayConfig::new(config.servers.clone())
             .gateway_id(config.gateway_id.clone())
@@ -167,26 +157,6 @@ fn api_key(config: &AgentConfig) -> Result<Option<String>, AgentError> {
     }
 }
 
-/// The process's Prometheus recorder, installed on first use.
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full("revocd_agent_decision_seconds".into()),
-                &DECISION_BUCKETS,
-            )
-            // A fixed, non-empty bucket list is always accepted.
-            .expect("valid buckets");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (e.g. by an embedding
-        // program); the agent's metrics then go there.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
 /// The agent's sockets, bound before it starts (tests bind port 0).
 #[derive(Debug)]
 pub struct Listeners {
@@ -229,7 +199,11 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(drain_histograms(stop.clone()));
+    let upkeep = stop.clone();
+    tasks.spawn(async move {
+        crate::telemetry::upkeep(upkeep).await;
+        Ok(())
+    });
     info!(address = %listeners.http.local_addr()?, "forward-auth listening");
     tasks.spawn(http::serve_forward_auth(
         listeners.http,
@@ -257,19 +231,6 @@ pub async fn run(
         finished.map_err(|e| std::io::Error::other(e.to_string()))??;
     }
     Ok(())
-}
-
-/// Folds recorded histogram samples into their buckets every
-/// [`UPKEEP_INTERVAL`]; without it they pile up until `/metrics` is scraped,
-/// and an agent nobody scrapes would grow without bound.
-async fn drain_histograms(stop: CancellationToken) -> Result<(), AgentError> {
-    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            _ = interval.tick() => prometheus().run_upkeep(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         rand::rng().fill_bytes(&mut secret);
         hex::encode(secret)
     });
+    revocd::telemetry::prometheus();
     let state = State::from_config(&config, dev_secret.as_deref().map(str::as_bytes)).await?;
     if config.redis_url.is_none() {
         warn!("no --redis-url: revocations live in this process's memory only and are lost when it exits");
@@ -124,6 +125,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     info!(%address, store = state.store.kind(), dev = config.dev, "listening");
     if config.dev {
         print_dev_banner(&config, address, dev_secret.as_deref())?;
+    }
+    // Metrics end with the process; they need no draining.
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_metrics = metrics_stop.clone().drop_guard();
+    tokio::spawn(revocd::telemetry::upkeep(metrics_stop.clone()));
+    if let Some(address) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding --metrics-listen {address}"))?;
+        info!(%address, "metrics listening");
+        tokio::spawn(revocd::telemetry::serve_metrics(metrics, metrics_stop));
     }
     server::run(
         listener,

@@ -226,6 +226,7 @@ async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
         match follow_once(&store, history, &events).await {
             Ok(()) => return, // the hub stopped listening
             Err(error) => {
+                metrics::counter!("revocd_change_log_errors_total").increment(1);
                 warn!(%error, retry_in_ms = delay.as_millis() as u64, "change log unreachable; will reload");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);

@@ -32,7 +32,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, trace};
+use tracing::{debug, info, trace, warn};
 
 use super::{Command, Event, HubConfig, HubStats, SubscribeError, SubscribeParams, Updates};
 use crate::filter::{Digest, DigestKey, RevocationFilter};
@@ -314,20 +314,56 @@ impl HubState {
             digests = delta.digests.len(),
             "applied"
         );
+        metrics::counter!("revocd_filter_changes_applied_total")
+            .increment((delta.digests.len() + delta.subjects.len()) as u64);
+        metrics::gauge!("revocd_filter_live_revocations").set(self.tokens.len() as f64);
         self.broadcast(&update(Update::Delta(delta)));
+        metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
         if self.overfilled() {
             self.rebuild("false-positive rate near its bound");
         }
     }
 
     /// Measures the fill every `capacity/64` inserts; true when the
-    /// false-positive rate passed 1.25× the target.
+    /// false-positive rate passed 1.25× the target. Past the target itself
+    /// a warning is logged, so operators see a filter nearing its bound.
     fn overfilled(&mut self) -> bool {
         if self.inserts_since_measure < (self.capacity / 64).max(64) {
             return false;
         }
         self.inserts_since_measure = 0;
-        self.filter.estimated_fp_rate() > 1.25 * self.config.fp_rate
+        let rate = self.publish_filter_metrics();
+        if rate > self.config.fp_rate {
+            warn!(
+                generation = self.generation,
+                estimated_fp_rate = rate,
+                target = self.config.fp_rate,
+                "filter false-positive rate above its target; it is rebuilt past 1.25x"
+            );
+        }
+        rate > 1.25 * self.config.fp_rate
+    }
+
+    /// Sets the filter gauges; returns the estimated false-positive rate.
+    fn publish_filter_metrics(&self) -> f64 {
+        let rate = self.filter.estimated_fp_rate();
+        // The low 32 bits count this replica's rebuilds and fit a float.
+        metrics::gauge!("revocd_filter_generation")
+            .set((self.generation & u64::from(u32::MAX)) as f64);
+        metrics::gauge!("revocd_filter_bits").set(self.filter.bits() as f64);
+        metrics::gauge!("revocd_filter_fill_ratio").set(self.filter.fill_ratio());
+        metrics::gauge!("revocd_filter_estimated_fp_rate").set(rate);
+        metrics::gauge!("revocd_filter_live_revocations").set(self.tokens.len() as f64);
+        metrics::gauge!("revocd_filter_live_subject_cutoffs").set(self.subjects.len() as f64);
+        rate
+    }
+
+    /// Subscribers receiving deltas (not waiting for a snapshot).
+    fn up_to_date(&self) -> usize {
+        self.subscribers
+            .iter()
+            .filter(|s| !s.needs_snapshot)
+            .count()
     }
 
     fn on_tick(&mut self) {
@@ -337,14 +373,10 @@ impl HubState {
         }
         self.serve_pending_snapshots();
         if self.follower_seen.elapsed() < FOLLOWER_SILENCE {
-            let heartbeat = update(Update::Heartbeat(pb::Heartbeat {
-                cursor: self.cursor.clone(),
-                server_time_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
-            }));
-            self.broadcast(&heartbeat);
+            self.broadcast(&self.heartbeat());
         }
+        metrics::gauge!("revocd_subscribers").set(self.subscribers.len() as f64);
+        metrics::gauge!("revocd_filter_live_revocations").set(self.tokens.len() as f64);
     }
 
     /// Drops tokens and cut-offs whose records have expired.
@@ -398,6 +430,8 @@ impl HubState {
             took_ms = started.elapsed().as_millis() as u64,
             "filter built"
         );
+        metrics::counter!("revocd_filter_rebuilds_total").increment(1);
+        self.publish_filter_metrics();
         self.serve_pending_snapshots();
     }
 
@@ -501,6 +535,9 @@ impl HubState {
         frames.extend(self.deltas_since(&cursor).unwrap_or_default());
         if subscriber.queue.capacity() >= frames.len() {
             subscriber.needs_snapshot = !offer_all(subscriber, &frames);
+            if !subscriber.needs_snapshot {
+                metrics::counter!("revocd_filter_snapshots_sent_total").increment(1);
+            }
         }
     }
 
@@ -576,6 +613,7 @@ impl HubState {
             match subscriber.queue.try_send(Ok(frame.clone())) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
+                    metrics::counter!("revocd_subscriber_rebases_total").increment(1);
                     debug!(
                         subscriber = subscriber.id,
                         gateway = subscriber.gateway_id,

@@ -95,12 +95,15 @@ impl From<ApiError> for Status {
             ApiError::Unavailable(message) => Status::unavailable(message),
             ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::Store(store::Error::Unavailable(cause)) => {
+                metrics::counter!("revocd_store_errors_total", "kind" => "unavailable")
+                    .increment(1);
                 warn!(error = %cause, "store unavailable");
                 Status::unavailable(
                     "the revocation store is unavailable; retry (revocations are idempotent)",
                 )
             }
             ApiError::Store(cause) => {
+                metrics::counter!("revocd_store_errors_total", "kind" => "internal").increment(1);
                 // Log the cause once here; the caller learns nothing internal.
                 error!(error = %cause, "store error");
                 Status::internal("internal error")
@@ -267,6 +270,12 @@ impl RevocationService {
             },
         };
         let outcome = self.state.store.revoke(&revocation, now).await?;
+        let result = if outcome.newly_revoked {
+            "new"
+        } else {
+            "repeat"
+        };
+        metrics::counter!("revocd_revocations_total", "result" => result).increment(1);
         debug!(
             jti = revocation.jti,
             by = revocation.provenance.by,
@@ -345,6 +354,7 @@ impl RevocationService {
             },
         };
         let outcome = self.state.store.revoke_subject(&cutoff, now).await?;
+        metrics::counter!("revocd_subject_cutoffs_total").increment(1);
         debug!(
             subject = cutoff.subject,
             not_before = outcome.not_before,
@@ -478,34 +488,32 @@ impl pb::revocation_service_server::RevocationService for RevocationService {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        Ok(Response::new(
-            RevocationService::revoke(self, request).await?,
-        ))
+        observed("Revoke", RevocationService::revoke(self, request)).await
     }
 
     async fn revoke_subject(
         &self,
         request: Request<RevokeSubjectRequest>,
     ) -> Result<Response<RevokeSubjectResponse>, Status> {
-        Ok(Response::new(
-            RevocationService::revoke_subject(self, request).await?,
-        ))
+        observed(
+            "RevokeSubject",
+            RevocationService::revoke_subject(self, request),
+        )
+        .await
     }
 
     async fn check(
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(
-            RevocationService::check(self, request).await?,
-        ))
+        observed("Check", RevocationService::check(self, request)).await
     }
 
     async fn get_stats(
         &self,
         request: Request<GetStatsRequest>,
     ) -> Result<Response<Stats>, Status> {
-        Ok(Response::new(self.stats(request).await?))
+        observed("GetStats", self.stats(request)).await
     }
 
     type SubscribeStream = FilterStream;
@@ -514,8 +522,27 @@ impl pb::revocation_service_server::RevocationService for RevocationService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Ok(Response::new(
-            RevocationService::subscribe(self, request).await?,
-        ))
+        // Counts the call and how long opening the stream took.
+        observed("Subscribe", RevocationService::subscribe(self, request)).await
     }
+}
+
+/// Runs one call, maps its error to a status, and records it:
+/// `revocd_rpc_requests_total{method, code}` and
+/// `revocd_rpc_duration_seconds{method}`.
+async fn observed<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<Response<T>, Status> {
+    let started = std::time::Instant::now();
+    let result = call.await.map(Response::new).map_err(Status::from);
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    metrics::counter!("revocd_rpc_requests_total", "method" => method, "code" => format!("{code:?}"))
+        .increment(1);
+    metrics::histogram!("revocd_rpc_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
