@@ -91,47 +91,33 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use revocd::time::unix_now;
 
-// Shared with the integration tests: the real nginx site and a redis-server.
-// `tests/support/mod.rs` itself cannot be included (it names the debug
-// binary through `CARGO_BIN_EXE_revocd`, set for tests only), so its two
-// process modules are, and `nginx.rs`'s `super::free_port` is this one.
-#[allow(dead_code)]
-#[path = "../tests/support/nginx.rs"]
-mod nginx;
-#[allow(dead_code)]
-#[path = "../tests/support/redis_server.rs"]
-mod redis_server;
+// The integration tests' helpers: the deployment's files and tokens, the
+// real `revocd serve` and `revocd agent` processes, redis-server, and nginx
+// on the deploy site.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use nginx::{http_get, loopback, HttpResponse, NginxConfig};
-use redis_server::{free_port, RedisServer};
+// Shared with the benchmarks; this uses `verdict` only.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod bench;
+
+use bench::verdict;
+use support::nginx::{self, http_get, HttpResponse, Nginx, NginxOptions};
+use support::{proc_stat, AgentProcess, Deployment, RedisServer, Replica};
 
 /// wrk's warm-up before every measured run.
 const WARMUP: Duration = Duration::from_secs(1);
-/// How long a process may take to start answering.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// The issuer of the benchmark's tokens.
-const ISSUER: &str = "https://issuer.bench";
 /// The subject of the benchmark's token.
 const SUBJECT: &str = "bench-user";
-/// The API key the agents subscribe with.
-const AGENT_KEY: &str = "bench-subscribe-key";
-/// Most added cost per request, as a share of nginx's own (A/B - 1).
-const ADDED_COST_TARGET: f64 = 0.25;
-/// Least speedup of the agent over check-online (B/C).
-const SPEEDUP_TARGET: f64 = 5.0;
-/// Least throughput of the agent alone (D), requests per second.
-const ALONE_RPS_TARGET: f64 = 50_000.0;
-/// Largest p99 of the agent alone (D), milliseconds.
-const ALONE_P99_TARGET_MS: f64 = 1.0;
 
 /// `revocd agent` through nginx with wrk, against nginx without auth and
 /// against a check-online agent.
@@ -171,7 +157,10 @@ fn main() -> Result<()> {
             && options.agent_connections >= options.threads,
         "need at least one thread and at least as many connections as threads"
     );
-    let binary = options.revocd_bin.clone().unwrap_or_else(default_binary);
+    let binary = options
+        .revocd_bin
+        .clone()
+        .unwrap_or_else(|| support::binary("revocd"));
     ensure!(
         binary.is_file(),
         "{} not found: run `cargo build --release --bins --examples` first",
@@ -195,57 +184,45 @@ fn main() -> Result<()> {
 
     // Processes, stopped in reverse order when dropped.
     let redis = RedisServer::start();
-    let redis_pid = children_of(std::process::id())
-        .into_iter()
-        .find(|&pid| command_line(pid).contains("redis-server"))
-        .context("finding redis-server's pid")?;
-    let files = tempfile::tempdir().context("temp dir")?;
-    let deployment = Deployment::write(files.path())?;
-    let server = Server::spawn(&binary, &deployment, &redis.url())?;
-    let filter_agent = Agent::spawn(&binary, &deployment, server.address, &[])?;
-    let online_flags = ["--on-stale", "check-online", "--max-staleness", "0s"];
-    let online_agent = Agent::spawn(&binary, &deployment, server.address, &online_flags)?;
-    let nginx_b = Nginx::start(filter_agent.http, true, options.nginx_workers)?;
-    let nginx_c = Nginx::start(online_agent.http, false, options.nginx_workers)?;
-    let plain = nginx_b.plain.context("the no-auth server")?;
+    let deployment = Deployment::new();
+    let server_args = deployment.args(&["--redis-url", &redis.url()]);
+    let server = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(Replica::spawn_with(&binary, &server_args));
+    let secret = deployment.path("secret");
+    let hs256 = ["--jwt-hs256-secret-file", secret.to_str().context("path")?];
+    let check_online = ["--on-stale", "check-online", "--max-staleness", "0s"];
+    let agent = |extra: &[&str]| {
+        AgentProcess::spawn_with(&binary, &deployment.agent_args(server.address, extra))
+    };
+    let filter_agent = agent(&hs256);
+    let online_agent = agent(&[&hs256[..], &check_online[..]].concat());
+    // Room for the benchmark's connections (clients, the application's both
+    // ends, the agent); B's nginx also serves A.
+    let nginx_options = NginxOptions {
+        workers: options.nginx_workers,
+        worker_connections: 1024,
+        without_auth: true,
+    };
+    let nginx_b = Nginx::start_with(filter_agent.http, nginx_options);
+    let nginx_c = Nginx::start_with(
+        online_agent.http,
+        NginxOptions {
+            without_auth: false,
+            ..nginx_options
+        },
+    );
 
-    let token = deployment.token();
+    let token = support::token_for(SUBJECT, &format!("bench-{}", std::process::id()));
+    let (many, few) = (options.connections, options.agent_connections);
+    let (filter, online) = (Some(&filter_agent), Some(&online_agent));
     let phases = [
-        Phase {
-            name: "A nginx, no auth",
-            url: format!("http://{plain}/"),
-            connections: options.connections,
-            nginx: Some(&nginx_b),
-            agent: None,
-        },
-        Phase {
-            name: "B nginx + agent",
-            url: format!("http://{}/", nginx_b.listen),
-            connections: options.connections,
-            nginx: Some(&nginx_b),
-            agent: Some(&filter_agent),
-        },
-        Phase {
-            name: "C nginx + check-online",
-            url: format!("http://{}/", nginx_c.listen),
-            connections: options.connections,
-            nginx: Some(&nginx_c),
-            agent: Some(&online_agent),
-        },
-        Phase {
-            name: "D agent alone",
-            url: format!("http://{}/", filter_agent.http),
-            connections: options.agent_connections,
-            nginx: None,
-            agent: Some(&filter_agent),
-        },
-        Phase {
-            name: "D' agent alone, peak",
-            url: format!("http://{}/", filter_agent.http),
-            connections: options.connections,
-            nginx: None,
-            agent: Some(&filter_agent),
-        },
+        Phase::new("A nginx, no auth", many, Some(&nginx_b), None)?,
+        Phase::new("B nginx + agent", many, Some(&nginx_b), filter)?,
+        Phase::new("C nginx + check-online", many, Some(&nginx_c), online)?,
+        Phase::new("D agent alone", few, None, filter)?,
+        Phase::new("D' agent alone, peak", many, None, filter)?,
     ];
     for phase in &phases {
         phase.sanity_check(&token)?;
@@ -255,13 +232,13 @@ fn main() -> Result<()> {
     let mut results = Vec::new();
     for phase in &phases {
         let processes = Processes {
-            nginx: phase.nginx.map(|n| n.pids.clone()).unwrap_or_default(),
-            agent: phase.agent.map(|a| a.pid),
-            revocd: server.pid,
-            redis: redis_pid,
+            nginx: phase.nginx.map(Nginx::pids).unwrap_or_default(),
+            agent: phase.agent.and_then(AgentProcess::pid),
+            revocd: server.pid(),
+            redis: redis.pid().context("redis-server's pid")?,
         };
         run_wrk(&options, phase, &token, WARMUP)?;
-        let counters_before = phase.agent.map(Agent::counters).transpose()?;
+        let counters_before = phase.agent.map(Counters::read);
         let hgetall_before = hgetall_calls(&redis)?;
         let cpu_before = processes.sample()?;
         let wrk = run_wrk(
@@ -273,7 +250,7 @@ fn main() -> Result<()> {
         let cpu_after = processes.sample()?;
         let hgetall = hgetall_calls(&redis)? - hgetall_before;
         let counters = match (phase.agent, counters_before) {
-            (Some(agent), Some(before)) => Some(agent.counters()?.minus(before)),
+            (Some(agent), Some(before)) => Some(Counters::read(agent).minus(before)),
             _ => None,
         };
         ensure!(
@@ -306,219 +283,6 @@ fn main() -> Result<()> {
     print_verdicts(&results, options.nginx_workers)
 }
 
-/// `target/<profile>/revocd`: this example runs from
-/// `target/<profile>/examples/`.
-fn default_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    profile_dir.join("revocd")
-}
-
-/// The deployment's files: HS256 secret, API keys, the agents' key.
-struct Deployment {
-    secret: PathBuf,
-    api_keys: PathBuf,
-    agent_key: PathBuf,
-    secret_text: String,
-}
-
-impl Deployment {
-    fn write(dir: &Path) -> Result<Self> {
-        let secret_text = format!("agent-wrk-secret-{}-0123456789abcdef", std::process::id());
-        let deployment = Deployment {
-            secret: dir.join("jwt-hs256.secret"),
-            api_keys: dir.join("api-keys.toml"),
-            agent_key: dir.join("agent.key"),
-            secret_text,
-        };
-        std::fs::write(&deployment.secret, format!("{}\n", deployment.secret_text))?;
-        let digest = revocd::auth::key_digest_hex(AGENT_KEY);
-        std::fs::write(
-            &deployment.api_keys,
-            format!(
-                "[[key]]\nname = \"bench-agent\"\nsha256 = \"{digest}\"\nroles = [\"subscribe\"]\n"
-            ),
-        )?;
-        std::fs::write(&deployment.agent_key, format!("{AGENT_KEY}\n"))?;
-        Ok(deployment)
-    }
-
-    /// A valid HS256 token, an hour to live.
-    fn token(&self) -> String {
-        let now = unix_now();
-        let claims = serde_json::json!({
-            "iss": ISSUER, "sub": SUBJECT, "jti": format!("bench-{}", std::process::id()),
-            "iat": now, "exp": now + 3600,
-        });
-        let key =
-            jsonwebtoken::EncodingKey::from_secret(self.secret_text.as_bytes()).expect("HMAC key");
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("signing")
-    }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `revocd serve` on Redis.
-struct Server {
-    address: SocketAddr,
-    pid: u32,
-    args: Vec<String>,
-    _child: ChildGuard,
-}
-
-impl Server {
-    fn spawn(binary: &Path, deployment: &Deployment, redis_url: &str) -> Result<Self> {
-        let address = loopback(free_port());
-        let args: Vec<String> = [
-            "serve",
-            "--redis-url",
-            redis_url,
-            "--api-keys-file",
-            path_str(&deployment.api_keys),
-            "--jwt-hs256-secret-file",
-            path_str(&deployment.secret),
-            "--jwt-issuer",
-            ISSUER,
-            "--listen",
-            &address.to_string(),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        let mut child = Command::new(binary)
-            .args(&args)
-            .env("RUST_LOG", "revocd=error")
-            .env_remove("REVOCD_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            if let Some(status) = child.try_wait()? {
-                bail!("revocd serve exited at start: {status}");
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                bail!("revocd serve did not listen on {address}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Server {
-            address,
-            pid: child.id(),
-            args,
-            _child: ChildGuard(child),
-        })
-    }
-}
-
-/// `revocd agent` following the server.
-struct Agent {
-    http: SocketAddr,
-    metrics: SocketAddr,
-    pid: u32,
-    args: Vec<String>,
-    _child: ChildGuard,
-}
-
-impl Agent {
-    /// Starts an agent with `extra` flags and waits for its first snapshot.
-    fn spawn(
-        binary: &Path,
-        deployment: &Deployment,
-        server: SocketAddr,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let http = loopback(free_port());
-        let metrics = loopback(free_port());
-        let mut args: Vec<String> = [
-            "agent",
-            "--server",
-            &format!("http://{server}"),
-            "--api-key-file",
-            path_str(&deployment.agent_key),
-            "--jwt-hs256-secret-file",
-            path_str(&deployment.secret),
-            "--jwt-issuer",
-            ISSUER,
-            "--http-listen",
-            &http.to_string(),
-            "--metrics-listen",
-            &metrics.to_string(),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let mut child = Command::new(binary)
-            .args(&args)
-            .env("RUST_LOG", "revocd=error")
-            .env_remove("REVOCD_SERVER")
-            .env_remove("REVOCD_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {} agent", binary.display()))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let health = http_get(metrics, "/healthz", &[]).map(|r| r.status);
-            if matches!(health, Ok(200)) {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("revocd agent exited at start: {status}");
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                bail!("revocd agent did not become healthy: {health:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Agent {
-            http,
-            metrics,
-            pid: child.id(),
-            args,
-            _child: ChildGuard(child),
-        })
-    }
-
-    /// The decision counters and the decision-time histogram.
-    fn counters(&self) -> Result<Counters> {
-        let text = http_get(self.metrics, "/metrics", &[])
-            .context("GET /metrics from the agent")?
-            .body;
-        let sum = |prefix: &str| -> f64 {
-            text.lines()
-                .filter(|line| line.starts_with(prefix))
-                .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
-                .sum()
-        };
-        Ok(Counters {
-            decisions: sum("revocd_agent_decisions_total"),
-            timed: sum("revocd_agent_decision_seconds_count "),
-            within_100us: sum("revocd_agent_decision_seconds_bucket{le=\"0.0001\"}"),
-            within_1ms: sum("revocd_agent_decision_seconds_bucket{le=\"0.001\"}"),
-        })
-    }
-}
-
 /// An agent's counters at one moment (or their change over a run).
 #[derive(Clone, Copy, Default)]
 struct Counters {
@@ -534,6 +298,23 @@ struct Counters {
 }
 
 impl Counters {
+    /// The agent's decision counters and decision-time histogram.
+    fn read(agent: &AgentProcess) -> Counters {
+        let text = agent.metrics_text();
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|line| line.starts_with(prefix))
+                .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+                .sum()
+        };
+        Counters {
+            decisions: sum("revocd_agent_decisions_total"),
+            timed: sum("revocd_agent_decision_seconds_count "),
+            within_100us: sum("revocd_agent_decision_seconds_bucket{le=\"0.0001\"}"),
+            within_1ms: sum("revocd_agent_decision_seconds_bucket{le=\"0.001\"}"),
+        }
+    }
+
     fn minus(self, before: Counters) -> Counters {
         Counters {
             decisions: self.decisions - before.decisions,
@@ -544,149 +325,49 @@ impl Counters {
     }
 }
 
-/// A real nginx on the deploy site (see `tests/support/nginx.rs`), with,
-/// if asked, a second server without auth; stopped when dropped.
-struct Nginx {
-    config: NginxConfig,
-    listen: SocketAddr,
-    plain: Option<SocketAddr>,
-    /// Master and workers.
-    pids: Vec<u32>,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn start(agent: SocketAddr, with_plain: bool, workers: u32) -> Result<Self> {
-        let config = NginxConfig::new(agent);
-        let conf_path = config.dir().join("nginx.conf");
-        let mut conf = std::fs::read_to_string(&conf_path)?;
-        // `workers` workers, with room for the benchmark's connections
-        // (clients, the application's both ends, the agent).
-        for (from, to) in [
-            (
-                "worker_processes 1;",
-                format!("worker_processes {workers};"),
-            ),
-            ("worker_connections 256;", "worker_connections 1024;".into()),
-        ] {
-            ensure!(conf.contains(from), "nginx.conf has no {from:?}:\n{conf}");
-            conf = conf.replace(from, &to);
-        }
-        let plain = with_plain.then(|| loopback(free_port()));
-        if let Some(plain) = plain {
-            // Same upstream and non-auth headers as the protected location.
-            let server = format!(
-                "    server {{\n        listen {plain};\n        location / {{\n            \
-                 proxy_set_header Host $host;\n            \
-                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n            \
-                 proxy_set_header X-Forwarded-Proto $scheme;\n            \
-                 proxy_pass http://revocd_protected_app;\n        }}\n    }}\n\n    include site.conf;"
-            );
-            ensure!(conf.contains("    include site.conf;"));
-            conf = conf.replace("    include site.conf;", &server);
-        }
-        std::fs::write(&conf_path, conf)?;
-        let listen = config.listen;
-        let mut nginx = Nginx {
-            child: None,
-            config,
-            listen,
-            plain,
-            pids: Vec::new(),
-        };
-        let child = nginx
-            .command()
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nginx")?;
-        let master = child.id();
-        nginx.child = Some(child);
-        let pid_file = nginx.config.dir().join("nginx.pid");
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let up = std::fs::metadata(&pid_file).is_ok_and(|m| m.len() > 0)
-                && [Some(listen), plain].into_iter().flatten().all(|address| {
-                    TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
-                });
-            let children = children_of(master);
-            if up && children.len() >= workers as usize {
-                nginx.pids = std::iter::once(master).chain(children).collect();
-                return Ok(nginx);
-            }
-            if let Some(status) = nginx.child.as_mut().and_then(|c| c.try_wait().ok()?) {
-                bail!(
-                    "nginx exited at start ({status}):\n{}",
-                    nginx.config.error_log()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!("nginx did not start:\n{}", nginx.config.error_log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn command(&self) -> Command {
-        let dir = self.config.dir();
-        let mut command = Command::new(nginx::binary());
-        command
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"));
-        command
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // Through the master, which takes its worker along.
-        let _ = self
-            .command()
-            .args(["-s", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
 /// One benchmark phase.
 struct Phase<'a> {
     name: &'static str,
-    url: String,
+    /// Where wrk sends its requests (`GET /`).
+    address: SocketAddr,
     connections: usize,
     nginx: Option<&'a Nginx>,
-    agent: Option<&'a Agent>,
+    agent: Option<&'a AgentProcess>,
 }
 
-impl Phase<'_> {
-    fn address(&self) -> SocketAddr {
-        let host_port = self.url.trim_start_matches("http://").trim_end_matches('/');
-        host_port.parse().expect("a loopback URL")
+impl<'a> Phase<'a> {
+    /// A phase through `nginx` (to its server without auth if there is no
+    /// `agent`), or straight to `agent`.
+    fn new(
+        name: &'static str,
+        connections: usize,
+        nginx: Option<&'a Nginx>,
+        agent: Option<&'a AgentProcess>,
+    ) -> Result<Self> {
+        let address = match (nginx, agent) {
+            (Some(nginx), Some(_)) => nginx.address(),
+            (Some(nginx), None) => nginx.without_auth().context("the no-auth server")?,
+            (None, Some(agent)) => agent.http,
+            (None, None) => bail!("{name}: neither nginx nor an agent"),
+        };
+        Ok(Phase {
+            name,
+            address,
+            connections,
+            nginx,
+            agent,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.address)
     }
 
     /// The answers the phase is meant to give, before it is measured.
     fn sanity_check(&self, token: &str) -> Result<()> {
         let bearer = format!("Bearer {token}");
         let get = |headers: &[(&str, &str)]| -> Result<HttpResponse> {
-            http_get(self.address(), "/", headers).with_context(|| format!("{}: GET /", self.name))
+            http_get(self.address, "/", headers).with_context(|| format!("{}: GET /", self.name))
         };
         let answer = get(&[("Authorization", &bearer)])?;
         ensure!(answer.status == 200, "{}: {answer:?}", self.name);
@@ -754,7 +435,8 @@ fn run_wrk(options: &Options, phase: &Phase, token: &str, duration: Duration) ->
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut cpu_ticks = None;
     while Instant::now() < deadline {
-        if process_state(pid) == Some('Z') {
+        let state = proc_stat(pid).and_then(|fields| fields.first().cloned());
+        if state.as_deref() == Some("Z") {
             cpu_ticks = process_ticks(pid).ok();
             break;
         }
@@ -775,7 +457,7 @@ fn wrk_args(options: &Options, phase: &Phase, bearer: &str, duration: Duration) 
         "--latency".into(),
         "-H".into(),
         format!("Authorization: {bearer}"),
-        phase.url.clone(),
+        phase.url(),
     ]
 }
 
@@ -915,62 +597,11 @@ impl CpuSample {
 
 /// utime + stime of `pid` (all its threads), in clock ticks.
 fn process_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th of the whole line.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // The 14th and 15th fields of the whole line.
+    let fields = proc_stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     Ok(utime + stime)
-}
-
-/// The state letter of `pid` (`R`, `S`, `Z`...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
-/// The parent pid of `pid`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Every process whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| parent_of(pid) == Some(parent))
-        .collect()
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The command line of `pid`, NULs as spaces.
-fn command_line(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .unwrap_or_default()
 }
 
 /// The machine's (busy, total) ticks over all cores, from `/proc/stat`.
@@ -1018,7 +649,7 @@ impl Measured {
 
 fn print_setup(
     options: &Options,
-    server: &Server,
+    server: &Replica,
     wrk_version: &str,
     nginx_version: &str,
     token: &str,
@@ -1126,13 +757,15 @@ fn print_table(phases: &[Phase], results: &[Measured]) {
     println!();
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
+// The targets, checked by `print_verdicts`.
+/// Most added cost per request, as a share of nginx's own (A/B - 1).
+const ADDED_COST_TARGET: f64 = 0.25;
+/// Least speedup of the agent over check-online (B/C).
+const SPEEDUP_TARGET: f64 = 5.0;
+/// Least throughput of the agent alone (D), requests per second.
+const ALONE_RPS_TARGET: f64 = 50_000.0;
+/// Largest p99 of the agent alone (D), milliseconds.
+const ALONE_P99_TARGET_MS: f64 = 1.0;
 
 fn print_verdicts(results: &[Measured], nginx_workers: u32) -> Result<()> {
     let [a, b, c, d, peak] = results else {

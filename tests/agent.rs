@@ -39,18 +39,7 @@ async fn server() -> (RedisServer, Deployment, Replica) {
 /// `revocd agent` following `replica` with the subscribe key from a file,
 /// accepting the deployment's issuer, plus `extra` (key flags, policies).
 fn agent(deployment: &Deployment, replica: &Replica, extra: &[&str]) -> AgentProcess {
-    let key_file = deployment.path("agent.key");
-    std::fs::write(&key_file, "key-subscribe\n").expect("agent key file");
-    let mut args: Vec<String> = vec![
-        "--server".into(),
-        format!("http://{}", replica.address),
-        "--api-key-file".into(),
-        key_file.to_str().expect("UTF-8 path").into(),
-        "--jwt-issuer".into(),
-        ISSUER.into(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    AgentProcess::spawn(&args)
+    AgentProcess::spawn(&deployment.agent_args(replica.address, extra))
 }
 
 /// An agent trusting the deployment's HS256 secret, plus `extra`.

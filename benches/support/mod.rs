@@ -1,7 +1,7 @@
 //! Helpers shared by the benchmarks (`benches/filter.rs`,
-//! `benches/gateway.rs`) and `examples/propagation.rs`, included in each with
-//! `#[path]` (a `benches/support/` folder, so cargo does not take it for a
-//! benchmark of its own). Each user needs a different subset.
+//! `benches/gateway.rs`) and the examples, included in each with `#[path]`
+//! (a `benches/support/` folder, so cargo does not take it for a benchmark
+//! of its own). Each user needs a different subset.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests: a real server over real gRPC on
 //! `127.0.0.1:0`, a real `redis-server`, callers with API keys, and tokens.
+//! `examples/agent_wrk.rs` includes it too (with `#[path]`), for the real
+//! `revocd` processes, nginx and Redis.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 pub mod nginx;
@@ -38,6 +40,46 @@ pub const KEYS: [(&str, &str, &str); 5] = [
     ("operator", "key-admin", r#"["admin"]"#),
     ("mixed", "key-mixed", r#"["revoke", "read"]"#),
 ];
+
+/// The built binary `name` (`revocd` or `revoctl`): in tests, the one cargo
+/// built for them (`CARGO_BIN_EXE_<name>`); elsewhere (an example, run from
+/// `target/<profile>/examples/`), `target/<profile>/<name>`, so a release
+/// example runs the release binaries.
+pub fn binary(name: &str) -> PathBuf {
+    let built = match name {
+        "revocd" => option_env!("CARGO_BIN_EXE_revocd"),
+        "revoctl" => option_env!("CARGO_BIN_EXE_revoctl"),
+        _ => None,
+    };
+    built.map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        profile_dir.join(name)
+    })
+}
+
+/// The fields of `/proc/<pid>/stat` after the parenthesised command name
+/// (the state first, then the parent's pid...); `None` if it cannot be read.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    Some(fields.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The processes whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let parent_of = |pid: u32| proc_stat(pid)?.get(1)?.parse::<u32>().ok();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| parent_of(pid) == Some(parent))
+        .collect()
+}
 
 /// Installs a tracing subscriber once for the whole test binary (`RUST_LOG`
 /// selects what is shown).
@@ -81,6 +123,24 @@ impl Deployment {
             path_string(&self.path("api-keys.toml")),
             "--jwt-hs256-secret-file".into(),
             path_string(&self.path("secret")),
+            "--jwt-issuer".into(),
+            ISSUER.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// `revocd agent` flags: following the server at `server` with the
+    /// subscribe key from a file, accepting the deployment's issuer, plus
+    /// `extra` (key flags, policies).
+    pub fn agent_args(&self, server: SocketAddr, extra: &[&str]) -> Vec<String> {
+        let key_file = self.path("agent.key");
+        std::fs::write(&key_file, "key-subscribe\n").expect("agent key file");
+        let mut args: Vec<String> = vec![
+            "--server".into(),
+            format!("http://{server}"),
+            "--api-key-file".into(),
+            path_string(&key_file),
             "--jwt-issuer".into(),
             ISSUER.into(),
         ];
@@ -220,10 +280,26 @@ pub fn token_for(subject: &str, jti: &str) -> String {
     }))
 }
 
+/// `binary subcommand args...`, logging errors only, with no `REVOCD_*`
+/// client settings from the environment.
+fn revocd_command(binary: &Path, args: &[String]) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(args)
+        .env("RUST_LOG", "revocd=error")
+        .env_remove("REVOCD_SERVER")
+        .env_remove("REVOCD_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    command
+}
+
 /// A real `revocd serve` process (the built binary), killed when dropped.
 pub struct Replica {
     /// Where it listens.
     pub address: SocketAddr,
+    /// Its command line after the binary (`serve ...`).
+    pub args: Vec<String>,
     child: std::process::Child,
 }
 
@@ -231,18 +307,23 @@ impl Replica {
     /// Starts `revocd serve` with `args` on a free loopback port and waits
     /// until its health service reports SERVING.
     pub async fn spawn(args: &[String]) -> Self {
-        let address: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_revocd"))
-            .arg("serve")
-            .args(args)
-            .args(["--listen", &address.to_string()])
-            .env("RUST_LOG", "revocd=error")
-            .stdout(std::process::Stdio::null())
+        Self::spawn_with(&binary("revocd"), args).await
+    }
+
+    /// [`Replica::spawn`] with another `revocd` binary.
+    pub async fn spawn_with(binary: &Path, args: &[String]) -> Self {
+        let address = nginx::loopback(free_port());
+        let mut all = vec!["serve".to_owned()];
+        all.extend_from_slice(args);
+        all.extend(["--listen".to_owned(), address.to_string()]);
+        let child = revocd_command(binary, &all)
             .spawn()
-            .expect("starting the revocd binary");
-        let replica = Replica { address, child };
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let replica = Replica {
+            address,
+            args: all,
+            child,
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while replica.health().await != Some(ServingStatus::Serving) {
             assert!(
@@ -262,6 +343,11 @@ impl Replica {
     /// A client sending `key` as its bearer API key.
     pub async fn client(&self, key: Option<&str>) -> Client {
         client(self.address, key).await
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -301,6 +387,8 @@ pub struct AgentProcess {
     pub ext_authz: SocketAddr,
     /// `/healthz` and `/metrics` (`--metrics-listen`).
     pub metrics: SocketAddr,
+    /// Its command line after the binary (`agent ...`).
+    pub args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
@@ -309,25 +397,31 @@ impl AgentProcess {
     /// loopback ports, and waits until `/healthz` answers 200 (a first
     /// snapshot is loaded).
     pub fn spawn(args: &[String]) -> Self {
+        Self::spawn_with(&binary("revocd"), args)
+    }
+
+    /// [`AgentProcess::spawn`] with another `revocd` binary.
+    pub fn spawn_with(binary: &Path, args: &[String]) -> Self {
         let http = nginx::loopback(free_port());
         let ext_authz = nginx::loopback(free_port());
         let metrics = nginx::loopback(free_port());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_revocd"))
-            .arg("agent")
-            .args(args)
-            .args(["--http-listen", &http.to_string()])
-            .args(["--ext-authz-listen", &ext_authz.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .env("RUST_LOG", "revocd=error")
-            .env_remove("REVOCD_SERVER")
-            .env_remove("REVOCD_API_KEY")
-            .stdout(std::process::Stdio::null())
+        let mut all = vec!["agent".to_owned()];
+        all.extend_from_slice(args);
+        for (flag, address) in [
+            ("--http-listen", http),
+            ("--ext-authz-listen", ext_authz),
+            ("--metrics-listen", metrics),
+        ] {
+            all.extend([flag.to_owned(), address.to_string()]);
+        }
+        let child = revocd_command(binary, &all)
             .spawn()
-            .expect("starting revocd agent");
+            .unwrap_or_else(|e| panic!("starting {} agent: {e}", binary.display()));
         let mut agent = AgentProcess {
             http,
             ext_authz,
             metrics,
+            args: all,
             child: Some(child),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -364,6 +458,11 @@ impl AgentProcess {
             let (metric, value) = line.split_once(' ')?;
             (metric == name).then(|| value.trim().parse().ok())?
         })
+    }
+
+    /// Its process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// Kills the agent at once (SIGKILL).

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{children_of, free_port};
 
 /// `deploy/nginx/site.conf`: the site, with example addresses.
 pub const SITE: &str = include_str!("../../deploy/nginx/site.conf");
@@ -82,6 +82,31 @@ pub fn render_site(agent: SocketAddr, app: SocketAddr, listen: SocketAddr) -> St
     site
 }
 
+/// How nginx runs, beyond the deploy site: the tests use the defaults,
+/// `examples/agent_wrk.rs` more workers and connections and a server
+/// without auth to compare with.
+#[derive(Debug, Clone, Copy)]
+pub struct NginxOptions {
+    /// `worker_processes`.
+    pub workers: u32,
+    /// `worker_connections`.
+    pub worker_connections: u32,
+    /// A second server, on its own port, proxying to the same application
+    /// (`upstream revocd_protected_app`) with the same non-auth
+    /// `proxy_set_header`s as `revocd-protect.conf`, and no `auth_request`.
+    pub without_auth: bool,
+}
+
+impl Default for NginxOptions {
+    fn default() -> Self {
+        NginxOptions {
+            workers: 1,
+            worker_connections: 256,
+            without_auth: false,
+        }
+    }
+}
+
 /// A directory holding a runnable nginx configuration: `nginx.conf` (the
 /// test's main file), the rendered `site.conf`, the two deploy snippets
 /// and a second server acting as the protected application.
@@ -91,15 +116,45 @@ pub struct NginxConfig {
     pub listen: SocketAddr,
     /// Where the protected application (an nginx server too) listens.
     pub app: SocketAddr,
+    /// Where the server without auth listens, if asked for.
+    pub without_auth: Option<SocketAddr>,
+    /// How it runs.
+    pub options: NginxOptions,
 }
 
 impl NginxConfig {
     /// Writes the configuration for an agent forward-auth port `agent`, on
     /// free loopback ports.
     pub fn new(agent: SocketAddr) -> Self {
+        Self::with_options(agent, NginxOptions::default())
+    }
+
+    /// [`NginxConfig::new`] with `options`.
+    pub fn with_options(agent: SocketAddr, options: NginxOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nginx");
         let listen = loopback(free_port());
         let app = loopback(free_port());
+        let without_auth = options.without_auth.then(|| loopback(free_port()));
+        let plain_server = without_auth.map_or(String::new(), |address| {
+            format!(
+                r#"    server {{
+        listen {address};
+        location / {{
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_pass http://revocd_protected_app;
+        }}
+    }}
+
+"#
+            )
+        });
+        let NginxOptions {
+            workers,
+            worker_connections,
+            ..
+        } = options;
         let path = dir.path();
         let d = path.to_str().expect("UTF-8 temp path");
         std::fs::write(path.join("site.conf"), render_site(agent, app, listen)).expect("site");
@@ -108,12 +163,12 @@ impl NginxConfig {
         // The application echoes the identity headers it received.
         let main = format!(
             r#"# Written by tests/support/nginx.rs.
-worker_processes 1;
+worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 
 events {{
-    worker_connections 256;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -124,7 +179,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi_temp;
     scgi_temp_path {d}/scgi_temp;
 
-    include site.conf;
+{plain_server}    include site.conf;
 
     server {{
         listen {app};
@@ -140,7 +195,13 @@ http {{
 "#
         );
         std::fs::write(path.join("nginx.conf"), main).expect("nginx.conf");
-        NginxConfig { dir, listen, app }
+        NginxConfig {
+            dir,
+            listen,
+            app,
+            without_auth,
+            options,
+        }
     }
 
     /// The configuration's directory (nginx's prefix).
@@ -172,7 +233,7 @@ http {{
     }
 }
 
-/// A running nginx (master and one worker, in the foreground), stopped when
+/// A running nginx (master and its workers, in the foreground), stopped when
 /// dropped.
 pub struct Nginx {
     config: NginxConfig,
@@ -183,7 +244,12 @@ impl Nginx {
     /// Starts nginx in front of the agent forward-auth port `agent` and
     /// waits until it accepts connections.
     pub fn start(agent: SocketAddr) -> Self {
-        let config = NginxConfig::new(agent);
+        Self::start_with(agent, NginxOptions::default())
+    }
+
+    /// [`Nginx::start`] with `options`.
+    pub fn start_with(agent: SocketAddr, options: NginxOptions) -> Self {
+        let config = NginxConfig::with_options(agent, options);
         let child = config
             .command()
             .args(["-g", "daemon off;"])
@@ -201,8 +267,12 @@ impl Nginx {
         let pid_file = nginx.config.dir().join("nginx.pid");
         let ready = |nginx: &Nginx| {
             std::fs::metadata(&pid_file).is_ok_and(|m| m.len() > 0)
-                && TcpStream::connect_timeout(&nginx.config.listen, Duration::from_millis(200))
-                    .is_ok()
+                && [Some(nginx.config.listen), nginx.config.without_auth]
+                    .into_iter()
+                    .flatten()
+                    .all(|address| {
+                        TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+                    })
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while !ready(&nginx) {
@@ -230,6 +300,33 @@ impl Nginx {
     /// Where it serves the protected site.
     pub fn address(&self) -> SocketAddr {
         self.config.listen
+    }
+
+    /// Where it serves the application without auth, if asked for
+    /// ([`NginxOptions::without_auth`]).
+    pub fn without_auth(&self) -> Option<SocketAddr> {
+        self.config.without_auth
+    }
+
+    /// The pids of the master and its workers, once all the workers it was
+    /// configured with are running.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.as_ref().expect("nginx running").id();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let workers = children_of(master);
+            if workers.len() >= self.config.options.workers as usize {
+                return std::iter::once(master).chain(workers).collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx started {} of {} workers:\n{}",
+                workers.len(),
+                self.config.options.workers,
+                self.config.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `GET path` on the protected site with `authorization: Bearer <token>`
