@@ -1,0 +1,129 @@
+//! The server's Prometheus endpoint, scraped from the real binary after
+//! real calls: the counters move with what happened.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use revocd::pb::{RevokeRequest, SubscribeRequest};
+use revocd::time::unix_now;
+use support::nginx::http_get;
+use support::{free_port, token_for, Deployment, Replica};
+
+/// The value of the sample named exactly `series` (name and labels as
+/// printed), `None` when absent.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+fn scrape(address: SocketAddr) -> String {
+    let response = http_get(address, "/metrics", &[]).expect("GET /metrics");
+    assert_eq!(response.status, 200);
+    assert!(response
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/plain"));
+    response.body
+}
+
+#[tokio::test]
+async fn metrics_count_rpcs_revocations_and_streams() {
+    let deployment = Deployment::new();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let replica =
+        Replica::spawn(&deployment.args(&["--metrics-listen", &metrics.to_string()])).await;
+
+    let mut client = replica.client(Some("key-admin")).await;
+    for jti in ["m1", "m2"] {
+        let request = RevokeRequest {
+            jti: jti.into(),
+            expires_at: unix_now() + 600,
+            ..Default::default()
+        };
+        client.revoke(request).await.expect("revoke");
+    }
+    let repeat = RevokeRequest {
+        jti: "m1".into(),
+        expires_at: unix_now() + 600,
+        ..Default::default()
+    };
+    client.revoke(repeat).await.expect("repeat");
+    let bad = RevokeRequest {
+        token: "not-a-jwt".into(),
+        ..Default::default()
+    };
+    client.revoke(bad).await.expect_err("malformed");
+    let self_revoked = RevokeRequest {
+        token: token_for("alice", "m3"),
+        ..Default::default()
+    };
+    replica
+        .client(None)
+        .await
+        .revoke(self_revoked)
+        .await
+        .expect("self-revocation");
+    let mut stream = replica
+        .client(Some("key-subscribe"))
+        .await
+        .subscribe(SubscribeRequest::default())
+        .await
+        .expect("subscribe")
+        .into_inner();
+    stream
+        .message()
+        .await
+        .expect("a frame")
+        .expect("open stream");
+
+    let text = scrape(metrics);
+    assert_eq!(
+        sample(
+            &text,
+            r#"revocd_rpc_requests_total{method="Revoke",code="Ok"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"revocd_rpc_requests_total{method="Revoke",code="InvalidArgument"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"revocd_rpc_requests_total{method="Subscribe",code="Ok"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"revocd_revocations_total{result="new"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, r#"revocd_revocations_total{result="repeat"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"revocd_rpc_duration_seconds_count{method="Revoke"}"#
+        ),
+        Some(5.0)
+    );
+    assert!(sample(&text, "revocd_filter_snapshots_sent_total").is_some_and(|n| n >= 1.0));
+    assert!(sample(&text, "revocd_filter_bits").is_some_and(|bits| bits > 0.0));
+    let rate = sample(&text, "revocd_filter_estimated_fp_rate").expect("estimated rate");
+    assert!((0.0..0.001).contains(&rate), "{rate}");
+}
