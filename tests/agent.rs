@@ -473,6 +473,11 @@ async fn when_the_server_dies_fail_open_serves_and_fail_closed_answers_503() {
         .metric("revocd_agent_filter_staleness_seconds")
         .expect("staleness gauge");
     assert!(stale > 1.0, "fail-open agent staleness {stale}");
+    let snapshots = open.metric(r#"revocd_gateway_frames_total{kind="snapshot"}"#);
+    assert!(
+        snapshots.is_some_and(|n| n >= 1.0),
+        "snapshot frames {snapshots:?}"
+    );
     assert_upstream(&open_nginx.get("/", Some(&valid)), "alice", "outage-valid");
     // What it already knew still applies.
     assert_invalid_token(&open_nginx.get("/", Some(&gone)));

@@ -8,21 +8,7 @@ use std::net::SocketAddr;
 use revocd::pb::{RevokeRequest, SubscribeRequest};
 use revocd::time::unix_now;
 use support::nginx::http_get;
-use support::{free_port, token_for, Deployment, Replica};
-
-/// The value of the sample named exactly `series` (name and labels as
-/// printed), `None` when absent.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-}
+use support::{free_port, metric_value, token_for, Deployment, Replica};
 
 fn scrape(address: SocketAddr) -> String {
     let response = http_get(address, "/metrics", &[]).expect("GET /metrics");
@@ -86,7 +72,7 @@ async fn metrics_count_rpcs_revocations_and_streams() {
 
     let text = scrape(metrics);
     assert_eq!(
-        sample(
+        metric_value(
             &text,
             r#"revocd_rpc_requests_total{method="Revoke",code="Ok"}"#
         ),
@@ -94,36 +80,36 @@ async fn metrics_count_rpcs_revocations_and_streams() {
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric_value(
             &text,
             r#"revocd_rpc_requests_total{method="Revoke",code="InvalidArgument"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric_value(
             &text,
             r#"revocd_rpc_requests_total{method="Subscribe",code="Ok"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&text, r#"revocd_revocations_total{result="new"}"#),
+        metric_value(&text, r#"revocd_revocations_total{result="new"}"#),
         Some(3.0)
     );
     assert_eq!(
-        sample(&text, r#"revocd_revocations_total{result="repeat"}"#),
+        metric_value(&text, r#"revocd_revocations_total{result="repeat"}"#),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric_value(
             &text,
             r#"revocd_rpc_duration_seconds_count{method="Revoke"}"#
         ),
         Some(5.0)
     );
-    assert!(sample(&text, "revocd_filter_snapshots_sent_total").is_some_and(|n| n >= 1.0));
-    assert!(sample(&text, "revocd_filter_bits").is_some_and(|bits| bits > 0.0));
-    let rate = sample(&text, "revocd_filter_estimated_fp_rate").expect("estimated rate");
+    assert!(metric_value(&text, "revocd_filter_snapshots_sent_total").is_some_and(|n| n >= 1.0));
+    assert!(metric_value(&text, "revocd_filter_bits").is_some_and(|bits| bits > 0.0));
+    let rate = metric_value(&text, "revocd_filter_estimated_fp_rate").expect("estimated rate");
     assert!((0.0..0.001).contains(&rate), "{rate}");
 }

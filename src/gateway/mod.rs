@@ -402,7 +402,11 @@ impl Gateway {
         if !view.may_be_revoked(&digest) {
             return Verdict::Allow(claims);
         }
-        match self.inner.shared.confirmed.get(&digest, now) {
+        let cached = self.inner.shared.confirmed.get(&digest, now);
+        if cached.is_some() {
+            metrics::counter!("revocd_gateway_confirm_cache_hits_total").increment(1);
+        }
+        match cached {
             Some(false) => Verdict::Allow(claims),
             Some(true) => Verdict::Deny(Denial::Revoked),
             None => Verdict::Confirm(claims),
@@ -439,8 +443,18 @@ impl Gateway {
         let mut client = RevocationServiceClient::new(self.inner.confirm_channel.clone());
         let answer = match client.check(request).await {
             Ok(answer) => answer.into_inner(),
-            Err(status) => return Verdict::Deny(Denial::Unconfirmed(status.message().to_owned())),
+            Err(status) => {
+                metrics::counter!("revocd_gateway_confirms_total", "result" => "error")
+                    .increment(1);
+                return Verdict::Deny(Denial::Unconfirmed(status.message().to_owned()));
+            }
         };
+        let result = if answer.revoked {
+            "revoked"
+        } else {
+            "not_revoked"
+        };
+        metrics::counter!("revocd_gateway_confirms_total", "result" => result).increment(1);
         if let (Some(view), Some(jti)) = (self.inner.shared.view.load_full(), claims.jti.as_deref())
         {
             let digest = view.digest_key().token(&claims.issuer, jti);

@@ -156,6 +156,7 @@ fn apply(
 ) -> Result<(), FrameError> {
     match update {
         Some(Update::Snapshot(part)) => {
+            metrics::counter!("revocd_gateway_frames_total", "kind" => "snapshot").increment(1);
             if let Some(view) = assembler.push(part)? {
                 info!(
                     generation = view.generation(),
@@ -167,14 +168,23 @@ fn apply(
             }
         }
         Some(Update::Delta(delta)) => {
+            metrics::counter!("revocd_gateway_frames_total", "kind" => "delta").increment(1);
             let current = shared.view.load_full().ok_or(FrameError::NoSnapshot)?;
             let next = current.with_delta(&delta)?;
             shared.confirmed.forget(&delta.digests);
             shared.view.store(Some(Arc::new(next)));
         }
         // A heartbeat changes nothing but the staleness, which every frame
-        // refreshes.
-        Some(Update::Heartbeat(_)) | None => {}
+        // refreshes; its server time shows how far behind the stream runs
+        // (clock skew included).
+        Some(Update::Heartbeat(heartbeat)) => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let lag = (now_ms - heartbeat.server_time_ms).max(0) as f64 / 1_000.0;
+            metrics::gauge!("revocd_gateway_heartbeat_lag_seconds").set(lag);
+        }
+        None => {}
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use super::{request, State};
 use crate::auth::{Access, AuthError, Caller, Role};
@@ -189,7 +189,11 @@ impl RevocationService {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        Ok(self.state.access.caller(authorization)?)
+        let caller = self.state.access.caller(authorization)?;
+        if let Some(caller) = &caller {
+            tracing::Span::current().record("caller", caller.name.as_str());
+        }
+        Ok(caller)
     }
 
     /// The issuer a request means: its own, or the default. Must be one of
@@ -535,7 +539,14 @@ async fn observed<T>(
     call: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<Response<T>, Status> {
     let started = std::time::Instant::now();
-    let result = call.await.map(Response::new).map_err(Status::from);
+    // One span per RPC; `caller` is filled in once the key is known. Never
+    // a secret: a key's name, not the key.
+    let span = tracing::info_span!("rpc", method, caller = tracing::field::Empty);
+    let result = call
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from);
     let code = match &result {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),

@@ -294,6 +294,15 @@ fn revocd_command(binary: &Path, args: &[String]) -> std::process::Command {
     command
 }
 
+/// The value of `series` (a metric name, with its labels as Prometheus
+/// prints them) in Prometheus text, `None` when absent.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == series).then(|| value.trim().parse().ok())?
+    })
+}
+
 /// A real `revocd serve` process (the built binary), killed when dropped.
 pub struct Replica {
     /// Where it listens.
@@ -452,12 +461,10 @@ impl AgentProcess {
             .body
     }
 
-    /// The value of the unlabelled metric `name`, if exported.
+    /// The value of the series `name` (with its labels as printed, if
+    /// any), if exported.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        self.metrics_text().lines().find_map(|line| {
-            let (metric, value) = line.split_once(' ')?;
-            (metric == name).then(|| value.trim().parse().ok())?
-        })
+        metric_value(&self.metrics_text(), name)
     }
 
     /// Its process id (`None` once killed).
