@@ -12,6 +12,13 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Now, in unix milliseconds (heartbeat times).
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 /// Formats unix seconds as RFC 3339 (`2026-11-28T19:00:00Z`) for people.
 pub fn format_unix(seconds: i64) -> String {
     match u64::try_from(seconds) {

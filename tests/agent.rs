@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse as ExtHttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, OkHttpResponse,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use revocd::time::unix_now;
 use serde_json::{json, Value};
@@ -517,6 +519,14 @@ async fn ext_authz_check(agent: &AgentProcess, headers: &[(&str, &str)]) -> Chec
         .into_inner()
 }
 
+/// The allow part of an ext_authz answer; panics on anything else.
+fn ok_response(answer: &CheckResponse) -> &OkHttpResponse {
+    match &answer.http_response {
+        Some(ExtHttpResponse::OkResponse(ok)) => ok,
+        _ => panic!("not an OkHttpResponse: {answer:?}"),
+    }
+}
+
 /// The value of header `name` among `headers`, if there.
 fn header_option<'a>(
     headers: &'a [HeaderValueOption],
@@ -548,9 +558,7 @@ async fn ext_authz_allows_valid_tokens_and_refuses_revoked_ones() {
         Some(0),
         "{allowed:?}"
     );
-    let Some(ExtHttpResponse::OkResponse(ok)) = &allowed.http_response else {
-        panic!("not an OkHttpResponse: {allowed:?}");
-    };
+    let ok = ok_response(&allowed);
     assert_eq!(header_value(&ok.headers, "x-auth-subject"), Some("alice"));
     assert_eq!(header_value(&ok.headers, "x-auth-jti"), Some("envoy-1"));
     assert_eq!(header_value(&ok.headers, "x-auth-issuer"), Some(ISSUER));
@@ -604,20 +612,23 @@ async fn ext_authz_allows_valid_tokens_and_refuses_revoked_ones() {
 /// sent unless told to overwrite: the identity headers must overwrite (and
 /// be removed when the token has no such claim), or a client can name
 /// itself to the upstream.
+/// An ext_authz check of `token` whose client claims to be "mallory".
+async fn spoofed_check(agent: &AgentProcess, token: &str) -> CheckResponse {
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-auth-subject", "mallory"),
+    ];
+    ext_authz_check(agent, &headers).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_identity_headers_replace_the_clients() {
     let (_redis, deployment, replica) = server().await;
     let agent = hs256_agent(&deployment, &replica, &[]);
     let token = support::token_for("alice", "envoy-spoof");
-    let bearer = format!("Bearer {token}");
-    let allowed = ext_authz_check(
-        &agent,
-        &[("authorization", &bearer), ("x-auth-subject", "mallory")],
-    )
-    .await;
-    let Some(ExtHttpResponse::OkResponse(ok)) = &allowed.http_response else {
-        panic!("not an OkHttpResponse: {allowed:?}");
-    };
+    let allowed = spoofed_check(&agent, &token).await;
+    let ok = ok_response(&allowed);
     for name in ["x-auth-subject", "x-auth-jti", "x-auth-issuer"] {
         let option = header_option(&ok.headers, name).expect(name);
         assert_eq!(
@@ -629,15 +640,8 @@ async fn ext_authz_identity_headers_replace_the_clients() {
     let anonymous = support::sign(&json!({
         "iss": ISSUER, "jti": "envoy-no-sub", "iat": unix_now(), "exp": unix_now() + 3600,
     }));
-    let bearer = format!("Bearer {anonymous}");
-    let allowed = ext_authz_check(
-        &agent,
-        &[("authorization", &bearer), ("x-auth-subject", "mallory")],
-    )
-    .await;
-    let Some(ExtHttpResponse::OkResponse(ok)) = &allowed.http_response else {
-        panic!("not an OkHttpResponse: {allowed:?}");
-    };
+    let allowed = spoofed_check(&agent, &anonymous).await;
+    let ok = ok_response(&allowed);
     assert!(
         ok.headers_to_remove.iter().any(|h| h == "x-auth-subject"),
         "{ok:?}"

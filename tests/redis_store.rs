@@ -24,6 +24,13 @@ async fn start(redis: &RedisServer, deployment: &Deployment) -> TestServer {
         .await
 }
 
+fn by_token(token: &str) -> RevokeRequest {
+    RevokeRequest {
+        token: token.to_owned(),
+        ..Default::default()
+    }
+}
+
 fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
     RevokeRequest {
         jti: jti.to_owned(),
@@ -187,23 +194,9 @@ async fn replicas_on_one_redis_behave_as_one_service() {
     let b = Replica::spawn(&args).await;
     let token = token_for("alice", "shared");
 
-    let first = a
-        .client(None)
-        .await
-        .revoke(RevokeRequest {
-            token: token.clone(),
-            ..Default::default()
-        })
-        .await;
+    let first = a.client(None).await.revoke(by_token(&token)).await;
     assert!(first.expect("revoke via A").into_inner().newly_revoked);
-    let again = b
-        .client(None)
-        .await
-        .revoke(RevokeRequest {
-            token: token.clone(),
-            ..Default::default()
-        })
-        .await;
+    let again = b.client(None).await.revoke(by_token(&token)).await;
     assert!(
         !again.expect("revoke via B").into_inner().newly_revoked,
         "B sees A's revocation"

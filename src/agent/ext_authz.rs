@@ -63,14 +63,9 @@ impl Authorization for ExtAuthz {
         let response = match self.agent.decide(value).await {
             Decision::Allow(claims) => {
                 let mut ok = OkHttpResponseBuilder::new();
-                let identity = [
-                    ("x-auth-subject", claims.subject.as_deref()),
-                    ("x-auth-jti", claims.jti.as_deref()),
-                    ("x-auth-issuer", Some(claims.issuer.as_str())),
-                ];
                 // Replace what the client sent, never append to it: an
                 // upstream reading the first value must see ours.
-                for (name, value) in identity {
+                for (name, value) in super::identity(&claims) {
                     match value {
                         Some(value) => {
                             ok.add_header(

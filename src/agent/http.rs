@@ -14,13 +14,6 @@ use super::{Agent, Decision};
 use crate::gateway::refusal;
 use crate::tokens::Claims;
 
-/// Headers set on an allowed request, for the gateway to pass upstream.
-const SUBJECT_HEADER: &str = "x-auth-subject";
-/// See [`SUBJECT_HEADER`].
-const JTI_HEADER: &str = "x-auth-jti";
-/// See [`SUBJECT_HEADER`].
-const ISSUER_HEADER: &str = "x-auth-issuer";
-
 /// Serves forward-auth decisions on `listener` until `stop`.
 pub(super) async fn serve_forward_auth(
     listener: TcpListener,
@@ -65,12 +58,7 @@ async fn forward_auth(State(agent): State<Agent>, headers: HeaderMap) -> Respons
 /// a header value (non-ASCII) is left out rather than mangled.
 fn identity_headers(claims: &Claims) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let pairs = [
-        (SUBJECT_HEADER, claims.subject.as_deref()),
-        (JTI_HEADER, claims.jti.as_deref()),
-        (ISSUER_HEADER, Some(claims.issuer.as_str())),
-    ];
-    for (name, value) in pairs {
+    for (name, value) in super::identity(claims) {
         if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(HeaderName::from_static(name), value);
         }

@@ -131,6 +131,16 @@ impl Agent {
     }
 }
 
+/// The identity headers an allowed request carries upstream, with the
+/// claim each comes from (`None` when the token lacks it).
+pub fn identity(claims: &Claims) -> [(&'static str, Option<&str>); 3] {
+    [
+        ("x-auth-subject", claims.subject.as_deref()),
+        ("x-auth-jti", claims.jti.as_deref()),
+        ("x-auth-issuer", Some(claims.issuer.as_str())),
+    ]
+}
+
 /// The token in a header value: `Bearer <token>` (any case) or the bare
 /// token.
 pub fn token_of(value: &str) -> Option<&str> {

@@ -19,7 +19,7 @@ use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{
     CheckRequest, GetStatsRequest, RevokeRequest, RevokeSubjectRequest, SubscribeRequest,
 };
-use revocd::time::format_unix;
+use revocd::time::{format_unix, unix_now_ms};
 
 /// Time allowed to connect to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -340,12 +340,6 @@ async fn watch(
         }
     }
     Ok(())
-}
-
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn connect(server: &str) -> Result<RevocationServiceClient<Channel>, String> {

@@ -178,10 +178,8 @@ fn apply(
         // refreshes; its server time shows how far behind the stream runs
         // (clock skew included).
         Some(Update::Heartbeat(heartbeat)) => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let lag = (now_ms - heartbeat.server_time_ms).max(0) as f64 / 1_000.0;
+            let lag_ms = crate::time::unix_now_ms() - heartbeat.server_time_ms;
+            let lag = lag_ms.max(0) as f64 / 1_000.0;
             metrics::gauge!("revocd_gateway_heartbeat_lag_seconds").set(lag);
         }
         None => {}

@@ -142,10 +142,6 @@ enum Command {
 pub struct HubStats {
     /// Current generation (0 before the first load).
     pub generation: u64,
-    /// Live token revocations in the filter.
-    pub live_revocations: usize,
-    /// Live subject cut-offs.
-    pub live_subjects: usize,
     /// Bits of the filter.
     pub filter_bits: u64,
     /// Connected subscribers.

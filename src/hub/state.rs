@@ -179,8 +179,6 @@ impl HubState {
             Command::Stats { reply } => {
                 let _ = reply.send(HubStats {
                     generation: if self.ready { self.generation } else { 0 },
-                    live_revocations: self.tokens.len(),
-                    live_subjects: self.subjects.len(),
                     filter_bits: self.filter.bits(),
                     subscribers: self.subscribers.len(),
                 });
@@ -479,9 +477,7 @@ impl HubState {
     fn heartbeat(&self) -> pb::FilterUpdate {
         update(Update::Heartbeat(pb::Heartbeat {
             cursor: self.cursor.clone(),
-            server_time_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            server_time_ms: crate::time::unix_now_ms(),
         }))
     }
 
