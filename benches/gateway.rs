@@ -206,11 +206,13 @@ async fn fill(store: &Store, now: i64) -> Result<()> {
         at: now,
         by: "benchmark".into(),
         reason: String::new(),
+        source: String::new(),
     };
     for index in 0..REVOCATIONS {
         let revocation = Revocation {
             issuer: ISSUER.into(),
             jti: token_id(index),
+            subject: String::new(),
             expires_at: now + LIFETIME,
             keep_until: now + LIFETIME + LEEWAY as i64,
             provenance: provenance.clone(),

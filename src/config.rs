@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::store::Durability;
 use crate::tokens::TokenVerifier;
 
 /// Address served by default: loopback, the gRPC port revocd documents.
@@ -49,7 +50,20 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
 
-    /// Approximate number of change-log entries kept in Redis.
+    /// When a write is acknowledged: `fast` once Redis executed it (a Redis
+    /// crash loses what `appendfsync` had not yet written, up to a second
+    /// with `everysec`); `strict` once it is on Redis's disk (`WAITAOF` on
+    /// Redis 7.2+, else Redis must run with `appendfsync always`).
+    #[arg(long, env = "REVOCD_DURABILITY", value_enum, default_value_t = Durability::Fast)]
+    pub durability: Durability,
+
+    /// Replicas every write must reach before it is acknowledged (Redis
+    /// `WAIT`); 0 for none.
+    #[arg(long, env = "REVOCD_WAIT_REPLICAS", default_value_t = 0)]
+    pub wait_replicas: u32,
+
+    /// Approximate number of change-log entries kept in Redis (also how
+    /// far back the audit trail reaches).
     #[arg(long, env = "REVOCD_LOG_RETENTION", default_value_t = DEFAULT_LOG_RETENTION)]
     pub log_retention: u64,
 
@@ -308,6 +322,9 @@ pub enum ConfigError {
     /// `--dev` on a non-loopback address.
     #[error("--dev serves without authentication, so it only listens on loopback; --listen {0} is not a loopback address")]
     DevNotLoopback(SocketAddr),
+    /// Durability or replica waits asked of the memory store.
+    #[error("--durability strict and --wait-replicas need --redis-url: the memory store keeps nothing on disk")]
+    DurabilityWithoutRedis,
     /// A zero or absurd duration.
     #[error("--{flag} must be between {min} and {max}")]
     OutOfRange {
@@ -331,6 +348,11 @@ impl ServeConfig {
         }
         if !self.dev && self.api_keys_file.is_none() {
             return Err(ConfigError::NoApiKeys);
+        }
+        if self.redis_url.is_none()
+            && (self.durability == Durability::Strict || self.wait_replicas > 0)
+        {
+            return Err(ConfigError::DurabilityWithoutRedis);
         }
         let lifetime = self.max_token_lifetime;
         if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(366 * 86_400) {

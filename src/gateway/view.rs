@@ -275,6 +275,7 @@ mod tests {
                 digest: key.subject("iss", "alice").0.to_vec(),
                 not_before: 100,
             }],
+            ..Default::default()
         };
         let next = view.with_delta(&delta).unwrap();
         assert!(next.may_be_revoked(&key.token("iss", "new")));
@@ -298,7 +299,7 @@ mod tests {
             let delta = pb::Delta {
                 cursor: "c".into(),
                 digests: chunk.iter().map(|d| d.0.to_vec()).collect(),
-                subjects: vec![],
+                ..Default::default()
             };
             view = view.with_delta(&delta).unwrap();
         }
@@ -327,7 +328,7 @@ mod tests {
         let bad_delta = pb::Delta {
             cursor: "x".into(),
             digests: vec![vec![0; 15]],
-            subjects: vec![],
+            ..Default::default()
         };
         assert!(view.with_delta(&bad_delta).is_err());
     }

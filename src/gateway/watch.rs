@@ -173,6 +173,13 @@ fn apply(
             let next = current.with_delta(&delta)?;
             shared.confirmed.forget(&delta.digests);
             shared.view.store(Some(Arc::new(next)));
+            // From the append to the store's log to use here (clock skew
+            // between the hosts included); absent from older servers.
+            if delta.logged_at_ms > 0 {
+                let delay_ms = crate::time::unix_now_ms() - delta.logged_at_ms;
+                metrics::histogram!("revocd_propagation_delay_seconds")
+                    .record(delay_ms.max(0) as f64 / 1_000.0);
+            }
         }
         // A heartbeat changes nothing but the staleness, which every frame
         // refreshes; its server time shows how far behind the stream runs

@@ -285,9 +285,13 @@ impl HubState {
             return;
         };
         self.cursor.clone_from(&last.cursor);
+        let logged_at_ms = last.logged_at_ms;
+        let lag_ms = crate::time::unix_now_ms().saturating_sub(logged_at_ms).max(0);
+        metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
         let now = unix_now();
         let mut delta = pb::Delta {
             cursor: self.cursor.clone(),
+            logged_at_ms,
             ..Default::default()
         };
         for entry in entries {
@@ -314,7 +318,7 @@ impl HubState {
         );
         metrics::counter!("revocd_filter_changes_applied_total")
             .increment((delta.digests.len() + delta.subjects.len()) as u64);
-        metrics::gauge!("revocd_filter_live_revocations").set(self.tokens.len() as f64);
+        metrics::gauge!("revocd_revocations_live").set(self.tokens.len() as f64);
         self.broadcast(&update(Update::Delta(delta)));
         metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
         if self.overfilled() {
@@ -351,8 +355,9 @@ impl HubState {
         metrics::gauge!("revocd_filter_bits").set(self.filter.bits() as f64);
         metrics::gauge!("revocd_filter_fill_ratio").set(self.filter.fill_ratio());
         metrics::gauge!("revocd_filter_estimated_fp_rate").set(rate);
-        metrics::gauge!("revocd_filter_live_revocations").set(self.tokens.len() as f64);
-        metrics::gauge!("revocd_filter_live_subject_cutoffs").set(self.subjects.len() as f64);
+        metrics::gauge!("revocd_filter_fp_rate_target").set(self.config.fp_rate);
+        metrics::gauge!("revocd_revocations_live").set(self.tokens.len() as f64);
+        metrics::gauge!("revocd_subject_cutoffs_live").set(self.subjects.len() as f64);
         rate
     }
 
@@ -373,8 +378,8 @@ impl HubState {
         if self.follower_seen.elapsed() < FOLLOWER_SILENCE {
             self.broadcast(&self.heartbeat());
         }
-        metrics::gauge!("revocd_subscribers").set(self.subscribers.len() as f64);
-        metrics::gauge!("revocd_filter_live_revocations").set(self.tokens.len() as f64);
+        metrics::gauge!("revocd_subscribers_connected").set(self.subscribers.len() as f64);
+        metrics::gauge!("revocd_revocations_live").set(self.tokens.len() as f64);
     }
 
     /// Drops tokens and cut-offs whose records have expired.
@@ -669,6 +674,7 @@ mod tests {
     fn revoked(jti: &str, keep_until: i64, cursor: u64) -> LoggedChange {
         LoggedChange {
             cursor: cursor.to_string(),
+            logged_at_ms: 0,
             change: Change::Revoked {
                 issuer: "iss".into(),
                 jti: jti.into(),

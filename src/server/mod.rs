@@ -149,6 +149,8 @@ async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
                 key_prefix: config.key_prefix.clone(),
                 log_retention: config.log_retention,
                 response_timeout: config.redis_timeout,
+                durability: config.durability,
+                wait_replicas: config.wait_replicas,
             };
             Ok(Store::Redis(RedisStore::connect(&options).await?))
         }

@@ -15,7 +15,9 @@ use crate::pb::{
     self, CheckRequest, CheckResponse, GetStatsRequest, RevokeRequest, RevokeResponse,
     RevokeSubjectRequest, RevokeSubjectResponse, Stats,
 };
-use crate::store::{self, Provenance, Revocation, SubjectCutoff, TokenStatus};
+use crate::store::{
+    self, Provenance, Record, RecordFilter, RecordKind, Revocation, SubjectCutoff, TokenStatus,
+};
 use crate::time::unix_now;
 use crate::tokens::TokenError;
 
@@ -94,6 +96,17 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
             ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
+            ApiError::Store(store::Error::BadPageToken) => {
+                Status::invalid_argument(store::Error::BadPageToken.to_string())
+            }
+            ApiError::Store(store::Error::NotDurable(detail)) => {
+                metrics::counter!("revocd_store_errors_total", "kind" => "not_durable")
+                    .increment(1);
+                warn!(detail, "write not confirmed durable");
+                Status::unavailable(format!(
+                    "the write was not confirmed durable ({detail}); retry (revocations are idempotent)"
+                ))
+            }
             ApiError::Store(store::Error::Unavailable(cause)) => {
                 metrics::counter!("revocd_store_errors_total", "kind" => "unavailable")
                     .increment(1);
@@ -216,11 +229,35 @@ impl RevocationService {
 
     async fn revoke(&self, request: Request<RevokeRequest>) -> Result<RevokeResponse, ApiError> {
         let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        request::reason(&request.reason)?;
+        let source = source_address(&request);
         let now = unix_now();
-        let (issuer, jti, expires_at, by) = if request.token.is_empty() {
-            let caller = Access::require(caller.as_ref(), &[Role::Revoke])?;
+        let revocation =
+            match self.prepare_revocation(caller.as_ref(), request.into_inner(), &source, now)? {
+                Prepared::Store(revocation) => revocation,
+                Prepared::Expired(response) => return Ok(response),
+            };
+        let outcome = self.state.store.revoke(&revocation, now).await?;
+        count_revocation(&outcome);
+        debug!(
+            jti = revocation.jti,
+            by = revocation.provenance.by,
+            newly = outcome.newly_revoked,
+            "revoked"
+        );
+        Ok(revoke_response(&revocation, outcome))
+    }
+
+    /// Checks one `Revoke` request and builds the record it stores.
+    fn prepare_revocation(
+        &self,
+        caller: Option<&Caller>,
+        request: RevokeRequest,
+        source: &str,
+        now: i64,
+    ) -> Result<Prepared, ApiError> {
+        request::reason(&request.reason)?;
+        let (issuer, jti, subject, expires_at, by) = if request.token.is_empty() {
+            let caller = Access::require(caller, &[Role::Revoke])?;
             if request.jti.is_empty() {
                 return Err(ApiError::invalid("set `token`, or `jti` with `expires_at`"));
             }
@@ -229,7 +266,8 @@ impl RevocationService {
                 return Err(ApiError::invalid("`expires_at` is required with `jti`"));
             }
             let issuer = self.issuer(&request.issuer)?;
-            (issuer, request.jti, request.expires_at, caller.name.clone())
+            let by = caller.name.clone();
+            (issuer, request.jti, String::new(), request.expires_at, by)
         } else {
             if !request.jti.is_empty() || request.expires_at != 0 || !request.issuer.is_empty() {
                 return Err(ApiError::invalid(
@@ -243,11 +281,12 @@ impl RevocationService {
                 )
             })?;
             request::identifier("jti", &jti)?;
-            let by = caller.map_or_else(|| SELF_AUTHOR.to_owned(), |c| c.name);
+            let by = caller.map_or_else(|| SELF_AUTHOR.to_owned(), |c| c.name.clone());
             // `verify` guarantees `exp` is present.
             (
                 claims.issuer,
                 jti,
+                claims.subject.unwrap_or_default(),
                 claims.expires_at.unwrap_or_default(),
                 by,
             )
@@ -256,40 +295,114 @@ impl RevocationService {
         let keep_until = expires_at + self.state.policy.leeway;
         if keep_until <= now {
             debug!(jti, "token already expired; nothing to revoke");
-            return Ok(RevokeResponse {
+            return Ok(Prepared::Expired(RevokeResponse {
                 newly_revoked: false,
                 expires_at,
                 cursor: String::new(),
-            });
+            }));
         }
-        let revocation = Revocation {
+        Ok(Prepared::Store(Revocation {
             issuer,
             jti,
+            subject,
             expires_at,
             keep_until,
             provenance: Provenance {
                 at: now,
                 by,
                 reason: request.reason,
+                source: source.to_owned(),
             },
-        };
-        let outcome = self.state.store.revoke(&revocation, now).await?;
-        let result = if outcome.newly_revoked {
-            "new"
-        } else {
-            "repeat"
-        };
-        metrics::counter!("revocd_revocations_total", "result" => result).increment(1);
-        debug!(
-            jti = revocation.jti,
-            by = revocation.provenance.by,
-            newly = outcome.newly_revoked,
-            "revoked"
-        );
-        Ok(RevokeResponse {
-            newly_revoked: outcome.newly_revoked,
-            expires_at,
-            cursor: outcome.cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_batch(
+        &self,
+        request: Request<pb::RevokeBatchRequest>,
+    ) -> Result<pb::RevokeBatchResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        let caller = Access::require(caller.as_ref(), &[Role::Revoke])?.clone();
+        let source = source_address(&request);
+        let items = request.into_inner().items;
+        if items.len() > MAX_BATCH_ITEMS {
+            return Err(ApiError::invalid(format!(
+                "the batch has {} items; the limit is {MAX_BATCH_ITEMS}",
+                items.len()
+            )));
+        }
+        let now = unix_now();
+        let mut results = vec![pb::RevokeBatchResult::default(); items.len()];
+        let mut revocations = Vec::with_capacity(items.len());
+        let mut positions = Vec::with_capacity(items.len());
+        for (position, item) in items.into_iter().enumerate() {
+            match self.prepare_revocation(Some(&caller), item, &source, now) {
+                Ok(Prepared::Store(revocation)) => {
+                    revocations.push(revocation);
+                    positions.push(position);
+                }
+                Ok(Prepared::Expired(response)) => results[position].response = Some(response),
+                Err(error) => {
+                    let status = Status::from(error);
+                    results[position].code = status.code() as i32;
+                    results[position].error = status.message().to_owned();
+                }
+            }
+        }
+        let outcomes = self.state.store.revoke_batch(&revocations, now).await?;
+        for ((revocation, outcome), position) in revocations.iter().zip(outcomes).zip(positions) {
+            count_revocation(&outcome);
+            results[position].response = Some(revoke_response(revocation, outcome));
+        }
+        debug!(items = results.len(), stored = revocations.len(), "batch revoked");
+        Ok(pb::RevokeBatchResponse { results })
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<pb::ListRevocationsResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        Access::require(caller.as_ref(), &[Role::Read])?;
+        let request = request.into_inner();
+        let (filter, page_size, page_token) =
+            page_request(request.filter, request.page_size, &request.page_token)?;
+        let page = self
+            .state
+            .store
+            .list(&filter, page_size, page_token, unix_now())
+            .await?;
+        Ok(pb::ListRevocationsResponse {
+            records: page.items.iter().map(record_message).collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        })
+    }
+
+    async fn list_changes(
+        &self,
+        request: Request<pb::ListChangesRequest>,
+    ) -> Result<pb::ListChangesResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        Access::require(caller.as_ref(), &[Role::Read])?;
+        let request = request.into_inner();
+        let (filter, page_size, page_token) =
+            page_request(request.filter, request.page_size, &request.page_token)?;
+        let page = self
+            .state
+            .store
+            .audit(&filter, page_size, page_token)
+            .await?;
+        let changes = page
+            .items
+            .iter()
+            .map(|entry| pb::ChangeRecord {
+                cursor: entry.cursor.clone(),
+                logged_at_ms: entry.logged_at_ms,
+                record: Some(record_message(&entry.record)),
+            })
+            .collect();
+        Ok(pb::ListChangesResponse {
+            changes,
+            next_page_token: page.next.unwrap_or_default(),
         })
     }
 
@@ -318,6 +431,7 @@ impl RevocationService {
     ) -> Result<RevokeSubjectResponse, ApiError> {
         let caller = self.caller(&request)?;
         let caller = Access::require(caller.as_ref(), &[Role::Revoke])?;
+        let source = source_address(&request);
         let request = request.get_ref();
         request::identifier("subject", &request.subject)?;
         request::reason(&request.reason)?;
@@ -355,6 +469,7 @@ impl RevocationService {
                 at: now,
                 by: caller.name.clone(),
                 reason: request.reason.clone(),
+                source,
             },
         };
         let outcome = self.state.store.revoke_subject(&cutoff, now).await?;
@@ -455,6 +570,109 @@ impl RevocationService {
     }
 }
 
+/// Most items of one `RevokeBatch`.
+const MAX_BATCH_ITEMS: usize = 1_000;
+/// Page size of listings when the caller names none, and the largest.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1_000;
+
+/// A checked `Revoke` item.
+enum Prepared {
+    /// A revocation to store.
+    Store(Revocation),
+    /// The token has expired: the answer, with nothing to store.
+    Expired(RevokeResponse),
+}
+
+/// The caller's address as `ip:port`, empty when the transport has none.
+fn source_address<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_default()
+}
+
+fn count_revocation(outcome: &store::RevokeOutcome) {
+    let result = if outcome.newly_revoked {
+        "new"
+    } else {
+        "repeat"
+    };
+    metrics::counter!("revocd_revocations_total", "result" => result).increment(1);
+}
+
+fn revoke_response(revocation: &Revocation, outcome: store::RevokeOutcome) -> RevokeResponse {
+    RevokeResponse {
+        newly_revoked: outcome.newly_revoked,
+        expires_at: revocation.expires_at,
+        cursor: outcome.cursor.unwrap_or_default(),
+    }
+}
+
+/// Checks the common parts of a listing request.
+fn page_request(
+    filter: Option<pb::RecordFilter>,
+    page_size: u32,
+    page_token: &str,
+) -> Result<(RecordFilter, usize, Option<&str>), ApiError> {
+    let filter = filter.unwrap_or_default();
+    request::text("filter.subject", &filter.subject, request::MAX_ID_BYTES)?;
+    request::text("filter.actor", &filter.actor, request::MAX_ID_BYTES)?;
+    request::issuer(&filter.issuer)?;
+    request::text("page_token", page_token, request::MAX_ID_BYTES)?;
+    if filter.since < 0 || filter.until < 0 {
+        return Err(ApiError::invalid(
+            "`filter.since` and `filter.until` are unix seconds, not negative",
+        ));
+    }
+    let kind = match pb::RecordKind::try_from(filter.kind) {
+        Ok(pb::RecordKind::Any) => None,
+        Ok(pb::RecordKind::Token) => Some(RecordKind::Token),
+        Ok(pb::RecordKind::Subject) => Some(RecordKind::Subject),
+        Err(_) => return Err(ApiError::invalid("`filter.kind` is not a known RecordKind")),
+    };
+    let page_size = match page_size as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        size => size.min(MAX_PAGE_SIZE),
+    };
+    let filter = RecordFilter {
+        kind,
+        subject: filter.subject,
+        issuer: filter.issuer,
+        actor: filter.actor,
+        since: filter.since,
+        until: filter.until,
+    };
+    Ok((filter, page_size, (!page_token.is_empty()).then_some(page_token)))
+}
+
+/// The wire form of a stored record.
+fn record_message(record: &Record) -> pb::RevocationRecord {
+    let provenance = record.provenance();
+    let record_field = match record {
+        Record::Token(r) => pb::revocation_record::Record::Token(pb::TokenRevocation {
+            issuer: r.issuer.clone(),
+            jti: r.jti.clone(),
+            subject: r.subject.clone(),
+            expires_at: r.expires_at,
+            keep_until: r.keep_until,
+        }),
+        Record::Subject(c) => pb::revocation_record::Record::Subject(pb::SubjectRevocation {
+            issuer: c.issuer.clone(),
+            subject: c.subject.clone(),
+            not_before: c.not_before,
+            keep_until: c.keep_until,
+        }),
+    };
+    pb::RevocationRecord {
+        record: Some(record_field),
+        revoked_at: provenance.at,
+        actor: provenance.by.clone(),
+        reason: provenance.reason.clone(),
+        source: provenance.source.clone(),
+    }
+}
+
 /// Builds the answer to `Check`. `issued_at` is `Some` for a check by token
 /// (then the subject cut-off applies); a token without `iat` cannot show it
 /// was issued after a cut-off, so any cut-off revokes it.
@@ -518,6 +736,27 @@ impl pb::revocation_service_server::RevocationService for RevocationService {
         request: Request<GetStatsRequest>,
     ) -> Result<Response<Stats>, Status> {
         observed("GetStats", self.stats(request)).await
+    }
+
+    async fn revoke_batch(
+        &self,
+        request: Request<pb::RevokeBatchRequest>,
+    ) -> Result<Response<pb::RevokeBatchResponse>, Status> {
+        observed("RevokeBatch", RevocationService::revoke_batch(self, request)).await
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        observed("ListRevocations", self.list_revocations(request)).await
+    }
+
+    async fn list_changes(
+        &self,
+        request: Request<pb::ListChangesRequest>,
+    ) -> Result<Response<pb::ListChangesResponse>, Status> {
+        observed("ListChanges", self.list_changes(request)).await
     }
 
     type SubscribeStream = FilterStream;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{
-    record_name, Change, Counts, CutoffOutcome, LogTail, LoggedChange, Revocation, RevokeOutcome,
-    SubjectCutoff, TokenStatus,
+    record_name, AuditEntry, Change, Counts, CutoffOutcome, Error, LogTail, LoggedChange, Page,
+    Record, RecordFilter, RecordKind, Revocation, RevokeOutcome, SubjectCutoff, TokenStatus,
 };
 use crate::filter::DigestKey;
 
@@ -35,11 +35,19 @@ struct State {
     revocations: ExpiringMap<Revocation>,
     cutoffs: ExpiringMap<SubjectCutoff>,
     /// The change log, oldest first; the cursor is the sequence number.
-    log: VecDeque<(u64, Change)>,
+    log: VecDeque<LogEntry>,
     /// Entries kept in `log`.
     log_retention: usize,
     /// Sequence number of the last change-log entry.
     last_sequence: u64,
+}
+
+/// One change-log entry: the record as the change wrote it.
+#[derive(Debug)]
+struct LogEntry {
+    sequence: u64,
+    logged_at_ms: i64,
+    record: Record,
 }
 
 /// Follows a [`MemoryStore`]'s change log.
@@ -102,12 +110,7 @@ impl MemoryStore {
         state
             .revocations
             .insert(name, revocation.keep_until, stored, now);
-        let change = Change::Revoked {
-            issuer: revocation.issuer.clone(),
-            jti: revocation.jti.clone(),
-            keep_until: revocation.keep_until,
-        };
-        let cursor = state.append(change);
+        let cursor = state.append(Record::Token(revocation.clone()));
         self.appended.notify_waiters();
         RevokeOutcome {
             newly_revoked,
@@ -129,13 +132,7 @@ impl MemoryStore {
         state
             .cutoffs
             .insert(name, cutoff.keep_until, cutoff.clone(), now);
-        let change = Change::SubjectCut {
-            issuer: cutoff.issuer.clone(),
-            subject: cutoff.subject.clone(),
-            not_before: cutoff.not_before,
-            keep_until: cutoff.keep_until,
-        };
-        let cursor = state.append(change);
+        let cursor = state.append(Record::Subject(cutoff.clone()));
         self.appended.notify_waiters();
         CutoffOutcome {
             not_before: cutoff.not_before,
@@ -172,12 +169,82 @@ impl MemoryStore {
         let first = state
             .log
             .get(skip)
-            .map_or(state.last_sequence + 1, |(sequence, _)| *sequence);
+            .map_or(state.last_sequence + 1, |entry| entry.sequence);
         LogTail {
             head: state.last_sequence.to_string(),
             entries,
             start: (first == 1).then(|| "0".to_owned()),
         }
+    }
+
+    /// Lists in (kind, record name) order; the page token is the last
+    /// record's kind tag and name, so paging is exact under writes.
+    pub(super) fn list(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+        now: i64,
+    ) -> Result<Page<Record>, Error> {
+        let after = match page_token {
+            None => None,
+            Some(token) => Some(parse_list_token(token).ok_or(Error::BadPageToken)?),
+        };
+        let state = self.lock();
+        let tokens = state
+            .revocations
+            .live_named(now)
+            .map(|(name, r)| (ListKey(RecordKind::Token, name), Record::Token(r.clone())));
+        let subjects = state
+            .cutoffs
+            .live_named(now)
+            .map(|(name, c)| (ListKey(RecordKind::Subject, name), Record::Subject(c.clone())));
+        let mut matching: Vec<(ListKey<'_>, Record)> = tokens
+            .chain(subjects)
+            .filter(|(key, record)| {
+                after.as_ref().is_none_or(|after| key > &after.borrow()) && filter.matches(record)
+            })
+            .collect();
+        matching.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = matching.len() > page_size;
+        matching.truncate(page_size);
+        let next = more
+            .then(|| matching.last().map(|(key, _)| key.token()))
+            .flatten();
+        Ok(Page {
+            items: matching.into_iter().map(|(_, record)| record).collect(),
+            next,
+        })
+    }
+
+    pub(super) fn audit(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<Page<AuditEntry>, Error> {
+        let after: u64 = match page_token {
+            None => 0,
+            Some(token) => token.parse().map_err(|_| Error::BadPageToken)?,
+        };
+        let state = self.lock();
+        let mut items = Vec::new();
+        for entry in state.log.iter().filter(|e| e.sequence > after) {
+            if items.len() == page_size.max(1) {
+                return Ok(Page {
+                    next: items.last().map(|e: &AuditEntry| e.cursor.clone()),
+                    items,
+                });
+            }
+            if filter.matches(&entry.record) {
+                items.push(AuditEntry {
+                    cursor: entry.sequence.to_string(),
+                    logged_at_ms: entry.logged_at_ms,
+                    record: entry.record.clone(),
+                });
+            }
+        }
+        Ok(Page { items, next: None })
     }
 
     pub(super) fn log_reader(&self) -> MemoryLogReader {
@@ -218,9 +285,13 @@ impl MemoryStore {
 
 impl State {
     /// Appends an entry to the change log and returns its cursor.
-    fn append(&mut self, change: Change) -> String {
+    fn append(&mut self, record: Record) -> String {
         self.last_sequence += 1;
-        self.log.push_back((self.last_sequence, change));
+        self.log.push_back(LogEntry {
+            sequence: self.last_sequence,
+            logged_at_ms: crate::time::unix_now_ms(),
+            record,
+        });
         if self.log.len() > self.log_retention {
             self.log.pop_front();
         }
@@ -231,16 +302,49 @@ impl State {
     /// the start).
     fn entries_after(&self, cursor: &str, max: usize) -> Vec<LoggedChange> {
         let after: u64 = cursor.parse().unwrap_or(0);
-        let start = self.log.partition_point(|(sequence, _)| *sequence <= after);
+        let start = self.log.partition_point(|entry| entry.sequence <= after);
         self.log.range(start..).take(max).map(logged).collect()
     }
 }
 
-fn logged((sequence, change): &(u64, Change)) -> LoggedChange {
+fn logged(entry: &LogEntry) -> LoggedChange {
     LoggedChange {
-        cursor: sequence.to_string(),
-        change: change.clone(),
+        cursor: entry.sequence.to_string(),
+        logged_at_ms: entry.logged_at_ms,
+        change: entry.record.change(),
     }
+}
+
+/// Where a memory listing is: a record's kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ListKey<'a>(RecordKind, &'a str);
+
+impl ListKey<'_> {
+    fn token(&self) -> String {
+        match self.0 {
+            RecordKind::Token => format!("t:{}", self.1),
+            RecordKind::Subject => format!("s:{}", self.1),
+        }
+    }
+}
+
+/// The owned form of a [`ListKey`], parsed from a page token.
+struct OwnedListKey(RecordKind, String);
+
+impl OwnedListKey {
+    fn borrow(&self) -> ListKey<'_> {
+        ListKey(self.0, &self.1)
+    }
+}
+
+fn parse_list_token(token: &str) -> Option<OwnedListKey> {
+    let (tag, name) = token.split_once(':')?;
+    let kind = match tag {
+        "t" => RecordKind::Token,
+        "s" => RecordKind::Subject,
+        _ => return None,
+    };
+    Some(OwnedListKey(kind, name.to_owned()))
 }
 
 // === impl MemoryLogReader ===
@@ -297,6 +401,13 @@ impl<T> ExpiringMap<T> {
         self.live_records(now).count() as u64
     }
 
+    fn live_named(&self, now: i64) -> impl Iterator<Item = (&str, &T)> {
+        self.records
+            .iter()
+            .filter(move |(_, (keep_until, _))| *keep_until > now)
+            .map(|(name, (_, record))| (name.as_str(), record))
+    }
+
     fn live_records(&self, now: i64) -> impl Iterator<Item = &T> {
         self.records
             .values()
@@ -337,12 +448,14 @@ mod tests {
         Revocation {
             issuer: "iss".into(),
             jti: jti.into(),
+            subject: String::new(),
             expires_at: keep_until - 60,
             keep_until,
             provenance: Provenance {
                 at: 0,
                 by: "test".into(),
                 reason: String::new(),
+                source: String::new(),
             },
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::filter::DigestKey;
 
 pub use self::memory::{MemoryLogReader, MemoryStore};
-pub use self::redis::{RedisLiveScan, RedisLogReader, RedisStore, RedisStoreOptions};
+pub use self::redis::{Durability, RedisLiveScan, RedisLogReader, RedisStore, RedisStoreOptions};
 
 /// Who made a change, when and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct Provenance {
     pub by: String,
     /// The reason the caller gave; may be empty.
     pub reason: String,
+    /// The caller's network address (`ip:port`), empty when unknown.
+    pub source: String,
 }
 
 /// One revoked token.
@@ -40,6 +42,8 @@ pub struct Revocation {
     pub issuer: String,
     /// The token's `jti`.
     pub jti: String,
+    /// The token's `sub` when known (empty when revoked by jti alone).
+    pub subject: String,
     /// The token's `exp` (unix seconds).
     pub expires_at: i64,
     /// When the record may be forgotten: `expires_at` plus leeway.
@@ -62,6 +66,123 @@ pub struct SubjectCutoff {
     pub keep_until: i64,
     /// Who made the cut-off, when and why.
     pub provenance: Provenance,
+}
+
+/// A stored record of either kind, as listings and the audit trail show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A revoked token.
+    Token(Revocation),
+    /// A subject cut-off.
+    Subject(SubjectCutoff),
+}
+
+impl Record {
+    /// Who made the change, when and why.
+    pub fn provenance(&self) -> &Provenance {
+        match self {
+            Record::Token(r) => &r.provenance,
+            Record::Subject(c) => &c.provenance,
+        }
+    }
+
+    /// The issuer of the tokens it revokes.
+    pub fn issuer(&self) -> &str {
+        match self {
+            Record::Token(r) => &r.issuer,
+            Record::Subject(c) => &c.issuer,
+        }
+    }
+
+    /// The subject of the tokens it revokes (empty when unknown).
+    pub fn subject(&self) -> &str {
+        match self {
+            Record::Token(r) => &r.subject,
+            Record::Subject(c) => &c.subject,
+        }
+    }
+
+    /// The change-log form of the record.
+    pub fn change(&self) -> Change {
+        match self {
+            Record::Token(r) => Change::Revoked {
+                issuer: r.issuer.clone(),
+                jti: r.jti.clone(),
+                keep_until: r.keep_until,
+            },
+            Record::Subject(c) => Change::SubjectCut {
+                issuer: c.issuer.clone(),
+                subject: c.subject.clone(),
+                not_before: c.not_before,
+                keep_until: c.keep_until,
+            },
+        }
+    }
+}
+
+/// Which records a listing or the audit trail returns; empty fields and
+/// zero times match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    /// Only token revocations, only subject cut-offs, or both (`None`).
+    pub kind: Option<RecordKind>,
+    /// Only records of this subject.
+    pub subject: String,
+    /// Only records of this issuer.
+    pub issuer: String,
+    /// Only records made by this actor (API key name or `self`).
+    pub actor: String,
+    /// Only records made at or after this time (unix seconds; 0: any).
+    pub since: i64,
+    /// Only records made before this time (unix seconds; 0: any).
+    pub until: i64,
+}
+
+/// The two kinds of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordKind {
+    /// Token revocations.
+    Token,
+    /// Subject cut-offs.
+    Subject,
+}
+
+impl RecordFilter {
+    /// True when `record` passes every condition.
+    pub fn matches(&self, record: &Record) -> bool {
+        let kind = match record {
+            Record::Token(_) => RecordKind::Token,
+            Record::Subject(_) => RecordKind::Subject,
+        };
+        let provenance = record.provenance();
+        self.kind.is_none_or(|k| k == kind)
+            && (self.subject.is_empty() || self.subject == record.subject())
+            && (self.issuer.is_empty() || self.issuer == record.issuer())
+            && (self.actor.is_empty() || self.actor == provenance.by)
+            && provenance.at >= self.since
+            && (self.until == 0 || provenance.at < self.until)
+    }
+}
+
+/// One page of records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The page's items.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` when this was the last.
+    pub next: Option<String>,
+}
+
+/// One change as the audit trail shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The change's position in the log.
+    pub cursor: String,
+    /// When the change was appended (unix milliseconds, store clock).
+    pub logged_at_ms: i64,
+    /// The record as the change wrote it; its provenance is the caller of
+    /// this change (for an extension, the caller that extended it).
+    pub record: Record,
 }
 
 /// The result of storing a revocation.
@@ -132,6 +253,8 @@ impl Change {
 pub struct LoggedChange {
     /// The change's cursor (opaque; ordered within one log).
     pub cursor: String,
+    /// When the change was appended (unix milliseconds, store clock).
+    pub logged_at_ms: i64,
     /// What changed.
     pub change: Change,
 }
@@ -170,6 +293,17 @@ pub enum Error {
     /// The backend answered something this code does not expect.
     #[error("store error: {0}")]
     Backend(#[source] ::redis::RedisError),
+    /// The write was executed but not confirmed durable as the
+    /// `--durability` mode asks; it may or may not survive a crash. Writes
+    /// are idempotent, so the caller retries.
+    #[error("write not confirmed durable: {0}")]
+    NotDurable(String),
+    /// The backend cannot give what the configuration asks (found at start).
+    #[error("{0}")]
+    Unsuitable(String),
+    /// A page token this store did not hand out.
+    #[error("the page token is not one this server handed out")]
+    BadPageToken,
     /// A stored record could not be read back.
     #[error("corrupt record {key}: {detail}")]
     Corrupt {
@@ -178,6 +312,19 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+}
+
+impl Error {
+    /// True when retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::NotDurable(_))
+    }
+}
+
+impl From<::redis::ParsingError> for Error {
+    fn from(error: ::redis::ParsingError) -> Self {
+        Error::Backend(error.into())
+    }
 }
 
 impl From<::redis::RedisError> for Error {
@@ -234,9 +381,73 @@ impl Store {
     /// # Errors
     /// [`Error::Unavailable`] when the backend cannot be reached.
     pub async fn revoke(&self, revocation: &Revocation, now: i64) -> Result<RevokeOutcome, Error> {
+        let mut outcomes = self
+            .revoke_batch(std::slice::from_ref(revocation), now)
+            .await?;
+        Ok(outcomes.pop().unwrap_or(RevokeOutcome {
+            newly_revoked: false,
+            cursor: None,
+        }))
+    }
+
+    /// Stores several revocations in one round trip, each as
+    /// [`Store::revoke`] would (each atomic on its own); one outcome per
+    /// revocation, in order.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the backend cannot be reached: then any
+    /// of the batch may or may not be stored (retrying is safe).
+    pub async fn revoke_batch(
+        &self,
+        revocations: &[Revocation],
+        now: i64,
+    ) -> Result<Vec<RevokeOutcome>, Error> {
         match self {
-            Store::Redis(store) => store.revoke(revocation, now).await,
-            Store::Memory(store) => Ok(store.revoke(revocation, now)),
+            Store::Redis(store) => store.revoke_batch(revocations, now).await,
+            Store::Memory(store) => Ok(revocations
+                .iter()
+                .map(|revocation| store.revoke(revocation, now))
+                .collect()),
+        }
+    }
+
+    /// A page of live records matching `filter`, starting at `page_token`
+    /// (from the previous page). Paging is stable under concurrent writes:
+    /// a record live throughout a walk is returned at least once (rarely
+    /// twice with Redis, when an index is resized meanwhile). The order is
+    /// the store's own; a page may hold somewhat more or fewer than
+    /// `page_size` items, and may be empty with more to come.
+    ///
+    /// # Errors
+    /// [`Error::BadPageToken`]; [`Error::Unavailable`]; [`Error::Corrupt`].
+    pub async fn list(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+        now: i64,
+    ) -> Result<Page<Record>, Error> {
+        match self {
+            Store::Redis(store) => store.list(filter, page_size, page_token, now).await,
+            Store::Memory(store) => store.list(filter, page_size, page_token, now),
+        }
+    }
+
+    /// A page of the change log (the audit trail), oldest first, from
+    /// `filter.since` or after `page_token`, holding the changes that match
+    /// `filter`. It reaches back as far as the log is retained.
+    ///
+    /// # Errors
+    /// [`Error::BadPageToken`]; [`Error::Unavailable`]; [`Error::Corrupt`].
+    pub async fn audit(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<Page<AuditEntry>, Error> {
+        match self {
+            Store::Redis(store) => store.audit(filter, page_size, page_token).await,
+            Store::Memory(store) => store.audit(filter, page_size, page_token),
         }
     }
 

@@ -9,34 +9,50 @@
 //!
 //! | key                            | type   | contents                                   | lifetime                         |
 //! |--------------------------------|--------|--------------------------------------------|----------------------------------|
-//! | `{prefix}v1:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`       | `EXPIREAT until` (`exp` + leeway) |
-//! | `{prefix}v1:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`       | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
+//! | `{prefix}v1:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`, `sub`, `from` | `EXPIREAT until` (`exp` + leeway) |
+//! | `{prefix}v1:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`, `from` | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
 //! | `{prefix}v1:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
 //! | `{prefix}v1:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
 //! | `{prefix}v1:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
 //! | `{prefix}v1:digest-key`        | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
 //!
 //! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
-//! or subject), `exp` (jti) or `nbf` (sub), `until`, `at`, `by`, `reason`.
-//! The stream ID is the cursor.
+//! or subject), `sub` (jti: the token's subject, when known), `exp` (jti) or
+//! `nbf` (sub), `until`, `at`, `by`, `reason` and `from` (the caller's
+//! address). The stream ID is the cursor; its first part is the time of the
+//! append in milliseconds, which is what the audit trail's time range uses.
+//! `sub` and `from` may be missing from records written before they existed.
 //!
 //! The expiry indexes let the live counts be read with one `ZCOUNT`, and let
 //! the live set be walked in pages without `SCAN`ning the keyspace.
 //!
 //! Each write is one Lua script: the record, its index entry and its log
 //! entry are written together or not at all, and the reply (with the
-//! cursor) is sent only after Redis executed all of it.
+//! cursor) is sent only after Redis executed all of it. A batch of token
+//! revocations is one script call too, each item atomic on its own.
+//!
+//! # Durability
+//!
+//! [`Durability::Fast`] acknowledges once Redis has executed the script: what
+//! survives a crash of Redis is what its `appendfsync` policy wrote (with the
+//! usual `everysec`, up to a second of acknowledged writes can be lost).
+//! [`Durability::Strict`] acknowledges only once the write is on disk:
+//! `WAITAOF 1 0` on Redis 7.2 and later; on older Redis it refuses to start
+//! unless `appendonly yes` and `appendfsync always` are set, under which
+//! Redis writes to disk before it replies. `wait_replicas` adds `WAIT`, so
+//! the write has also reached that many replicas.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Script};
+use redis::{AsyncConnectionConfig, ErrorKind, Script, ServerErrorKind};
 
 use super::{
-    parse_record_name, record_name, Change, Counts, CutoffOutcome, Error, LogTail, LoggedChange,
-    Provenance, Revocation, RevokeOutcome, SubjectCutoff, TokenStatus,
+    parse_record_name, record_name, AuditEntry, Change, Counts, CutoffOutcome, Error, LogTail,
+    LoggedChange, Page, Provenance, Record, RecordFilter, RecordKind, Revocation, RevokeOutcome,
+    SubjectCutoff, TokenStatus,
 };
 use crate::filter::DigestKey;
 
@@ -46,52 +62,70 @@ const LAYOUT: &str = "v1";
 const PRUNE_BATCH: u32 = 64;
 /// Records asked for per `ZSCAN` call when walking the live set.
 const SCAN_PAGE: usize = 1_000;
+/// Store calls one page of a listing or the audit trail may take at most,
+/// so a filter that matches little cannot keep a call going for long.
+const MAX_SCANS_PER_PAGE: usize = 16;
 /// The cursor before the first entry of a stream.
 const LOG_ORIGIN: &str = "0-0";
 
-/// Stores a revocation. Returns `{newly_revoked (0/1), cursor or false}`.
+/// Stores a batch of revocations, each atomic on its own. Returns one
+/// `{newly_revoked (0/1), cursor or false}` per item.
 ///
-/// KEYS: record, expiry index, log.
-/// ARGV: record name, exp, until, at, by, reason, issuer, jti, retention, now, prune batch.
+/// KEYS: expiry index, log, then the record of each item.
+/// ARGV: retention, now, prune batch, then per item: record name, exp,
+/// until, at, by, reason, issuer, jti, subject, source.
 const REVOKE_SCRIPT: &str = r#"
-local stored_until = tonumber(redis.call('HGET', KEYS[1], 'until'))
-if stored_until and stored_until >= tonumber(ARGV[3]) then
-  return {0, false}
+local replies = {}
+for i = 3, #KEYS do
+  local key = KEYS[i]
+  local a = 3 + (i - 3) * 10
+  local stored_until = tonumber(redis.call('HGET', key, 'until'))
+  if stored_until and stored_until >= tonumber(ARGV[a + 3]) then
+    replies[#replies + 1] = {0, false}
+  else
+    if stored_until then
+      redis.call('HSET', key, 'exp', ARGV[a + 2], 'until', ARGV[a + 3])
+    else
+      redis.call('HSET', key, 'exp', ARGV[a + 2], 'until', ARGV[a + 3], 'at', ARGV[a + 4],
+        'by', ARGV[a + 5], 'reason', ARGV[a + 6], 'sub', ARGV[a + 9], 'from', ARGV[a + 10])
+    end
+    redis.call('EXPIREAT', key, ARGV[a + 3])
+    redis.call('ZADD', KEYS[1], ARGV[a + 3], ARGV[a + 1])
+    local cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
+      'kind', 'jti', 'iss', ARGV[a + 7], 'id', ARGV[a + 8], 'sub', ARGV[a + 9],
+      'exp', ARGV[a + 2], 'until', ARGV[a + 3], 'at', ARGV[a + 4], 'by', ARGV[a + 5],
+      'reason', ARGV[a + 6], 'from', ARGV[a + 10])
+    if stored_until then
+      replies[#replies + 1] = {0, cursor}
+    else
+      replies[#replies + 1] = {1, cursor}
+    end
+  end
 end
-if stored_until then
-  redis.call('HSET', KEYS[1], 'exp', ARGV[2], 'until', ARGV[3])
-else
-  redis.call('HSET', KEYS[1], 'exp', ARGV[2], 'until', ARGV[3], 'at', ARGV[4], 'by', ARGV[5], 'reason', ARGV[6])
-end
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[10], 'LIMIT', 0, ARGV[11])
-if #stale > 0 then redis.call('ZREM', KEYS[2], unpack(stale)) end
-local cursor = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*',
-  'kind', 'jti', 'iss', ARGV[7], 'id', ARGV[8], 'exp', ARGV[2], 'until', ARGV[3],
-  'at', ARGV[4], 'by', ARGV[5], 'reason', ARGV[6])
-if stored_until then return {0, cursor} end
-return {1, cursor}
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+if #stale > 0 then redis.call('ZREM', KEYS[1], unpack(stale)) end
+return replies
 "#;
 
 /// Stores a subject cut-off unless an equal or later one is in force.
 /// Returns `{not_before in force, cursor or false}`.
 ///
 /// KEYS: record, expiry index, log.
-/// ARGV: record name, nbf, until, at, by, reason, issuer, subject, retention, now, prune batch.
+/// ARGV: record name, nbf, until, at, by, reason, issuer, subject, retention, now, prune batch, source.
 const REVOKE_SUBJECT_SCRIPT: &str = r#"
 local current = tonumber(redis.call('HGET', KEYS[1], 'nbf'))
 if current and current >= tonumber(ARGV[2]) then
   return {current, false}
 end
-redis.call('HSET', KEYS[1], 'nbf', ARGV[2], 'until', ARGV[3], 'at', ARGV[4], 'by', ARGV[5], 'reason', ARGV[6])
+redis.call('HSET', KEYS[1], 'nbf', ARGV[2], 'until', ARGV[3], 'at', ARGV[4], 'by', ARGV[5],
+  'reason', ARGV[6], 'from', ARGV[12])
 redis.call('EXPIREAT', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[10], 'LIMIT', 0, ARGV[11])
 if #stale > 0 then redis.call('ZREM', KEYS[2], unpack(stale)) end
 local cursor = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*',
   'kind', 'sub', 'iss', ARGV[7], 'id', ARGV[8], 'nbf', ARGV[2], 'until', ARGV[3],
-  'at', ARGV[4], 'by', ARGV[5], 'reason', ARGV[6])
+  'at', ARGV[4], 'by', ARGV[5], 'reason', ARGV[6], 'from', ARGV[12])
 return {tonumber(ARGV[2]), cursor}
 "#;
 
@@ -106,6 +140,32 @@ pub struct RedisStoreOptions {
     pub log_retention: u64,
     /// Time allowed for one command before it fails as unavailable.
     pub response_timeout: Duration,
+    /// When a write is acknowledged.
+    pub durability: Durability,
+    /// Replicas each write must reach before it is acknowledged (`WAIT`).
+    pub wait_replicas: u32,
+}
+
+/// When a write is acknowledged (see the module documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Once Redis has executed it; a Redis crash can lose what its
+    /// `appendfsync` policy had not yet written (about a second with
+    /// `everysec`).
+    #[default]
+    Fast,
+    /// Once it is on Redis's disk (`WAITAOF`, or `appendfsync always` on
+    /// Redis before 7.2, checked at start).
+    Strict,
+}
+
+/// What each write waits for after the script, as decided at connect.
+#[derive(Debug, Clone, Copy, Default)]
+struct WritePolicy {
+    /// Send `WAITAOF 1 0` (Redis 7.2+ in strict mode).
+    wait_aof: bool,
+    /// Send `WAIT n` when above zero.
+    wait_replicas: u32,
 }
 
 /// A revocation store in Redis. Cheap to clone: clones share one
@@ -117,6 +177,7 @@ pub struct RedisStore {
     connection: ConnectionManager,
     keys: Keys,
     log_retention: u64,
+    write_policy: WritePolicy,
     revoke_script: Script,
     revoke_subject_script: Script,
 }
@@ -157,6 +218,53 @@ enum ScanIndex {
     Cutoffs,
 }
 
+impl ScanIndex {
+    /// The index a walk over `kind` starts with.
+    fn first(kind: Option<RecordKind>) -> Self {
+        match kind {
+            Some(RecordKind::Subject) => ScanIndex::Cutoffs,
+            _ => ScanIndex::Revocations,
+        }
+    }
+
+    /// Where a walk over `kind` goes after a `ZSCAN` of this index
+    /// answered `next`; `None` when it is done.
+    fn advance(self, next: u64, kind: Option<RecordKind>) -> Option<(Self, u64)> {
+        match (next, self) {
+            (0, ScanIndex::Revocations) if kind != Some(RecordKind::Token) => {
+                Some((ScanIndex::Cutoffs, 0))
+            }
+            (0, _) => None,
+            (next, index) => Some((index, next)),
+        }
+    }
+
+    /// A page token: `t:<cursor>` or `s:<cursor>`.
+    fn token(self, scan_cursor: u64) -> String {
+        match self {
+            ScanIndex::Revocations => format!("t:{scan_cursor}"),
+            ScanIndex::Cutoffs => format!("s:{scan_cursor}"),
+        }
+    }
+
+    fn parse_token(token: &str) -> Result<(Self, u64), Error> {
+        let (tag, cursor) = token.split_once(':').ok_or(Error::BadPageToken)?;
+        let cursor = cursor.parse().map_err(|_| Error::BadPageToken)?;
+        match tag {
+            "t" => Ok((ScanIndex::Revocations, cursor)),
+            "s" => Ok((ScanIndex::Cutoffs, cursor)),
+            _ => Err(Error::BadPageToken),
+        }
+    }
+}
+
+/// True for `<digits>-<digits>`.
+fn is_stream_id(text: &str) -> bool {
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    text.split_once('-')
+        .is_some_and(|(millis, sequence)| all_digits(millis) && all_digits(sequence))
+}
+
 // === impl RedisStore ===
 
 impl std::fmt::Debug for RedisStore {
@@ -181,46 +289,166 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(Self {
+        let mut store = Self {
             client,
             response_timeout: options.response_timeout,
             connection,
             keys: Keys::new(&options.key_prefix),
             log_retention: options.log_retention,
+            write_policy: WritePolicy::default(),
             revoke_script: Script::new(REVOKE_SCRIPT),
             revoke_subject_script: Script::new(REVOKE_SUBJECT_SCRIPT),
-        })
+        };
+        store.write_policy = store.write_policy(options).await?;
+        Ok(store)
     }
 
-    pub(super) async fn revoke(
-        &self,
-        revocation: &Revocation,
-        now: i64,
-    ) -> Result<RevokeOutcome, Error> {
-        let name = record_name(&revocation.issuer, &revocation.jti);
+    /// Decides what writes wait for; refuses a Redis that cannot give what
+    /// `options.durability` asks.
+    async fn write_policy(&self, options: &RedisStoreOptions) -> Result<WritePolicy, Error> {
+        let mut policy = WritePolicy {
+            wait_aof: false,
+            wait_replicas: options.wait_replicas,
+        };
+        if options.durability == Durability::Fast {
+            return Ok(policy);
+        }
         let mut connection = self.connection.clone();
-        let (newly_revoked, cursor): (u8, Option<String>) = self
-            .revoke_script
-            .key(format!("{}{name}", self.keys.jti_prefix))
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(|v| {
+                v.trim()
+                    .split('.')
+                    .map(|part| part.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if version.as_slice() >= [7, 2].as_slice() {
+            policy.wait_aof = true;
+            return Ok(policy);
+        }
+        let unsuitable = |detail: String| {
+            Error::Unsuitable(format!(
+                "--durability strict needs Redis 7.2 or later (for WAITAOF) or `appendonly yes` with `appendfsync always`; {detail}"
+            ))
+        };
+        let setting = |name: &'static str| {
+            let mut connection = self.connection.clone();
+            async move {
+                let reply: Result<Vec<String>, redis::RedisError> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut connection)
+                    .await;
+                match reply.map_err(Error::from) {
+                    Ok(pair) => Ok(pair.get(1).cloned().unwrap_or_default()),
+                    Err(error) if error.is_unavailable() => Err(error),
+                    Err(error) => Err(unsuitable(format!(
+                        "this Redis is older than 7.2 and `CONFIG GET {name}` failed ({error})"
+                    ))),
+                }
+            }
+        };
+        let appendonly = setting("appendonly").await?;
+        let appendfsync = setting("appendfsync").await?;
+        if appendonly != "yes" || appendfsync != "always" {
+            return Err(unsuitable(format!(
+                "this Redis is older than 7.2 and has appendonly {appendonly:?}, appendfsync {appendfsync:?}"
+            )));
+        }
+        Ok(policy)
+    }
+
+    /// Runs a write script, then the waits the write policy asks for, on
+    /// one connection in one pipeline (so the waits cover this write).
+    async fn write<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        let timeout_ms = self.response_timeout.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation);
+        if self.write_policy.wait_aof {
+            pipe.cmd("WAITAOF").arg(1).arg(0).arg(timeout_ms);
+        }
+        if self.write_policy.wait_replicas > 0 {
+            pipe.cmd("WAIT")
+                .arg(self.write_policy.wait_replicas)
+                .arg(timeout_ms);
+        }
+        let mut connection = self.connection.clone();
+        let mut replies: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                invocation.load_async(&mut connection).await?;
+                pipe.query_async(&mut connection).await?
+            }
+            reply => reply?,
+        };
+        if self.write_policy.wait_replicas > 0 {
+            let reached: u32 = redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?;
+            if reached < self.write_policy.wait_replicas {
+                return Err(Error::NotDurable(format!(
+                    "the write reached {reached} of the {} replicas asked for in time",
+                    self.write_policy.wait_replicas
+                )));
+            }
+        }
+        if self.write_policy.wait_aof {
+            let (local, _replicas): (u32, u32) =
+                redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?;
+            if local == 0 {
+                return Err(Error::NotDurable(
+                    "Redis did not confirm the write on disk in time (WAITAOF)".to_owned(),
+                ));
+            }
+        }
+        let reply = replies.pop().unwrap_or(redis::Value::Nil);
+        Ok(redis::from_redis_value(reply)?)
+    }
+
+    pub(super) async fn revoke_batch(
+        &self,
+        revocations: &[Revocation],
+        now: i64,
+    ) -> Result<Vec<RevokeOutcome>, Error> {
+        if revocations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.revoke_script.prepare_invoke();
+        invocation
             .key(&self.keys.jti_expiry)
             .key(&self.keys.log)
-            .arg(&name)
-            .arg(revocation.expires_at)
-            .arg(revocation.keep_until)
-            .arg(revocation.provenance.at)
-            .arg(&revocation.provenance.by)
-            .arg(&revocation.provenance.reason)
-            .arg(&revocation.issuer)
-            .arg(&revocation.jti)
             .arg(self.log_retention)
             .arg(now)
-            .arg(PRUNE_BATCH)
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(RevokeOutcome {
-            newly_revoked: newly_revoked == 1,
-            cursor,
-        })
+            .arg(PRUNE_BATCH);
+        for revocation in revocations {
+            let name = record_name(&revocation.issuer, &revocation.jti);
+            invocation
+                .key(format!("{}{name}", self.keys.jti_prefix))
+                .arg(name)
+                .arg(revocation.expires_at)
+                .arg(revocation.keep_until)
+                .arg(revocation.provenance.at)
+                .arg(&revocation.provenance.by)
+                .arg(&revocation.provenance.reason)
+                .arg(&revocation.issuer)
+                .arg(&revocation.jti)
+                .arg(&revocation.subject)
+                .arg(&revocation.provenance.source);
+        }
+        let replies: Vec<(u8, Option<String>)> = self.write(&invocation).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(newly_revoked, cursor)| RevokeOutcome {
+                newly_revoked: newly_revoked == 1,
+                cursor,
+            })
+            .collect())
     }
 
     pub(super) async fn revoke_subject(
@@ -229,9 +457,8 @@ impl RedisStore {
         now: i64,
     ) -> Result<CutoffOutcome, Error> {
         let name = record_name(&cutoff.issuer, &cutoff.subject);
-        let mut connection = self.connection.clone();
-        let (not_before, cursor): (i64, Option<String>) = self
-            .revoke_subject_script
+        let mut invocation = self.revoke_subject_script.prepare_invoke();
+        invocation
             .key(format!("{}{name}", self.keys.sub_prefix))
             .key(&self.keys.sub_expiry)
             .key(&self.keys.log)
@@ -246,8 +473,8 @@ impl RedisStore {
             .arg(self.log_retention)
             .arg(now)
             .arg(PRUNE_BATCH)
-            .invoke_async(&mut connection)
-            .await?;
+            .arg(&cutoff.provenance.source);
+        let (not_before, cursor): (i64, Option<String>) = self.write(&invocation).await?;
         Ok(CutoffOutcome { not_before, cursor })
     }
 
@@ -273,13 +500,13 @@ impl RedisStore {
         let revocation_fields = jti_key.as_ref().and_then(|_| hashes.pop());
         let revocation = match (jti, jti_key, revocation_fields) {
             (Some(jti), Some(key), Some(fields)) if !fields.is_empty() => {
-                Some(Record::new(&key, &fields).revocation(issuer, jti)?)
+                Some(Fields::new(&key, &fields).revocation(issuer, jti)?)
             }
             _ => None,
         };
         let cutoff = match (subject, sub_key, cutoff_fields) {
             (Some(subject), Some(key), Some(fields)) if !fields.is_empty() => {
-                Some(Record::new(&key, &fields).cutoff(issuer, subject)?)
+                Some(Fields::new(&key, &fields).cutoff(issuer, subject)?)
             }
             _ => None,
         };
@@ -349,6 +576,155 @@ impl RedisStore {
             head,
             entries,
             start,
+        })
+    }
+
+    pub(super) async fn list(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+        now: i64,
+    ) -> Result<Page<Record>, Error> {
+        let mut position = match page_token {
+            None => Some((ScanIndex::first(filter.kind), 0)),
+            Some(token) => Some(ScanIndex::parse_token(token)?),
+        };
+        let mut items = Vec::new();
+        let mut calls = 0;
+        while let Some((index, scan_cursor)) = position {
+            if items.len() >= page_size || calls == MAX_SCANS_PER_PAGE {
+                break;
+            }
+            calls += 1;
+            let (next, members) = self.zscan(index, scan_cursor, page_size).await?;
+            position = index.advance(next, filter.kind);
+            let live: Vec<String> = members
+                .into_iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(name, _)| name)
+                .collect();
+            let records = self.read_records(index, &live, now).await?;
+            items.extend(records.into_iter().filter(|r| filter.matches(r)));
+        }
+        Ok(Page {
+            items,
+            next: position.map(|(index, cursor)| index.token(cursor)),
+        })
+    }
+
+    /// One `ZSCAN` call over an expiry index: (next cursor, (name, until)).
+    async fn zscan(
+        &self,
+        index: ScanIndex,
+        scan_cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<(String, i64)>), Error> {
+        let key = match index {
+            ScanIndex::Revocations => &self.keys.jti_expiry,
+            ScanIndex::Cutoffs => &self.keys.sub_expiry,
+        };
+        let mut connection = self.connection.clone();
+        Ok(redis::cmd("ZSCAN")
+            .arg(key)
+            .arg(scan_cursor)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut connection)
+            .await?)
+    }
+
+    /// Reads the named records of one kind in one pipeline; records that
+    /// expired meanwhile are skipped.
+    async fn read_records(
+        &self,
+        index: ScanIndex,
+        names: &[String],
+        now: i64,
+    ) -> Result<Vec<Record>, Error> {
+        if names.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
+        let prefix = match index {
+            ScanIndex::Revocations => &self.keys.jti_prefix,
+            ScanIndex::Cutoffs => &self.keys.sub_prefix,
+        };
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hgetall(format!("{prefix}{name}"));
+        }
+        let mut connection = self.connection.clone();
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut connection).await?;
+        let mut records = Vec::with_capacity(names.len());
+        for (name, fields) in names.iter().zip(hashes) {
+            let Some((issuer, id)) = parse_record_name(name) else {
+                continue;
+            };
+            if fields.is_empty() {
+                continue;
+            }
+            let key = format!("{prefix}{name}");
+            let fields = Fields::new(&key, &fields);
+            let record = match index {
+                ScanIndex::Revocations => Record::Token(fields.revocation(issuer, id)?),
+                ScanIndex::Cutoffs => Record::Subject(fields.cutoff(issuer, id)?),
+            };
+            if record.change().keep_until() > now {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    pub(super) async fn audit(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<Page<AuditEntry>, Error> {
+        let mut start = match page_token {
+            Some(token) if is_stream_id(token) => format!("({token}"),
+            Some(_) => return Err(Error::BadPageToken),
+            None => format!("{}-0", filter.since.max(0).saturating_mul(1000)),
+        };
+        let end = match filter.until {
+            until if until > 0 => (until.saturating_mul(1000) - 1).to_string(),
+            _ => "+".to_owned(),
+        };
+        let count = page_size.max(1);
+        let mut items = Vec::new();
+        let mut connection = self.connection.clone();
+        for _ in 0..MAX_SCANS_PER_PAGE {
+            let reply: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.keys.log)
+                .arg(&start)
+                .arg(&end)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut connection)
+                .await?;
+            let Some(last) = reply.ids.last() else {
+                return Ok(Page { items, next: None });
+            };
+            start = format!("({}", last.id);
+            let full = reply.ids.len() == count;
+            for entry in &reply.ids {
+                let entry = log_entry(&self.keys.log, entry)?;
+                if filter.matches(&entry.record) {
+                    items.push(entry);
+                }
+            }
+            if !full {
+                return Ok(Page { items, next: None });
+            }
+            if items.len() >= count {
+                break;
+            }
+        }
+        Ok(Page {
+            items,
+            next: Some(start[1..].to_owned()),
         })
     }
 
@@ -456,24 +832,8 @@ impl RedisLiveScan {
         let Some((index, scan_cursor)) = self.position else {
             return Ok(None);
         };
-        let keys = &self.store.keys;
-        let key = match index {
-            ScanIndex::Revocations => &keys.jti_expiry,
-            ScanIndex::Cutoffs => &keys.sub_expiry,
-        };
-        let mut connection = self.store.connection.clone();
-        let (next, members): (u64, Vec<(String, i64)>) = redis::cmd("ZSCAN")
-            .arg(key)
-            .arg(scan_cursor)
-            .arg("COUNT")
-            .arg(SCAN_PAGE)
-            .query_async(&mut connection)
-            .await?;
-        self.position = match (next, index) {
-            (0, ScanIndex::Revocations) => Some((ScanIndex::Cutoffs, 0)),
-            (0, ScanIndex::Cutoffs) => None,
-            (next, index) => Some((index, next)),
-        };
+        let (next, members) = self.store.zscan(index, scan_cursor, SCAN_PAGE).await?;
+        self.position = index.advance(next, None);
         let live: Vec<(String, i64)> = members
             .into_iter()
             .filter(|(_, until)| *until > self.now)
@@ -525,48 +885,57 @@ impl RedisLiveScan {
 }
 
 /// Reads one log entry (fields listed in the module doc).
-fn logged_change(log: &str, entry: &StreamId) -> Result<LoggedChange, Error> {
-    let corrupt = |detail: &str| Error::Corrupt {
-        key: format!("{log} {}", entry.id),
-        detail: detail.to_owned(),
+fn log_entry(log: &str, entry: &StreamId) -> Result<AuditEntry, Error> {
+    let key = format!("{log} {}", entry.id);
+    let fields: HashMap<String, String> = entry
+        .map
+        .iter()
+        .filter_map(|(field, value)| Some((field.clone(), redis::from_redis_value(value.clone()).ok()?)))
+        .collect();
+    let fields = Fields::new(&key, &fields);
+    let issuer = fields.text("iss")?;
+    let id = fields.text("id")?;
+    let record = match fields.text("kind")?.as_str() {
+        "jti" => Record::Token(fields.revocation(&issuer, &id)?),
+        "sub" => Record::Subject(fields.cutoff(&issuer, &id)?),
+        other => {
+            return Err(Error::Corrupt {
+                key,
+                detail: format!("unknown kind {other:?}"),
+            })
+        }
     };
-    let text = |field: &str| {
-        entry
-            .get::<String>(field)
-            .ok_or_else(|| corrupt(&format!("field `{field}` is missing")))
-    };
-    let number = |field: &str| {
-        text(field)?
-            .parse::<i64>()
-            .map_err(|_| corrupt(&format!("field `{field}` is not an integer")))
-    };
-    let change = match text("kind")?.as_str() {
-        "jti" => Change::Revoked {
-            issuer: text("iss")?,
-            jti: text("id")?,
-            keep_until: number("until")?,
-        },
-        "sub" => Change::SubjectCut {
-            issuer: text("iss")?,
-            subject: text("id")?,
-            not_before: number("nbf")?,
-            keep_until: number("until")?,
-        },
-        other => return Err(corrupt(&format!("unknown kind {other:?}"))),
-    };
-    Ok(LoggedChange {
+    Ok(AuditEntry {
+        logged_at_ms: stream_id_millis(&entry.id),
         cursor: entry.id.clone(),
-        change,
+        record,
     })
 }
 
-/// A stored hash being read back into a record.
-struct Record<'a> {
+/// Reads one log entry as the filter needs it.
+fn logged_change(log: &str, entry: &StreamId) -> Result<LoggedChange, Error> {
+    let entry = log_entry(log, entry)?;
+    Ok(LoggedChange {
+        change: entry.record.change(),
+        cursor: entry.cursor,
+        logged_at_ms: entry.logged_at_ms,
+    })
+}
+
+/// The time part of a stream ID (`<milliseconds>-<sequence>`).
+fn stream_id_millis(id: &str) -> i64 {
+    id.split_once('-')
+        .and_then(|(millis, _)| millis.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A stored hash (or log entry) being read back into a record.
+struct Fields<'a> {
     key: &'a str,
     fields: &'a HashMap<String, String>,
 }
 
-impl<'a> Record<'a> {
+impl<'a> Fields<'a> {
     fn new(key: &'a str, fields: &'a HashMap<String, String>) -> Self {
         Self { key, fields }
     }
@@ -575,6 +944,7 @@ impl<'a> Record<'a> {
         Ok(Revocation {
             issuer: issuer.to_owned(),
             jti: jti.to_owned(),
+            subject: self.optional("sub"),
             expires_at: self.number("exp")?,
             keep_until: self.number("until")?,
             provenance: self.provenance()?,
@@ -596,7 +966,13 @@ impl<'a> Record<'a> {
             at: self.number("at")?,
             by: self.text("by")?,
             reason: self.text("reason")?,
+            source: self.optional("from"),
         })
+    }
+
+    /// A field added after the first layout: empty when missing.
+    fn optional(&self, field: &str) -> String {
+        self.fields.get(field).cloned().unwrap_or_default()
     }
 
     fn text(&self, field: &str) -> Result<String, Error> {
