@@ -4,7 +4,9 @@
 mod support;
 
 use revocd::pb::{
-    CheckRequest, CheckResponse, GetStatsRequest, RevokeRequest, RevokeSubjectRequest,
+    revocation_record, CheckRequest, CheckResponse, GetStatsRequest, ListChangesRequest,
+    ListRevocationsRequest, RecordFilter, RecordKind, RevocationRecord, RevokeBatchRequest,
+    RevokeRequest, RevokeSubjectRequest,
 };
 use revocd::time::unix_now;
 use serde_json::json;
@@ -315,6 +317,9 @@ enum Call {
     RevokeSubject,
     Check,
     Stats,
+    Batch,
+    List,
+    Audit,
 }
 
 async fn call(client: &mut Client, call: Call) -> Code {
@@ -334,6 +339,20 @@ async fn call(client: &mut Client, call: Call) -> Code {
             client.check(request).await.map(drop)
         }
         Call::Stats => client.get_stats(GetStatsRequest {}).await.map(drop),
+        Call::Batch => {
+            let request = RevokeBatchRequest {
+                items: vec![by_jti("authz-batch", now + 60)],
+            };
+            client.revoke_batch(request).await.map(drop)
+        }
+        Call::List => client
+            .list_revocations(ListRevocationsRequest::default())
+            .await
+            .map(drop),
+        Call::Audit => client
+            .list_changes(ListChangesRequest::default())
+            .await
+            .map(drop),
     };
     result.map_or_else(|status| status.code(), |()| Code::Ok)
 }
@@ -369,6 +388,17 @@ async fn every_call_is_authorised_by_role(backend: Backend) {
         (Stats, Some("key-subscribe"), Denied),
         (Stats, Some("key-read"), Allowed),
         (Stats, Some("key-admin"), Allowed),
+        (Batch, None, NoKey),
+        (Batch, Some("key-read"), Denied),
+        (Batch, Some("key-revoke"), Allowed),
+        (Batch, Some("key-admin"), Allowed),
+        (List, None, NoKey),
+        (List, Some("key-revoke"), Denied),
+        (List, Some("key-subscribe"), Denied),
+        (List, Some("key-read"), Allowed),
+        (List, Some("key-admin"), Allowed),
+        (Audit, Some("key-revoke"), Denied),
+        (Audit, Some("key-read"), Allowed),
     ];
     let mut failures = Vec::new();
     for &(rpc, key, expected) in matrix {
@@ -559,6 +589,300 @@ async fn an_oversize_message_is_refused(backend: Backend) {
     );
 }
 
+async fn a_batch_stores_good_items_and_reports_bad_ones(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let items = vec![
+        by_jti("batch-1", now + 600),
+        by_jti("", now + 600),
+        by_token(&token_for("erin", "batch-token")),
+        by_jti("batch-expired", now - 3_600),
+        by_jti("batch-1", now + 600),
+        by_jti("batch-far", now + 400 * 86_400),
+    ];
+    let results = harness
+        .client("key-revoke")
+        .await
+        .revoke_batch(RevokeBatchRequest { items })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let summary: Vec<(i32, Option<bool>)> = results
+        .iter()
+        .map(|r| (r.code, r.response.as_ref().map(|r| r.newly_revoked)))
+        .collect();
+    let invalid = Code::InvalidArgument as i32;
+    assert_eq!(
+        summary,
+        [
+            (0, Some(true)),
+            (invalid, None),
+            (0, Some(true)),
+            (0, Some(false)),
+            (0, Some(false)),
+            (invalid, None),
+        ]
+    );
+    assert!(results[1].error.contains("`jti`"), "{results:?}");
+    assert!(
+        results[5].error.contains("max-token-lifetime"),
+        "{results:?}"
+    );
+    assert_eq!(harness.live_revocations().await, 2);
+    let stored = harness.check_token(&token_for("erin", "batch-token")).await;
+    assert!(stored.revoked);
+    assert_eq!(stored.revoked_by, "auth-server");
+
+    let too_many = RevokeBatchRequest {
+        items: (0..1_001)
+            .map(|i| by_jti(&format!("m{i}"), now + 60))
+            .collect(),
+    };
+    let status = harness
+        .client("key-revoke")
+        .await
+        .revoke_batch(too_many)
+        .await
+        .expect_err("over the item limit");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("1001 items"), "{status:?}");
+}
+
+/// Every page of a listing, joined.
+async fn list_all(
+    client: &mut Client,
+    filter: RecordFilter,
+    page_size: u32,
+) -> Vec<RevocationRecord> {
+    let mut records = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..1_000 {
+        let request = ListRevocationsRequest {
+            filter: Some(filter.clone()),
+            page_size,
+            page_token,
+        };
+        let page = client
+            .list_revocations(request)
+            .await
+            .expect("list")
+            .into_inner();
+        records.extend(page.records);
+        if page.next_page_token.is_empty() {
+            return records;
+        }
+        page_token = page.next_page_token;
+    }
+    panic!("the listing never ended");
+}
+
+/// (kind, id) of a record, for comparing listings.
+fn record_id(record: &RevocationRecord) -> String {
+    match &record.record {
+        Some(revocation_record::Record::Token(t)) => format!("token {}", t.jti),
+        Some(revocation_record::Record::Subject(s)) => format!("subject {}", s.subject),
+        None => panic!("a record without its kind: {record:?}"),
+    }
+}
+
+async fn listings_page_through_every_record_and_filter(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let mut revoker = harness.client("key-revoke").await;
+    let items = (0..25)
+        .map(|i| {
+            let mut item = by_jti(&format!("listed-{i:02}"), now + 600);
+            item.reason = "bulk".into();
+            item
+        })
+        .collect();
+    revoker
+        .revoke_batch(RevokeBatchRequest { items })
+        .await
+        .expect("batch");
+    let mut anonymous = harness.anonymous().await;
+    for i in 0..3 {
+        let token = token_for("frank", &format!("self-{i}"));
+        anonymous
+            .revoke(by_token(&token))
+            .await
+            .expect("self-revoke");
+    }
+    let mut admin = harness.client("key-admin").await;
+    for who in ["grace", "heidi"] {
+        admin
+            .revoke_subject(subject(who, 0))
+            .await
+            .expect("cut-off");
+    }
+
+    let mut reader = harness.client("key-read").await;
+    let everything = list_all(&mut reader, RecordFilter::default(), 1_000).await;
+    let mut ids: Vec<String> = everything.iter().map(record_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "{ids:?}");
+    let mut paged: Vec<String> = list_all(&mut reader, RecordFilter::default(), 4)
+        .await
+        .iter()
+        .map(record_id)
+        .collect();
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, ids, "small pages list the same records");
+
+    let count = |filter: RecordFilter| {
+        let mut reader = reader.clone();
+        async move {
+            let mut ids: Vec<String> = list_all(&mut reader, filter, 10)
+                .await
+                .iter()
+                .map(record_id)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids.len()
+        }
+    };
+    let actor = |actor: &str| RecordFilter {
+        actor: actor.into(),
+        ..Default::default()
+    };
+    assert_eq!(count(actor("auth-server")).await, 25);
+    assert_eq!(count(actor("self")).await, 3);
+    assert_eq!(count(actor("operator")).await, 2);
+    let of_subject = RecordFilter {
+        subject: "frank".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        count(of_subject).await,
+        3,
+        "revoked by token: the subject is kept"
+    );
+    let subjects = RecordFilter {
+        kind: RecordKind::Subject.into(),
+        ..Default::default()
+    };
+    assert_eq!(count(subjects).await, 2);
+    let future = RecordFilter {
+        since: now + 3_600,
+        ..Default::default()
+    };
+    assert_eq!(count(future).await, 0);
+    let past = RecordFilter {
+        until: now - 3_600,
+        ..Default::default()
+    };
+    assert_eq!(count(past).await, 0);
+
+    let record = everything
+        .iter()
+        .find(|r| record_id(r) == "token listed-07")
+        .expect("listed-07");
+    assert_eq!(record.actor, "auth-server");
+    assert_eq!(record.reason, "bulk");
+    assert!(record.source.starts_with("127.0.0.1:"), "{record:?}");
+    assert!(record.revoked_at >= now);
+
+    let bad_token = ListRevocationsRequest {
+        page_token: "not-a-token".into(),
+        ..Default::default()
+    };
+    let status = reader
+        .list_revocations(bad_token)
+        .await
+        .expect_err("bad page token");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+async fn the_audit_trail_shows_every_change_in_order(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let mut revoker = harness.client("key-revoke").await;
+    let mut first = by_jti("audit-a", now + 600);
+    first.reason = "phished".into();
+    revoker.revoke(first).await.expect("a");
+    revoker
+        .revoke(by_jti("audit-b", now + 600))
+        .await
+        .expect("b");
+    revoker
+        .revoke(by_jti("audit-a", now + 900))
+        .await
+        .expect("extend a");
+    harness
+        .client("key-admin")
+        .await
+        .revoke_subject(subject("ivan", 0))
+        .await
+        .expect("cut-off");
+
+    let mut reader = harness.client("key-read").await;
+    let mut changes = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListChangesRequest {
+            filter: Some(RecordFilter {
+                since: now - 5,
+                ..Default::default()
+            }),
+            page_size: 1,
+            page_token,
+        };
+        let page = reader
+            .list_changes(request)
+            .await
+            .expect("audit")
+            .into_inner();
+        changes.extend(page.changes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let seen: Vec<(String, String)> = changes
+        .iter()
+        .map(|c| {
+            let record = c.record.as_ref().expect("record");
+            (record_id(record), record.actor.clone())
+        })
+        .collect();
+    let expected = [
+        ("token audit-a", "auth-server"),
+        ("token audit-b", "auth-server"),
+        ("token audit-a", "auth-server"),
+        ("subject ivan", "operator"),
+    ]
+    .map(|(id, actor)| (id.to_owned(), actor.to_owned()));
+    assert_eq!(seen, expected);
+    let first = changes[0].record.as_ref().expect("record");
+    assert_eq!(first.reason, "phished");
+    assert!(first.source.starts_with("127.0.0.1:"), "{first:?}");
+    assert!(changes
+        .windows(2)
+        .all(|w| w[0].logged_at_ms <= w[1].logged_at_ms));
+    match &changes[2].record.as_ref().and_then(|r| r.record.clone()) {
+        Some(revocation_record::Record::Token(t)) => assert_eq!(t.expires_at, now + 900),
+        other => panic!("the extension: {other:?}"),
+    }
+
+    let later = ListChangesRequest {
+        filter: Some(RecordFilter {
+            since: now + 3_600,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let page = reader
+        .list_changes(later)
+        .await
+        .expect("audit")
+        .into_inner();
+    assert!(page.changes.is_empty(), "{page:?}");
+}
+
 /// Runs each named test once per backend.
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -582,4 +906,7 @@ on_both_backends!(
     every_call_is_authorised_by_role,
     bad_input_gets_a_clear_error,
     an_oversize_message_is_refused,
+    a_batch_stores_good_items_and_reports_bad_ones,
+    listings_page_through_every_record_and_filter,
+    the_audit_trail_shows_every_change_in_order,
 );
