@@ -272,7 +272,7 @@ async fn narrow_client(server: &TestServer) -> Client {
 }
 
 #[tokio::test]
-async fn shutting_down_ends_the_streams() {
+async fn shutting_down_ends_the_streams_telling_gateways_to_go_elsewhere() {
     let deployment = Deployment::new();
     let server = TestServer::start(&deployment.args(&[])).await;
     let mut stream = subscribe(&mut server.client(Some("key-subscribe")).await, "", 0).await;
@@ -288,7 +288,12 @@ async fn shutting_down_ends_the_streams() {
             }
         }
     });
-    let _ = end.await.expect("the stream ended");
+    let status = end
+        .await
+        .expect("the stream ended")
+        .expect_err("ended with a status that says why");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
 }
 
 #[tokio::test]

@@ -166,6 +166,14 @@ impl HubState {
             subscribers = self.subscribers.len(),
             "filter hub stopped; closing streams"
         );
+        // Say why the stream ends, so gateways move to another replica at
+        // once. A full queue needs no word: its gateway is re-based anyway.
+        let goodbye = tonic::Status::unavailable(
+            "this revocd replica is shutting down; reconnect to another",
+        );
+        for subscriber in &self.subscribers {
+            let _ = subscriber.queue.try_send(Err(goodbye.clone()));
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -286,7 +294,9 @@ impl HubState {
         };
         self.cursor.clone_from(&last.cursor);
         let logged_at_ms = last.logged_at_ms;
-        let lag_ms = crate::time::unix_now_ms().saturating_sub(logged_at_ms).max(0);
+        let lag_ms = crate::time::unix_now_ms()
+            .saturating_sub(logged_at_ms)
+            .max(0);
         metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
         let now = unix_now();
         let mut delta = pb::Delta {

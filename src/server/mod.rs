@@ -172,7 +172,7 @@ pub async fn run(
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let monitor = tokio::spawn(watch_store_health(state.store.clone(), health));
+    let monitor = tokio::spawn(watch_store_health(state.store.clone(), health.clone()));
     // The descriptor set is compiled in by build.rs from the same proto, so
     // building the reflection services cannot fail.
     let reflection = || {
@@ -206,7 +206,10 @@ pub async fn run(
         result = &mut serve => result,
         () = shutdown => {
             info!("shutting down; draining open calls");
-            // End the filter streams first: they never finish by themselves.
+            // Load balancers and gateways probing health move away first.
+            monitor.abort();
+            set_health(&health, ServingStatus::NotServing).await;
+            // End the filter streams: they never finish by themselves.
             state.hub.shutdown();
             stopping.cancel();
             match tokio::time::timeout(grace, &mut serve).await {
@@ -222,10 +225,16 @@ pub async fn run(
     result
 }
 
+/// Reports `status` for `""` and the revocation service.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    let service = <RevocationServiceServer<RevocationService> as NamedService>::NAME;
+    health.set_service_status("", status).await;
+    health.set_service_status(service, status).await;
+}
+
 /// Pings the store every [`HEALTH_PROBE_INTERVAL`] and reports SERVING only
 /// while it answers, for `""` and the revocation service.
 async fn watch_store_health(store: Store, health: HealthReporter) {
-    let service = <RevocationServiceServer<RevocationService> as NamedService>::NAME;
     let mut last = None;
     let mut interval = tokio::time::interval(HEALTH_PROBE_INTERVAL);
     loop {
@@ -244,8 +253,7 @@ async fn watch_store_health(store: Store, health: HealthReporter) {
             if last.is_some() && status == ServingStatus::Serving {
                 info!("store reachable again; reporting SERVING");
             }
-            health.set_service_status("", status).await;
-            health.set_service_status(service, status).await;
+            set_health(&health, status).await;
             last = Some(status);
         }
     }
