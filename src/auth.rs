@@ -8,6 +8,11 @@
 //! name = "auth-server"
 //! sha256 = "<hex of the SHA-256 of the key>"
 //! roles = ["revoke"]
+//! # Optional quotas (per replica for the rate and streams; the live count
+//! # is kept in the store, so it holds across replicas):
+//! max_revocations_per_second = 100
+//! max_live_revocations = 100000
+//! max_streams = 10
 //! ```
 //!
 //! A caller sends its key as gRPC metadata `authorization: Bearer <key>`.
@@ -51,11 +56,27 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// Quotas of one API key; `None` is no limit beyond the server's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Revocations (by jti, by token with the key, and subject cut-offs)
+    /// per second on one replica, with a burst of one second's worth.
+    pub max_revocations_per_second: Option<u32>,
+    /// Live token revocations made with the key, across the deployment: a
+    /// defence against one key flooding the filter.
+    pub max_live_revocations: Option<u64>,
+    /// Filter streams the key may hold open on one replica (overrides
+    /// `--max-streams-per-key`).
+    pub max_streams: Option<usize>,
+}
+
 /// The authenticated caller of one RPC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The key's name, recorded as the author of the caller's changes.
     pub name: String,
+    /// The key's quotas.
+    pub limits: Limits,
     roles: HashSet<Role>,
 }
 
@@ -101,13 +122,18 @@ struct KeyEntry {
     name: String,
     sha256: String,
     roles: Vec<Role>,
+    max_revocations_per_second: Option<u32>,
+    max_live_revocations: Option<u64>,
+    max_streams: Option<usize>,
 }
 
-/// A configured API key: its name, digest (never the key) and roles.
+/// A configured API key: its name, digest (never the key), roles and
+/// quotas.
 pub struct ApiKey {
     name: String,
     digest: [u8; 32],
     roles: HashSet<Role>,
+    limits: Limits,
 }
 
 /// How callers are authenticated.
@@ -160,10 +186,25 @@ impl Access {
             }
             let digest = parse_digest(&entry.sha256)
                 .ok_or_else(|| format!("key {:?}: sha256 must be 64 hex digits", entry.name))?;
+            let limits = Limits {
+                max_revocations_per_second: entry.max_revocations_per_second,
+                max_live_revocations: entry.max_live_revocations,
+                max_streams: entry.max_streams,
+            };
+            if limits.max_revocations_per_second == Some(0)
+                || limits.max_live_revocations == Some(0)
+                || limits.max_streams == Some(0)
+            {
+                return Err(format!(
+                    "key {:?}: a quota of 0 would refuse every call; remove the role instead",
+                    entry.name
+                ));
+            }
             keys.push(ApiKey {
                 name: entry.name,
                 digest,
                 roles: entry.roles.into_iter().collect(),
+                limits,
             });
         }
         if keys.is_empty() {
@@ -182,6 +223,7 @@ impl Access {
             Access::Open => {
                 return Ok(Some(Caller {
                     name: "dev".into(),
+                    limits: Limits::default(),
                     roles: HashSet::from([Role::Admin]),
                 }))
             }
@@ -209,6 +251,7 @@ impl Access {
         let key = found.ok_or(AuthError::UnknownKey)?;
         Ok(Some(Caller {
             name: key.name.clone(),
+            limits: key.limits,
             roles: key.roles.clone(),
         }))
     }
@@ -330,6 +373,31 @@ mod tests {
             let error = Access::from_toml(text).expect_err(text);
             assert!(error.contains(expected), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn quotas_are_read_with_the_key_and_zero_is_refused() {
+        let digest = key_digest_hex("q");
+        let toml = format!(
+            "[[key]]\nname = \"q\"\nsha256 = \"{digest}\"\nroles = [\"revoke\"]\n\
+             max_revocations_per_second = 5\nmax_live_revocations = 10\nmax_streams = 2\n"
+        );
+        let caller = Access::from_toml(&toml)
+            .unwrap()
+            .caller(Some(b"Bearer q"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            caller.limits,
+            Limits {
+                max_revocations_per_second: Some(5),
+                max_live_revocations: Some(10),
+                max_streams: Some(2),
+            }
+        );
+        let zero = toml.replace("max_streams = 2", "max_streams = 0");
+        let error = Access::from_toml(&zero).err().unwrap();
+        assert!(error.contains("quota of 0"), "{error}");
     }
 
     #[test]

@@ -883,6 +883,74 @@ async fn the_audit_trail_shows_every_change_in_order(backend: Backend) {
     assert!(page.changes.is_empty(), "{page:?}");
 }
 
+async fn quotas_refuse_only_the_key_over_them(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let mut bound = harness.client("key-quota").await;
+    for i in 0..5 {
+        bound
+            .revoke(by_jti(&format!("quota-{i}"), now + 600))
+            .await
+            .expect("within the live quota");
+    }
+    let status = bound
+        .revoke(by_jti("quota-5", now + 600))
+        .await
+        .expect_err("over the live quota");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("5 live revocations"),
+        "{status:?}"
+    );
+    bound
+        .revoke(by_jti("quota-0", now + 900))
+        .await
+        .expect("extending a held revocation adds nothing live");
+    harness
+        .client("key-revoke")
+        .await
+        .revoke(by_jti("unbound", now + 600))
+        .await
+        .expect("another key is not limited");
+
+    // 7 revocations of a 20-per-second bucket are spent: a batch of 30 gets
+    // at most 20, and those are over the live quota.
+    let items = (0..30)
+        .map(|i| by_jti(&format!("burst-{i}"), now + 600))
+        .collect();
+    let results = bound
+        .revoke_batch(RevokeBatchRequest { items })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let over_rate = results
+        .iter()
+        .filter(|r| r.error.contains("per second"))
+        .count();
+    let over_live = results
+        .iter()
+        .filter(|r| r.error.contains("live revocations"))
+        .count();
+    assert!(over_rate >= 10, "{results:?}");
+    assert!(over_live >= 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.code == Code::ResourceExhausted as i32),
+        "{results:?}"
+    );
+
+    let request = || revocd::pb::SubscribeRequest::default();
+    let _first = bound.subscribe(request()).await.expect("one stream");
+    let status = bound
+        .subscribe(request())
+        .await
+        .expect_err("max_streams = 1");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_streams"), "{status:?}");
+}
+
 /// Runs each named test once per backend.
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -909,4 +977,5 @@ on_both_backends!(
     a_batch_stores_good_items_and_reports_bad_ones,
     listings_page_through_every_record_and_filter,
     the_audit_trail_shows_every_change_in_order,
+    quotas_refuse_only_the_key_over_them,
 );

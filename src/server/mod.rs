@@ -5,6 +5,7 @@
 //! (SERVING only while the store answers) and gRPC reflection, both without
 //! authentication.
 
+mod quota;
 mod request;
 mod service;
 

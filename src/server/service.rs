@@ -8,6 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, warn, Instrument};
 
+use super::quota::RevocationRate;
 use super::{request, State};
 use crate::auth::{Access, AuthError, Caller, Role};
 use crate::hub::{SubscribeError, SubscribeParams};
@@ -130,6 +131,7 @@ impl From<ApiError> for Status {
 pub struct RevocationService {
     state: Arc<State>,
     streams: Arc<StreamCounter>,
+    rate: Arc<RevocationRate>,
 }
 
 /// Open filter streams per caller, so one key cannot take them all.
@@ -193,6 +195,7 @@ impl RevocationService {
         Self {
             state,
             streams: Arc::default(),
+            rate: Arc::default(),
         }
     }
 
@@ -236,7 +239,23 @@ impl RevocationService {
                 Prepared::Store(revocation) => revocation,
                 Prepared::Expired(response) => return Ok(response),
             };
-        let outcome = self.state.store.revoke(&revocation, now).await?;
+        let live_quota = match &caller {
+            Some(caller) => {
+                self.take_rate(caller)?;
+                caller.limits.max_live_revocations
+            }
+            None => None,
+        };
+        let outcome = self
+            .state
+            .store
+            .revoke_batch(std::slice::from_ref(&revocation), now, live_quota)
+            .await?
+            .pop()
+            .unwrap_or_default();
+        if outcome.over_quota {
+            return Err(over_live_quota(&revocation.provenance.by, live_quota));
+        }
         count_revocation(&outcome);
         debug!(
             jti = revocation.jti,
@@ -348,12 +367,34 @@ impl RevocationService {
                 }
             }
         }
-        let outcomes = self.state.store.revoke_batch(&revocations, now).await?;
+        let granted = self.rate.take(&caller, revocations.len());
+        for &position in &positions[granted..] {
+            let status = Status::from(over_rate_quota(&caller));
+            results[position].code = status.code() as i32;
+            results[position].error = status.message().to_owned();
+        }
+        revocations.truncate(granted);
+        let live_quota = caller.limits.max_live_revocations;
+        let outcomes = self
+            .state
+            .store
+            .revoke_batch(&revocations, now, live_quota)
+            .await?;
         for ((revocation, outcome), position) in revocations.iter().zip(outcomes).zip(positions) {
+            if outcome.over_quota {
+                let status = Status::from(over_live_quota(&caller.name, live_quota));
+                results[position].code = status.code() as i32;
+                results[position].error = status.message().to_owned();
+                continue;
+            }
             count_revocation(&outcome);
             results[position].response = Some(revoke_response(revocation, outcome));
         }
-        debug!(items = results.len(), stored = revocations.len(), "batch revoked");
+        debug!(
+            items = results.len(),
+            stored = revocations.len(),
+            "batch revoked"
+        );
         Ok(pb::RevokeBatchResponse { results })
     }
 
@@ -406,6 +447,14 @@ impl RevocationService {
         })
     }
 
+    /// Takes one revocation from the caller's rate quota.
+    fn take_rate(&self, caller: &Caller) -> Result<(), ApiError> {
+        match self.rate.take(caller, 1) {
+            0 => Err(over_rate_quota(caller)),
+            _ => Ok(()),
+        }
+    }
+
     /// `expires_at` must be positive and within `--max-token-lifetime`.
     fn check_expiry(&self, expires_at: i64, now: i64) -> Result<(), ApiError> {
         let policy = &self.state.policy;
@@ -431,6 +480,7 @@ impl RevocationService {
     ) -> Result<RevokeSubjectResponse, ApiError> {
         let caller = self.caller(&request)?;
         let caller = Access::require(caller.as_ref(), &[Role::Revoke])?;
+        self.take_rate(caller)?;
         let source = source_address(&request);
         let request = request.get_ref();
         request::identifier("subject", &request.subject)?;
@@ -547,10 +597,13 @@ impl RevocationService {
     ) -> Result<FilterStream, ApiError> {
         let caller = self.caller(&request)?;
         let caller = Access::require(caller.as_ref(), &[Role::Subscribe])?;
-        let limit = self.state.policy.max_streams_per_key;
+        let limit = caller
+            .limits
+            .max_streams
+            .unwrap_or(self.state.policy.max_streams_per_key);
         let permit = self.streams.acquire(&caller.name, limit).ok_or_else(|| {
             ApiError::ResourceExhausted(format!(
-                "API key {:?} already holds {limit} filter streams on this replica (--max-streams-per-key)",
+                "API key {:?} already holds {limit} filter streams on this replica (its max_streams, else --max-streams-per-key)",
                 caller.name
             ))
         })?;
@@ -582,6 +635,21 @@ enum Prepared {
     Store(Revocation),
     /// The token has expired: the answer, with nothing to store.
     Expired(RevokeResponse),
+}
+
+fn over_rate_quota(caller: &Caller) -> ApiError {
+    ApiError::ResourceExhausted(format!(
+        "API key {:?} is over its quota of {} revocations per second; retry later",
+        caller.name,
+        caller.limits.max_revocations_per_second.unwrap_or_default()
+    ))
+}
+
+fn over_live_quota(actor: &str, quota: Option<u64>) -> ApiError {
+    ApiError::ResourceExhausted(format!(
+        "API key {actor:?} already holds its quota of {} live revocations; more are accepted as its revocations expire",
+        quota.unwrap_or_default()
+    ))
 }
 
 /// The caller's address as `ip:port`, empty when the transport has none.
@@ -643,7 +711,11 @@ fn page_request(
         since: filter.since,
         until: filter.until,
     };
-    Ok((filter, page_size, (!page_token.is_empty()).then_some(page_token)))
+    Ok((
+        filter,
+        page_size,
+        (!page_token.is_empty()).then_some(page_token),
+    ))
 }
 
 /// The wire form of a stored record.
@@ -742,7 +814,11 @@ impl pb::revocation_service_server::RevocationService for RevocationService {
         &self,
         request: Request<pb::RevokeBatchRequest>,
     ) -> Result<Response<pb::RevokeBatchResponse>, Status> {
-        observed("RevokeBatch", RevocationService::revoke_batch(self, request)).await
+        observed(
+            "RevokeBatch",
+            RevocationService::revoke_batch(self, request),
+        )
+        .await
     }
 
     async fn list_revocations(

@@ -88,15 +88,32 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn revoke(&self, revocation: &Revocation, now: i64) -> RevokeOutcome {
+    pub(super) fn revoke(
+        &self,
+        revocation: &Revocation,
+        now: i64,
+        live_quota: Option<u64>,
+    ) -> RevokeOutcome {
         let mut state = self.lock();
         let name = record_name(&revocation.issuer, &revocation.jti);
         let previous = state.revocations.get(&name, now).cloned();
         if let Some(previous) = &previous {
             if previous.keep_until >= revocation.keep_until {
+                return RevokeOutcome::default();
+            }
+        }
+        if let (None, Some(quota)) = (&previous, live_quota) {
+            // A linear count: the memory store serves trials, not fleets.
+            let actor = &revocation.provenance.by;
+            let held = state
+                .revocations
+                .live_records(now)
+                .filter(|r| &r.provenance.by == actor)
+                .count() as u64;
+            if held >= quota {
                 return RevokeOutcome {
-                    newly_revoked: false,
-                    cursor: None,
+                    over_quota: true,
+                    ..RevokeOutcome::default()
                 };
             }
         }
@@ -114,6 +131,7 @@ impl MemoryStore {
         self.appended.notify_waiters();
         RevokeOutcome {
             newly_revoked,
+            over_quota: false,
             cursor: Some(cursor),
         }
     }
@@ -195,10 +213,12 @@ impl MemoryStore {
             .revocations
             .live_named(now)
             .map(|(name, r)| (ListKey(RecordKind::Token, name), Record::Token(r.clone())));
-        let subjects = state
-            .cutoffs
-            .live_named(now)
-            .map(|(name, c)| (ListKey(RecordKind::Subject, name), Record::Subject(c.clone())));
+        let subjects = state.cutoffs.live_named(now).map(|(name, c)| {
+            (
+                ListKey(RecordKind::Subject, name),
+                Record::Subject(c.clone()),
+            )
+        });
         let mut matching: Vec<(ListKey<'_>, Record)> = tokens
             .chain(subjects)
             .filter(|(key, record)| {
@@ -425,7 +445,7 @@ mod tests {
     async fn the_log_keeps_the_newest_entries_and_wakes_readers() {
         let store = MemoryStore::new(3);
         for i in 0..5 {
-            store.revoke(&revocation(&format!("j{i}"), 100), 0);
+            store.revoke(&revocation(&format!("j{i}"), 100), 0, None);
         }
         let tail = store.log_tail(10);
         assert_eq!(tail.head, "5");
@@ -437,7 +457,7 @@ mod tests {
         let wait =
             tokio::spawn(async move { reader.read_after("5", 10, Duration::from_secs(5)).await });
         tokio::task::yield_now().await;
-        writer.revoke(&revocation("late", 100), 0);
+        writer.revoke(&revocation("late", 100), 0, None);
         let entries = wait.await.unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].cursor, "6");
@@ -464,7 +484,7 @@ mod tests {
     fn expired_records_are_invisible_and_eventually_purged() {
         let store = MemoryStore::new(100);
         for i in 0..100 {
-            store.revoke(&revocation(&format!("old-{i}"), 10), 0);
+            store.revoke(&revocation(&format!("old-{i}"), 10), 0, None);
         }
         assert_eq!(store.counts(9).revocations, 100);
         assert_eq!(store.counts(10).revocations, 0);
@@ -474,7 +494,7 @@ mod tests {
             .is_none());
         // Writes after expiry trigger a purge once the map doubles.
         for i in 0..200 {
-            store.revoke(&revocation(&format!("new-{i}"), 1_000), 20);
+            store.revoke(&revocation(&format!("new-{i}"), 1_000), 20, None);
         }
         let held = store.lock().revocations.records.len();
         assert!(held < 300, "expired records were not purged: {held} held");
@@ -484,11 +504,11 @@ mod tests {
     #[test]
     fn a_later_expiry_extends_the_record_and_keeps_its_author() {
         let store = MemoryStore::new(100);
-        let first = store.revoke(&revocation("a", 100), 0);
+        let first = store.revoke(&revocation("a", 100), 0, None);
         assert!(first.newly_revoked);
         let mut later = revocation("a", 200);
         later.provenance.by = "someone-else".into();
-        let second = store.revoke(&later, 0);
+        let second = store.revoke(&later, 0, None);
         assert!(!second.newly_revoked);
         assert!(second.cursor.is_some(), "an extension is a logged change");
         let stored = store

@@ -186,10 +186,13 @@ pub struct AuditEntry {
 }
 
 /// The result of storing a revocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokeOutcome {
     /// True when no revocation of this (issuer, jti) existed before.
     pub newly_revoked: bool,
+    /// True when it was refused, nothing stored: the caller already holds
+    /// its quota of live revocations.
+    pub over_quota: bool,
     /// Change-log position of the change, `None` when nothing changed.
     pub cursor: Option<String>,
 }
@@ -382,17 +385,16 @@ impl Store {
     /// [`Error::Unavailable`] when the backend cannot be reached.
     pub async fn revoke(&self, revocation: &Revocation, now: i64) -> Result<RevokeOutcome, Error> {
         let mut outcomes = self
-            .revoke_batch(std::slice::from_ref(revocation), now)
+            .revoke_batch(std::slice::from_ref(revocation), now, None)
             .await?;
-        Ok(outcomes.pop().unwrap_or(RevokeOutcome {
-            newly_revoked: false,
-            cursor: None,
-        }))
+        Ok(outcomes.pop().unwrap_or_default())
     }
 
-    /// Stores several revocations in one round trip, each as
+    /// Stores several revocations of one caller in one round trip, each as
     /// [`Store::revoke`] would (each atomic on its own); one outcome per
-    /// revocation, in order.
+    /// revocation, in order. With `live_quota`, a new revocation is refused
+    /// (`over_quota`) while the caller (`provenance.by`, the same for every
+    /// item) holds that many live ones.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the backend cannot be reached: then any
@@ -401,12 +403,13 @@ impl Store {
         &self,
         revocations: &[Revocation],
         now: i64,
+        live_quota: Option<u64>,
     ) -> Result<Vec<RevokeOutcome>, Error> {
         match self {
-            Store::Redis(store) => store.revoke_batch(revocations, now).await,
+            Store::Redis(store) => store.revoke_batch(revocations, now, live_quota).await,
             Store::Memory(store) => Ok(revocations
                 .iter()
-                .map(|revocation| store.revoke(revocation, now))
+                .map(|revocation| store.revoke(revocation, now, live_quota))
                 .collect()),
         }
     }

@@ -15,6 +15,7 @@
 //! | `{prefix}v1:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
 //! | `{prefix}v1:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
 //! | `{prefix}v1:digest-key`        | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
+//! | `{prefix}v1:actor-live:<key name>` | zset | record names of the key's revocations, scored by `until` | kept only for keys with `max_live_revocations`; pruned on write |
 //!
 //! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
 //! or subject), `sub` (jti: the token's subject, when known), `exp` (jti) or
@@ -69,19 +70,27 @@ const MAX_SCANS_PER_PAGE: usize = 16;
 const LOG_ORIGIN: &str = "0-0";
 
 /// Stores a batch of revocations, each atomic on its own. Returns one
-/// `{newly_revoked (0/1), cursor or false}` per item.
+/// `{outcome, cursor or false}` per item: outcome 1 for a new revocation, 0
+/// for a repeat or an extension, 2 for a new one refused because the
+/// caller holds its quota of live revocations.
 ///
-/// KEYS: expiry index, log, then the record of each item.
-/// ARGV: retention, now, prune batch, then per item: record name, exp,
-/// until, at, by, reason, issuer, jti, subject, source.
+/// KEYS: expiry index, log, the caller's live index, then each item's record.
+/// ARGV: retention, now, prune batch, live quota (0: none, and the caller's
+/// index is not kept), then per item: record name, exp, until, at, by,
+/// reason, issuer, jti, subject, source.
 const REVOKE_SCRIPT: &str = r#"
 local replies = {}
-for i = 3, #KEYS do
+local now = tonumber(ARGV[2])
+local quota = tonumber(ARGV[4])
+for i = 4, #KEYS do
   local key = KEYS[i]
-  local a = 3 + (i - 3) * 10
+  local a = 4 + (i - 4) * 10
   local stored_until = tonumber(redis.call('HGET', key, 'until'))
   if stored_until and stored_until >= tonumber(ARGV[a + 3]) then
     replies[#replies + 1] = {0, false}
+  elseif not stored_until and quota > 0
+      and redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf') >= quota then
+    replies[#replies + 1] = {2, false}
   else
     if stored_until then
       redis.call('HSET', key, 'exp', ARGV[a + 2], 'until', ARGV[a + 3])
@@ -91,6 +100,7 @@ for i = 3, #KEYS do
     end
     redis.call('EXPIREAT', key, ARGV[a + 3])
     redis.call('ZADD', KEYS[1], ARGV[a + 3], ARGV[a + 1])
+    if quota > 0 then redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 1]) end
     local cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
       'kind', 'jti', 'iss', ARGV[a + 7], 'id', ARGV[a + 8], 'sub', ARGV[a + 9],
       'exp', ARGV[a + 2], 'until', ARGV[a + 3], 'at', ARGV[a + 4], 'by', ARGV[a + 5],
@@ -102,8 +112,10 @@ for i = 3, #KEYS do
     end
   end
 end
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-if #stale > 0 then redis.call('ZREM', KEYS[1], unpack(stale)) end
+for _, index in ipairs(quota > 0 and {KEYS[1], KEYS[3]} or {KEYS[1]}) do
+  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, ARGV[3])
+  if #stale > 0 then redis.call('ZREM', index, unpack(stale)) end
+end
 return replies
 "#;
 
@@ -191,6 +203,7 @@ struct Keys {
     sub_expiry: String,
     log: String,
     digest_key: String,
+    actor_prefix: String,
 }
 
 /// Follows the change log with `XREAD BLOCK` on a connection of its own,
@@ -415,17 +428,20 @@ impl RedisStore {
         &self,
         revocations: &[Revocation],
         now: i64,
+        live_quota: Option<u64>,
     ) -> Result<Vec<RevokeOutcome>, Error> {
-        if revocations.is_empty() {
+        let Some(first) = revocations.first() else {
             return Ok(Vec::new());
-        }
+        };
         let mut invocation = self.revoke_script.prepare_invoke();
         invocation
             .key(&self.keys.jti_expiry)
             .key(&self.keys.log)
+            .key(format!("{}{}", self.keys.actor_prefix, first.provenance.by))
             .arg(self.log_retention)
             .arg(now)
-            .arg(PRUNE_BATCH);
+            .arg(PRUNE_BATCH)
+            .arg(live_quota.unwrap_or(0));
         for revocation in revocations {
             let name = record_name(&revocation.issuer, &revocation.jti);
             invocation
@@ -444,8 +460,9 @@ impl RedisStore {
         let replies: Vec<(u8, Option<String>)> = self.write(&invocation).await?;
         Ok(replies
             .into_iter()
-            .map(|(newly_revoked, cursor)| RevokeOutcome {
-                newly_revoked: newly_revoked == 1,
+            .map(|(outcome, cursor)| RevokeOutcome {
+                newly_revoked: outcome == 1,
+                over_quota: outcome == 2,
                 cursor,
             })
             .collect())
@@ -765,6 +782,7 @@ impl Keys {
             sub_expiry: format!("{prefix}{LAYOUT}:sub-expiry"),
             log: format!("{prefix}{LAYOUT}:log"),
             digest_key: format!("{prefix}{LAYOUT}:digest-key"),
+            actor_prefix: format!("{prefix}{LAYOUT}:actor-live:"),
         }
     }
 }
@@ -890,7 +908,9 @@ fn log_entry(log: &str, entry: &StreamId) -> Result<AuditEntry, Error> {
     let fields: HashMap<String, String> = entry
         .map
         .iter()
-        .filter_map(|(field, value)| Some((field.clone(), redis::from_redis_value(value.clone()).ok()?)))
+        .filter_map(|(field, value)| {
+            Some((field.clone(), redis::from_redis_value(value.clone()).ok()?))
+        })
         .collect();
     let fields = Fields::new(&key, &fields);
     let issuer = fields.text("iss")?;

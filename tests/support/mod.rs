@@ -41,6 +41,13 @@ pub const KEYS: [(&str, &str, &str); 5] = [
     ("mixed", "key-mixed", r#"["revoke", "read"]"#),
 ];
 
+/// A key with quotas: (name, key, roles and quota lines).
+pub const QUOTA_KEY: (&str, &str, &str) = (
+    "rate-bound",
+    "key-quota",
+    "[\"revoke\", \"subscribe\"]\nmax_revocations_per_second = 20\nmax_live_revocations = 5\nmax_streams = 1",
+);
+
 /// The built binary `name` (`revocd` or `revoctl`): in tests, the one cargo
 /// built for them (`CARGO_BIN_EXE_<name>`); elsewhere (an example, run from
 /// `target/<profile>/examples/`), `target/<profile>/<name>`, so a release
@@ -102,6 +109,7 @@ impl Deployment {
         std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).expect("secret file");
         let keys: String = KEYS
             .iter()
+            .chain([&QUOTA_KEY])
             .map(|(name, key, roles)| {
                 let digest = revocd::auth::key_digest_hex(key);
                 format!("[[key]]\nname = \"{name}\"\nsha256 = \"{digest}\"\nroles = {roles}\n\n")
