@@ -85,7 +85,7 @@ const TOKEN_LIFETIME: i64 = 3_600;
 const DEV_CALLER: &str = "dev";
 /// Source of revocd's Redis store, from which the baseline takes the
 /// revoke script and its prune batch, so it cannot drift from the server.
-const REDIS_STORE_SOURCE: &str = include_str!("../src/store/redis.rs");
+const REDIS_STORE_SOURCE: &str = include_str!("../src/store/redis/mod.rs");
 /// Throughput share of the baseline each revocd RPC should reach.
 const REVOKE_TARGET: f64 = 0.50;
 /// See [`REVOKE_TARGET`].
@@ -344,7 +344,7 @@ impl Layout {
     /// The record of `jti` of the empty issuer (what `--dev` defaults to).
     /// A record name is `<issuer byte length>:<issuer>:<id>`.
     fn record(&self, jti: &str) -> String {
-        format!("{}v1:jti:{}", self.prefix, Self::record_name(jti))
+        format!("{}v1:{{p0}}:jti:{}", self.prefix, Self::record_name(jti))
     }
 
     fn record_name(jti: &str) -> String {
@@ -352,11 +352,15 @@ impl Layout {
     }
 
     fn expiry_index(&self) -> String {
-        format!("{}v1:jti-expiry", self.prefix)
+        format!("{}v1:{{p0}}:jti-expiry", self.prefix)
+    }
+
+    fn actor_index(&self) -> String {
+        format!("{}v1:{{p0}}:actor-live:{DEV_CALLER}", self.prefix)
     }
 
     fn log(&self) -> String {
-        format!("{}v1:log", self.prefix)
+        format!("{}v1:{{p0}}:log", self.prefix)
     }
 }
 
@@ -397,9 +401,14 @@ impl RedisBaseline {
         let name = Layout::record_name(jti);
         let (newly_revoked, _cursor): (u8, Option<String>) = self
             .revoke_script
-            .key(self.keys.record(jti))
             .key(self.keys.expiry_index())
             .key(self.keys.log())
+            .key(self.keys.actor_index())
+            .key(self.keys.record(jti))
+            .arg(DEFAULT_LOG_RETENTION)
+            .arg(now)
+            .arg(self.prune_batch)
+            .arg(0) // no live quota
             .arg(&name)
             .arg(expires_at)
             .arg(expires_at + DEFAULT_LEEWAY_SECONDS as i64)
@@ -408,9 +417,8 @@ impl RedisBaseline {
             .arg("") // reason
             .arg("") // issuer
             .arg(jti)
-            .arg(DEFAULT_LOG_RETENTION)
-            .arg(now)
-            .arg(self.prune_batch)
+            .arg("") // subject
+            .arg("") // source
             .invoke_async(&mut self.redis.clone())
             .await?;
         ensure!(newly_revoked == 1, "{jti} was revoked already");

@@ -46,6 +46,24 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Redis Cluster to store revocations in: the URLs of some of its nodes,
+    /// comma-separated (`redis://host1:6379,redis://host2:6379`).
+    #[arg(
+        long,
+        env = "REVOCD_REDIS_CLUSTER",
+        hide_env_values = true,
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster: Vec<String>,
+
+    /// Partitions of the change log, fixed for the life of a deployment
+    /// (recorded in Redis; a replica started with another number refuses to
+    /// start). More partitions spread a cluster's writes over more nodes.
+    /// Default: 1 on one Redis, 16 on a cluster.
+    #[arg(long, env = "REVOCD_LOG_PARTITIONS")]
+    pub log_partitions: Option<u16>,
+
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "REVOCD_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
@@ -323,8 +341,14 @@ pub enum ConfigError {
     #[error("--dev serves without authentication, so it only listens on loopback; --listen {0} is not a loopback address")]
     DevNotLoopback(SocketAddr),
     /// Durability or replica waits asked of the memory store.
-    #[error("--durability strict and --wait-replicas need --redis-url: the memory store keeps nothing on disk")]
+    #[error("--durability strict and --wait-replicas need --redis-url or --redis-cluster: the memory store keeps nothing on disk")]
     DurabilityWithoutRedis,
+    /// Log partitions asked of the memory store.
+    #[error("--log-partitions needs --redis-url or --redis-cluster")]
+    PartitionsWithoutRedis,
+    /// A key prefix that would change the keys' cluster hash tags.
+    #[error("--key-prefix may not contain `{{` or `}}` on a Redis Cluster: they would change which slot each key lands in")]
+    BracesInPrefix,
     /// A zero or absurd duration.
     #[error("--{flag} must be between {min} and {max}")]
     OutOfRange {
@@ -349,10 +373,25 @@ impl ServeConfig {
         if !self.dev && self.api_keys_file.is_none() {
             return Err(ConfigError::NoApiKeys);
         }
-        if self.redis_url.is_none()
-            && (self.durability == Durability::Strict || self.wait_replicas > 0)
-        {
+        let redis = self.redis_url.is_some() || !self.redis_cluster.is_empty();
+        if !redis && (self.durability == Durability::Strict || self.wait_replicas > 0) {
             return Err(ConfigError::DurabilityWithoutRedis);
+        }
+        if !redis && self.log_partitions.is_some() {
+            return Err(ConfigError::PartitionsWithoutRedis);
+        }
+        if self
+            .log_partitions
+            .is_some_and(|n| n == 0 || n > crate::store::MAX_PARTITIONS)
+        {
+            return Err(ConfigError::OutOfRange {
+                flag: "log-partitions",
+                min: "1",
+                max: "1024",
+            });
+        }
+        if !self.redis_cluster.is_empty() && self.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::BracesInPrefix);
         }
         let lifetime = self.max_token_lifetime;
         if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(366 * 86_400) {

@@ -18,6 +18,7 @@
 //! - [`server`]: the gRPC service, its error mapping and [`server::run`].
 //! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
 //! - [`config`]: `revocd serve` flags and environment variables.
+//! - [`settings`]: `--config` TOML files under the flags and environment, and `--print-config`.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.
 //! - [`time`]: unix-time helpers shared by the parts above.
@@ -30,6 +31,7 @@ pub mod filter;
 pub mod gateway;
 pub mod hub;
 pub mod server;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

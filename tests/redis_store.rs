@@ -15,7 +15,7 @@ use tonic::Code;
 /// The record key of a jti of the test issuer, as documented in
 /// `src/store/redis.rs`.
 fn jti_key(jti: &str) -> String {
-    format!("revocd:v1:jti:{}:{ISSUER}:{jti}", ISSUER.len())
+    format!("revocd:v1:{{p0}}:jti:{}:{ISSUER}:{jti}", ISSUER.len())
 }
 
 async fn start(redis: &RedisServer, deployment: &Deployment) -> TestServer {
@@ -64,7 +64,7 @@ async fn a_record_expires_at_exp_plus_leeway() {
         .query(&mut redis_connection)
         .unwrap();
     assert_eq!(expire_time, expires_at + 60, "token exp + default leeway");
-    let subject_key = format!("revocd:v1:sub:{}:{ISSUER}:alice", ISSUER.len());
+    let subject_key = format!("revocd:v1:{{p0}}:sub:{}:{ISSUER}:alice", ISSUER.len());
     let expire_time: i64 = redis::cmd("EXPIRETIME")
         .arg(&subject_key)
         .query(&mut redis_connection)
@@ -93,7 +93,7 @@ async fn each_change_is_logged_once_with_its_cursor() {
 
     let mut redis_connection = redis.connection();
     let entries: redis::streams::StreamRangeReply = redis_connection
-        .xrange_all("revocd:v1:log")
+        .xrange_all("revocd:v1:{p0}:log")
         .expect("XRANGE");
     assert_eq!(entries.ids.len(), 1, "a repeat appends nothing");
     let entry = &entries.ids[0];

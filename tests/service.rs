@@ -1,5 +1,6 @@
-//! The gRPC API's behaviour, run against both backends: every test here runs
-//! once on the memory store and once on a real `redis-server` of its own.
+//! The gRPC API's behaviour, run against every backend: every test here runs
+//! on the memory store, on a real `redis-server` of its own, and on a real
+//! three-node Redis Cluster of its own with the log in 8 partitions.
 
 mod support;
 
@@ -10,7 +11,7 @@ use revocd::pb::{
 };
 use revocd::time::unix_now;
 use serde_json::json;
-use support::{token_for, Client, Deployment, RedisServer, TestServer, ISSUER};
+use support::{token_for, Client, Deployment, RedisCluster, RedisServer, TestServer, ISSUER};
 use tonic::Code;
 
 /// Which store the server under test uses.
@@ -18,12 +19,14 @@ use tonic::Code;
 enum Backend {
     Memory,
     Redis,
+    Cluster,
 }
 
 /// A running server with the test deployment; keeps its Redis alive.
 struct Harness {
     server: TestServer,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
     _deployment: Deployment,
 }
 
@@ -32,15 +35,27 @@ impl Harness {
         support::trace_init();
         let deployment = Deployment::new();
         let redis = matches!(backend, Backend::Redis).then(RedisServer::start);
+        let cluster = matches!(backend, Backend::Cluster).then(|| RedisCluster::start(3));
         let mut extra = Vec::new();
         if let Some(redis) = &redis {
             extra = vec!["--redis-url".to_owned(), redis.url()];
+        }
+        if let Some(cluster) = &cluster {
+            extra = [
+                "--redis-cluster",
+                &cluster.urls_flag(),
+                "--log-partitions",
+                "8",
+            ]
+            .map(str::to_owned)
+            .to_vec();
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let server = TestServer::start(&deployment.args(&extra)).await;
         Harness {
             server,
             _redis: redis,
+            _cluster: cluster,
             _deployment: deployment,
         }
     }
@@ -304,6 +319,7 @@ async fn stats_count_live_records(backend: Backend) {
     let expected_store = match backend {
         Backend::Memory => "memory",
         Backend::Redis => "redis",
+        Backend::Cluster => "redis-cluster",
     };
     assert_eq!(stats.store, expected_store);
     assert_eq!(stats.version, env!("CARGO_PKG_VERSION"));
@@ -952,7 +968,7 @@ async fn quotas_refuse_only_the_key_over_them(backend: Backend) {
 }
 
 /// Runs each named test once per backend.
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod memory {
             $(#[tokio::test] async fn $test() { super::$test(super::Backend::Memory).await })*
@@ -960,10 +976,13 @@ macro_rules! on_both_backends {
         mod redis {
             $(#[tokio::test] async fn $test() { super::$test(super::Backend::Redis).await })*
         }
+        mod cluster {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Cluster).await })*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     a_token_revokes_itself_and_check_sees_it,
     revoking_twice_changes_nothing_the_second_time,
     a_revocation_records_who_and_why,

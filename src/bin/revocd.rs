@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use revocd::agent::{Agent, AgentError, Listeners};
 use revocd::config::{AgentConfig, ServeConfig};
 use revocd::server::{self, StartError, State};
+use revocd::settings;
 
 /// Exit status for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -23,6 +24,10 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "REVOCD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+
+    /// `--config` and `--print-config`.
+    #[command(flatten)]
+    settings: settings::FileArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -46,7 +51,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, effective) = match settings::parse::<Cli>(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(settings::Error::Args(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.settings.print_config {
+        print!("{effective}");
+        return ExitCode::SUCCESS;
+    }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -75,9 +91,10 @@ fn main() -> ExitCode {
 /// True for mistakes in flags or the files they name, as opposed to a
 /// failure of something the process depends on.
 fn is_config_error(error: &anyhow::Error) -> bool {
-    let start = error
-        .downcast_ref::<StartError>()
-        .is_some_and(|e| !matches!(e, StartError::Store(_)));
+    let start = error.downcast_ref::<StartError>().is_some_and(|e| {
+        matches!(e, StartError::Store(revocd::store::Error::Unsuitable(_)))
+            || !matches!(e, StartError::Store(_))
+    });
     let agent = error
         .downcast_ref::<AgentError>()
         .is_some_and(|e| !matches!(e, AgentError::Io(_) | AgentError::Transport(_)));
@@ -115,7 +132,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     revocd::telemetry::prometheus();
     let state = State::from_config(&config, dev_secret.as_deref().map(str::as_bytes)).await?;
-    if config.redis_url.is_none() {
+    if config.redis_url.is_none() && config.redis_cluster.is_empty() {
         warn!("no --redis-url: revocations live in this process's memory only and are lost when it exits");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

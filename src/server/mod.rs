@@ -26,7 +26,7 @@ use crate::config::{ConfigError, FileError, ServeConfig, VerifierError};
 use crate::filter::DigestKey;
 use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;
-use crate::store::{self, MemoryStore, RedisStore, RedisStoreOptions, Store};
+use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
 use crate::tokens::TokenVerifier;
 
 pub use self::service::RevocationService;
@@ -143,22 +143,25 @@ fn read_digest_key(path: &std::path::Path) -> Result<DigestKey, StartError> {
 }
 
 async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
-    match &config.redis_url {
-        Some(url) => {
-            let options = RedisStoreOptions {
-                url: url.clone(),
-                key_prefix: config.key_prefix.clone(),
-                log_retention: config.log_retention,
-                response_timeout: config.redis_timeout,
-                durability: config.durability,
-                wait_replicas: config.wait_replicas,
-            };
-            Ok(Store::Redis(RedisStore::connect(&options).await?))
+    let (nodes, default_partitions) = match (&config.redis_url, &config.redis_cluster) {
+        (Some(url), _) => (RedisNodes::Single(url.clone()), 1),
+        (None, urls) if !urls.is_empty() => (RedisNodes::Cluster(urls.clone()), 16),
+        (None, _) => {
+            return Ok(Store::Memory(MemoryStore::new(
+                config.log_retention as usize,
+            )))
         }
-        None => Ok(Store::Memory(MemoryStore::new(
-            config.log_retention as usize,
-        ))),
-    }
+    };
+    let options = RedisStoreOptions {
+        nodes,
+        key_prefix: config.key_prefix.clone(),
+        partitions: config.log_partitions.unwrap_or(default_partitions),
+        log_retention: config.log_retention,
+        response_timeout: config.redis_timeout,
+        durability: config.durability,
+        wait_replicas: config.wait_replicas,
+    };
+    Ok(Store::Redis(RedisStore::connect(&options).await?))
 }
 
 /// Serves on `listener` until `shutdown` completes, then gives open calls

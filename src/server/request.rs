@@ -9,6 +9,9 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_ISSUER_BYTES: usize = 512;
 /// Longest reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 512;
+/// Longest change-log cursor or page token, in bytes: a stream ID for each
+/// of up to 1,024 log partitions.
+pub const MAX_CURSOR_BYTES: usize = 32 * 1024;
 
 /// A `jti` or subject: not empty, at most [`MAX_ID_BYTES`], no control
 /// characters.

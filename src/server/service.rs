@@ -609,7 +609,7 @@ impl RevocationService {
         })?;
         let request = request.into_inner();
         request::text("gateway_id", &request.gateway_id, request::MAX_ID_BYTES)?;
-        request::text("cursor", &request.cursor, request::MAX_ID_BYTES)?;
+        request::text("cursor", &request.cursor, request::MAX_CURSOR_BYTES)?;
         let params = SubscribeParams {
             cursor: request.cursor,
             generation: request.generation,
@@ -687,7 +687,7 @@ fn page_request(
     request::text("filter.subject", &filter.subject, request::MAX_ID_BYTES)?;
     request::text("filter.actor", &filter.actor, request::MAX_ID_BYTES)?;
     request::issuer(&filter.issuer)?;
-    request::text("page_token", page_token, request::MAX_ID_BYTES)?;
+    request::text("page_token", page_token, request::MAX_CURSOR_BYTES)?;
     if filter.since < 0 || filter.until < 0 {
         return Err(ApiError::invalid(
             "`filter.since` and `filter.until` are unix seconds, not negative",

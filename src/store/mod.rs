@@ -20,7 +20,10 @@ use std::time::Duration;
 use crate::filter::DigestKey;
 
 pub use self::memory::{MemoryLogReader, MemoryStore};
-pub use self::redis::{Durability, RedisLiveScan, RedisLogReader, RedisStore, RedisStoreOptions};
+pub use self::redis::{
+    Durability, RedisLiveScan, RedisLogReader, RedisNodes, RedisStore, RedisStoreOptions,
+    MAX_PARTITIONS,
+};
 
 /// Who made a change, when and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,7 +374,7 @@ impl Store {
     /// The backend's name as `GetStats` reports it.
     pub fn kind(&self) -> &'static str {
         match self {
-            Store::Redis(_) => "redis",
+            Store::Redis(store) => store.kind(),
             Store::Memory(_) => "memory",
         }
     }

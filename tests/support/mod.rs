@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 pub mod nginx;
+mod redis_cluster;
 mod redis_server;
 
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use self::redis_cluster::RedisCluster;
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use self::redis_server::{free_port, RedisServer};
 

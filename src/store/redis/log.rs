@@ -1,0 +1,507 @@
+//! The change log in Redis: one stream per partition, read as one ordered
+//! log.
+//!
+//! A cursor names a position in every partition: the stream IDs joined by
+//! `,` in partition order (one partition: just its stream ID). Entries of
+//! one partition are always read in order; entries of different partitions
+//! are merged by their IDs' time. The cursor of an entry is the position
+//! right after it, so resuming at it reads exactly what followed.
+//!
+//! On one Redis the reader waits with one `XREAD BLOCK` over every
+//! partition, on a connection of its own. A cluster would need a blocked
+//! connection per node, so there the reader polls every partition without
+//! blocking, every [`CLUSTER_POLL`] while the log is quiet.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::AsyncConnectionConfig;
+
+use super::{Fields, RedisNodes, RedisStore};
+use crate::store::{AuditEntry, Error, LogTail, LoggedChange, Page, Record, RecordFilter};
+
+/// How often a cluster reader looks for new entries while the log is quiet.
+pub const CLUSTER_POLL: Duration = Duration::from_millis(10);
+/// Store calls one page of the audit trail may take at most, so a filter
+/// that matches little cannot keep a call going for long.
+const MAX_READS_PER_PAGE: usize = 16;
+
+/// A stream entry ID, `<milliseconds>-<sequence>`, ordered as Redis orders
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct EntryId {
+    millis: u64,
+    sequence: u64,
+}
+
+impl EntryId {
+    /// Before every entry of a stream.
+    const ORIGIN: EntryId = EntryId {
+        millis: 0,
+        sequence: 0,
+    };
+
+    fn parse(text: &str) -> Option<Self> {
+        let (millis, sequence) = text.split_once('-')?;
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(millis) || !digits(sequence) {
+            return None;
+        }
+        Some(EntryId {
+            millis: millis.parse().ok()?,
+            sequence: sequence.parse().ok()?,
+        })
+    }
+
+    /// The greatest ID below this one: reading after it yields this entry.
+    fn before(self) -> Self {
+        match (self.millis, self.sequence) {
+            (_, sequence) if sequence > 0 => EntryId {
+                sequence: sequence - 1,
+                ..self
+            },
+            (0, _) => EntryId::ORIGIN,
+            (millis, _) => EntryId {
+                millis: millis - 1,
+                sequence: u64::MAX,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.millis, self.sequence)
+    }
+}
+
+/// A position in every partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Positions(Vec<EntryId>);
+
+impl Positions {
+    fn origin(partitions: usize) -> Self {
+        Positions(vec![EntryId::ORIGIN; partitions])
+    }
+
+    /// Parses a cursor of `partitions` positions.
+    fn parse(text: &str, partitions: usize) -> Option<Self> {
+        let ids: Option<Vec<EntryId>> = text.split(',').map(EntryId::parse).collect();
+        ids.filter(|ids| ids.len() == partitions).map(Positions)
+    }
+}
+
+impl std::fmt::Display for Positions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, id) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Entries of several partitions, as read: (partition, entry).
+type Fetched = Vec<(usize, StreamId)>;
+
+/// Sorts fetched entries into log order: by ID time, then partition.
+fn merge(mut fetched: Fetched) -> Vec<(EntryId, usize, StreamId)> {
+    let mut merged: Vec<(EntryId, usize, StreamId)> = fetched
+        .drain(..)
+        .filter_map(|(partition, entry)| Some((EntryId::parse(&entry.id)?, partition, entry)))
+        .collect();
+    merged.sort_by_key(|(id, partition, _)| (*id, *partition));
+    merged
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    fn cursor_error(&self, cursor: &str) -> Error {
+        Error::Corrupt {
+            key: "change-log cursor".to_owned(),
+            detail: format!(
+                "{cursor:?} is not {} stream IDs joined by `,`",
+                self.keys.partitions.len()
+            ),
+        }
+    }
+
+    /// One `XRANGE`/`XREVRANGE` of every partition's log, concurrently.
+    async fn ranges(
+        &self,
+        command: &str,
+        bounds: Vec<(String, String)>,
+        count: usize,
+    ) -> Result<Vec<Vec<StreamId>>, Error> {
+        let reads = self
+            .keys
+            .partitions
+            .iter()
+            .zip(bounds)
+            .map(|(keys, (from, to))| {
+                let mut connection = self.connection.clone();
+                async move {
+                    let reply: StreamRangeReply = redis::cmd(command)
+                        .arg(&keys.log)
+                        .arg(from)
+                        .arg(to)
+                        .arg("COUNT")
+                        .arg(count.max(1))
+                        .query_async(&mut connection)
+                        .await?;
+                    Ok::<_, Error>(reply.ids)
+                }
+            });
+        try_join_all(reads).await
+    }
+
+    pub(in crate::store) async fn log_tail(&self, count: usize) -> Result<LogTail, Error> {
+        let partitions = self.keys.partitions.len();
+        let newest_first = self
+            .ranges(
+                "XREVRANGE",
+                vec![("+".into(), "-".into()); partitions],
+                count,
+            )
+            .await?;
+        let mut head = Positions::origin(partitions);
+        let mut whole_log = true;
+        let mut fetched = Fetched::new();
+        for (partition, entries) in newest_first.into_iter().enumerate() {
+            if let Some(newest) = entries.first().and_then(|e| EntryId::parse(&e.id)) {
+                head.0[partition] = newest;
+            }
+            whole_log &= entries.len() < count.max(1);
+            fetched.extend(entries.into_iter().map(|entry| (partition, entry)));
+        }
+        let mut merged = merge(fetched);
+        let window_start = merged.len().saturating_sub(count);
+        whole_log &= window_start == 0;
+        // Where each partition stands just before the window.
+        let mut position = Positions::origin(partitions);
+        for (id, partition, _) in &merged[..window_start] {
+            position.0[*partition] = *id;
+        }
+        if !whole_log {
+            let mut seen_before_window = vec![false; partitions];
+            for (_, partition, _) in &merged[..window_start] {
+                seen_before_window[*partition] = true;
+            }
+            for (id, partition, _) in &merged[window_start..] {
+                if !seen_before_window[*partition] {
+                    seen_before_window[*partition] = true;
+                    position.0[*partition] = id.before();
+                }
+            }
+        }
+        let start = whole_log.then(|| position.to_string());
+        let mut entries = Vec::with_capacity(merged.len() - window_start);
+        for (id, partition, entry) in merged.drain(window_start..) {
+            position.0[partition] = id;
+            entries.push(logged_change(
+                &self.keys.partitions[partition].log,
+                &entry,
+                &position,
+            )?);
+        }
+        Ok(LogTail {
+            head: head.to_string(),
+            entries,
+            start,
+        })
+    }
+
+    pub(in crate::store) async fn audit(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<Page<AuditEntry>, Error> {
+        let partitions = self.keys.partitions.len();
+        let mut position = match page_token {
+            Some(token) => Positions::parse(token, partitions).ok_or(Error::BadPageToken)?,
+            None => {
+                let since = EntryId {
+                    millis: filter.since.max(0) as u64 * 1_000,
+                    sequence: 0,
+                };
+                Positions(vec![since.before(); partitions])
+            }
+        };
+        let end = match filter.until {
+            until if until > 0 => (until as u64 * 1_000 - 1).to_string(),
+            _ => "+".to_owned(),
+        };
+        let count = page_size.max(1);
+        let mut items = Vec::new();
+        for _ in 0..MAX_READS_PER_PAGE {
+            let bounds = position
+                .0
+                .iter()
+                .map(|id| (format!("({id}"), end.clone()))
+                .collect();
+            let pages = self.ranges("XRANGE", bounds, count).await?;
+            // A partition that returned a full page may hold more beyond it.
+            let mut more = pages
+                .iter()
+                .map(|page| page.len() == count)
+                .collect::<Vec<_>>();
+            let fetched = pages
+                .into_iter()
+                .enumerate()
+                .flat_map(|(partition, page)| page.into_iter().map(move |e| (partition, e)))
+                .collect();
+            let mut merged = merge(fetched);
+            // Only the first `count` overall are surely in order.
+            if merged.len() > count {
+                for (_, partition, _) in merged.drain(count..) {
+                    more[partition] = true;
+                }
+            }
+            for (id, partition, entry) in merged {
+                position.0[partition] = id;
+                let entry = log_entry(&self.keys.partitions[partition].log, &entry)?;
+                if filter.matches(&entry.record) {
+                    items.push(AuditEntry {
+                        cursor: position.to_string(),
+                        ..entry
+                    });
+                }
+            }
+            if !more.contains(&true) {
+                return Ok(Page { items, next: None });
+            }
+            if items.len() >= count {
+                break;
+            }
+        }
+        Ok(Page {
+            items,
+            next: Some(position.to_string()),
+        })
+    }
+
+    pub(in crate::store) fn log_reader(&self) -> RedisLogReader {
+        RedisLogReader {
+            store: self.clone(),
+            blocking: None,
+        }
+    }
+}
+
+/// Follows the change log; see the module documentation.
+pub struct RedisLogReader {
+    store: RedisStore,
+    /// On one Redis: the reader's own connection, whose response timeout
+    /// allows for the block (the shared connection's would cut it short).
+    /// Made on the first read, and again after an error.
+    blocking: Option<MultiplexedConnection>,
+}
+
+impl std::fmt::Debug for RedisLogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLogReader")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLogReader {
+    pub(in crate::store) async fn read_after(
+        &mut self,
+        cursor: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<LoggedChange>, Error> {
+        let partitions = self.store.keys.partitions.len();
+        let mut position =
+            Positions::parse(cursor, partitions).ok_or_else(|| self.store.cursor_error(cursor))?;
+        let fetched = match &self.store.nodes {
+            RedisNodes::Single(url) => {
+                let url = url.clone();
+                self.read_blocking(&url, &position, max, wait).await?
+            }
+            RedisNodes::Cluster(_) => self.poll(&position, max, wait).await?,
+        };
+        let mut merged = merge(fetched);
+        merged.truncate(max.max(1));
+        merged
+            .into_iter()
+            .map(|(id, partition, entry)| {
+                position.0[partition] = id;
+                logged_change(
+                    &self.store.keys.partitions[partition].log,
+                    &entry,
+                    &position,
+                )
+            })
+            .collect()
+    }
+
+    /// One `XREAD BLOCK` over every partition.
+    async fn read_blocking(
+        &mut self,
+        url: &str,
+        position: &Positions,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Fetched, Error> {
+        let connection = match &mut self.blocking {
+            Some(connection) => connection,
+            None => {
+                let timeout = self.store.response_timeout;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(wait + timeout));
+                let client = redis::Client::open(url).map_err(Error::Backend)?;
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                self.blocking.insert(connection)
+            }
+        };
+        let logs = &self.store.keys.partitions;
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(max.max(1))
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS");
+        for keys in logs {
+            command.arg(&keys.log);
+        }
+        for id in &position.0 {
+            command.arg(id.to_string());
+        }
+        let reply: Result<Option<StreamReadReply>, _> = command.query_async(connection).await;
+        let reply = reply.inspect_err(|_| self.blocking = None)?;
+        let partition_of: HashMap<&str, usize> = logs
+            .iter()
+            .enumerate()
+            .map(|(n, keys)| (keys.log.as_str(), n))
+            .collect();
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .filter_map(|stream| Some((*partition_of.get(stream.key.as_str())?, stream.ids)))
+            .flat_map(|(partition, ids)| ids.into_iter().map(move |id| (partition, id)))
+            .collect())
+    }
+
+    /// Reads every partition without blocking, again every
+    /// [`CLUSTER_POLL`], until something arrives or `wait` has passed.
+    async fn poll(
+        &self,
+        position: &Positions,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Fetched, Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let reads = self
+                .store
+                .keys
+                .partitions
+                .iter()
+                .zip(&position.0)
+                .enumerate()
+                .map(|(partition, (keys, id))| {
+                    let mut connection = self.store.connection.clone();
+                    async move {
+                        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                            .arg("COUNT")
+                            .arg(max.max(1))
+                            .arg("STREAMS")
+                            .arg(&keys.log)
+                            .arg(id.to_string())
+                            .query_async(&mut connection)
+                            .await?;
+                        let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
+                        Ok::<_, Error>(ids.map(|id| (partition, id)).collect::<Fetched>())
+                    }
+                });
+            let fetched: Fetched = try_join_all(reads).await?.into_iter().flatten().collect();
+            let now = Instant::now();
+            if !fetched.is_empty() || now >= deadline {
+                return Ok(fetched);
+            }
+            tokio::time::sleep(CLUSTER_POLL.min(deadline - now)).await;
+        }
+    }
+}
+
+/// Reads one log entry (fields listed in the module doc of `redis`).
+fn log_entry(log: &str, entry: &StreamId) -> Result<AuditEntry, Error> {
+    let key = format!("{log} {}", entry.id);
+    let fields: HashMap<String, String> = entry
+        .map
+        .keys()
+        .filter_map(|field| Some((field.clone(), entry.get::<String>(field)?)))
+        .collect();
+    let fields = Fields::new(&key, &fields);
+    let issuer = fields.text("iss")?;
+    let id = fields.text("id")?;
+    let record = match fields.text("kind")?.as_str() {
+        "jti" => Record::Token(fields.revocation(&issuer, &id)?),
+        "sub" => Record::Subject(fields.cutoff(&issuer, &id)?),
+        other => {
+            return Err(Error::Corrupt {
+                key,
+                detail: format!("unknown kind {other:?}"),
+            })
+        }
+    };
+    let logged_at_ms = EntryId::parse(&entry.id).map_or(0, |id| id.millis as i64);
+    Ok(AuditEntry {
+        cursor: entry.id.clone(),
+        logged_at_ms,
+        record,
+    })
+}
+
+/// Reads one log entry as the filter needs it, with the cursor after it.
+fn logged_change(log: &str, entry: &StreamId, after: &Positions) -> Result<LoggedChange, Error> {
+    let entry = log_entry(log, entry)?;
+    Ok(LoggedChange {
+        change: entry.record.change(),
+        cursor: after.to_string(),
+        logged_at_ms: entry.logged_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_id_just_before_another_reads_it_next() {
+        let id = |text: &str| EntryId::parse(text).unwrap();
+        assert_eq!(id("5-3").before(), id("5-2"));
+        assert_eq!(
+            id("5-0").before(),
+            EntryId {
+                millis: 4,
+                sequence: u64::MAX
+            }
+        );
+        assert_eq!(id("0-0").before(), EntryId::ORIGIN);
+        assert!(id("4-18446744073709551615") < id("5-0"));
+        assert_eq!(EntryId::parse("5"), None);
+        assert_eq!(EntryId::parse("-5-1"), None);
+    }
+
+    #[test]
+    fn cursors_name_every_partition() {
+        let positions = Positions::parse("1-0,0-0,7-2", 3).unwrap();
+        assert_eq!(positions.to_string(), "1-0,0-0,7-2");
+        assert_eq!(Positions::parse("1-0,0-0", 3), None);
+        assert_eq!(Positions::origin(1).to_string(), "0-0");
+    }
+}

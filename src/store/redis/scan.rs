@@ -1,0 +1,338 @@
+//! Walking the live records: listings and the filter's full load. Both walk
+//! the expiry indexes with `ZSCAN`, partition by partition, so memory stays
+//! bounded and no keyspace `SCAN` is needed. `ZSCAN` returns every member
+//! present for the whole walk at least once (a member may come twice when
+//! the index is resized meanwhile), which is what makes paging stable under
+//! concurrent writes.
+
+use std::collections::HashMap;
+
+use super::{Fields, RedisStore};
+use crate::store::{parse_record_name, Change, Error, Page, Record, RecordFilter, RecordKind};
+
+/// Records asked for per `ZSCAN` call when walking the live set.
+const SCAN_PAGE: usize = 1_000;
+/// `ZSCAN` calls one page of a listing may take at most, so a filter that
+/// matches little cannot keep a call going for long.
+const MAX_SCANS_PER_PAGE: usize = 16;
+
+/// Which expiry index of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Index {
+    Revocations,
+    Cutoffs,
+}
+
+/// Where a walk is: a partition, one of its indexes, a `ZSCAN` cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    partition: usize,
+    index: Index,
+    scan_cursor: u64,
+}
+
+impl Position {
+    /// Where a walk over `kind` starts.
+    fn start(kind: Option<RecordKind>) -> Self {
+        Position {
+            partition: 0,
+            index: first_index(kind),
+            scan_cursor: 0,
+        }
+    }
+
+    /// Where a walk over `kind` goes after a `ZSCAN` here answered `next`;
+    /// `None` when it is done.
+    fn advance(self, next: u64, kind: Option<RecordKind>, partitions: usize) -> Option<Self> {
+        if next != 0 {
+            return Some(Position {
+                scan_cursor: next,
+                ..self
+            });
+        }
+        if self.index == Index::Revocations && kind != Some(RecordKind::Token) {
+            return Some(Position {
+                index: Index::Cutoffs,
+                scan_cursor: 0,
+                ..self
+            });
+        }
+        (self.partition + 1 < partitions).then(|| Position {
+            partition: self.partition + 1,
+            index: first_index(kind),
+            scan_cursor: 0,
+        })
+    }
+
+    /// A page token: `t:<partition>:<cursor>` or `s:<partition>:<cursor>`.
+    fn token(self) -> String {
+        let tag = match self.index {
+            Index::Revocations => 't',
+            Index::Cutoffs => 's',
+        };
+        format!("{tag}:{}:{}", self.partition, self.scan_cursor)
+    }
+
+    fn parse_token(token: &str, partitions: usize) -> Result<Self, Error> {
+        let mut parts = token.splitn(3, ':');
+        let index = match parts.next() {
+            Some("t") => Index::Revocations,
+            Some("s") => Index::Cutoffs,
+            _ => return Err(Error::BadPageToken),
+        };
+        let mut number = || parts.next().and_then(|part| part.parse().ok());
+        let (Some(partition), Some(scan_cursor)) = (number(), number()) else {
+            return Err(Error::BadPageToken);
+        };
+        if partition as usize >= partitions {
+            return Err(Error::BadPageToken);
+        }
+        Ok(Position {
+            partition: partition as usize,
+            index,
+            scan_cursor,
+        })
+    }
+}
+
+fn first_index(kind: Option<RecordKind>) -> Index {
+    match kind {
+        Some(RecordKind::Subject) => Index::Cutoffs,
+        _ => Index::Revocations,
+    }
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    pub(in crate::store) async fn list(
+        &self,
+        filter: &RecordFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+        now: i64,
+    ) -> Result<Page<Record>, Error> {
+        let partitions = self.keys.partitions.len();
+        let mut position = match page_token {
+            None => Some(Position::start(filter.kind)),
+            Some(token) => Some(Position::parse_token(token, partitions)?),
+        };
+        let mut items = Vec::new();
+        let mut calls = 0;
+        while let Some(here) = position {
+            if items.len() >= page_size || calls == MAX_SCANS_PER_PAGE {
+                break;
+            }
+            calls += 1;
+            let (next, members) = self.zscan(here, page_size).await?;
+            position = here.advance(next, filter.kind, partitions);
+            let live: Vec<String> = members
+                .into_iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(name, _)| name)
+                .collect();
+            let records = self.read_records(here, &live, now).await?;
+            items.extend(records.into_iter().filter(|r| filter.matches(r)));
+        }
+        Ok(Page {
+            items,
+            next: position.map(Position::token),
+        })
+    }
+
+    /// One `ZSCAN` call: (next cursor, (record name, until)).
+    async fn zscan(&self, at: Position, count: usize) -> Result<(u64, Vec<(String, i64)>), Error> {
+        let keys = &self.keys.partitions[at.partition];
+        let key = match at.index {
+            Index::Revocations => &keys.jti_expiry,
+            Index::Cutoffs => &keys.sub_expiry,
+        };
+        let mut connection = self.connection.clone();
+        Ok(redis::cmd("ZSCAN")
+            .arg(key)
+            .arg(at.scan_cursor)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut connection)
+            .await?)
+    }
+
+    /// Reads the named records of one partition's index in one pipeline;
+    /// records that expired meanwhile are skipped.
+    async fn read_records(
+        &self,
+        at: Position,
+        names: &[String],
+        now: i64,
+    ) -> Result<Vec<Record>, Error> {
+        if names.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
+        let keys = &self.keys.partitions[at.partition];
+        let prefix = match at.index {
+            Index::Revocations => &keys.jti_prefix,
+            Index::Cutoffs => &keys.sub_prefix,
+        };
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hgetall(format!("{prefix}{name}"));
+        }
+        let mut connection = self.connection.clone();
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut connection).await?;
+        let mut records = Vec::with_capacity(names.len());
+        for (name, fields) in names.iter().zip(hashes) {
+            let Some((issuer, id)) = parse_record_name(name) else {
+                continue;
+            };
+            if fields.is_empty() {
+                continue;
+            }
+            let key = format!("{prefix}{name}");
+            let fields = Fields::new(&key, &fields);
+            let record = match at.index {
+                Index::Revocations => Record::Token(fields.revocation(issuer, id)?),
+                Index::Cutoffs => Record::Subject(fields.cutoff(issuer, id)?),
+            };
+            if record.change().keep_until() > now {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    pub(in crate::store) fn scan_live(&self, now: i64) -> RedisLiveScan {
+        RedisLiveScan {
+            store: self.clone(),
+            now,
+            position: Some(Position::start(None)),
+        }
+    }
+}
+
+/// Walks every live record for the filter: revocations, then subject
+/// cut-offs (whose `nbf` is read with one pipelined `HGET` per page), in
+/// each partition.
+pub struct RedisLiveScan {
+    store: RedisStore,
+    now: i64,
+    /// `None` when done.
+    position: Option<Position>,
+}
+
+impl std::fmt::Debug for RedisLiveScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLiveScan")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLiveScan {
+    pub(in crate::store) async fn next_page(&mut self) -> Result<Option<Vec<Change>>, Error> {
+        let Some(here) = self.position else {
+            return Ok(None);
+        };
+        let (next, members) = self.store.zscan(here, SCAN_PAGE).await?;
+        self.position = here.advance(next, None, self.store.keys.partitions.len());
+        let live: Vec<(String, i64)> = members
+            .into_iter()
+            .filter(|(_, until)| *until > self.now)
+            .collect();
+        let page = match here.index {
+            Index::Revocations => live
+                .iter()
+                .filter_map(|(name, keep_until)| {
+                    let (issuer, jti) = parse_record_name(name)?;
+                    Some(Change::Revoked {
+                        issuer: issuer.to_owned(),
+                        jti: jti.to_owned(),
+                        keep_until: *keep_until,
+                    })
+                })
+                .collect(),
+            Index::Cutoffs => self.cutoffs(here.partition, &live).await?,
+        };
+        Ok(Some(page))
+    }
+
+    /// Reads the `nbf` of each live cut-off in one pipeline; a record that
+    /// expired meanwhile is skipped.
+    async fn cutoffs(
+        &self,
+        partition: usize,
+        live: &[(String, i64)],
+    ) -> Result<Vec<Change>, Error> {
+        if live.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
+        let prefix = &self.store.keys.partitions[partition].sub_prefix;
+        let mut pipe = redis::pipe();
+        for (name, _) in live {
+            pipe.hget(format!("{prefix}{name}"), "nbf");
+        }
+        let mut connection = self.store.connection.clone();
+        let not_befores: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;
+        let changes = live
+            .iter()
+            .zip(not_befores)
+            .filter_map(|((name, keep_until), nbf)| {
+                let (issuer, subject) = parse_record_name(name)?;
+                Some(Change::SubjectCut {
+                    issuer: issuer.to_owned(),
+                    subject: subject.to_owned(),
+                    not_before: nbf?,
+                    keep_until: *keep_until,
+                })
+            });
+        Ok(changes.collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_visits_each_partitions_indexes_for_the_kind_asked() {
+        let mut visited = Vec::new();
+        let mut position = Some(Position::start(None));
+        while let Some(here) = position {
+            visited.push((here.partition, here.index));
+            position = here.advance(0, None, 2);
+        }
+        use Index::*;
+        assert_eq!(
+            visited,
+            [
+                (0, Revocations),
+                (0, Cutoffs),
+                (1, Revocations),
+                (1, Cutoffs)
+            ]
+        );
+        let tokens_only =
+            Position::start(Some(RecordKind::Token)).advance(0, Some(RecordKind::Token), 2);
+        assert_eq!(
+            tokens_only.map(|p| (p.partition, p.index)),
+            Some((1, Revocations))
+        );
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_strangers_are_refused() {
+        let position = Position {
+            partition: 3,
+            index: Index::Cutoffs,
+            scan_cursor: 99,
+        };
+        assert_eq!(
+            Position::parse_token(&position.token(), 4).unwrap(),
+            position
+        );
+        for bad in ["", "x:1:2", "t:1", "t:9:0", "t:a:b"] {
+            assert!(Position::parse_token(bad, 4).is_err(), "{bad}");
+        }
+    }
+}
