@@ -161,7 +161,8 @@ return {tonumber(ARGV[2]), cursor}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisNodes {
     /// One Redis (or whatever one URL reaches):
-    /// `redis://[user:password@]host:port[/db]` or `rediss://`.
+    /// `redis://[user:password@]host:port[/db]` or a Unix socket
+    /// (`redis+unix:///path`); this build has no TLS, so no `rediss://`.
     Single(String),
     /// A Redis Cluster, through any of these nodes' URLs.
     Cluster(Vec<String>),
@@ -450,7 +451,13 @@ impl RedisStore {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        let timeout_ms = self.response_timeout.as_millis().max(1) as u64;
+        // The waits share half the response timeout, so Redis answers them
+        // (with what it reached) before the client gives up on the reply.
+        let policy = self.write_policy;
+        let waits = u32::from(policy.wait_aof) + u32::from(policy.wait_replicas > 0);
+        let timeout_ms = (self.response_timeout / (2 * waits.max(1)))
+            .as_millis()
+            .max(1) as u64;
         let mut pipe = redis::pipe();
         pipe.invoke_script(invocation);
         if self.write_policy.wait_aof {
