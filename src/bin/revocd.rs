@@ -91,9 +91,14 @@ fn main() -> ExitCode {
 /// True for mistakes in flags or the files they name, as opposed to a
 /// failure of something the process depends on.
 fn is_config_error(error: &anyhow::Error) -> bool {
-    let start = error.downcast_ref::<StartError>().is_some_and(|e| {
-        matches!(e, StartError::Store(revocd::store::Error::Unsuitable(_)))
-            || !matches!(e, StartError::Store(_))
+    let start = error.downcast_ref::<StartError>().is_some_and(|e| match e {
+        StartError::Store(revocd::store::Error::Unsuitable(_)) => true,
+        // A wrong Redis password is a configuration mistake too.
+        StartError::Store(revocd::store::Error::Backend(cause)) => {
+            cause.kind() == redis::ErrorKind::AuthenticationFailed
+        }
+        StartError::Store(_) => false,
+        _ => true,
     });
     let agent = error
         .downcast_ref::<AgentError>()
@@ -106,7 +111,12 @@ async fn agent(config: AgentConfig) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config)
         .await
         .context("binding the agent's addresses")?;
-    info!(servers = ?config.servers, on_stale = ?config.on_stale, "agent started");
+    let servers: Vec<String> = config
+        .servers
+        .iter()
+        .map(|url| revocd::settings::redact(url))
+        .collect();
+    info!(?servers, on_stale = ?config.on_stale, "agent started");
     revocd::agent::run(agent, listeners, revocd::shutdown::signal()).await?;
     info!("stopped");
     Ok(())
@@ -115,8 +125,10 @@ async fn agent(config: AgentConfig) -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "revocd=info".into());
+    // Colours only for a person at a terminal, not in files or collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

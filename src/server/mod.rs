@@ -33,6 +33,9 @@ pub use self::service::RevocationService;
 
 /// Largest request message accepted, in bytes; every request is small.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest HTTP/2 header list a request may carry (hyper's default is
+/// 16 KiB).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// HTTP/2 streams one connection may hold open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Longest a unary call may run before it is cancelled.
@@ -195,6 +198,10 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let serve = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // Room for a header list well past the API-key limit, so an
+        // oversize key is refused by the key check (UNAUTHENTICATED), not
+        // by HTTP/2 with a status gRPC clients cannot read.
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .timeout(REQUEST_TIMEOUT)
         .add_service(health_service)
         .add_service(reflection_v1)
