@@ -867,7 +867,11 @@ async fn huge_headers_are_refused_and_the_server_keeps_answering() {
         );
         // The server admits header lists up to 64 KiB, so the key check
         // itself refuses the value, with a status gRPC clients can read.
-        assert_eq!(status.code(), Code::Unauthenticated, "{size}-byte key: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{size}-byte key: {status:?}"
+        );
         assert!(status.message().contains("Bearer <key>"), "{status:?}");
         // The same connection still serves an ordinary call.
         let mut ok = tonic::Request::new(CheckRequest {
