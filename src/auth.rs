@@ -18,6 +18,11 @@
 //! A caller sends its key as gRPC metadata `authorization: Bearer <key>`.
 //! The presented key is hashed and compared with every configured digest in
 //! constant time, so neither a key nor its position leaks through timing.
+//!
+//! Behind mutual TLS (`--tls-client-ca`), an entry may name a client
+//! certificate instead of (or as well as) a key: `client_cert_cn = "…"`
+//! grants the entry's roles to a caller whose verified certificate has that
+//! subject common name and who sends no key.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -120,18 +125,20 @@ struct KeysFile {
 #[serde(deny_unknown_fields)]
 struct KeyEntry {
     name: String,
-    sha256: String,
+    sha256: Option<String>,
+    client_cert_cn: Option<String>,
     roles: Vec<Role>,
     max_revocations_per_second: Option<u32>,
     max_live_revocations: Option<u64>,
     max_streams: Option<usize>,
 }
 
-/// A configured API key: its name, digest (never the key), roles and
-/// quotas.
+/// A configured API key: its name, digest (never the key) or client
+/// certificate name, roles and quotas.
 pub struct ApiKey {
     name: String,
-    digest: [u8; 32],
+    digest: Option<[u8; 32]>,
+    client_cert_cn: Option<String>,
     roles: HashSet<Role>,
     limits: Limits,
 }
@@ -184,8 +191,21 @@ impl Access {
             if entry.roles.is_empty() {
                 return Err(format!("key {:?} has no roles", entry.name));
             }
-            let digest = parse_digest(&entry.sha256)
-                .ok_or_else(|| format!("key {:?}: sha256 must be 64 hex digits", entry.name))?;
+            let digest = match &entry.sha256 {
+                Some(text) => Some(parse_digest(text).ok_or_else(|| {
+                    format!("key {:?}: sha256 must be 64 hex digits", entry.name)
+                })?),
+                None => None,
+            };
+            if digest.is_none() && entry.client_cert_cn.is_none() {
+                return Err(format!(
+                    "key {:?} has neither sha256 nor client_cert_cn: nothing could present it",
+                    entry.name
+                ));
+            }
+            if entry.client_cert_cn.as_deref().is_some_and(str::is_empty) {
+                return Err(format!("key {:?} has an empty client_cert_cn", entry.name));
+            }
             let limits = Limits {
                 max_revocations_per_second: entry.max_revocations_per_second,
                 max_live_revocations: entry.max_live_revocations,
@@ -203,6 +223,7 @@ impl Access {
             keys.push(ApiKey {
                 name: entry.name,
                 digest,
+                client_cert_cn: entry.client_cert_cn,
                 roles: entry.roles.into_iter().collect(),
                 limits,
             });
@@ -213,12 +234,17 @@ impl Access {
         Ok(Access::Keys(keys))
     }
 
-    /// Identifies the caller from its `authorization` metadata value.
-    /// Returns `Ok(None)` when no key was sent.
+    /// Identifies the caller from its `authorization` metadata value or,
+    /// when it sends none, from the common name of its verified client
+    /// certificate. Returns `Ok(None)` when neither names a caller.
     ///
     /// # Errors
     /// A malformed header or a key that is not configured.
-    pub fn caller(&self, authorization: Option<&[u8]>) -> Result<Option<Caller>, AuthError> {
+    pub fn caller(
+        &self,
+        authorization: Option<&[u8]>,
+        client_cert_cn: Option<&str>,
+    ) -> Result<Option<Caller>, AuthError> {
         let keys = match self {
             Access::Open => {
                 return Ok(Some(Caller {
@@ -230,7 +256,11 @@ impl Access {
             Access::Keys(keys) => keys,
         };
         let Some(value) = authorization else {
-            return Ok(None);
+            let key = client_cert_cn.and_then(|cn| {
+                keys.iter()
+                    .find(|key| key.client_cert_cn.as_deref() == Some(cn))
+            });
+            return Ok(key.map(ApiKey::caller));
         };
         if value.len() > MAX_AUTHORIZATION_BYTES {
             return Err(AuthError::MalformedHeader);
@@ -244,16 +274,14 @@ impl Access {
         // Compare with every key, without stopping at a match.
         let mut found = None;
         for key in keys {
-            if bool::from(key.digest.ct_eq(&digest)) {
-                found = Some(key);
+            if let Some(stored) = &key.digest {
+                if bool::from(stored.ct_eq(&digest)) {
+                    found = Some(key);
+                }
             }
         }
         let key = found.ok_or(AuthError::UnknownKey)?;
-        Ok(Some(Caller {
-            name: key.name.clone(),
-            limits: key.limits,
-            roles: key.roles.clone(),
-        }))
+        Ok(Some(key.caller()))
     }
 
     /// Requires a caller holding one of `roles`.
@@ -275,6 +303,16 @@ impl Access {
                 name: caller.name.clone(),
                 needed: needed.join(", "),
             })
+        }
+    }
+}
+
+impl ApiKey {
+    fn caller(&self) -> Caller {
+        Caller {
+            name: self.name.clone(),
+            limits: self.limits,
+            roles: self.roles.clone(),
         }
     }
 }
@@ -305,7 +343,10 @@ mod tests {
 
     #[test]
     fn a_configured_key_identifies_its_caller() {
-        let caller = keys().caller(Some(b"Bearer auth-secret")).unwrap().unwrap();
+        let caller = keys()
+            .caller(Some(b"Bearer auth-secret"), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(caller.name, "auth");
         assert!(caller.has_any(&[Role::Revoke]));
         assert!(!caller.has_any(&[Role::Read]));
@@ -313,7 +354,10 @@ mod tests {
 
     #[test]
     fn admin_holds_every_role() {
-        let caller = keys().caller(Some(b"Bearer ops-secret")).unwrap().unwrap();
+        let caller = keys()
+            .caller(Some(b"Bearer ops-secret"), None)
+            .unwrap()
+            .unwrap();
         assert!(caller.has_any(&[Role::Subscribe]));
     }
 
@@ -321,18 +365,18 @@ mod tests {
     fn wrong_missing_and_malformed_keys_are_refused() {
         let access = keys();
         assert_eq!(
-            access.caller(Some(b"Bearer nope")),
+            access.caller(Some(b"Bearer nope"), None),
             Err(AuthError::UnknownKey)
         );
         assert_eq!(
-            access.caller(Some(b"auth-secret")),
+            access.caller(Some(b"auth-secret"), None),
             Err(AuthError::MalformedHeader)
         );
         assert_eq!(
-            access.caller(Some(b"Bearer ")),
+            access.caller(Some(b"Bearer "), None),
             Err(AuthError::MalformedHeader)
         );
-        assert_eq!(access.caller(None), Ok(None));
+        assert_eq!(access.caller(None, None), Ok(None));
         assert_eq!(
             Access::require(None, &[Role::Read]),
             Err(AuthError::MissingKey)
@@ -342,7 +386,7 @@ mod tests {
     #[test]
     fn forbidden_names_the_missing_roles() {
         let access = keys();
-        let caller = access.caller(Some(b"Bearer auth-secret")).unwrap();
+        let caller = access.caller(Some(b"Bearer auth-secret"), None).unwrap();
         let error = Access::require(caller.as_ref(), &[Role::Read, Role::Subscribe]).unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -384,7 +428,7 @@ mod tests {
         );
         let caller = Access::from_toml(&toml)
             .unwrap()
-            .caller(Some(b"Bearer q"))
+            .caller(Some(b"Bearer q"), None)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -401,8 +445,34 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_name_stands_in_for_a_key() {
+        let toml = format!(
+            "[[key]]\nname = \"edge\"\nclient_cert_cn = \"edge-1\"\nroles = [\"subscribe\"]\n\
+             [[key]]\nname = \"auth\"\nsha256 = \"{}\"\nroles = [\"revoke\"]\n",
+            key_digest_hex("auth-secret")
+        );
+        let access = Access::from_toml(&toml).unwrap();
+        let edge = access.caller(None, Some("edge-1")).unwrap().unwrap();
+        assert_eq!(edge.name, "edge");
+        assert!(edge.has_any(&[Role::Subscribe]));
+        assert_eq!(access.caller(None, Some("edge-2")), Ok(None));
+        // A key, when sent, decides; the certificate does not add to it.
+        let auth = access
+            .caller(Some(b"Bearer auth-secret"), Some("edge-1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(auth.name, "auth");
+        let neither = "[[key]]\nname = \"x\"\nroles = [\"read\"]\n";
+        let error = Access::from_toml(neither).err().unwrap();
+        assert!(
+            error.contains("neither sha256 nor client_cert_cn"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn open_access_makes_everyone_an_admin() {
-        let caller = Access::Open.caller(None).unwrap().unwrap();
+        let caller = Access::Open.caller(None, None).unwrap().unwrap();
         assert!(caller.has_any(&[Role::Revoke]));
     }
 }

@@ -89,6 +89,10 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_REDIS_TIMEOUT", default_value = DEFAULT_REDIS_TIMEOUT, value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
 
+    /// TLS of the gRPC server (and mutual TLS).
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
+
     /// TOML file of API keys (name, SHA-256 of the key, roles). Required
     /// unless `--dev`.
     #[arg(long, env = "REVOCD_API_KEYS_FILE")]
@@ -170,6 +174,10 @@ pub struct AgentConfig {
     /// other local users).
     #[arg(long, env = "REVOCD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// TLS towards the servers (with `https://` server URLs).
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
 
     /// Keys, issuers, audiences and leeway of the tokens.
     #[command(flatten)]

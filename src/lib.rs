@@ -22,6 +22,7 @@
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.
 //! - [`time`]: unix-time helpers shared by the parts above.
+//! - [`tls`]: TLS and mutual TLS of the gRPC server and its clients.
 
 pub mod agent;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod tokens;
 
 /// Generated protobuf and gRPC types for package `revocation.v1`.

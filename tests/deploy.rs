@@ -928,7 +928,7 @@ fn compose_example_keys_fit_the_api_keys_file() {
     let caller = |file: &str| {
         let key = trimmed_file(&deploy_dir().join(file));
         access
-            .caller(Some(format!("Bearer {key}").as_bytes()))
+            .caller(Some(format!("Bearer {key}").as_bytes()), None)
             .unwrap_or_else(|e| panic!("{file}: {e}"))
             .unwrap_or_else(|| panic!("{file}: no caller"))
     };
@@ -1179,7 +1179,7 @@ fn k8s_secrets_are_placeholders_that_grant_nothing() {
     let keys = str_of(&server["stringData"]["api-keys.toml"], "api-keys.toml");
     let access = Access::from_toml(keys).expect("the Secret's api-keys.toml parses");
     assert!(
-        access.caller(Some(b"Bearer REPLACE-ME")).is_err(),
+        access.caller(Some(b"Bearer REPLACE-ME"), None).is_err(),
         "the placeholder agent key is not accepted"
     );
     assert!(keys.contains("REPLACE-ME"));

@@ -40,6 +40,9 @@ pub enum AgentError {
     /// A server URL or the API key is unusable.
     #[error(transparent)]
     Gateway(#[from] gateway::Error),
+    /// A TLS file is unusable.
+    #[error("TLS: {0}")]
+    Tls(FileError),
     /// `--token-header` is not a header name.
     #[error("--token-header {0:?} is not a valid header name")]
     TokenHeader(String),
@@ -82,6 +85,9 @@ impl Agent {
             .on_stale(config.on_stale);
         if let Some(key) = api_key(config)? {
             gateway_config = gateway_config.api_key(&key)?;
+        }
+        if let Some(tls) = config.tls.client_config().map_err(AgentError::Tls)? {
+            gateway_config = gateway_config.tls(tls);
         }
         let token_header = ::http::HeaderName::try_from(config.token_header.as_str())
             .map_err(|_| AgentError::TokenHeader(config.token_header.clone()))?;

@@ -205,7 +205,11 @@ fn print_dev_banner(
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(&secret)?,
     )?;
-    let server = format!("http://{address}");
+    let scheme = match config.tls.tls_cert {
+        Some(_) => "https",
+        None => "http",
+    };
+    let server = format!("{scheme}://{address}");
     println!("revocd is running in --dev mode on {server} (no API keys; loopback only).");
     if let Some(secret) = generated_secret {
         println!("\nDev HS256 secret (tokens signed with it are accepted):\n  {secret}");

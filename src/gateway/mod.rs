@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::backoff::ExponentialBackoff;
 use crate::filter::Digest;
@@ -104,6 +104,7 @@ pub struct GatewayConfig {
     idle_timeout: Duration,
     connect_timeout: Duration,
     backoff: ExponentialBackoff,
+    tls: Option<ClientTlsConfig>,
 }
 
 /// Why a gateway could not be set up.
@@ -115,6 +116,9 @@ pub enum Error {
     /// An API key that cannot be sent as metadata.
     #[error("the API key contains characters not allowed in gRPC metadata")]
     ApiKey,
+    /// A TLS configuration the transport refuses.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl GatewayConfig {
@@ -135,7 +139,15 @@ impl GatewayConfig {
                 0.3,
             )
             .expect("valid backoff"),
+            tls: None,
         }
+    }
+
+    /// TLS towards the servers (for `https://` endpoints): the CA to trust
+    /// and, for mutual TLS, the certificate to present.
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The API key (role `subscribe`) sent with every call.
@@ -188,8 +200,13 @@ impl GatewayConfig {
         self.endpoints
             .iter()
             .map(|url| {
-                let endpoint =
+                let mut endpoint =
                     Endpoint::from_shared(url.clone()).map_err(|_| Error::Endpoint(url.clone()))?;
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint
+                        .tls_config(tls.clone())
+                        .map_err(|e| Error::Tls(e.to_string()))?;
+                }
                 // No call timeout here: a subscription may wait for a
                 // replica's first load; confirm calls set their own.
                 Ok(endpoint.connect_timeout(self.connect_timeout))

@@ -39,6 +39,14 @@ pub enum FrameError {
     /// A delta before any snapshot.
     #[error("delta received before any snapshot")]
     NoSnapshot,
+    /// A snapshot older than the filter held (from a lagging replica).
+    #[error("the snapshot offered (cursor {offered}) is behind the filter held (cursor {held}); waiting for another replica")]
+    Behind {
+        /// The offered snapshot's cursor.
+        offered: String,
+        /// The held view's cursor.
+        held: String,
+    },
 }
 
 /// Hashes a [`Digest`] by its first 8 bytes: digests are uniformly random

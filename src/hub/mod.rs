@@ -51,6 +51,8 @@ const TAIL_BATCH: usize = 1_000;
 pub const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reach a failing store.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Wait before reloading after the first error since the last good load.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// How the hub sizes its filter and serves subscribers.
 #[derive(Debug, Clone)]
@@ -113,6 +115,10 @@ pub enum SubscribeError {
     /// The hub is shutting down.
     #[error("this replica is shutting down")]
     Closed,
+    /// The replica has lost its change log (the store is unreachable), so
+    /// its filter may lack recent revocations.
+    #[error("this replica has lost touch with the change log, so its filter may be behind; subscribe to another")]
+    Lagging,
 }
 
 /// The frames a subscriber receives; the channel closes when the hub drops
@@ -217,9 +223,9 @@ impl FilterHub {
 /// The follower: load, then tail; on a store error, back off and load
 /// again. Ends when the hub is gone.
 async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
-    let mut delay = Duration::from_millis(100);
+    let mut delay = FIRST_RETRY_DELAY;
     loop {
-        match follow_once(&store, history, &events).await {
+        match follow_once(&store, history, &events, &mut delay).await {
             Ok(()) => return, // the hub stopped listening
             Err(error) => {
                 metrics::counter!("revocd_change_log_errors_total").increment(1);
@@ -231,11 +237,13 @@ async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
     }
 }
 
-/// One load-then-tail run. `Ok` means the hub is gone.
+/// One load-then-tail run. `Ok` means the hub is gone. A completed load
+/// resets `retry_delay`, so the next error is retried quickly again.
 async fn follow_once(
     store: &Store,
     history: usize,
     events: &mpsc::Sender<Event>,
+    retry_delay: &mut Duration,
 ) -> Result<(), crate::store::Error> {
     let tail = store.log_tail(history).await?;
     let mut cursor = tail.head.clone();
@@ -253,6 +261,7 @@ async fn follow_once(
     if events.send(Event::LoadDone).await.is_err() {
         return Ok(());
     }
+    *retry_delay = FIRST_RETRY_DELAY;
     info!(
         records = loaded,
         cursor, "filter loaded; following the change log"

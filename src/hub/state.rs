@@ -449,6 +449,12 @@ impl HubState {
     }
 
     fn subscribe(&mut self, params: SubscribeParams) -> Result<Updates, SubscribeError> {
+        // A filter that may lack acknowledged revocations must not replace
+        // a gateway's newer one: send it elsewhere (heartbeats stop for the
+        // same reason, so subscribers already here go stale).
+        if self.follower_seen.elapsed() >= FOLLOWER_SILENCE {
+            return Err(SubscribeError::Lagging);
+        }
         self.subscribers.retain(|s| !s.queue.is_closed());
         if self.subscribers.len() >= self.config.max_subscribers {
             return Err(SubscribeError::Full);

@@ -10,6 +10,7 @@ mod request;
 mod service;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::ServerTlsConfig;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
@@ -71,6 +73,8 @@ pub struct State {
     pub hub: FilterHub,
     /// When this replica started, for `uptime_seconds`.
     pub started: Instant,
+    /// TLS of the gRPC server; `None` serves plain HTTP/2.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// Why a replica could not start.
@@ -91,6 +95,9 @@ pub enum StartError {
     /// The digest key file is unusable.
     #[error("--digest-key-file: {0}")]
     DigestKey(FileError),
+    /// A TLS file is unusable.
+    #[error("TLS: {0}")]
+    Tls(FileError),
 }
 
 // === impl State ===
@@ -110,6 +117,15 @@ impl State {
         // Key files first: a configuration mistake is reported before any
         // connection is attempted.
         let verifier = config.jwt.verifier(dev_secret)?;
+        let tls = config.tls.server_config().map_err(StartError::Tls)?;
+        if let Some(tls) = &tls {
+            // Certificates and keys are parsed here: refuse bad ones now,
+            // not at the first connection.
+            let path = config.tls.tls_cert.as_deref().unwrap_or(Path::new(""));
+            tonic::transport::Server::builder()
+                .tls_config(tls.clone())
+                .map_err(|e| StartError::Tls(FileError::invalid(path, e.to_string())))?;
+        }
         let preset_key = config
             .digest_key_file
             .as_deref()
@@ -133,6 +149,7 @@ impl State {
                 max_streams_per_key: config.max_streams_per_key,
             },
             started: Instant::now(),
+            tls,
         })
     }
 }
@@ -196,7 +213,11 @@ pub async fn run(
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let stopping = CancellationToken::new();
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &state.tls {
+        builder = builder.tls_config(tls.clone())?;
+    }
+    let serve = builder
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         // Room for a header list well past the API-key limit, so an
         // oversize key is refused by the key check (UNAUTHENTICATED), not

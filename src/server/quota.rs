@@ -57,7 +57,7 @@ mod tests {
             crate::auth::key_digest_hex("k")
         );
         let access = Access::from_toml(&toml).unwrap();
-        access.caller(Some(b"Bearer k")).unwrap().unwrap()
+        access.caller(Some(b"Bearer k"), None).unwrap().unwrap()
     }
 
     #[test]

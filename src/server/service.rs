@@ -81,7 +81,7 @@ impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
         match error {
             SubscribeError::Full => ApiError::ResourceExhausted(error.to_string()),
-            SubscribeError::NotReady | SubscribeError::Closed => {
+            SubscribeError::NotReady | SubscribeError::Closed | SubscribeError::Lagging => {
                 ApiError::Unavailable(error.to_string())
             }
         }
@@ -205,7 +205,13 @@ impl RevocationService {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        let caller = self.state.access.caller(authorization)?;
+        let client_cert_cn = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|cert| crate::tls::common_name(cert)));
+        let caller = self
+            .state
+            .access
+            .caller(authorization, client_cert_cn.as_deref())?;
         if let Some(caller) = &caller {
             tracing::Span::current().record("caller", caller.name.as_str());
         }

@@ -115,11 +115,15 @@ fn toml_scalar(text: &str) -> String {
 
 /// `secret` for printing: a URL with its password and query (where
 /// `redis+unix:` URLs carry one) replaced by [`REDACTED`], anything else
-/// replaced whole. It cuts at the last `@`, so a password holding `@` or
+/// (including anything with a control character) replaced whole. It cuts at the last `@`, so a password holding `@` or
 /// `/` goes whole, and when that `@` is not in the authority (a `/`, `?` or
 /// `#` before it, outside the password) the whole URL goes: this errs
 /// towards hiding too much.
 pub fn redact(secret: &str) -> String {
+    // A line break would spill the rest of the value out of a comment.
+    if secret.chars().any(char::is_control) {
+        return REDACTED.to_owned();
+    }
     let Some((scheme, rest)) = secret.split_once("://") else {
         return REDACTED.to_owned();
     };
@@ -185,6 +189,8 @@ mod tests {
             ("redis+unix:///run/redis.sock?pass=p@ss", "<redacted>"),
             ("redis://host/0?user=a:p@ss", "<redacted>"),
             ("just-a-key", "<redacted>"),
+            ("a://\n", "<redacted>"),
+            ("redis://h\nkey_prefix = \"x\"", "<redacted>"),
             ("", "<redacted>"),
         ] {
             assert_eq!(redact(secret), shown, "{secret}");

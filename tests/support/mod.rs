@@ -497,3 +497,45 @@ impl Drop for AgentProcess {
         self.kill();
     }
 }
+
+// === restarting a replica (tests/chaos.rs) ===
+
+impl Replica {
+    /// Kills the replica at once (SIGKILL), as a crash would. Its address
+    /// and arguments are kept, so [`Replica::restart`] brings it back where
+    /// it was.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// [`Replica::restart_with`] the built `revocd` ([`binary`]).
+    pub async fn restart(&mut self) {
+        self.restart_with(&binary("revocd")).await;
+    }
+
+    /// Kills the replica if it runs, starts `binary` again with the same
+    /// arguments (so on the same address) and waits until it reports
+    /// SERVING.
+    ///
+    /// # Panics
+    /// If it exits or is not SERVING within 20 s (its store must answer).
+    pub async fn restart_with(&mut self, binary: &Path) {
+        self.kill();
+        self.child = revocd_command(binary, &self.args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("restarting {}: {e}", binary.display()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.health().await != Some(ServingStatus::Serving) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("replica {} exited on restart: {status}", self.address);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica {} did not become healthy after a restart",
+                self.address
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -21,7 +21,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::AsyncConnectionConfig;
 
 use super::{Fields, RedisNodes, RedisStore};
-use crate::store::{AuditEntry, Error, LogTail, LoggedChange, Page, Record, RecordFilter};
+use crate::store::{AuditEntry, Change, Error, LogTail, LoggedChange, Page, Record, RecordFilter};
 
 /// How often a cluster reader looks for new entries while the log is quiet.
 pub const CLUSTER_POLL: Duration = Duration::from_millis(10);
@@ -466,13 +466,41 @@ fn log_entry(log: &str, entry: &StreamId) -> Result<AuditEntry, Error> {
     })
 }
 
-/// Reads one log entry as the filter needs it, with the cursor after it.
+/// Reads one log entry as the filter needs it, with the cursor after it:
+/// only the fields a change needs, since every replica reads every entry.
 fn logged_change(log: &str, entry: &StreamId, after: &Positions) -> Result<LoggedChange, Error> {
-    let entry = log_entry(log, entry)?;
+    let corrupt = |detail: String| Error::Corrupt {
+        key: format!("{log} {}", entry.id),
+        detail,
+    };
+    let text = |field: &str| {
+        entry
+            .get::<String>(field)
+            .ok_or_else(|| corrupt(format!("field `{field}` is missing")))
+    };
+    let number = |field: &str| {
+        text(field)?
+            .parse::<i64>()
+            .map_err(|_| corrupt(format!("field `{field}` is not an integer")))
+    };
+    let change = match text("kind")?.as_str() {
+        "jti" => Change::Revoked {
+            issuer: text("iss")?,
+            jti: text("id")?,
+            keep_until: number("until")?,
+        },
+        "sub" => Change::SubjectCut {
+            issuer: text("iss")?,
+            subject: text("id")?,
+            not_before: number("nbf")?,
+            keep_until: number("until")?,
+        },
+        other => return Err(corrupt(format!("unknown kind {other:?}"))),
+    };
     Ok(LoggedChange {
-        change: entry.record.change(),
         cursor: after.to_string(),
-        logged_at_ms: entry.logged_at_ms,
+        logged_at_ms: EntryId::parse(&entry.id).map_or(0, |id| id.millis as i64),
+        change,
     })
 }
 

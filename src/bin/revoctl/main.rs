@@ -1,30 +1,44 @@
 //! `revoctl`: the operator CLI for a revocd server.
 //!
-//! Every subcommand makes one gRPC call, prints the answer (a readable table,
+//! Most subcommands make one gRPC call, print the answer (a readable table,
 //! or one JSON object with `--json`; `watch` prints one line per frame) and
-//! exits 0; any error prints one line starting with `error:` on stderr and
-//! exits 1.
+//! exit 0; any error prints one line starting with `error:` on stderr and
+//! exits 1. The bulk subcommands page through `ListRevocations` (`list`,
+//! `export`) and `ListChanges` (`audit`), or send `RevokeBatch` calls
+//! (`import`, which exits 2 when some lines were rejected).
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line and the one-call subcommands
+//! - `rpc.rs`: connecting, the API key, retries, error text
+//! - `list.rs`: `list` and `audit`, and the record walk `export` shares
+//! - `import.rs`: `import`: batches in flight, results per line, summary
+//! - `input.rs`: an import file (CSV or JSON lines) into batches
+//! - `export.rs`: `export`
+//! - `csv.rs`: the CSV dialect; `timestamp.rs`: times people type
+//! - `progress.rs`: `import`'s progress line
+
+mod csv;
+mod export;
+mod import;
+mod input;
+mod list;
+mod progress;
+mod rpc;
+mod timestamp;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
 
 use revocd::pb::filter_update::Update;
-use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{
     CheckRequest, GetStatsRequest, RevokeRequest, RevokeSubjectRequest, SubscribeRequest,
 };
 use revocd::time::{format_unix, unix_now_ms};
 
-/// Time allowed to connect to the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for one call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+use rpc::{authorized, connect, describe, Client};
 
 /// Operate a revocd server: revoke tokens and subjects, check tokens, read
 /// statistics.
@@ -45,6 +59,10 @@ struct Cli {
     #[arg(long, env = "REVOCD_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
 
+    /// TLS towards the server (with an `https://` --server).
+    #[command(flatten)]
+    tls: revocd::tls::ClientTlsArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +79,45 @@ enum Command {
     Stats(JsonFlag),
     /// Follow the filter stream live: snapshot size, each delta, cursor, lag.
     Watch(WatchArgs),
+    /// List live token revocations and subject cut-offs: who revoked what,
+    /// when and why (needs the `read` role).
+    ///
+    /// A table by default, one JSON object per line with --json. Paging is
+    /// stable under concurrent writes: a record live during the whole
+    /// listing is shown exactly once.
+    List(list::ListArgs),
+    /// Show the audit trail: every change, oldest first, with who made it,
+    /// from where and why (needs the `read` role).
+    ///
+    /// One line per change: time, actor, source address, what, reason.
+    /// Goes back as far as the server's change log (--log-retention).
+    Audit(list::ListArgs),
+    /// Revoke many tokens from a CSV or JSON-lines file (needs the `revoke`
+    /// role).
+    ///
+    /// CSV: `jti,expires_at,issuer,reason` per line, fields quoted as in
+    /// RFC 4180 (a reason may hold commas and doubled quotes), issuer and
+    /// reason optional; a first line starting with `jti` is a header (its
+    /// columns may come in any order). JSON lines: one object per line with
+    /// those keys. The first non-blank character decides: `{` means JSON
+    /// lines. `expires_at` is unix seconds or an RFC 3339 time; an empty
+    /// issuer is the server's default. Blank lines are skipped.
+    ///
+    /// Lines go in RevokeBatch calls of up to 1,000, several in flight;
+    /// calls that fail to reach the server are retried (revocations are
+    /// idempotent). A bad line never stops the others. Prints `imported N,
+    /// already revoked M, rejected K` and each rejected line's number and
+    /// reason on stderr. Exit status: 0 when every line was taken (imported,
+    /// already revoked, or already expired), 2 when some were rejected, 1
+    /// when the import could not finish.
+    Import(import::ImportArgs),
+    /// Write the live token revocations as CSV that `import` reads back
+    /// (needs the `read` role).
+    ///
+    /// Columns `jti,expires_at,issuer,reason` under a header. Subject
+    /// cut-offs are not exported (the format has no place for them; `list
+    /// --kind subject` shows them).
+    Export(export::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,18 +194,20 @@ struct StatusArgs {
 
 #[derive(Debug, Args)]
 struct JsonFlag {
-    /// Print one JSON object instead of a table.
+    /// Print JSON instead of a table: one object, or one per line for
+    /// lists.
     #[arg(long)]
     json: bool,
 }
 
-// Single-threaded: the CLI makes one call at a time, and a current-thread
-// runtime starts faster and spawns no worker threads.
+// Single-threaded: the CLI makes one call at a time, or (`import`) waits on
+// a few in flight over one connection while a thread of its own reads the
+// file; a current-thread runtime starts faster and spawns no worker threads.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -156,8 +215,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let mut client = connect(&cli.server).await?;
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let tls = cli.tls.client_config().map_err(|e| format!("TLS: {e}"))?;
+    let mut client = connect(&cli.server, tls).await?;
     let key = cli.api_key.as_deref();
     match cli.command {
         Command::Revoke(args) => {
@@ -275,16 +335,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
         }
         Command::Watch(args) => watch(&mut client, key, args).await?,
+        Command::List(args) => list::list(&client, key, args).await?,
+        Command::Audit(args) => list::audit(&client, key, args).await?,
+        Command::Import(args) => return import::import(&client, key, args).await,
+        Command::Export(args) => export::export(&client, key, args).await?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints each frame of the filter stream, one line (or JSON object) each.
-async fn watch(
-    client: &mut RevocationServiceClient<Channel>,
-    key: Option<&str>,
-    args: WatchArgs,
-) -> Result<(), String> {
+async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Result<(), String> {
     let request = SubscribeRequest {
         cursor: args.cursor,
         generation: args.generation,
@@ -342,60 +402,6 @@ async fn watch(
     Ok(())
 }
 
-async fn connect(server: &str) -> Result<RevocationServiceClient<Channel>, String> {
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("invalid --server {server:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {url}: {}", source_chain(&e)))?;
-    Ok(RevocationServiceClient::new(channel))
-}
-
-fn authorized<T>(message: T, key: Option<&str>) -> Result<Request<T>, String> {
-    let mut request = Request::new(message);
-    if let Some(key) = key {
-        let value = MetadataValue::try_from(format!("Bearer {}", key.trim()))
-            .map_err(|_| "the API key contains characters not allowed in metadata".to_owned())?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
-}
-
-/// One line for a failed call: the status in words, then the server's
-/// message.
-fn describe(status: Status) -> String {
-    let code = match status.code() {
-        Code::InvalidArgument => "invalid argument",
-        Code::Unauthenticated => "unauthenticated",
-        Code::PermissionDenied => "permission denied",
-        Code::Unavailable => "unavailable",
-        Code::FailedPrecondition => "failed precondition",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::Internal => "internal error",
-        _ => "call failed",
-    };
-    format!("{code}: {}", status.message())
-}
-
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn print(as_json: bool, object: serde_json::Value, rows: &[(&str, String)]) {
     if as_json {
         println!("{object}");
@@ -411,6 +417,7 @@ fn yes_no(value: bool) -> String {
     if value { "yes" } else { "no" }.to_owned()
 }
 
+/// Unix seconds for people: `2026-11-28T19:00:00Z (1795892400)`, `-` for 0.
 fn time_cell(seconds: i64) -> String {
     if seconds == 0 {
         "-".to_owned()

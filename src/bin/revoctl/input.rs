@@ -1,0 +1,557 @@
+//! Reading an import file into batches of revocations.
+//!
+//! # Formats
+//!
+//! The first non-blank line decides: `{` starts JSON lines, anything else
+//! is CSV.
+//!
+//! - **CSV** (see [`crate::csv`] for quoting): `jti,expires_at,issuer,reason`,
+//!   the last two optional. A first line whose first field is `jti` is a
+//!   header; it may name the same columns in another order (`jti` and
+//!   `expires_at` required).
+//! - **JSON lines**: one object per line with the keys `jti`, `expires_at`
+//!   (a number, or a string as below), `issuer` and `reason` (strings,
+//!   optional); other keys are ignored.
+//!
+//! `expires_at` is unix seconds or an RFC 3339 time. An empty issuer means
+//! the server's default. Blank lines are skipped. Lines are numbered from 1,
+//! header and blank lines included, so a number points into the file.
+//!
+//! Only what a line must hold to be sent is checked here (a jti, a
+//! readable expiry); the server judges the rest (lengths, lifetimes,
+//! issuers) and answers per item.
+
+use std::io::BufRead;
+
+use prost::Message;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use revocd::pb::RevokeRequest;
+
+use crate::csv;
+use crate::timestamp::parse_unix_or_rfc3339;
+
+/// The columns, in the order of a file without a header (and of `export`).
+pub const COLUMNS: [&str; 4] = ["jti", "expires_at", "issuer", "reason"];
+
+/// What one line holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// Nothing (blank, or a CSV header).
+    Skip,
+    /// A revocation to send.
+    Item(RevokeRequest),
+    /// Why the line cannot be a revocation.
+    Rejected(String),
+}
+
+/// Where each column of a CSV record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Columns {
+    jti: usize,
+    expires_at: usize,
+    issuer: Option<usize>,
+    reason: Option<usize>,
+    /// Fields a record may have at most.
+    width: usize,
+}
+
+impl Columns {
+    /// The order of a file without a header.
+    const POSITIONAL: Columns = Columns {
+        jti: 0,
+        expires_at: 1,
+        issuer: Some(2),
+        reason: Some(3),
+        width: 4,
+    };
+
+    /// The order a header line names.
+    fn from_header(names: &[String]) -> Result<Self, String> {
+        let position = |wanted: &str| {
+            names
+                .iter()
+                .position(|n| n.trim().eq_ignore_ascii_case(wanted))
+        };
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !COLUMNS.iter().any(|c| n.trim().eq_ignore_ascii_case(c)))
+        {
+            return Err(format!(
+                "the header names a column {unknown:?}; the columns are {}",
+                COLUMNS.join(",")
+            ));
+        }
+        let expires_at = position("expires_at")
+            .ok_or_else(|| "the header has no `expires_at` column".to_owned())?;
+        Ok(Columns {
+            // The header was recognised by its `jti`.
+            jti: position("jti").unwrap_or(0),
+            expires_at,
+            issuer: position("issuer"),
+            reason: position("reason"),
+            width: names.len(),
+        })
+    }
+
+    /// The revocation a record names.
+    fn item(&self, mut fields: Vec<String>) -> Result<RevokeRequest, String> {
+        let needed = self.jti.max(self.expires_at) + 1;
+        if fields.len() > self.width || fields.len() < needed {
+            return Err(format!(
+                "{} fields; expected {} to {} ({})",
+                fields.len(),
+                needed,
+                self.width,
+                COLUMNS.join(",")
+            ));
+        }
+        let mut take = |index: Option<usize>| {
+            index
+                .and_then(|i| fields.get_mut(i))
+                .map(std::mem::take)
+                .unwrap_or_default()
+        };
+        let jti = take(Some(self.jti));
+        let expires_at = take(Some(self.expires_at));
+        let request = RevokeRequest {
+            token: String::new(),
+            issuer: take(self.issuer),
+            reason: take(self.reason),
+            expires_at: expiry(&expires_at)?,
+            jti,
+        };
+        require_jti(request)
+    }
+}
+
+/// Turns the lines of one file into revocations.
+#[derive(Debug, Default)]
+pub struct LineParser {
+    /// Decided by the first non-blank line.
+    format: Option<Format>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Format {
+    Csv(Columns),
+    JsonLines,
+}
+
+impl LineParser {
+    /// Reads one line, without its line terminator.
+    ///
+    /// # Errors
+    /// A CSV header naming unknown columns: the file cannot be read at all.
+    pub fn parse(&mut self, line: &str) -> Result<Line, String> {
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+        if line.trim().is_empty() {
+            return Ok(Line::Skip);
+        }
+        let format = match &self.format {
+            Some(format) => format,
+            None if line.trim_start().starts_with('{') => self.format.insert(Format::JsonLines),
+            None => {
+                let header = csv::parse_line(line)
+                    .ok()
+                    .filter(|fields| fields[0].trim().eq_ignore_ascii_case("jti"));
+                if let Some(names) = header {
+                    self.format = Some(Format::Csv(Columns::from_header(&names)?));
+                    return Ok(Line::Skip);
+                }
+                self.format.insert(Format::Csv(Columns::POSITIONAL))
+            }
+        };
+        let item = match format {
+            Format::JsonLines => json_item(line),
+            Format::Csv(columns) => csv::parse_line(line)
+                .map_err(|e| e.to_string())
+                .and_then(|fields| columns.item(fields)),
+        };
+        Ok(item.map_or_else(Line::Rejected, Line::Item))
+    }
+}
+
+/// The revocation one JSON line names.
+fn json_item(line: &str) -> Result<RevokeRequest, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        // serde's text ends with "at line 1 column N"; the line is ours.
+        let text = e.to_string();
+        let text = text
+            .rsplit_once(" at line ")
+            .map_or(text.as_str(), |(t, _)| t);
+        format!("not valid JSON ({text} at column {})", e.column())
+    })?;
+    let Value::Object(object) = value else {
+        return Err("not a JSON object".to_owned());
+    };
+    let text = |key: &str| match object.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(_) => Err(format!("`{key}` is not a string")),
+    };
+    let expires_at = match object.get("expires_at") {
+        None | Some(Value::Null) => return Err("`expires_at` is missing".to_owned()),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|&seconds| seconds >= 0)
+            .ok_or_else(|| format!("`expires_at` {n} is not whole unix seconds"))?,
+        Some(Value::String(text)) => expiry(text)?,
+        Some(_) => return Err("`expires_at` is not a number or a string".to_owned()),
+    };
+    require_jti(RevokeRequest {
+        token: String::new(),
+        jti: text("jti")?,
+        expires_at,
+        reason: text("reason")?,
+        issuer: text("issuer")?,
+    })
+}
+
+fn expiry(text: &str) -> Result<i64, String> {
+    parse_unix_or_rfc3339(text)
+        .map_err(|()| format!("`expires_at` {text:?} is neither unix seconds nor an RFC 3339 time"))
+}
+
+fn require_jti(request: RevokeRequest) -> Result<RevokeRequest, String> {
+    if request.jti.is_empty() {
+        Err("`jti` is empty".to_owned())
+    } else {
+        Ok(request)
+    }
+}
+
+// === batches ===
+
+/// How large one `RevokeBatch` may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Items per call (the server takes at most 1,000).
+    pub items: usize,
+    /// Encoded bytes per call (the server refuses requests over 64 KiB).
+    pub bytes: usize,
+}
+
+/// Revocations to send together, with the line each came from.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub items: Vec<RevokeRequest>,
+    /// `lines[i]` is the line of `items[i]`.
+    pub lines: Vec<u64>,
+    /// Encoded size of the `RevokeBatchRequest` holding `items`.
+    bytes: usize,
+}
+
+/// What the reader hands over: a batch to send, the lines rejected while
+/// filling it, and how far the reader got (totals so far).
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub batch: Batch,
+    pub rejected: Vec<(u64, String)>,
+    pub lines_read: u64,
+    pub bytes_read: u64,
+}
+
+/// Reads `input` to its end, sending a [`Chunk`] each time a batch is full
+/// and one at the end. Runs on a thread of its own (file reads block), so
+/// sending stays busy meanwhile; the bounded channel keeps it at most a
+/// few batches ahead. Stops early when the receiver is gone. A read error,
+/// or a header that cannot be read, is sent as `Err` and ends the reading.
+pub fn read_batches(
+    mut input: impl BufRead,
+    limits: BatchLimits,
+    chunks: mpsc::Sender<Result<Chunk, String>>,
+) {
+    let mut parser = LineParser::default();
+    let mut batcher = Batcher {
+        limits,
+        chunk: Chunk::default(),
+    };
+    let mut buffer = Vec::new();
+    let (mut number, mut bytes_read) = (0u64, 0u64);
+    loop {
+        buffer.clear();
+        let read = match input.read_until(b'\n', &mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) => {
+                let _ = chunks.blocking_send(Err(format!("reading the input: {error}")));
+                return;
+            }
+        };
+        number += 1;
+        bytes_read += read as u64;
+        let line = match std::str::from_utf8(trim_terminator(&buffer)) {
+            Ok(text) => parser.parse(text),
+            Err(_) => Ok(Line::Rejected("not UTF-8 text".to_owned())),
+        };
+        let ready = match line {
+            Err(error) => {
+                let _ = chunks.blocking_send(Err(format!("line {number}: {error}")));
+                return;
+            }
+            Ok(Line::Skip) => None,
+            Ok(Line::Rejected(reason)) => batcher.reject(number, reason),
+            Ok(Line::Item(item)) => batcher.add(number, item),
+        };
+        if let Some(mut chunk) = ready {
+            (chunk.lines_read, chunk.bytes_read) = (number, bytes_read);
+            if chunks.blocking_send(Ok(chunk)).is_err() {
+                return;
+            }
+        }
+    }
+    let mut last = batcher.chunk;
+    (last.lines_read, last.bytes_read) = (number, bytes_read);
+    let _ = chunks.blocking_send(Ok(last));
+}
+
+/// Fills batches within [`BatchLimits`].
+struct Batcher {
+    limits: BatchLimits,
+    /// The chunk being filled.
+    chunk: Chunk,
+}
+
+impl Batcher {
+    /// Adds `item` (from line `number`); returns a chunk to send when its
+    /// batch is full. An item that would push the batch past
+    /// `limits.bytes` starts the next batch instead.
+    fn add(&mut self, number: u64, item: RevokeRequest) -> Option<Chunk> {
+        let size = framed_len(&item);
+        if size > self.limits.bytes {
+            let reason = format!(
+                "too large to send ({size} bytes encoded; a request holds at most {})",
+                self.limits.bytes
+            );
+            return self.reject(number, reason);
+        }
+        // A batch is sent as soon as it holds `limits.items`, so with a
+        // limit of one item it is always empty here and at most one chunk
+        // is ever ready.
+        let ready = (self.chunk.batch.bytes + size > self.limits.bytes)
+            .then(|| std::mem::take(&mut self.chunk));
+        self.chunk.batch.push(number, item, size);
+        ready.or_else(|| {
+            (self.chunk.batch.items.len() >= self.limits.items)
+                .then(|| std::mem::take(&mut self.chunk))
+        })
+    }
+
+    /// Notes a rejected line; returns a chunk to hand over when many
+    /// piled up, so a file of bad lines still shows progress.
+    fn reject(&mut self, number: u64, reason: String) -> Option<Chunk> {
+        self.chunk.rejected.push((number, reason));
+        (self.chunk.rejected.len() >= self.limits.items).then(|| std::mem::take(&mut self.chunk))
+    }
+}
+
+impl Batch {
+    fn push(&mut self, line: u64, item: RevokeRequest, size: usize) {
+        self.items.push(item);
+        self.lines.push(line);
+        self.bytes += size;
+    }
+}
+
+/// Bytes `item` adds to a `RevokeBatchRequest`: its field tag, its length
+/// and itself.
+fn framed_len(item: &RevokeRequest) -> usize {
+    let len = item.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+fn trim_terminator(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(text: &str) -> Vec<Line> {
+        let mut parser = LineParser::default();
+        text.lines()
+            .map(|line| parser.parse(line).expect("readable"))
+            .collect()
+    }
+
+    fn item(jti: &str, expires_at: i64, issuer: &str, reason: &str) -> Line {
+        Line::Item(RevokeRequest {
+            token: String::new(),
+            jti: jti.into(),
+            expires_at,
+            reason: reason.into(),
+            issuer: issuer.into(),
+        })
+    }
+
+    fn rejected(line: &Line) -> &str {
+        match line {
+            Line::Rejected(reason) => reason,
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn csv_with_a_header_quotes_and_blank_lines() {
+        let lines = parse_all(concat!(
+            "\u{feff}jti,expires_at,issuer,reason\n",
+            "a,100,,\"lost, then \"\"found\"\"\"\n",
+            "\n",
+            "b,2026-01-01T00:00:00Z,https://i.test\n",
+            "c,100\n",
+        ));
+        assert_eq!(
+            lines,
+            [
+                Line::Skip,
+                item("a", 100, "", "lost, then \"found\""),
+                Line::Skip,
+                item("b", 1_767_225_600, "https://i.test", ""),
+                item("c", 100, "", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_without_a_header_is_positional_and_a_header_may_reorder() {
+        assert_eq!(parse_all("x,5,iss,why"), [item("x", 5, "iss", "why")]);
+        assert_eq!(
+            parse_all("JTI,reason,expires_at\nx,why,5"),
+            [Line::Skip, item("x", 5, "", "why")]
+        );
+        let mut parser = LineParser::default();
+        let error = parser.parse("jti,expires_at,colour").unwrap_err();
+        assert!(error.contains("\"colour\""), "{error}");
+        assert!(
+            parser.parse("jti,issuer").is_err(),
+            "expires_at is required"
+        );
+    }
+
+    #[test]
+    fn bad_csv_lines_are_rejected_with_a_reason() {
+        let lines = parse_all(concat!(
+            "jti,expires_at,issuer,reason\n",
+            "a,tomorrow\n",
+            ",100\n",
+            "a\n",
+            "a,1,b,c,d\n",
+            "a,-5\n",
+            "a,\"1\n",
+        ));
+        assert!(rejected(&lines[1]).contains("\"tomorrow\""));
+        assert_eq!(rejected(&lines[2]), "`jti` is empty");
+        assert!(rejected(&lines[3]).contains("1 fields"));
+        assert!(rejected(&lines[4]).contains("5 fields"));
+        assert!(rejected(&lines[5]).contains("\"-5\""));
+        assert!(rejected(&lines[6]).contains("closing quote"));
+    }
+
+    #[test]
+    fn json_lines() {
+        let lines = parse_all(concat!(
+            "  {\"jti\": \"a\", \"expires_at\": 100, \"reason\": \"r\", \"extra\": 1}\n",
+            "{\"jti\": \"b\", \"expires_at\": \"2026-01-01T00:00:00Z\", \"issuer\": \"i\"}\n",
+            "{\"jti\": \"c\"}\n",
+            "{\"jti\": \"d\", \"expires_at\": 1.5}\n",
+            "{\"jti\": 7, \"expires_at\": 1}\n",
+            "[1]\n",
+            "{\"jti\": \n",
+            "{\"expires_at\": 1}\n",
+        ));
+        assert_eq!(lines[0], item("a", 100, "", "r"));
+        assert_eq!(lines[1], item("b", 1_767_225_600, "i", ""));
+        assert_eq!(rejected(&lines[2]), "`expires_at` is missing");
+        assert!(rejected(&lines[3]).contains("whole unix seconds"));
+        assert_eq!(rejected(&lines[4]), "`jti` is not a string");
+        assert_eq!(rejected(&lines[5]), "not a JSON object");
+        let invalid = rejected(&lines[6]);
+        assert!(
+            invalid.starts_with("not valid JSON") && !invalid.contains("line 1"),
+            "{invalid}"
+        );
+        assert_eq!(rejected(&lines[7]), "`jti` is empty");
+    }
+
+    fn chunks(text: &str, limits: BatchLimits) -> Vec<Chunk> {
+        let (sender, mut receiver) = mpsc::channel(1_000);
+        read_batches(text.as_bytes(), limits, sender);
+        std::iter::from_fn(|| receiver.blocking_recv())
+            .map(|chunk| chunk.expect("readable"))
+            .collect()
+    }
+
+    #[test]
+    fn batches_keep_to_the_item_and_byte_limits_and_remember_lines() {
+        let text: String = (0..10).map(|i| format!("jti-{i},100\n\n")).collect();
+        let by_items = chunks(
+            &text,
+            BatchLimits {
+                items: 4,
+                bytes: 1 << 16,
+            },
+        );
+        let sizes: Vec<usize> = by_items.iter().map(|c| c.batch.items.len()).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        assert_eq!(by_items[1].batch.lines, [9, 11, 13, 15]);
+        assert_eq!(by_items[2].lines_read, 20);
+        assert_eq!(by_items[2].bytes_read, text.len() as u64);
+
+        let one = framed_len(&RevokeRequest {
+            jti: "jti-0".into(),
+            expires_at: 100,
+            ..Default::default()
+        });
+        let by_bytes = chunks(
+            &text,
+            BatchLimits {
+                items: 1_000,
+                bytes: 3 * one,
+            },
+        );
+        let sizes: Vec<usize> = by_bytes.iter().map(|c| c.batch.items.len()).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        for chunk in &by_bytes {
+            let request = revocd::pb::RevokeBatchRequest {
+                items: chunk.batch.items.clone(),
+            };
+            assert_eq!(request.encoded_len(), chunk.batch.bytes);
+        }
+
+        let huge = format!("a,100,,{}\nb,100\n", "x".repeat(200));
+        let chunks = chunks(
+            &huge,
+            BatchLimits {
+                items: 10,
+                bytes: 100,
+            },
+        );
+        let rejected: Vec<u64> = chunks
+            .iter()
+            .flat_map(|c| &c.rejected)
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(rejected, [1]);
+        assert_eq!(chunks.last().unwrap().batch.lines, [2]);
+    }
+
+    #[test]
+    fn an_unreadable_header_stops_the_reading() {
+        let (sender, mut receiver) = mpsc::channel(10);
+        read_batches(
+            "jti,expires,x\na,1\n".as_bytes(),
+            BatchLimits {
+                items: 10,
+                bytes: 1000,
+            },
+            sender,
+        );
+        let first = receiver.blocking_recv().expect("one message");
+        assert!(first.unwrap_err().starts_with("line 1: "));
+        assert!(receiver.blocking_recv().is_none());
+    }
+}

@@ -1,0 +1,191 @@
+//! The load: clients revoking fresh tokens through the replicas and
+//! checking each acknowledged one through another replica.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use revocd::pb::revocation_service_client::RevocationServiceClient;
+use revocd::pb::{CheckRequest, RevokeRequest};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use super::ledger::{Attempt, Entry, Ledger, Outcome, Token};
+use super::report::{Check, Tally, ViolationKind};
+use crate::support::{BearerKey, Client};
+
+/// Longest a call may take; a hung replica answers nothing.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed call, as a client backing off would.
+const AFTER_FAILURE: Duration = Duration::from_millis(50);
+
+/// The load clients of one phase; they stop when [`Load::stop`] is called.
+pub struct Load {
+    stop: CancellationToken,
+    clients: JoinSet<Vec<Checked>>,
+}
+
+/// A `Check` made after an acknowledged `Revoke`: the token, the replica
+/// asked, when, and the answer; judged after the phase, when every
+/// outage window is known.
+pub struct Checked {
+    /// The entry checked.
+    pub entry: Arc<Entry>,
+    /// The replica asked.
+    pub replica: usize,
+    /// When the call was made and answered.
+    pub sent: Instant,
+    /// When it was answered.
+    pub answered: Instant,
+    /// `Ok(revoked)` or the error.
+    pub answer: Result<bool, (Code, String)>,
+}
+
+impl Load {
+    /// Starts `clients` clients on `replicas` for `phase`; each sends a
+    /// `Revoke` every `pace`.
+    pub fn start(
+        phase: usize,
+        clients: usize,
+        pace: Duration,
+        replicas: &[SocketAddr],
+        ledger: &Arc<Ledger>,
+        tally: &Arc<Tally>,
+    ) -> Load {
+        let stop = CancellationToken::new();
+        let mut set = JoinSet::new();
+        for id in 0..clients {
+            let client = LoadClient {
+                id,
+                phase,
+                pace,
+                channels: replicas.iter().map(|a| lazy_client(*a)).collect(),
+                ledger: Arc::clone(ledger),
+                tally: Arc::clone(tally),
+            };
+            set.spawn(client.run(stop.clone()));
+        }
+        Load { stop, clients: set }
+    }
+
+    /// Stops the clients, waits for their calls in flight, and returns the
+    /// checks they made.
+    pub async fn stop(mut self) -> Vec<Checked> {
+        self.stop.cancel();
+        let mut checked = Vec::new();
+        while let Some(done) = self.clients.join_next().await {
+            checked.extend(done.expect("load client"));
+        }
+        checked
+    }
+}
+
+/// A client of `address` that connects on first use and reconnects after
+/// the replica restarts.
+fn lazy_client(address: SocketAddr) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(CALL_TIMEOUT)
+        .connect_lazy();
+    // "key-mixed" may revoke and read.
+    let key = "Bearer key-mixed".parse().expect("ascii key");
+    RevocationServiceClient::with_interceptor(channel, BearerKey::new(Some(key)))
+}
+
+struct LoadClient {
+    id: usize,
+    phase: usize,
+    pace: Duration,
+    channels: Vec<Client>,
+    ledger: Arc<Ledger>,
+    tally: Arc<Tally>,
+}
+
+impl LoadClient {
+    /// Revokes fresh tokens until `stop`, starting on its own replica and
+    /// moving to the next one after a failure.
+    async fn run(mut self, stop: CancellationToken) -> Vec<Checked> {
+        let mut target = self.id % self.channels.len();
+        let mut checked = Vec::new();
+        for n in 0.. {
+            if stop.is_cancelled() {
+                break;
+            }
+            let jti = format!("p{}-c{}-{n}", self.phase, self.id);
+            let token = Token::new(&format!("chaos-{}", self.id), &jti);
+            let attempt = self.revoke(target, token).await;
+            let failed = matches!(attempt.outcome, Outcome::Failed(..));
+            if let Some(entry) = self.ledger.record(self.phase, attempt) {
+                let other = (target + 1) % self.channels.len();
+                checked.push(self.check(other, entry).await);
+            }
+            if failed {
+                target = (target + 1) % self.channels.len();
+                tokio::time::sleep(AFTER_FAILURE).await;
+            } else {
+                tokio::time::sleep(self.pace).await;
+            }
+        }
+        checked
+    }
+
+    async fn revoke(&mut self, replica: usize, token: Token) -> Attempt {
+        let request = RevokeRequest {
+            token: token.jwt.clone(),
+            reason: "chaos".into(),
+            ..Default::default()
+        };
+        let sent = Instant::now();
+        let answer = self.channels[replica].revoke(request).await;
+        let answered = Instant::now();
+        let outcome = match answer {
+            Ok(reply) => Outcome::Acked(reply.into_inner().cursor),
+            Err(status) => Outcome::Failed(status.code(), status.message().to_owned()),
+        };
+        Attempt {
+            token,
+            replica,
+            sent,
+            answered,
+            outcome,
+        }
+    }
+
+    async fn check(&mut self, replica: usize, entry: Arc<Entry>) -> Checked {
+        let request = CheckRequest {
+            token: entry.token.jwt.clone(),
+            ..Default::default()
+        };
+        let sent = Instant::now();
+        let answer = self.channels[replica].check(request).await;
+        self.tally.checked(Check::Rpc, 1);
+        let answered = Instant::now();
+        let answer = match answer {
+            Ok(reply) => {
+                let revoked = reply.into_inner().revoked;
+                if !revoked {
+                    // Judged here: no outage excuses a false "not revoked".
+                    self.tally.violation(
+                        ViolationKind::CheckAfterAck,
+                        &format!("replica-{replica}"),
+                        format!(
+                            "{} acknowledged, then Check said not revoked",
+                            entry.token.jti()
+                        ),
+                    );
+                }
+                Ok(revoked)
+            }
+            Err(status) => Err((status.code(), status.message().to_owned())),
+        };
+        Checked {
+            entry,
+            replica,
+            sent,
+            answered,
+            answer,
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Fault injection: revocd under load while a nemesis breaks its parts,
+//! with a ledger of what was acknowledged and invariants checked all
+//! along. Shared by `tests/chaos.rs` (the short run CI makes) and
+//! `examples/chaos.rs` (the long run, on demand).
+//!
+//! # What runs
+//!
+//! Everything is real and on loopback ([`testbed`]): a `redis-server`
+//! with `appendonly yes` and `appendfsync always`; `revocd serve`
+//! replicas with `--durability strict --redis-timeout 500ms`, heartbeats
+//! every 200 ms and several log partitions; a TCP proxy in front of each
+//! replica; gateways of the library in this process and `revocd agent`
+//! processes, each following every replica through the proxies. Load
+//! clients ([`load`]) revoke fresh tokens (HS256, the deployment's secret,
+//! so subscribers can be asked about the same tokens) and `Check` each
+//! acknowledged one through another replica.
+//!
+//! # Phases
+//!
+//! A phase starts the load, injects one fault or two at once
+//! ([`nemesis::FaultKind`]: kill -9 a replica and restart it, SIGSTOP a
+//! replica, SIGSTOP Redis, kill -9 Redis and restart it from its AOF,
+//! SIGSTOP an agent, cut streams at the proxies), heals it, keeps the load
+//! up half a second more, stops it and checks ([`verify`]).
+//!
+//! # Invariants
+//!
+//! - **Strict durability**: every acknowledged revocation is in Redis
+//!   (read directly) after every phase; `Check` never says "not revoked"
+//!   about one.
+//! - **No false OK**: a `Revoke` sent and answered while Redis was out
+//!   (stopped or dead) is never OK; failures are UNAVAILABLE unless the
+//!   replica asked was itself down.
+//! - **Propagation** ([`monitor`], all through the run): a subscriber
+//!   connected for the propagation bound since an acknowledgement never
+//!   allows that token again; a gateway never allows a token whose change
+//!   is at or below the highest cursor it has held (even if its view later
+//!   moved back); a never-revoked token is never refused.
+//! - **Serving through a Redis outage**: every subscriber keeps answering
+//!   from its filter.
+//! - **Convergence**: within the bound after the faults end, every replica
+//!   is SERVING and serves a current filter (checked through a gateway
+//!   following it alone), and every subscriber is connected and agrees
+//!   with Redis about every acknowledged token, every unknown one and
+//!   never-revoked ones.
+//!
+//! Everything is bounded in time and count; random choices come from the
+//! seed, printed first, so a failing schedule can be replayed.
+
+mod ledger;
+mod load;
+mod monitor;
+mod nemesis;
+mod proxy;
+mod report;
+mod testbed;
+mod verify;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use self::ledger::{Ledger, Token};
+use self::load::Load;
+use self::nemesis::{FaultRecord, Timeline};
+use self::report::{Check, PhaseRow, Tally};
+use self::testbed::Testbed;
+
+pub use self::nemesis::FaultKind;
+pub use self::report::Report;
+
+/// Environment variable that fixes the seed of a run.
+pub const ENV_SEED: &str = "REVOCD_CHAOS_SEED";
+/// Load before the faults of a phase.
+const WARMUP: Range<Duration> = Duration::from_millis(500)..Duration::from_millis(1_000);
+/// Load after the faults are healed, before it stops.
+const AFTER_HEAL: Duration = Duration::from_millis(500);
+/// How long after an acknowledgement a connected subscriber must hold
+/// the revocation. Propagation takes milliseconds, but a replica goes on
+/// sending heartbeats for 3 s after its change-log follower last read
+/// (`FOLLOWER_SILENCE` in `src/hub/state.rs`), so when Redis dies a
+/// subscriber can look connected (a frame under [`monitor::FRESH`] old)
+/// while missing what was acknowledged just before: the bound is those
+/// 3 s + two heartbeats (400 ms) + `FRESH` (1 s), rounded up.
+const PROPAGATION_BOUND: Duration = Duration::from_millis(4_500);
+/// Never-revoked tokens the subscribers are asked about.
+const GOOD_TOKENS: usize = 64;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    /// Seed of every random choice of the nemesis.
+    pub seed: u64,
+    /// Which faults, in how many phases.
+    pub plan: Plan,
+    /// The `revocd` binary.
+    pub binary: PathBuf,
+    /// `revocd serve` processes.
+    pub replicas: usize,
+    /// Gateways of the library in this process.
+    pub gateways: usize,
+    /// `revocd agent` processes.
+    pub agents: usize,
+    /// `--log-partitions`.
+    pub log_partitions: u16,
+    /// Load clients.
+    pub clients: usize,
+    /// Pause between a client's revokes.
+    pub pace: Duration,
+    /// How long a fault lasts.
+    pub hold: Range<Duration>,
+    /// Time from an acknowledgement within which a connected subscriber
+    /// must hold the revocation.
+    pub propagation_bound: Duration,
+    /// Time from the end of the faults within which everything agrees.
+    pub convergence_bound: Duration,
+}
+
+/// The phases of a run.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// One phase per fault kind, in an order drawn from the seed.
+    EveryKindOnce,
+    /// Phases of random faults (one, or one plus a subscriber stop or
+    /// stream drop) until this much time has passed.
+    #[allow(dead_code)] // examples/chaos.rs only
+    For(Duration),
+}
+
+impl ChaosConfig {
+    /// The short run: every fault kind once, 2 replicas, 5 gateways and 2
+    /// agents, faults of 1.5 to 2.5 s.
+    pub fn short(seed: u64, binary: PathBuf) -> Self {
+        ChaosConfig {
+            seed,
+            plan: Plan::EveryKindOnce,
+            binary,
+            replicas: 2,
+            gateways: 5,
+            agents: 2,
+            log_partitions: 2,
+            clients: 2,
+            pace: Duration::from_millis(10),
+            hold: Duration::from_millis(1_500)..Duration::from_millis(2_500),
+            propagation_bound: PROPAGATION_BOUND,
+            convergence_bound: Duration::from_secs(5),
+        }
+    }
+
+    /// The long run: random faults for `duration`, faults of 1 to 5 s.
+    #[allow(dead_code)] // examples/chaos.rs only
+    pub fn long(seed: u64, binary: PathBuf, duration: Duration) -> Self {
+        ChaosConfig {
+            plan: Plan::For(duration),
+            hold: Duration::from_secs(1)..Duration::from_secs(5),
+            ..Self::short(seed, binary)
+        }
+    }
+}
+
+/// The seed from [`ENV_SEED`], else a random one.
+pub fn seed_from_env() -> u64 {
+    std::env::var(ENV_SEED)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+/// What the phases share.
+struct Context {
+    config: ChaosConfig,
+    bed: Testbed,
+    ledger: Arc<Ledger>,
+    timeline: Arc<Timeline>,
+    tally: Arc<Tally>,
+    good: Arc<Vec<Token>>,
+}
+
+/// Runs the whole schedule and returns the report; everything started is
+/// stopped before it returns.
+///
+/// # Panics
+/// If a part cannot be started or restarted (a missing `redis-server`, a
+/// replica that does not come back): that is a broken test bed, not a
+/// violation.
+pub async fn run(config: ChaosConfig) -> Report {
+    let started = Instant::now();
+    println!(
+        "chaos: seed {} (replay with {ENV_SEED}={} or --seed {})",
+        config.seed, config.seed, config.seed
+    );
+    let bed = Testbed::start(&config).await;
+    println!(
+        "chaos: test bed up in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let good = (0..GOOD_TOKENS)
+        .map(|n| Token::new("chaos-good", &format!("good-{n}")))
+        .collect();
+    let context = Context {
+        config,
+        bed,
+        ledger: Arc::default(),
+        timeline: Arc::default(),
+        tally: Arc::default(),
+        good: Arc::new(good),
+    };
+    let stop = CancellationToken::new();
+    let monitor = tokio::spawn(monitor::run(
+        context.bed.subscribers.clone(),
+        Arc::new(monitor::Shared {
+            ledger: Arc::clone(&context.ledger),
+            timeline: Arc::clone(&context.timeline),
+            tally: Arc::clone(&context.tally),
+            good: Arc::clone(&context.good),
+            bound: context.config.propagation_bound,
+        }),
+        context.config.seed,
+        stop.clone(),
+    ));
+    let rows = phases(&context).await;
+    stop.cancel();
+    monitor.await.expect("monitor");
+    report(&context, rows, started)
+}
+
+async fn phases(context: &Context) -> Vec<PhaseRow> {
+    let config = &context.config;
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut order = FaultKind::ALL.to_vec();
+    order.shuffle(&mut rng);
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    loop {
+        let faults = match config.plan {
+            Plan::EveryKindOnce => match order.get(rows.len()) {
+                Some(kind) => vec![*kind],
+                None => break,
+            },
+            Plan::For(duration) if started.elapsed() < duration => random_faults(&mut rng),
+            Plan::For(_) => break,
+        };
+        let row = phase(context, rows.len() + 1, &faults, &mut rng).await;
+        println!(
+            "chaos: phase {} done: {} ({} violations so far)",
+            row.index,
+            row.faults
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" + "),
+            context.tally.violation_count()
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+/// One fault, sometimes with a subscriber stop or a stream drop at the
+/// same time.
+fn random_faults(rng: &mut StdRng) -> Vec<FaultKind> {
+    let primary = FaultKind::ALL[rng.random_range(0..FaultKind::ALL.len())];
+    let mut faults = vec![primary];
+    if rng.random_bool(0.3) {
+        let overlay = [FaultKind::SubscriberStop, FaultKind::StreamDrop][rng.random_range(0..2)];
+        if overlay != primary {
+            faults.push(overlay);
+        }
+    }
+    faults
+}
+
+async fn phase(
+    context: &Context,
+    index: usize,
+    faults: &[FaultKind],
+    rng: &mut StdRng,
+) -> PhaseRow {
+    let Context {
+        config,
+        bed,
+        ledger,
+        timeline,
+        tally,
+        good,
+    } = context;
+    let started = Instant::now();
+    tally.set_phase(index);
+    let checks_before = tally.all_checks();
+    let violations_before = tally.violation_count();
+    let acked_before = ledger.len();
+
+    let load = Load::start(
+        index,
+        config.clients,
+        config.pace,
+        &bed.replica_addresses,
+        ledger,
+        tally,
+    );
+    tokio::time::sleep(rng.random_range(WARMUP)).await;
+    let records = inject_all(context, faults, rng).await;
+    let healed = Instant::now();
+    tokio::time::sleep(AFTER_HEAL).await;
+    let checked = load.stop().await;
+
+    let attempts = ledger.take_attempts();
+    let answers = verify::answers(&attempts, &checked, &timeline.windows(), tally);
+    verify::durability(bed, config.log_partitions, &ledger.all(), tally).await;
+    let found = verify::stored(bed, config.log_partitions, answers.unknown.clone(), tally).await;
+    let (stored, not_stored): (Vec<_>, Vec<_>) = answers
+        .unknown
+        .iter()
+        .cloned()
+        .zip(found)
+        .partition(|(_, found)| *found);
+    let unknown_stored = stored.len();
+    ledger.settle(index, stored.into_iter().map(|(token, _)| token));
+    let expectations = verify::Expectations {
+        revoked: ledger.all(),
+        this_phase: ledger.len() - acked_before,
+        not_stored: not_stored.into_iter().map(|(token, _)| token).collect(),
+        good: Arc::clone(good),
+    };
+    let deadline = healed + config.convergence_bound;
+    let convergence = verify::convergence(bed, &expectations, rng, healed, deadline, tally).await;
+    let outage = faults.iter().any(|f| f.is_redis_outage());
+    if outage && answers.refused_in_outage == 0 {
+        println!("chaos: phase {index}: no revoke was refused during the Redis outage");
+    }
+
+    PhaseRow {
+        index,
+        faults: records,
+        took: started.elapsed(),
+        acked: answers.acked,
+        unknown: answers.unknown.len(),
+        unknown_stored,
+        refused_in_outage: answers.refused_in_outage,
+        errors: answers.errors,
+        checks: tally.all_checks() - checks_before,
+        converged_in: convergence.took,
+        slowest: convergence.slowest,
+        violations: tally.violation_count() - violations_before,
+    }
+}
+
+/// Injects `faults` at once, each with its own generator drawn from `rng`.
+async fn inject_all(context: &Context, faults: &[FaultKind], rng: &mut StdRng) -> Vec<FaultRecord> {
+    let mut rngs: Vec<StdRng> = faults
+        .iter()
+        .map(|_| StdRng::seed_from_u64(rng.random()))
+        .collect();
+    let injections = faults.iter().zip(rngs.iter_mut()).map(|(kind, rng)| {
+        nemesis::inject(
+            *kind,
+            &context.bed,
+            &context.timeline,
+            rng,
+            context.config.hold.clone(),
+        )
+    });
+    futures_util::future::join_all(injections).await
+}
+
+fn report(context: &Context, rows: Vec<PhaseRow>, started: Instant) -> Report {
+    let config = &context.config;
+    let tally = &context.tally;
+    Report {
+        seed: config.seed,
+        setup: format!(
+            "{} replicas --durability strict --redis-timeout 500ms --log-partitions {}, \
+             {} gateways + {} agents, redis appendfsync always, {} clients",
+            config.replicas, config.log_partitions, config.gateways, config.agents, config.clients
+        ),
+        rows,
+        checks: [Check::Redis, Check::Rpc, Check::Subscriber, Check::Outage]
+            .map(|c| tally.checks(c)),
+        violation_count: tally.violation_count(),
+        violations_by_kind: tally.violations_by_kind(),
+        violations: tally.violations(),
+        took: started.elapsed(),
+    }
+}

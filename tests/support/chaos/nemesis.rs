@@ -1,0 +1,280 @@
+//! The nemesis: the faults, how each is injected and healed, and the
+//! timeline of outages the verifier judges answers against.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::testbed::Testbed;
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// SIGKILL a replica, then start it again on the same port.
+    ReplicaKill,
+    /// SIGSTOP a replica (a hung server), then SIGCONT.
+    ReplicaStop,
+    /// SIGSTOP Redis (requests hang), then SIGCONT.
+    RedisStop,
+    /// SIGKILL Redis, then restart it from its AOF.
+    RedisKill,
+    /// SIGSTOP an agent (a stalled subscriber), then SIGCONT.
+    SubscriberStop,
+    /// Close a random share of the streams through a replica's proxy, a
+    /// few times.
+    StreamDrop,
+}
+
+impl FaultKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::ReplicaKill,
+        FaultKind::ReplicaStop,
+        FaultKind::RedisStop,
+        FaultKind::RedisKill,
+        FaultKind::SubscriberStop,
+        FaultKind::StreamDrop,
+    ];
+
+    /// A short label for the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::ReplicaKill => "replica-kill",
+            FaultKind::ReplicaStop => "replica-stop",
+            FaultKind::RedisStop => "redis-stop",
+            FaultKind::RedisKill => "redis-kill",
+            FaultKind::SubscriberStop => "subscriber-stop",
+            FaultKind::StreamDrop => "stream-drop",
+        }
+    }
+
+    /// Whether the fault makes Redis unreachable.
+    pub fn is_redis_outage(self) -> bool {
+        matches!(self, FaultKind::RedisStop | FaultKind::RedisKill)
+    }
+}
+
+/// One fault as injected.
+#[derive(Debug, Clone)]
+pub struct FaultRecord {
+    /// Its kind.
+    pub kind: FaultKind,
+    /// How many times (stream drops come in bursts; 1 otherwise).
+    pub count: usize,
+    /// Its target and size: `replica 1 1.8s`, `12 links`...
+    pub detail: String,
+}
+
+impl fmt::Display for FaultRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.label(), self.detail)
+    }
+}
+
+// === Timeline ===
+
+/// What an outage window is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Redis was stopped or dead: no write could be acknowledged.
+    Redis,
+    /// This replica was dead or stopped.
+    Replica(usize),
+}
+
+/// A period during which `target` was out.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// What was out.
+    pub target: Target,
+    /// When the fault had taken effect.
+    pub start: Instant,
+    /// When healing began; `None` while the fault lasts.
+    pub end: Option<Instant>,
+}
+
+impl Window {
+    /// Whether the window overlaps `[from, to]`.
+    pub fn overlaps(&self, from: Instant, to: Instant) -> bool {
+        self.start <= to && self.end.is_none_or(|end| end >= from)
+    }
+}
+
+/// Every outage window of the run.
+#[derive(Default)]
+pub struct Timeline {
+    windows: Mutex<Vec<Window>>,
+}
+
+impl Timeline {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a window for `target` now; returns its id for [`Timeline::close`].
+    pub fn open(&self, target: Target) -> usize {
+        let mut windows = self.lock();
+        windows.push(Window {
+            target,
+            start: Instant::now(),
+            end: None,
+        });
+        windows.len() - 1
+    }
+
+    /// Ends the window `id` now.
+    pub fn close(&self, id: usize) {
+        if let Some(window) = self.lock().get_mut(id) {
+            window.end = Some(Instant::now());
+        }
+    }
+
+    /// Every window so far.
+    pub fn windows(&self) -> Vec<Window> {
+        self.lock().clone()
+    }
+
+    /// The start of the Redis outage in progress, if one is.
+    pub fn redis_out_since(&self) -> Option<Instant> {
+        self.lock()
+            .iter()
+            .find(|w| w.target == Target::Redis && w.end.is_none())
+            .map(|w| w.start)
+    }
+}
+
+// === injecting ===
+
+/// Injects `kind`, holds it for a time drawn from `hold`, heals it, and
+/// says what was done. Returns once healed (a restarted replica serving,
+/// a restarted Redis answering PING).
+pub async fn inject(
+    kind: FaultKind,
+    bed: &Testbed,
+    timeline: &Timeline,
+    rng: &mut StdRng,
+    hold: Range<Duration>,
+) -> FaultRecord {
+    let hold = rng.random_range(hold);
+    let (count, detail) = match kind {
+        FaultKind::ReplicaKill => replica_kill(bed, timeline, rng, hold).await,
+        FaultKind::ReplicaStop => replica_stop(bed, timeline, rng, hold).await,
+        FaultKind::RedisStop => redis_stop(bed, timeline, hold).await,
+        FaultKind::RedisKill => redis_kill(bed, timeline, hold).await,
+        FaultKind::SubscriberStop => subscriber_stop(bed, rng, hold).await,
+        FaultKind::StreamDrop => stream_drop(bed, rng, hold).await,
+    };
+    FaultRecord {
+        kind,
+        count,
+        detail,
+    }
+}
+
+fn secs(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}
+
+async fn replica_kill(
+    bed: &Testbed,
+    timeline: &Timeline,
+    rng: &mut StdRng,
+    hold: Duration,
+) -> (usize, String) {
+    let index = rng.random_range(0..bed.replicas.len());
+    let mut replica = bed.replicas[index].lock().await;
+    let window = timeline.open(Target::Replica(index));
+    replica.kill();
+    tokio::time::sleep(hold).await;
+    let restart = Instant::now();
+    replica.restart_with(&bed.binary).await;
+    timeline.close(window);
+    let detail = format!(
+        "r{index} {} (+{} restart)",
+        secs(hold),
+        secs(restart.elapsed())
+    );
+    (1, detail)
+}
+
+async fn replica_stop(
+    bed: &Testbed,
+    timeline: &Timeline,
+    rng: &mut StdRng,
+    hold: Duration,
+) -> (usize, String) {
+    let index = rng.random_range(0..bed.replicas.len());
+    let replica = bed.replicas[index].lock().await;
+    let window = timeline.open(Target::Replica(index));
+    bed.stop_process(replica.pid()).await;
+    tokio::time::sleep(hold).await;
+    bed.resume_process(replica.pid());
+    timeline.close(window);
+    (1, format!("r{index} {}", secs(hold)))
+}
+
+async fn redis_stop(bed: &Testbed, timeline: &Timeline, hold: Duration) -> (usize, String) {
+    let pid = bed
+        .redis
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pid()
+        .expect("redis-server runs");
+    bed.stop_process(pid).await;
+    // Opened once stopped: a request sent from now on cannot be executed
+    // before the window closes, which is just before SIGCONT.
+    let window = timeline.open(Target::Redis);
+    tokio::time::sleep(hold).await;
+    timeline.close(window);
+    bed.resume_process(pid);
+    (1, secs(hold))
+}
+
+async fn redis_kill(bed: &Testbed, timeline: &Timeline, hold: Duration) -> (usize, String) {
+    // kill() and restart() wait for the process with blocking calls.
+    let lock = || bed.redis.lock().unwrap_or_else(|p| p.into_inner());
+    tokio::task::block_in_place(|| lock().kill());
+    let window = timeline.open(Target::Redis);
+    tokio::time::sleep(hold).await;
+    timeline.close(window);
+    let restart = Instant::now();
+    tokio::task::block_in_place(|| lock().restart());
+    (
+        1,
+        format!("{} (+{} AOF load)", secs(hold), secs(restart.elapsed())),
+    )
+}
+
+async fn subscriber_stop(bed: &Testbed, rng: &mut StdRng, hold: Duration) -> (usize, String) {
+    let agents = bed.agents();
+    assert!(!agents.is_empty(), "subscriber-stop needs an agent process");
+    let (index, pid) = agents[rng.random_range(0..agents.len())];
+    let subscriber = &bed.subscribers[index];
+    {
+        // Waits for answers in progress; nobody asks it from now on.
+        let mut frozen = subscriber.frozen.write().await;
+        *frozen = true;
+        bed.stop_process(pid).await;
+    }
+    tokio::time::sleep(hold).await;
+    let mut frozen = subscriber.frozen.write().await;
+    bed.resume_process(pid);
+    *frozen = false;
+    (1, format!("{} {}", subscriber.name, secs(hold)))
+}
+
+async fn stream_drop(bed: &Testbed, rng: &mut StdRng, hold: Duration) -> (usize, String) {
+    let bursts = rng.random_range(2..=4usize);
+    let mut links = 0;
+    for _ in 0..bursts {
+        tokio::time::sleep(hold / bursts as u32).await;
+        let proxy = &bed.proxies[rng.random_range(0..bed.proxies.len())];
+        let share = rng.random_range(0.3..=1.0);
+        links += proxy.drop_links(rng, share);
+    }
+    (bursts, format!("{bursts}x, {links} links"))
+}
