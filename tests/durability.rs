@@ -25,9 +25,8 @@ use revocd::backoff::ExponentialBackoff;
 use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
 use revocd::pb::{CheckRequest, RevokeRequest};
 use revocd::time::unix_now;
-use revocd::tokens::TokenVerifier;
 use serde_json::json;
-use support::{Deployment, RedisServer, Replica, ServingStatus, ISSUER, SECRET};
+use support::{Deployment, RedisServer, Replica, ServingStatus, ISSUER};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -110,16 +109,6 @@ async fn load_client(
 
 // === helpers ===
 
-/// The verifier the test gateways use.
-fn verifier() -> TokenVerifier {
-    TokenVerifier::builder()
-        .hs256_secret(SECRET.as_bytes())
-        .expect("HS256 secret")
-        .issuers(&[ISSUER.to_owned()])
-        .leeway_seconds(60)
-        .build()
-}
-
 /// A gateway following `replica`, once it holds a first snapshot.
 async fn gateway(replica: &Replica, id: usize) -> Gateway {
     let config = GatewayConfig::new([format!("http://{}", replica.address)])
@@ -130,7 +119,7 @@ async fn gateway(replica: &Replica, id: usize) -> Gateway {
             ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
                 .expect("valid backoff"),
         );
-    let gateway = Gateway::spawn(config, verifier()).expect("gateway");
+    let gateway = Gateway::spawn(config, support::verifier()).expect("gateway");
     assert!(gateway.ready(SOON).await, "gateway {id}: no snapshot");
     gateway
 }

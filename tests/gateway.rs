@@ -11,23 +11,13 @@ use revocd::backoff::ExponentialBackoff;
 use revocd::gateway::{Denial, Gateway, GatewayConfig, RevocationLayer, StalePolicy, Verdict};
 use revocd::pb::{RevokeRequest, RevokeSubjectRequest};
 use revocd::time::unix_now;
-use revocd::tokens::{Claims, TokenError, TokenVerifier};
+use revocd::tokens::{Claims, TokenError};
 use serde_json::json;
-use support::{token_for, Deployment, RedisServer, TestServer, ISSUER, SECRET};
+use support::{token_for, Deployment, RedisServer, TestServer, ISSUER};
 use tokio::time::Instant;
 
 /// Bound on anything that should happen "soon" (a delta, a reconnect).
 const SOON: Duration = Duration::from_secs(10);
-
-/// The verifier a gateway of the test deployment uses.
-fn verifier() -> TokenVerifier {
-    TokenVerifier::builder()
-        .hs256_secret(SECRET.as_bytes())
-        .expect("HS256 secret")
-        .issuers(&[ISSUER.to_owned()])
-        .leeway_seconds(60)
-        .build()
-}
 
 fn url(server: &TestServer) -> String {
     format!("http://{}", server.address)
@@ -48,7 +38,7 @@ fn config(servers: &[&TestServer]) -> GatewayConfig {
 
 /// Spawns a gateway and waits for its first snapshot.
 async fn ready(config: GatewayConfig) -> Gateway {
-    let gateway = Gateway::spawn(config, verifier()).expect("gateway");
+    let gateway = Gateway::spawn(config, support::verifier()).expect("gateway");
     assert!(
         gateway.ready(SOON).await,
         "the gateway got no snapshot within {SOON:?}"
@@ -567,7 +557,7 @@ async fn a_redis_replica_without_subject_cutoffs_serves_subscribers() {
     let redis = RedisServer::start();
     let deployment = Deployment::new();
     let server = TestServer::start(&deployment.args(&["--redis-url", &redis.url()])).await;
-    let gateway = Gateway::spawn(config(&[&server]), verifier()).expect("gateway");
+    let gateway = Gateway::spawn(config(&[&server]), support::verifier()).expect("gateway");
     assert!(
         gateway.ready(SOON).await,
         "no snapshot within {SOON:?}: the replica's filter never loaded"
@@ -627,7 +617,7 @@ async fn check_online_sees_subject_cutoffs_while_stale() {
             .api_key("key-read")
             .expect("ascii key")
             .on_stale(StalePolicy::CheckOnline),
-        verifier(),
+        support::verifier(),
     )
     .expect("gateway");
     assert!(streamless.view().is_none());

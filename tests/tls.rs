@@ -244,12 +244,7 @@ async fn the_gateway_library_revoctl_and_the_agent_speak_mutual_tls() {
     let config = GatewayConfig::new([url.clone()])
         .tls(pki.client_tls(Some("gateway")))
         .max_staleness(Duration::from_secs(30));
-    let verifier = revocd::tokens::TokenVerifier::builder()
-        .hs256_secret(SECRET.as_bytes())
-        .expect("HS256 secret")
-        .issuers(&[ISSUER.to_owned()])
-        .build();
-    let gateway = Gateway::spawn(config, verifier).expect("gateway");
+    let gateway = Gateway::spawn(config, support::verifier()).expect("gateway");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Verdict::Deny(_) = gateway.check_confirmed(&revoked).await {

@@ -233,6 +233,17 @@ impl Drop for TestServer {
     }
 }
 
+/// The token verifier of the test deployment's gateways: its HS256
+/// secret and issuer, 60 s of leeway.
+pub fn verifier() -> revocd::tokens::TokenVerifier {
+    revocd::tokens::TokenVerifier::builder()
+        .hs256_secret(SECRET.as_bytes())
+        .expect("HS256 secret")
+        .issuers(&[ISSUER.to_owned()])
+        .leeway_seconds(60)
+        .build()
+}
+
 /// A gRPC client of the revocation service with a fixed API key.
 pub type Client = RevocationServiceClient<InterceptedService<Channel, BearerKey>>;
 

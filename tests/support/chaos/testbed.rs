@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use revocd::backoff::ExponentialBackoff;
 use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
-use revocd::tokens::TokenVerifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,9 +19,7 @@ use super::ledger::Token;
 use super::proxy::Proxy;
 use super::ChaosConfig;
 use crate::support::nginx::parse_response;
-use crate::support::{
-    metric_value, AgentProcess, Deployment, RedisServer, Replica, ISSUER, SECRET,
-};
+use crate::support::{metric_value, AgentProcess, Deployment, RedisServer, Replica};
 
 /// How long a subscriber's answer may take before it counts as
 /// unavailable (a confirm through a dead replica, a stopped agent).
@@ -185,16 +182,6 @@ fn rotated(urls: &[String], first: usize) -> Vec<String> {
     rotated
 }
 
-/// The verifier of the in-process gateways: the deployment's secret.
-fn verifier() -> TokenVerifier {
-    TokenVerifier::builder()
-        .hs256_secret(SECRET.as_bytes())
-        .expect("HS256 secret")
-        .issuers(&[ISSUER.to_owned()])
-        .leeway_seconds(60)
-        .build()
-}
-
 /// A gateway of the library following `urls`, named `id`. The idle
 /// timeout is 10 heartbeats, so a hung replica is left quickly.
 fn spawn_gateway(id: &str, urls: Vec<String>) -> Gateway {
@@ -207,7 +194,7 @@ fn spawn_gateway(id: &str, urls: Vec<String>) -> Gateway {
         .gateway_id(id)
         .idle_timeout(Duration::from_secs(2))
         .backoff(backoff);
-    Gateway::spawn(config, verifier()).expect("gateway")
+    Gateway::spawn(config, crate::support::verifier()).expect("gateway")
 }
 
 /// A gateway following only replica `index` at `address`, directly: what
