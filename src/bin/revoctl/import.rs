@@ -24,9 +24,9 @@ use tokio::task::JoinSet;
 use revocd::pb::{RevokeBatchRequest, RevokeBatchResult, RevokeRequest};
 
 use crate::input::{self, Batch, BatchLimits, Chunk};
-use crate::list::warn_retry;
+
 use crate::progress::{grouped, Progress};
-use crate::rpc::{authorized, describe, with_retry, Client, RETRY_SCHEDULE};
+use crate::rpc::{describe, retried, warn_retry, Client, RETRY_SCHEDULE};
 
 /// Room left under the server's request limit for gRPC's own framing.
 const REQUEST_MARGIN_BYTES: usize = 1_024;
@@ -220,21 +220,17 @@ async fn call(
     first_line: u64,
 ) -> Result<Vec<RevokeBatchResult>, String> {
     let message = RevokeBatchRequest { items };
-    let reply = with_retry(
-        &RETRY_SCHEDULE,
-        || {
-            let mut client = client.clone();
-            let request = authorized(message.clone(), key);
-            async move {
-                let request = request.map_err(tonic::Status::invalid_argument)?;
-                client.revoke_batch(request).await
-            }
-        },
-        |status, wait| warn_retry(&format!("the batch from line {first_line}"), status, wait),
+    let what = format!("the batch from line {first_line}");
+    let reply = retried(
+        client,
+        key,
+        message,
+        &what,
+        |mut client, request| async move { client.revoke_batch(request).await },
     )
     .await
-    .map_err(|status| format!("{} (the batch from line {first_line})", describe(status)))?;
-    Ok(reply.into_inner().results)
+    .map_err(|status| format!("{} ({what})", describe(status)))?;
+    Ok(reply.results)
 }
 
 /// What became of the lines.

@@ -16,7 +16,7 @@ use revocd::pb::{
     RevocationRecord,
 };
 
-use crate::rpc::{authorized, describe, with_retry, Client, RETRY_SCHEDULE};
+use crate::rpc::{describe, retried, Client};
 use crate::timestamp::{format_millis, parse_moment};
 use crate::{time_cell, JsonFlag};
 
@@ -139,21 +139,15 @@ impl<'a> RecordWalk<'a> {
             page_token: token,
         };
         let (client, key) = (&self.client, self.key);
-        let page = with_retry(
-            &RETRY_SCHEDULE,
-            || {
-                let mut client = client.clone();
-                let request = authorized(message.clone(), key);
-                async move {
-                    let request = request.map_err(tonic::Status::invalid_argument)?;
-                    client.list_revocations(request).await
-                }
-            },
-            |status, wait| warn_retry("listing", status, wait),
+        let page = retried(
+            client,
+            key,
+            message,
+            "listing",
+            |mut client, request| async move { client.list_revocations(request).await },
         )
         .await
-        .map_err(describe)?
-        .into_inner();
+        .map_err(describe)?;
         if !page.next_page_token.is_empty() {
             self.next = Some(page.next_page_token);
         }
@@ -181,15 +175,6 @@ fn identity(record: &RevocationRecord) -> u128 {
     hasher.write(issuer.as_bytes());
     hasher.write(id.as_bytes());
     hasher.finish128().as_u128()
-}
-
-/// Tells of a retried call on stderr.
-pub fn warn_retry(what: &str, status: &tonic::Status, wait: std::time::Duration) {
-    eprintln!(
-        "warning: {what}: {}; retrying in {}",
-        describe(status.clone()),
-        humantime::format_duration(wait)
-    );
 }
 
 // === list ===
@@ -328,21 +313,16 @@ pub async fn audit(client: &Client, key: Option<&str>, args: ListArgs) -> Result
             page_size: args.page_size,
             page_token: token,
         };
-        let page = with_retry(
-            &RETRY_SCHEDULE,
-            || {
-                let mut client = client.clone();
-                let request = authorized(message.clone(), key);
-                async move {
-                    let request = request.map_err(tonic::Status::invalid_argument)?;
-                    client.list_changes(request).await
-                }
-            },
-            |status, wait| warn_retry("reading the audit trail", status, wait),
+        let what = "reading the audit trail";
+        let page = retried(
+            client,
+            key,
+            message,
+            what,
+            |mut client, request| async move { client.list_changes(request).await },
         )
         .await
-        .map_err(describe)?
-        .into_inner();
+        .map_err(describe)?;
         for change in &page.changes {
             if shown == limit {
                 return out.flush().map_err(stdout_error);

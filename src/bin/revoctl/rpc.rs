@@ -107,6 +107,46 @@ where
     }
 }
 
+/// Calls the server with `message` and the API key through `call`,
+/// retried as [`with_retry`] does on [`RETRY_SCHEDULE`], with a warning on
+/// stderr naming `what` before each retry.
+///
+/// # Errors
+/// The last failure.
+pub async fn retried<M, R, F, Fut>(
+    client: &Client,
+    key: Option<&str>,
+    message: M,
+    what: &str,
+    call: F,
+) -> Result<R, Status>
+where
+    M: Clone,
+    F: Fn(Client, Request<M>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    let call = &call;
+    let response = with_retry(
+        &RETRY_SCHEDULE,
+        || {
+            let client = client.clone();
+            let request = authorized(message.clone(), key);
+            async move { call(client, request.map_err(Status::invalid_argument)?).await }
+        },
+        |status, wait| warn_retry(what, status, wait),
+    )
+    .await?;
+    Ok(response.into_inner())
+}
+/// Tells of a retried call on stderr.
+pub fn warn_retry(what: &str, status: &tonic::Status, wait: std::time::Duration) {
+    eprintln!(
+        "warning: {what}: {}; retrying in {}",
+        describe(status.clone()),
+        humantime::format_duration(wait)
+    );
+}
+
 /// One line for a failed call: the status in words, then the server's
 /// message.
 pub fn describe(status: Status) -> String {
