@@ -399,7 +399,8 @@ impl RedisBaseline {
         let now = unix_now();
         let expires_at = now + TOKEN_LIFETIME;
         let name = Layout::record_name(jti);
-        let (newly_revoked, _cursor): (u8, Option<String>) = self
+        // One (outcome, cursor) pair per item; one item here.
+        let replies: Vec<(u8, Option<String>)> = self
             .revoke_script
             .key(self.keys.expiry_index())
             .key(self.keys.log())
@@ -421,7 +422,10 @@ impl RedisBaseline {
             .arg("") // source
             .invoke_async(&mut self.redis.clone())
             .await?;
-        ensure!(newly_revoked == 1, "{jti} was revoked already");
+        ensure!(
+            matches!(replies.as_slice(), [(1, Some(_))]),
+            "{jti}: the script answered {replies:?}, not a new revocation"
+        );
         Ok(())
     }
 
