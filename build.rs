@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Snapshot bitmaps are shared by every subscriber: `Bytes` clones
         // are reference counts, not copies.
         .bytes(".revocation.v1.Snapshot.filter")
+        // Delta digests are slices of one buffer per delta, shared by every
+        // subscriber: cloning a delta bumps reference counts.
+        .bytes(".revocation.v1.Delta.digests")
         .compile_fds(descriptors)?;
     Ok(())
 }

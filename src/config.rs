@@ -127,7 +127,8 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_HEARTBEAT_INTERVAL", default_value = DEFAULT_HEARTBEAT_INTERVAL, value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Frames queued per subscriber before it is re-based with a snapshot.
+    /// Queue slots per subscriber (a delta, a heartbeat or a whole snapshot
+    /// each) before it is re-based with a snapshot.
     #[arg(long, env = "REVOCD_SUBSCRIBER_BUFFER", default_value_t = crate::hub::DEFAULT_SUBSCRIBER_BUFFER)]
     pub subscriber_buffer: usize,
 

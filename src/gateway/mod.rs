@@ -57,7 +57,9 @@ use crate::tokens::{Claims, TokenError, TokenVerifier};
 pub use self::layer::{bearer_token, challenge, refusal, RevocationLayer, RevocationService};
 pub use self::view::{FilterView, FrameError, SnapshotAssembler};
 
-/// Largest frame accepted from the server (snapshot parts are 3 MiB).
+/// Largest frame accepted from the server. Snapshot parts hold 16 KiB of
+/// filter and a delta at most 100,000 digests (about 1.8 MiB); the rest is
+/// room for servers configured otherwise.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 /// Default staleness past which the [`StalePolicy`] applies.
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
@@ -300,7 +302,7 @@ impl ConfirmCache {
     }
 
     /// Drops the answers for digests a delta reports as revoked.
-    fn forget(&self, digests: &[Vec<u8>]) {
+    fn forget(&self, digests: &[bytes::Bytes]) {
         let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if cache.is_empty() {
             return;

@@ -278,7 +278,7 @@ mod tests {
 
         let delta = pb::Delta {
             cursor: "c2".into(),
-            digests: vec![key.token("iss", "new").0.to_vec()],
+            digests: vec![key.token("iss", "new").0.to_vec().into()],
             subjects: vec![pb::SubjectCutoff {
                 digest: key.subject("iss", "alice").0.to_vec(),
                 not_before: 100,
@@ -306,7 +306,10 @@ mod tests {
         for chunk in digests.chunks(100) {
             let delta = pb::Delta {
                 cursor: "c".into(),
-                digests: chunk.iter().map(|d| d.0.to_vec()).collect(),
+                digests: chunk
+                    .iter()
+                    .map(|d| bytes::Bytes::copy_from_slice(&d.0))
+                    .collect(),
                 ..Default::default()
             };
             view = view.with_delta(&delta).unwrap();
@@ -335,7 +338,7 @@ mod tests {
         let view = FilterView::from_snapshot(&snapshot(&filter, &key, 1 << 20)).unwrap();
         let bad_delta = pb::Delta {
             cursor: "x".into(),
-            digests: vec![vec![0; 15]],
+            digests: vec![vec![0; 15].into()],
             ..Default::default()
         };
         assert!(view.with_delta(&bad_delta).is_err());

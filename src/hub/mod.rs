@@ -16,13 +16,15 @@
 //!
 //! Frames are offered to a subscriber with `try_send`; the hub never waits
 //! for one. When a subscriber's queue is full it is marked for re-basing:
-//! it gets no more deltas, and as soon as its queue has room for a whole
-//! snapshot it gets one (at the next heartbeat tick). So a stalled gateway
-//! slows no one, holds at most its queue's worth of frames (snapshot bytes
-//! are shared, not copied), and never misses a change silently.
+//! it gets no more deltas, and as soon as its queue has two free slots (a
+//! whole snapshot takes one, the delta catching it up the other) it gets a
+//! snapshot (at the next heartbeat tick). So a stalled gateway slows no
+//! one, holds at most its queue's worth of frames (shared with the other
+//! subscribers, not copied), and never misses a change silently.
 
 mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -39,8 +41,12 @@ use self::state::HubState;
 pub const DEFAULT_FP_RATE: f64 = 0.001;
 /// Room a rebuilt filter has beyond the live count, by default.
 pub const DEFAULT_HEADROOM: f64 = 0.04;
-/// Frames a subscriber's queue holds by default.
+/// Queue slots a subscriber has by default (a delta, a heartbeat, or a
+/// whole snapshot each).
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 64;
+/// Filter bytes in one Snapshot frame by default: under tonic's 32 KiB
+/// yield threshold, so a subscriber's encoder buffer stays at 64 KiB.
+pub const DEFAULT_SNAPSHOT_PART_BYTES: usize = 16 << 10;
 /// Change-log entries kept for resuming subscribers by default.
 pub const DEFAULT_HISTORY: usize = 100_000;
 /// Longest a log read blocks; also how often the follower proves it is alive.
@@ -61,7 +67,8 @@ pub struct HubConfig {
     pub fp_rate: f64,
     /// How often subscribers get a heartbeat.
     pub heartbeat_interval: Duration,
-    /// Frames each subscriber's queue holds before it is re-based.
+    /// Queue slots each subscriber has before it is re-based (a delta, a
+    /// heartbeat, or a whole snapshot each).
     pub subscriber_buffer: usize,
     /// Change-log entries kept for resuming subscribers with deltas.
     pub history: usize,
@@ -72,8 +79,10 @@ pub struct HubConfig {
     /// Share of the live count a rebuilt filter has room for beyond it
     /// (see the state module's "Expiry and generations").
     pub headroom: f64,
-    /// Largest filter share in one Snapshot frame (gRPC messages are capped
-    /// at 4 MiB by default).
+    /// Largest filter share in one Snapshot frame. Small parts keep the
+    /// gRPC encoder's buffer of each subscriber small: it grows to the
+    /// largest message it has encoded and keeps that size for the life of
+    /// the stream, so 3 MiB parts cost up to 3 MiB per subscriber.
     pub snapshot_part_bytes: usize,
 }
 
@@ -87,7 +96,7 @@ impl Default for HubConfig {
             max_subscribers: 10_000,
             min_capacity: 10_000,
             headroom: DEFAULT_HEADROOM,
-            snapshot_part_bytes: 3 << 20,
+            snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
         }
     }
 }
@@ -121,10 +130,65 @@ pub enum SubscribeError {
     Lagging,
 }
 
-/// The frames a subscriber receives; the channel closes when the hub drops
-/// the subscriber (shutdown) and the hub notices a closed receiver at the
-/// next frame or heartbeat.
-pub type Updates = mpsc::Receiver<Result<pb::FilterUpdate, tonic::Status>>;
+/// What a subscriber's queue carries: frames shared by every subscriber
+/// they go to (one slot however many frames, so a whole snapshot fits in
+/// one), or why the stream ends.
+enum Outgoing {
+    Frames(Arc<[pb::FilterUpdate]>),
+    End(tonic::Status),
+}
+
+/// The frames a subscriber receives, as a stream. It ends when the hub
+/// drops the subscriber (shutdown); the hub notices a dropped `Updates` at
+/// the next frame or heartbeat.
+///
+/// Frames are queued shared and copied one at a time as the stream is
+/// polled, so a queued snapshot costs a reference count, and the gRPC
+/// encoder never holds more than one snapshot part of a subscriber.
+pub struct Updates {
+    queue: mpsc::Receiver<Outgoing>,
+    /// Frames being handed out, and the index of the next one.
+    current: Option<(Arc<[pb::FilterUpdate]>, usize)>,
+}
+
+impl Updates {
+    fn new(queue: mpsc::Receiver<Outgoing>) -> Self {
+        Updates {
+            queue,
+            current: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Updates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updates").finish_non_exhaustive()
+    }
+}
+
+impl tokio_stream::Stream for Updates {
+    type Item = Result<pb::FilterUpdate, tonic::Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            if let Some((frames, next)) = &mut self.current {
+                if let Some(frame) = frames.get(*next) {
+                    *next += 1;
+                    return std::task::Poll::Ready(Some(Ok(frame.clone())));
+                }
+                self.current = None;
+            }
+            match std::task::ready!(self.queue.poll_recv(cx)) {
+                Some(Outgoing::Frames(frames)) => self.current = Some((frames, 0)),
+                Some(Outgoing::End(status)) => return std::task::Poll::Ready(Some(Err(status))),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    }
+}
 
 /// A handle to a running hub; cheap to clone.
 #[derive(Debug, Clone)]

@@ -29,13 +29,15 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
-use super::{Command, Event, HubConfig, HubStats, SubscribeError, SubscribeParams, Updates};
-use crate::filter::{Digest, DigestKey, RevocationFilter};
+use super::{
+    Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
+};
+use crate::filter::{Digest, DigestKey, RevocationFilter, DIGEST_BYTES};
 use crate::pb::{self, filter_update::Update};
 use crate::store::{Change, LoggedChange};
 use crate::time::unix_now;
@@ -61,7 +63,7 @@ enum FilterChange {
 struct Subscriber {
     id: u64,
     gateway_id: String,
-    queue: mpsc::Sender<Result<pb::FilterUpdate, tonic::Status>>,
+    queue: mpsc::Sender<Outgoing>,
     /// Waiting for a snapshot (new, re-based, or new generation): gets no
     /// deltas until it has one.
     needs_snapshot: bool,
@@ -70,7 +72,7 @@ struct Subscriber {
 /// Snapshot frames built at some cursor, shared by subscribers.
 struct CachedSnapshot {
     cursor: String,
-    frames: Arc<Vec<pb::FilterUpdate>>,
+    frames: Arc<[pb::FilterUpdate]>,
     built: Instant,
 }
 
@@ -172,7 +174,7 @@ impl HubState {
             "this revocd replica is shutting down; reconnect to another",
         );
         for subscriber in &self.subscribers {
-            let _ = subscriber.queue.try_send(Err(goodbye.clone()));
+            let _ = subscriber.queue.try_send(Outgoing::End(goodbye.clone()));
         }
     }
 
@@ -299,11 +301,8 @@ impl HubState {
             .max(0);
         metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
         let now = unix_now();
-        let mut delta = pb::Delta {
-            cursor: self.cursor.clone(),
-            logged_at_ms,
-            ..Default::default()
-        };
+        let mut digests = DigestBuffer::default();
+        let mut subjects = Vec::new();
         for entry in entries {
             let Some(change) = self.track(&entry.change, now) else {
                 continue;
@@ -312,15 +311,21 @@ impl HubState {
                 FilterChange::Token(digest) => {
                     self.filter.insert(&digest);
                     self.inserts_since_measure += 1;
-                    delta.digests.push(digest.0.to_vec());
+                    digests.push(&digest);
                 }
                 FilterChange::Subject(digest, _) => {
                     let (not_before, _) = self.subjects[&digest];
-                    delta.subjects.push(subject_cutoff(&digest, not_before));
+                    subjects.push(subject_cutoff(&digest, not_before));
                 }
             }
             self.remember(entry.cursor, change);
         }
+        let delta = pb::Delta {
+            cursor: self.cursor.clone(),
+            digests: digests.take(),
+            subjects,
+            logged_at_ms,
+        };
         trace!(
             cursor = self.cursor,
             digests = delta.digests.len(),
@@ -329,7 +334,7 @@ impl HubState {
         metrics::counter!("revocd_filter_changes_applied_total")
             .increment((delta.digests.len() + delta.subjects.len()) as u64);
         metrics::gauge!("revocd_revocations_live").set(self.tokens.len() as f64);
-        self.broadcast(&update(Update::Delta(delta)));
+        self.broadcast(update(Update::Delta(delta)));
         metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
         if self.overfilled() {
             self.rebuild("false-positive rate near its bound");
@@ -386,7 +391,7 @@ impl HubState {
         }
         self.serve_pending_snapshots();
         if self.follower_seen.elapsed() < FOLLOWER_SILENCE {
-            self.broadcast(&self.heartbeat());
+            self.broadcast(self.heartbeat());
         }
         metrics::gauge!("revocd_subscribers_connected").set(self.subscribers.len() as f64);
         metrics::gauge!("revocd_revocations_live").set(self.tokens.len() as f64);
@@ -460,6 +465,7 @@ impl HubState {
             return Err(SubscribeError::Full);
         }
         let (queue, updates) = mpsc::channel(self.config.subscriber_buffer.max(2));
+        let updates = Updates::new(updates);
         self.next_subscriber += 1;
         let mut subscriber = Subscriber {
             id: self.next_subscriber,
@@ -473,12 +479,13 @@ impl HubState {
         match resumed {
             Some(mut frames) => {
                 // Something to show the stream is live, even with no deltas.
+                let deltas = frames.len();
                 frames.push(self.heartbeat());
-                subscriber.needs_snapshot = !offer_all(&subscriber, &frames);
+                subscriber.needs_snapshot = !offer_all(&subscriber, [frames.into()]);
                 debug!(
                     subscriber = subscriber.id,
                     gateway = subscriber.gateway_id,
-                    deltas = frames.len() - 1,
+                    deltas,
                     "resumed"
                 );
             }
@@ -513,20 +520,23 @@ impl HubState {
         }
         let first = self.history_position(cursor)?;
         let mut frames = Vec::new();
+        let mut digests = DigestBuffer::default();
         let mut delta = pb::Delta::default();
         for (entry_cursor, change) in self.history.range(first..) {
             match change {
-                FilterChange::Token(digest) => delta.digests.push(digest.0.to_vec()),
+                FilterChange::Token(digest) => digests.push(digest),
                 FilterChange::Subject(digest, not_before) => {
                     delta.subjects.push(subject_cutoff(digest, *not_before));
                 }
             }
             delta.cursor.clone_from(entry_cursor);
-            if delta.digests.len() >= MAX_DELTA_DIGESTS {
+            if digests.len() >= MAX_DELTA_DIGESTS {
+                delta.digests = digests.take();
                 frames.push(update(Update::Delta(std::mem::take(&mut delta))));
             }
         }
         if !delta.cursor.is_empty() {
+            delta.digests = digests.take();
             frames.push(update(Update::Delta(delta)));
         }
         Some(frames)
@@ -545,13 +555,12 @@ impl HubState {
     }
 
     /// Sends a snapshot (and the delta catching it up) if the subscriber's
-    /// queue has room for all of it; otherwise it stays pending.
+    /// queue has room for both; otherwise it stays pending.
     fn offer_snapshot(&mut self, subscriber: &mut Subscriber) {
         let (cursor, snapshot) = self.current_snapshot();
-        let mut frames: Vec<pb::FilterUpdate> = snapshot.as_ref().clone();
-        frames.extend(self.deltas_since(&cursor).unwrap_or_default());
-        if subscriber.queue.capacity() >= frames.len() {
-            subscriber.needs_snapshot = !offer_all(subscriber, &frames);
+        let catch_up = self.deltas_since(&cursor).unwrap_or_default();
+        if subscriber.queue.capacity() >= 2 {
+            subscriber.needs_snapshot = !offer_all(subscriber, [snapshot, catch_up.into()]);
             if !subscriber.needs_snapshot {
                 metrics::counter!("revocd_filter_snapshots_sent_total").increment(1);
             }
@@ -560,7 +569,7 @@ impl HubState {
 
     /// Snapshot frames and their cursor, reused while recent and still
     /// catchable-up.
-    fn current_snapshot(&mut self) -> (String, Arc<Vec<pb::FilterUpdate>>) {
+    fn current_snapshot(&mut self) -> (String, Arc<[pb::FilterUpdate]>) {
         let reusable = self.snapshot.as_ref().is_some_and(|s| {
             s.built.elapsed() < SNAPSHOT_REUSE
                 && (s.cursor == self.cursor || self.history_position(&s.cursor).is_some())
@@ -568,7 +577,7 @@ impl HubState {
         if !reusable {
             self.snapshot = Some(CachedSnapshot {
                 cursor: self.cursor.clone(),
-                frames: Arc::new(self.snapshot_frames()),
+                frames: self.snapshot_frames().into(),
                 built: Instant::now(),
             });
         }
@@ -620,14 +629,19 @@ impl HubState {
         self.subscribers = subscribers;
     }
 
-    /// Offers a frame to every up-to-date subscriber; a full queue marks the
-    /// subscriber for re-basing, a closed one removes it.
-    fn broadcast(&mut self, frame: &pb::FilterUpdate) {
+    /// Offers a frame to every up-to-date subscriber (shared, not copied); a
+    /// full queue marks the subscriber for re-basing, a closed one removes
+    /// it.
+    fn broadcast(&mut self, frame: pb::FilterUpdate) {
+        let frames: Arc<[pb::FilterUpdate]> = Arc::new([frame]);
         self.subscribers.retain_mut(|subscriber| {
             if subscriber.needs_snapshot {
                 return !subscriber.queue.is_closed();
             }
-            match subscriber.queue.try_send(Ok(frame.clone())) {
+            match subscriber
+                .queue
+                .try_send(Outgoing::Frames(Arc::clone(&frames)))
+            {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     metrics::counter!("revocd_subscriber_rebases_total").increment(1);
@@ -652,11 +666,39 @@ impl HubState {
     }
 }
 
-/// Sends every frame with `try_send`; false if any did not fit.
-fn offer_all(subscriber: &Subscriber, frames: &[pb::FilterUpdate]) -> bool {
-    frames
-        .iter()
-        .all(|frame| subscriber.queue.try_send(Ok(frame.clone())).is_ok())
+/// Queues each group of frames with `try_send` (an empty group is
+/// skipped); false if any did not fit.
+fn offer_all<const N: usize>(
+    subscriber: &Subscriber,
+    groups: [Arc<[pb::FilterUpdate]>; N],
+) -> bool {
+    groups
+        .into_iter()
+        .filter(|frames| !frames.is_empty())
+        .all(|frames| subscriber.queue.try_send(Outgoing::Frames(frames)).is_ok())
+}
+
+/// A delta's digests, gathered in one buffer and handed out as slices of
+/// it: one allocation per delta, shared by every subscriber it goes to.
+#[derive(Default)]
+struct DigestBuffer(BytesMut);
+
+impl DigestBuffer {
+    fn push(&mut self, digest: &Digest) {
+        self.0.extend_from_slice(&digest.0);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len() / DIGEST_BYTES
+    }
+
+    /// The digests gathered so far, leaving the buffer empty.
+    fn take(&mut self) -> Vec<Bytes> {
+        let all = self.0.split().freeze();
+        (0..all.len() / DIGEST_BYTES)
+            .map(|i| all.slice(i * DIGEST_BYTES..(i + 1) * DIGEST_BYTES))
+            .collect()
+    }
 }
 
 fn update(update: Update) -> pb::FilterUpdate {
@@ -743,6 +785,55 @@ mod tests {
         let view = decoded_view(&hub);
         let key = hub.digest_key.clone();
         assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_more_parts_than_queue_slots_streams_whole_then_deltas_follow() {
+        use tokio_stream::StreamExt;
+        let mut hub = hub();
+        hub.config.snapshot_part_bytes = 700;
+        hub.config.subscriber_buffer = 2;
+        let now = unix_now();
+        hub.apply(
+            (0..2_000)
+                .map(|i| revoked(&i.to_string(), now + 600, i))
+                .collect(),
+        );
+        let parts = hub.snapshot_frames().len();
+        assert!(parts > hub.config.subscriber_buffer, "{parts} parts");
+        let mut updates = hub
+            .subscribe(SubscribeParams::default())
+            .expect("subscribed");
+        let mut received = Vec::new();
+        for _ in 0..parts {
+            match updates.next().await {
+                Some(Ok(pb::FilterUpdate {
+                    update: Some(Update::Snapshot(part)),
+                })) => received.push(part),
+                other => panic!("expected a snapshot part, got {other:?}"),
+            }
+        }
+        let view = FilterView::from_snapshot(&received).expect("parts in order");
+        let key = hub.digest_key.clone();
+        assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+
+        hub.apply(vec![
+            revoked("a", now + 600, 2_000),
+            revoked("b", now + 600, 2_001),
+        ]);
+        match updates.next().await {
+            Some(Ok(pb::FilterUpdate {
+                update: Some(Update::Delta(delta)),
+            })) => {
+                let digests: Vec<&[u8]> = delta.digests.iter().map(|d| d.as_ref()).collect();
+                assert_eq!(
+                    digests,
+                    [&key.token("iss", "a").0[..], &key.token("iss", "b").0[..]]
+                );
+                assert_eq!(delta.cursor, "2001");
+            }
+            other => panic!("expected the delta, got {other:?}"),
+        }
     }
 
     #[test]

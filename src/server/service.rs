@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, warn, Instrument};
 
@@ -174,7 +173,7 @@ impl Drop for StreamPermit {
 
 /// A filter stream holding its caller's permit until it ends.
 pub struct FilterStream {
-    updates: ReceiverStream<Result<pb::FilterUpdate, Status>>,
+    updates: crate::hub::Updates,
     _permit: StreamPermit,
 }
 
@@ -623,7 +622,7 @@ impl RevocationService {
         };
         let updates = self.state.hub.subscribe(params).await?;
         Ok(FilterStream {
-            updates: ReceiverStream::new(updates),
+            updates,
             _permit: permit,
         })
     }
