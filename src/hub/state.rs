@@ -90,6 +90,8 @@ pub(super) struct HubState {
     capacity: usize,
     /// Live token digests and when each expires.
     tokens: HashMap<Digest, i64>,
+    /// Entries `tokens` had room for when last grown (see [`Self::track`]).
+    tokens_room: usize,
     /// Live subject cut-offs: digest → (not_before, keep_until).
     subjects: HashMap<Digest, (i64, i64)>,
     /// (keep_until, digest) of tokens and subjects, to expire them in order.
@@ -130,6 +132,7 @@ impl HubState {
             generation: u64::from(rand::random::<u32>()) << 32,
             cursor: String::new(),
             tokens: HashMap::new(),
+            tokens_room: 0,
             subjects: HashMap::new(),
             token_expiry: BTreeSet::new(),
             subject_expiry: BTreeSet::new(),
@@ -230,6 +233,7 @@ impl HubState {
     fn install(&mut self, building: HubState) {
         self.cursor = building.cursor;
         self.tokens = building.tokens;
+        self.tokens_room = building.tokens_room;
         self.subjects = building.subjects;
         self.token_expiry = building.token_expiry;
         self.subject_expiry = building.subject_expiry;
@@ -251,6 +255,7 @@ impl HubState {
         match filter_change {
             FilterChange::Token(digest) => {
                 let keep_until = change.keep_until();
+                self.keep_tokens_half_full();
                 let entry = self.tokens.entry(digest).or_insert(keep_until);
                 *entry = (*entry).max(keep_until);
                 self.token_expiry.insert((keep_until, digest));
@@ -266,6 +271,20 @@ impl HubState {
             }
         }
         Some(filter_change)
+    }
+
+    /// Grows `tokens` to twice the room its entries need before it is half
+    /// full. Under steady churn (as many expiring as arriving) a table
+    /// fuller than half cannot clear the markers its removals leave in
+    /// place, so it doubles, long after the live set stopped growing: in a
+    /// soak, RSS stepped up minutes after warm-up. Kept at most half full it
+    /// reaches its size with the live set and then only rehashes in place.
+    fn keep_tokens_half_full(&mut self) {
+        let wanted = 2 * (self.tokens.len() + 1);
+        if wanted > self.tokens_room {
+            self.tokens.reserve(wanted - self.tokens.len());
+            self.tokens_room = self.tokens.capacity();
+        }
     }
 
     fn filter_change(&self, change: &Change) -> FilterChange {
@@ -834,6 +853,34 @@ mod tests {
             }
             other => panic!("expected the delta, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_live_digest_table_keeps_its_size_under_steady_churn() {
+        let mut hub = hub();
+        const LIVE: i64 = 20_000;
+        let start = unix_now();
+        // One revocation a (virtual) second, each living LIVE seconds: the
+        // live set reaches LIVE, then as many expire as arrive. Returns the
+        // most entries the table had room for on the way.
+        let churn = |hub: &mut HubState, from: i64, to: i64| {
+            let mut most_room = 0;
+            for t in from..to {
+                hub.apply(vec![revoked(&t.to_string(), start + t + LIVE, t as u64)]);
+                hub.expire(start + t);
+                most_room = most_room.max(hub.tokens.capacity());
+            }
+            most_room
+        };
+        let room = churn(&mut hub, 0, LIVE);
+        assert_eq!(hub.tokens.len() as i64, LIVE);
+        // Removals only shrink `capacity()`; a regrown table would exceed it.
+        assert_eq!(
+            churn(&mut hub, LIVE, 8 * LIVE),
+            room,
+            "the table grew under churn"
+        );
+        assert_eq!(hub.tokens.len() as i64, LIVE);
     }
 
     #[test]
