@@ -17,6 +17,11 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_KEY_PREFIX: &str = "revocd:";
 /// Change-log entries kept by default (about 20 MB of Redis memory).
 pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
+/// Fewest change-log entries `--log-retention` may keep: ten times what a
+/// follower reads at once and what one `RevokeBatch` appends, so that one
+/// write never trims entries no replica could have read yet. (A follower
+/// that still falls behind detects the gap and reloads.)
+pub const MIN_LOG_RETENTION: u64 = 10_000;
 /// Clock leeway for `exp`/`nbf` by default, in seconds.
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 /// Longest token lifetime accepted by default.
@@ -81,7 +86,8 @@ pub struct ServeConfig {
     pub wait_replicas: u32,
 
     /// Approximate number of change-log entries kept in Redis (also how
-    /// far back the audit trail reaches).
+    /// far back the audit trail reaches). At least 10000: a replica whose
+    /// follower falls further behind than this reloads its filter.
     #[arg(long, env = "REVOCD_LOG_RETENTION", default_value_t = DEFAULT_LOG_RETENTION)]
     pub log_retention: u64,
 
@@ -402,6 +408,13 @@ impl ServeConfig {
         if !self.redis_cluster.is_empty() && self.key_prefix.contains(['{', '}']) {
             return Err(ConfigError::BracesInPrefix);
         }
+        if self.log_retention < MIN_LOG_RETENTION || self.log_retention > u64::from(u32::MAX) {
+            return Err(ConfigError::OutOfRange {
+                flag: "log-retention",
+                min: "10000",
+                max: "4294967295",
+            });
+        }
         let lifetime = self.max_token_lifetime;
         if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(366 * 86_400) {
             return Err(ConfigError::OutOfRange {
@@ -483,6 +496,19 @@ mod tests {
         assert_eq!(parse(&[]).validate(), Err(ConfigError::NoApiKeys));
         assert_eq!(parse(&["--api-keys-file", "k.toml"]).validate(), Ok(()));
         assert_eq!(parse(&["--dev"]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_log_keeps_at_least_ten_thousand_entries() {
+        let retention = |n: &str| parse(&["--dev", "--log-retention", n]).validate();
+        assert!(matches!(
+            retention("9999"),
+            Err(ConfigError::OutOfRange {
+                flag: "log-retention",
+                ..
+            })
+        ));
+        assert_eq!(retention("10000"), Ok(()));
     }
 
     #[test]

@@ -28,8 +28,11 @@
 //!
 //! # Staleness
 //!
-//! Staleness is the time since the last frame (heartbeats arrive every 2 s
-//! by default). Past `max_staleness` (default 30 s), or before the first
+//! Staleness is the time since the last heartbeat (every 2 s by default).
+//! A server sends heartbeats only while it applies every change of its log
+//! (not while it reloads or catches up), so a heartbeat means: every
+//! change up to its cursor is in this gateway's filter. Deltas alone do not
+//! refresh it. Past `max_staleness` (default 30 s), or before the first
 //! snapshot, the [`StalePolicy`] decides: `FailOpen` (the default) keeps
 //! answering from the last filter, so revocations made during the outage
 //! are missed until it reconnects — availability over strictness;

@@ -27,7 +27,10 @@ use crate::pb::SubscribeRequest;
 pub(super) struct Shared {
     /// The current view; `None` until the first snapshot.
     pub view: ArcSwapOption<FilterView>,
-    /// Milliseconds since `epoch` when the last frame arrived.
+    /// Milliseconds since `epoch` when the last heartbeat arrived: the
+    /// server's word that every change up to its cursor is applied. Deltas
+    /// do not count: a replica catching up sends them while it still lacks
+    /// newer changes.
     pub last_frame_ms: AtomicU64,
     /// Zero point of `last_frame_ms`.
     pub epoch: Instant,
@@ -46,7 +49,7 @@ impl Shared {
         }
     }
 
-    /// Time since the last frame, `None` before the first.
+    /// Time since the last heartbeat, `None` before the first.
     pub(super) fn staleness(&self) -> Option<Duration> {
         let last = self.last_frame_ms.load(Ordering::Acquire);
         (last != 0).then(|| {
@@ -140,10 +143,13 @@ async fn follow(
             Ok(Ok(None)) => return StreamError::Ended,
             Ok(Ok(Some(frame))) => frame,
         };
+        let heartbeat = matches!(frame.update, Some(Update::Heartbeat(_)));
         if let Err(error) = apply(shared, &mut assembler, frame.update, config.max_staleness) {
             return error.into();
         }
-        shared.touch();
+        if heartbeat {
+            shared.touch();
+        }
         backoff.reset();
     }
 }
@@ -194,9 +200,9 @@ fn apply(
                     .record(delay_ms.max(0) as f64 / 1_000.0);
             }
         }
-        // A heartbeat changes nothing but the staleness, which every frame
-        // refreshes; its server time shows how far behind the stream runs
-        // (clock skew included).
+        // A heartbeat changes nothing but the staleness, which only
+        // heartbeats refresh; its server time shows how far behind the
+        // stream runs (clock skew included).
         Some(Update::Heartbeat(heartbeat)) => {
             let lag_ms = crate::time::unix_now_ms() - heartbeat.server_time_ms;
             let lag = lag_ms.max(0) as f64 / 1_000.0;
