@@ -18,20 +18,20 @@
 //! always from its oldest end. A reader that falls that far behind (a
 //! stalled process, a long load) would read on after its cursor as if
 //! nothing were missing, so after every read that returned entries of a
-//! partition the reader asks that stream for its first entry and the count
-//! of entries ever added ([`LOG_STATE_SCRIPT`]) and answers
-//! [`Error::LogGap`] when entries after its cursor may be gone:
+//! partition the reader asks that stream ([`LOG_STATE_SCRIPT`]) and
+//! answers [`Error::LogGap`] when entries after its cursor may be gone:
 //!
-//! - the cursor names an entry (it is the last one read, or the newest at
-//!   load) and the stream's first entry is now after it: the cursor's entry
-//!   was trimmed, and so may have been some after it. (False alarms are
-//!   possible only for a reader `retention` entries behind, which reloads.)
+//! - the cursor names an entry (the last one read, or the newest at load)
+//!   and that entry is no longer in the stream: it was trimmed, and so may
+//!   have been some after it; or the stream lost it otherwise (a failover
+//!   to a Redis replica that had not received it, a flush). False alarms
+//!   are possible only for a reader `retention` entries behind, which had
+//!   better reload anyway.
 //! - the cursor is the origin (the stream did not exist at load) and the
 //!   stream has lost entries since (`entries-added` above its length).
-//! - the stream is gone although the cursor names an entry of it.
 //!
-//! Asking *after* the read is enough: trimming only moves the first entry
-//! forward, so a gap that existed when the entries were read is still seen.
+//! Asking *after* the read is enough: an entry gone when the read ran is
+//! still gone, so a gap that existed then is seen.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -46,25 +46,26 @@ use crate::store::{AuditEntry, Change, Error, LogTail, LoggedChange, Page, Recor
 
 /// How often a cluster reader looks for new entries while the log is quiet.
 pub const CLUSTER_POLL: Duration = Duration::from_millis(10);
-/// Reports where a partition's stream begins, for gap detection (see the
-/// module documentation).
+/// Reports what a reader at a position needs to know about a partition's
+/// stream for gap detection (see the module documentation).
 ///
-/// KEYS: the partition's log. Returns `{first entry ID or "", entries ever
-/// added, length}`; `{"", 0, 0}` when the stream does not exist.
+/// KEYS: the partition's log. ARGV: the reader's position in it. Returns
+/// `{1 if the entry at the position is still there else 0, entries ever
+/// added, length}`; `{0, 0, 0}` when the stream does not exist.
 /// `entries-added` exists from Redis 7.0 on (0 before: then a gap at the
 /// origin goes unnoticed).
 const LOG_STATE_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'', 0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
+local kept = #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local first, added, length = '', 0, 0
+local added, length = 0, 0
 for i = 1, #info, 2 do
   local name, value = info[i], info[i + 1]
   if name == 'length' then length = value
   elseif name == 'entries-added' then added = value
-  elseif name == 'first-entry' and value then first = value[1]
   end
 end
-return {first, added, length}
+return {kept, added, length}
 "#;
 
 /// [`LOG_STATE_SCRIPT`], hashed once.
@@ -414,11 +415,12 @@ impl RedisLogReader {
             .map(|((keys, at), _)| {
                 let mut connection = self.store.connection.clone();
                 async move {
-                    let (first, added, length): (String, u64, u64) = LOG_STATE
+                    let (kept, added, length): (u8, u64, u64) = LOG_STATE
                         .key(&keys.log)
+                        .arg(at.to_string())
                         .invoke_async(&mut connection)
                         .await?;
-                    Ok::<_, Error>(may_have_lost(*at, &first, added, length))
+                    Ok::<_, Error>(may_have_lost(*at, kept == 1, added, length))
                 }
             });
         if try_join_all(probes).await?.contains(&true) {
@@ -522,14 +524,14 @@ impl RedisLogReader {
     }
 }
 
-/// True when a stream whose first entry is `first` (empty: no stream),
-/// having had `added` entries of which `length` remain, may have lost
+/// True when a stream that had `added` entries of which `length` remain,
+/// and which still holds the entry at `at` or not (`kept`), may have lost
 /// entries after position `at` (module doc, "Gaps").
-fn may_have_lost(at: EntryId, first: &str, added: u64, length: u64) -> bool {
+fn may_have_lost(at: EntryId, kept: bool, added: u64, length: u64) -> bool {
     if at == EntryId::ORIGIN {
         return added > length;
     }
-    EntryId::parse(first).is_none_or(|first| first > at)
+    !kept
 }
 
 /// Reads one log entry (fields listed in the module doc of `redis`).
@@ -621,24 +623,23 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_that_begins_after_the_cursor_may_have_lost_entries() {
+    fn a_stream_that_lost_the_cursors_entry_may_have_lost_more() {
         let id = |text: &str| EntryId::parse(text).unwrap();
         assert!(
-            !may_have_lost(id("5-3"), "5-3", 10, 3),
+            !may_have_lost(id("5-3"), true, 10, 3),
             "the cursor's entry is kept"
         );
-        assert!(!may_have_lost(id("5-3"), "4-0", 10, 5));
         assert!(
-            may_have_lost(id("5-3"), "5-4", 10, 3),
+            may_have_lost(id("5-3"), false, 10, 3),
             "the cursor's entry is gone"
         );
-        assert!(may_have_lost(id("5-3"), "", 0, 0), "the stream is gone");
+        assert!(may_have_lost(id("5-3"), false, 0, 0), "the stream is gone");
         assert!(
-            !may_have_lost(EntryId::ORIGIN, "7-0", 4, 4),
+            !may_have_lost(EntryId::ORIGIN, false, 4, 4),
             "nothing trimmed yet"
         );
         assert!(
-            may_have_lost(EntryId::ORIGIN, "7-0", 5, 4),
+            may_have_lost(EntryId::ORIGIN, false, 5, 4),
             "trimmed since load"
         );
     }
