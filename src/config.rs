@@ -470,6 +470,10 @@ impl ServeConfig {
             subscriber_buffer: self.subscriber_buffer,
             history: self.delta_history,
             max_subscribers: self.max_subscribers,
+            bounds: crate::bounds::TokenBounds {
+                leeway: self.jwt.leeway as i64,
+                max_token_lifetime: self.max_token_lifetime.as_secs() as i64,
+            },
             ..crate::hub::HubConfig::default()
         }
     }

@@ -101,6 +101,9 @@ pub struct HubConfig {
     /// largest message it has encoded and keeps that size for the life of
     /// the stream, so 3 MiB parts cost up to 3 MiB per subscriber.
     pub snapshot_part_bytes: usize,
+    /// The server's leeway and longest token lifetime, announced in every
+    /// snapshot so gateways accept only what stays revocable.
+    pub bounds: crate::bounds::TokenBounds,
 }
 
 impl Default for HubConfig {
@@ -114,6 +117,10 @@ impl Default for HubConfig {
             min_capacity: 10_000,
             headroom: DEFAULT_HEADROOM,
             snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
+            bounds: crate::bounds::TokenBounds {
+                leeway: crate::config::DEFAULT_LEEWAY_SECONDS as i64,
+                max_token_lifetime: 24 * 3_600,
+            },
         }
     }
 }

@@ -667,6 +667,8 @@ impl HubState {
                     digest_key: self.digest_key.as_bytes().to_vec(),
                     part: part as u32,
                     parts: parts as u32,
+                    leeway: self.config.bounds.leeway,
+                    max_token_lifetime: self.config.bounds.max_token_lifetime,
                 }))
             })
             .collect()

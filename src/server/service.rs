@@ -561,6 +561,15 @@ impl RevocationService {
             ));
         }
         let claims = self.state.verifier.verify(&request.token)?;
+        // What gateways refuse, because no record could be kept for its
+        // whole life, gets no "not revoked" from here either.
+        let bounds = crate::bounds::TokenBounds {
+            leeway: self.state.policy.leeway,
+            max_token_lifetime: self.state.policy.max_token_lifetime,
+        };
+        bounds
+            .judge(&claims, now)
+            .map_err(|error| ApiError::invalid(format!("{error}; gateways refuse it")))?;
         if claims.jti.is_none() && claims.subject.is_none() {
             return Err(ApiError::invalid(
                 "the token has neither `jti` nor `sub`; nothing can revoke it",
