@@ -207,13 +207,15 @@ pub struct AgentConfig {
     #[arg(long, env = "REVOCD_TOKEN_HEADER", default_value = "authorization")]
     pub token_header: String,
 
-    /// What to do when the filter is stale: `fail-open` (keep answering
-    /// from the last filter), `fail-closed` (503 for every token) or
-    /// `check-online` (ask the server about every token).
-    #[arg(long, env = "REVOCD_ON_STALE", default_value = "fail-open")]
+    /// What to do when the filter is stale: `check-online` (ask the
+    /// server about every token; 503 while none answers), `fail-closed`
+    /// (503 for every token) or `fail-open` (keep answering from the last
+    /// filter, missing revocations made meanwhile).
+    #[arg(long, env = "REVOCD_ON_STALE", default_value = "check-online")]
     pub on_stale: crate::gateway::StalePolicy,
 
-    /// Time without a frame from the server after which --on-stale applies.
+    /// Time without a heartbeat from the server after which --on-stale
+    /// applies (heartbeats come every 2 s while the server is current).
     #[arg(long, env = "REVOCD_MAX_STALENESS", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_staleness: Duration,
 

@@ -45,11 +45,12 @@
 //! (not while it reloads or catches up), so a heartbeat means: every
 //! change up to its cursor is in this gateway's filter. Deltas alone do not
 //! refresh it. Past `max_staleness` (default 30 s), or before the first
-//! snapshot, the [`StalePolicy`] decides: `FailOpen` (the default) keeps
-//! answering from the last filter, so revocations made during the outage
-//! are missed until it reconnects — availability over strictness;
-//! `FailClosed` refuses every token; `CheckOnline` asks the server about
-//! every token (correct, but a network call per request).
+//! snapshot, the [`StalePolicy`] decides: `CheckOnline` (the default) asks
+//! the server about every token — correct, at a network call per request,
+//! and a refusal (503) while no replica answers; `FailClosed` refuses every
+//! token; `FailOpen` keeps answering from the last filter, so revocations
+//! made during the outage are missed until it reconnects — availability
+//! over the promise, to be chosen knowingly.
 
 mod layer;
 mod view;
@@ -88,11 +89,12 @@ const CONFIRM_CACHE_ENTRIES: usize = 100_000;
 pub enum StalePolicy {
     /// Keep answering from the last filter (revocations made meanwhile are
     /// missed until the stream returns).
-    #[default]
     FailOpen,
     /// Refuse every token.
     FailClosed,
-    /// Ask the server about every token.
+    /// Ask the server about every token (the default: safe, and available
+    /// while any replica answers).
+    #[default]
     CheckOnline,
 }
 
