@@ -2,12 +2,14 @@
 //! one mapping of errors to gRPC status codes.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, warn, Instrument};
 
-use super::quota::RevocationRate;
+use super::quota::{KeylessQuota, KeylessRefusal, RevocationRate};
 use super::{request, State};
 use crate::auth::{Access, AuthError, Caller, Role};
 use crate::hub::{SubscribeError, SubscribeParams};
@@ -76,6 +78,12 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<KeylessRefusal> for ApiError {
+    fn from(refusal: KeylessRefusal) -> Self {
+        ApiError::ResourceExhausted(refusal.to_string())
+    }
+}
+
 impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
         match error {
@@ -130,7 +138,10 @@ impl From<ApiError> for Status {
 pub struct RevocationService {
     state: Arc<State>,
     streams: Arc<StreamCounter>,
+    /// Rate quotas of API keys.
     rate: Arc<RevocationRate>,
+    /// Quotas of self-revocation without a key.
+    keyless: Arc<KeylessQuota>,
 }
 
 /// Open filter streams per caller, so one key cannot take them all.
@@ -191,10 +202,12 @@ impl tokio_stream::Stream for FilterStream {
 impl RevocationService {
     /// A service serving from `state`.
     pub fn new(state: Arc<State>) -> Self {
+        let keyless = KeylessQuota::new(state.policy.keyless, Instant::now());
         Self {
             state,
             streams: Arc::default(),
             rate: Arc::default(),
+            keyless: Arc::new(keyless),
         }
     }
 
@@ -238,6 +251,7 @@ impl RevocationService {
     async fn revoke(&self, request: Request<RevokeRequest>) -> Result<RevokeResponse, ApiError> {
         let caller = self.caller(&request)?;
         let source = source_address(&request);
+        let source_ip = request.remote_addr().map(|address| address.ip());
         let now = unix_now();
         let revocation =
             match self.prepare_revocation(caller.as_ref(), request.into_inner(), &source, now)? {
@@ -249,7 +263,10 @@ impl RevocationService {
                 self.take_rate(caller)?;
                 caller.limits.max_live_revocations
             }
-            None => None,
+            None => {
+                self.take_keyless(&revocation, source_ip)?;
+                None
+            }
         };
         let outcome = self
             .state
@@ -372,7 +389,7 @@ impl RevocationService {
                 }
             }
         }
-        let granted = self.rate.take(&caller, revocations.len());
+        let granted = self.rate.take(&caller, revocations.len(), Instant::now());
         for &position in &positions[granted..] {
             let status = Status::from(over_rate_quota(&caller));
             results[position].code = status.code() as i32;
@@ -454,10 +471,32 @@ impl RevocationService {
 
     /// Takes one revocation from the caller's rate quota.
     fn take_rate(&self, caller: &Caller) -> Result<(), ApiError> {
-        match self.rate.take(caller, 1) {
+        match self.rate.take(caller, 1, Instant::now()) {
             0 => Err(over_rate_quota(caller)),
             _ => Ok(()),
         }
+    }
+
+    /// Takes one keyless self-revocation of `revocation`'s subject from
+    /// `source`; a refusal is counted in
+    /// `revocd_keyless_refusals_total{limit}`.
+    fn take_keyless(
+        &self,
+        revocation: &Revocation,
+        source: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        let taken = self.keyless.take(
+            &revocation.issuer,
+            &revocation.subject,
+            source,
+            Instant::now(),
+        );
+        taken.map_err(|refusal| {
+            metrics::counter!("revocd_keyless_refusals_total", "limit" => refusal.label())
+                .increment(1);
+            debug!(limit = refusal.label(), "keyless revocation refused");
+            ApiError::from(refusal)
+        })
     }
 
     /// `expires_at` must be positive and within `--max-token-lifetime`.
