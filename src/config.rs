@@ -32,6 +32,16 @@ pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 /// Interval between heartbeats on filter streams by default.
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "2s";
+/// Keyless self-revocations per minute on one replica, all callers
+/// together, by default: 20 a second, the bound on how fast holders of
+/// valid tokens can grow the filter (bulk revokers use an API key).
+pub const DEFAULT_KEYLESS_PER_MINUTE: u32 = 1_200;
+/// Keyless self-revocations per minute of one (issuer, subject) by
+/// default: a person logs out a few times a minute at most.
+pub const DEFAULT_KEYLESS_SUBJECT_PER_MINUTE: u32 = 10;
+/// Keyless self-revocations per minute from one source address by default:
+/// a household or small office behind one address.
+pub const DEFAULT_KEYLESS_SOURCE_PER_MINUTE: u32 = 60;
 
 /// Flags of `revocd serve`.
 #[derive(Debug, Clone, Args)]
@@ -150,6 +160,23 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_MAX_STREAMS_PER_KEY", default_value_t = 1_000)]
     pub max_streams_per_key: usize,
 
+    /// Keyless self-revocations (`Revoke` of a token by itself, without an
+    /// API key) per minute on this replica, all callers together; a burst
+    /// of one minute's worth. Over it: RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVOCD_KEYLESS_PER_MINUTE", default_value_t = DEFAULT_KEYLESS_PER_MINUTE, value_parser = per_minute())]
+    pub keyless_per_minute: u32,
+
+    /// Keyless self-revocations per minute of the tokens of one (issuer,
+    /// subject) on this replica; a burst of one minute's worth.
+    #[arg(long, env = "REVOCD_KEYLESS_SUBJECT_PER_MINUTE", default_value_t = DEFAULT_KEYLESS_SUBJECT_PER_MINUTE, value_parser = per_minute())]
+    pub keyless_subject_per_minute: u32,
+
+    /// Keyless self-revocations per minute from one source address (an
+    /// IPv6 /64 counts as one) on this replica; a burst of one minute's
+    /// worth. Behind an L7 proxy all callers share the proxy's address.
+    #[arg(long, env = "REVOCD_KEYLESS_SOURCE_PER_MINUTE", default_value_t = DEFAULT_KEYLESS_SOURCE_PER_MINUTE, value_parser = per_minute())]
+    pub keyless_source_per_minute: u32,
+
     /// Address of Prometheus `GET /metrics` (off unless given).
     #[arg(long, env = "REVOCD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -157,6 +184,12 @@ pub struct ServeConfig {
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// A per-minute quota: 1 or more (0 would refuse every call; a large
+/// number is no limit in practice).
+fn per_minute() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
 }
 
 /// Flags of `revocd agent`, the gateway sidecar.
@@ -463,6 +496,15 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// The keyless self-revocation quotas.
+    pub fn keyless_limits(&self) -> crate::server::KeylessLimits {
+        crate::server::KeylessLimits {
+            per_minute: self.keyless_per_minute,
+            per_subject_per_minute: self.keyless_subject_per_minute,
+            per_source_per_minute: self.keyless_source_per_minute,
+        }
+    }
+
     /// The filter hub's settings.
     pub fn hub_config(&self) -> crate::hub::HubConfig {
         crate::hub::HubConfig {
@@ -539,6 +581,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn keyless_quotas_default_and_refuse_zero() {
+        let limits = parse(&["--dev"]).keyless_limits();
+        assert_eq!(limits.per_minute, DEFAULT_KEYLESS_PER_MINUTE);
+        assert_eq!(
+            limits.per_subject_per_minute,
+            DEFAULT_KEYLESS_SUBJECT_PER_MINUTE
+        );
+        assert_eq!(
+            limits.per_source_per_minute,
+            DEFAULT_KEYLESS_SOURCE_PER_MINUTE
+        );
+        let set = parse(&["--keyless-subject-per-minute", "3"]).keyless_limits();
+        assert_eq!(set.per_subject_per_minute, 3);
+        let argv = ["revocd", "--keyless-per-minute", "0"];
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "0 would refuse every call"
+        );
     }
 
     #[test]

@@ -480,6 +480,9 @@ impl Gateway {
         if let (Some(view), Some(subject)) = (view, claims.subject.as_deref()) {
             let digest = view.digest_key().subject(&claims.issuer, subject);
             if let Some(cutoff) = view.subject_cutoff(&digest) {
+                // `iat < cut-off`, as everywhere: a "now" cut-off is stored
+                // as the next second, so it covers the whole second it was
+                // made in (see the server's `cutoff_time`).
                 if claims.issued_at.is_none_or(|iat| iat < cutoff) {
                     return Verdict::Deny(Denial::RevokedBySubject);
                 }

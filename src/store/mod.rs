@@ -62,7 +62,9 @@ pub struct SubjectCutoff {
     pub issuer: String,
     /// The tokens' `sub`.
     pub subject: String,
-    /// Tokens whose `iat` is earlier are revoked (unix seconds).
+    /// Tokens whose `iat` is earlier are revoked (unix seconds). A cut-off
+    /// of "now" is stored as the next second, so it covers every token of
+    /// the second it was made in.
     pub not_before: i64,
     /// When the record may be forgotten: once every token it covers has
     /// expired (`not_before` + maximum token lifetime + leeway).
