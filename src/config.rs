@@ -640,8 +640,8 @@ mod tests {
             issuer: "https://a".into(),
             path: "/keys/a=1.pem".into(),
         };
-        assert_eq!(config.jwt.jwt_issuer_key, [bound.clone()]);
         assert_eq!(bound.to_string(), "https://a=/keys/a=1.pem");
+        assert_eq!(config.jwt.jwt_issuer_key, [bound]);
         assert_eq!(config.jwt.issuers(), ["https://a", "https://b"]);
         assert_eq!(config.jwt.default_issuer(), "");
         for wrong in ["https://a", "=/a.pem", "https://a="] {
