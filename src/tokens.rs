@@ -368,15 +368,7 @@ impl TokenVerifierBuilder {
             [only] => Some(only.clone()),
             _ => None,
         };
-        let mut groups: Vec<(Option<String>, Vec<TrustedKey>)> = Vec::new();
-        for added in std::mem::take(&mut self.keys) {
-            let issuer = added.issuer.or_else(|| owner.clone());
-            match groups.iter_mut().find(|(i, _)| *i == issuer) {
-                Some((_, keys)) => keys.push(added.key),
-                None => groups.push((issuer, vec![added.key])),
-            }
-        }
-        let by_issuer: Vec<IssuerKeys> = groups
+        let by_issuer: Vec<IssuerKeys> = group_by_issuer(std::mem::take(&mut self.keys), owner)
             .into_iter()
             .map(|(issuer, keys)| self.issuer_keys(issuer, keys))
             .collect();
@@ -438,6 +430,23 @@ impl TokenVerifierBuilder {
         validation.set_required_spec_claims(&required);
         validation
     }
+}
+
+/// `keys` by the issuer they verify, unbound ones under `owner`, in the
+/// order the issuers first appear.
+fn group_by_issuer(
+    keys: Vec<AddedKey>,
+    owner: Option<String>,
+) -> Vec<(Option<String>, Vec<TrustedKey>)> {
+    let mut groups: Vec<(Option<String>, Vec<TrustedKey>)> = Vec::new();
+    for added in keys {
+        let issuer = added.issuer.or_else(|| owner.clone());
+        match groups.iter_mut().find(|(i, _)| *i == issuer) {
+            Some((_, keys)) => keys.push(added.key),
+            None => groups.push((issuer, vec![added.key])),
+        }
+    }
+    groups
 }
 
 /// `items` with `item` added unless already there (a fold step that keeps
