@@ -29,7 +29,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::FileError;
+use crate::file::FileError;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

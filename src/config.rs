@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::file::FileError;
 use crate::store::Durability;
 use crate::tokens::{TokenVerifier, UnboundKeys};
 
@@ -443,45 +444,6 @@ pub enum VerifierError {
 impl From<UnboundKeys> for VerifierError {
     fn from(error: UnboundKeys) -> Self {
         VerifierError::Unbound(error)
-    }
-}
-
-/// A file named by a flag that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file's contents are not usable.
-    #[error("{path}: {detail}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong, for a person to fix.
-        detail: String,
-    },
-}
-
-impl FileError {
-    /// A read failure of `path`.
-    pub fn read(path: &std::path::Path, source: std::io::Error) -> Self {
-        FileError::Read {
-            path: path.display().to_string(),
-            source,
-        }
-    }
-
-    /// Unusable contents of `path`.
-    pub fn invalid(path: &std::path::Path, detail: impl Into<String>) -> Self {
-        FileError::Invalid {
-            path: path.display().to_string(),
-            detail: detail.into(),
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-use crate::config::FileError;
+use crate::file::FileError;
 
 /// TLS flags of `revocd serve`.
 #[derive(Debug, Clone, Default, Args)]

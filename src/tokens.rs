@@ -145,7 +145,7 @@ impl TokenError {
 }
 
 /// Why a key file could not be loaded (a [`FileError`] by another name).
-pub use crate::config::FileError as KeyError;
+pub use crate::file::FileError as KeyError;
 
 /// The build has no single jsonwebtoken crypto backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{AgentConfig, FileError, VerifierError};
+use crate::config::{AgentConfig, VerifierError};
+use crate::file::FileError;
 use crate::gateway::{self, Denial, Gateway, GatewayConfig, Verdict};
 use crate::tokens::Claims;
 

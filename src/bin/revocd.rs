@@ -130,7 +130,7 @@ async fn agent(config: AgentConfig) -> anyhow::Result<()> {
     let servers: Vec<String> = config
         .servers
         .iter()
-        .map(|url| revocd::settings::redact(url))
+        .map(|url| revocd::redact::redact(url))
         .collect();
     info!(?servers, on_stale = ?config.on_stale, "agent started");
     revocd::agent::run(agent, listeners, revocd::shutdown::signal()).await?;

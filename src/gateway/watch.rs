@@ -110,7 +110,7 @@ pub(super) async fn run(
         };
         next += 1;
         let delay = backoff.next_delay();
-        warn!(endpoint = %crate::settings::redact(&endpoint.uri().to_string()), error = %outcome, retry_in_ms = delay.as_millis() as u64, "filter stream lost; reconnecting");
+        warn!(endpoint = %crate::redact::redact(&endpoint.uri().to_string()), error = %outcome, retry_in_ms = delay.as_millis() as u64, "filter stream lost; reconnecting");
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
@@ -147,7 +147,7 @@ async fn follow(
         Ok(response) => response.into_inner(),
         Err(status) => return status.into(),
     };
-    debug!(endpoint = %crate::settings::redact(&endpoint.uri().to_string()), "subscribed");
+    debug!(endpoint = %crate::redact::redact(&endpoint.uri().to_string()), "subscribed");
     let mut assembler = SnapshotAssembler::default();
     loop {
         let frame = match tokio::time::timeout(config.idle_timeout, stream.message()).await {

@@ -24,7 +24,8 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::auth::Access;
-use crate::config::{ConfigError, FileError, ServeConfig, VerifierError};
+use crate::config::{ConfigError, ServeConfig, VerifierError};
+use crate::file::FileError;
 use crate::filter::DigestKey;
 use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;

@@ -77,7 +77,8 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, Parser};
 
 use self::file::SettingsFile;
-pub use self::print::{redact, Effective};
+pub use self::print::Effective;
+use crate::redact::REDACTED;
 
 /// `--config` and `--print-config`, flattened into a binary's top-level
 /// parser. Both are global, so they may follow the subcommand.
@@ -99,9 +100,6 @@ pub struct FileArgs {
 const CONFIG_ID: &str = "config";
 /// Ids of the [`FileArgs`] arguments: they are not settings themselves.
 const FILE_ARG_IDS: [&str; 2] = [CONFIG_ID, "print_config"];
-
-/// What stands in for a secret, or a URL's password, in printed settings.
-pub const REDACTED: &str = "<redacted>";
 
 /// Parses `args` (the program name first) into `P`, with the settings of the
 /// `--config` file under the flags and the environment, and renders the

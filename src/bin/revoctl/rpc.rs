@@ -41,7 +41,7 @@ pub async fn connect(server: &str, tls: Option<ClientTlsConfig>) -> Result<Clien
         format!("http://{server}")
     };
     // The URL may carry credentials: only its redacted form is shown.
-    let shown = revocd::settings::redact(&url);
+    let shown = revocd::redact::redact(&url);
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| format!("invalid --server {shown:?}: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
