@@ -30,6 +30,7 @@ pub mod auth;
 pub mod backoff;
 pub mod bounds;
 pub mod config;
+pub mod cursor;
 pub mod file;
 pub mod filter;
 pub mod gateway;

@@ -183,7 +183,7 @@ fn apply(
                 let held = shared.view.load_full();
                 let fresh = shared.staleness().is_some_and(|s| s <= max_staleness);
                 if let Some(held) = held.filter(|_| fresh) {
-                    if cursor_is_behind(view.cursor(), held.cursor()) {
+                    if crate::cursor::is_behind(view.cursor(), held.cursor()) {
                         return Err(FrameError::Behind {
                             offered: view.cursor().to_owned(),
                             held: held.cursor().to_owned(),
@@ -227,29 +227,6 @@ fn apply(
     Ok(())
 }
 
-/// True when cursor `offered` is at or before `held` in every partition and
-/// strictly before in one: both are stream IDs (`ms-seq`, comma-separated
-/// per partition) of the same log. Cursors that do not compare (another
-/// store's, another partition count) are not behind.
-fn cursor_is_behind(offered: &str, held: &str) -> bool {
-    let positions = |cursor: &str| -> Option<Vec<(u64, u64)>> {
-        cursor
-            .split(',')
-            .map(|id| {
-                let (millis, sequence) = id.split_once('-')?;
-                Some((millis.parse().ok()?, sequence.parse().ok()?))
-            })
-            .collect()
-    };
-    match (positions(offered), positions(held)) {
-        (Some(offered), Some(held)) if offered.len() == held.len() => {
-            offered.iter().zip(&held).all(|(o, h)| o <= h)
-                && offered.iter().zip(&held).any(|(o, h)| o < h)
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,27 +249,5 @@ mod tests {
         apply(&shared, &mut assembler, heartbeat(behind), Duration::ZERO).unwrap();
         assert!(shared.server_now() >= crate::time::unix_now());
         assert!(shared.server_now() <= crate::time::unix_now() + 1);
-    }
-
-    #[test]
-    fn a_cursor_is_behind_only_when_no_partition_is_ahead() {
-        assert!(cursor_is_behind("0-0", "5-1"));
-        assert!(cursor_is_behind("5-0,7-1", "5-1,7-1"));
-        assert!(
-            !cursor_is_behind("5-1,7-1", "5-1,7-1"),
-            "equal is not behind"
-        );
-        assert!(
-            !cursor_is_behind("6-0,7-0", "5-1,7-1"),
-            "ahead in one partition"
-        );
-        assert!(
-            !cursor_is_behind("3", "9"),
-            "memory-store cursors do not compare"
-        );
-        assert!(
-            !cursor_is_behind("1-0", "5-1,7-1"),
-            "another partition count"
-        );
     }
 }

@@ -5,7 +5,8 @@
 //! `,` in partition order (one partition: just its stream ID). Entries of
 //! one partition are always read in order; entries of different partitions
 //! are merged by their IDs' time. The cursor of an entry is the position
-//! right after it, so resuming at it reads exactly what followed.
+//! right after it, so resuming at it reads exactly what followed. The
+//! parsing and ordering of cursors live in [`crate::cursor`].
 //!
 //! On one Redis the reader waits with one `XREAD BLOCK` over every
 //! partition, on a connection of its own. A cluster would need a blocked
@@ -42,6 +43,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::AsyncConnectionConfig;
 
 use super::{Fields, RedisNodes, RedisStore};
+use crate::cursor::{EntryId, Positions};
 use crate::store::{AuditEntry, Change, Error, LogTail, LoggedChange, Page, Record, RecordFilter};
 
 /// How often a cluster reader looks for new entries while the log is quiet.
@@ -75,83 +77,6 @@ static LOG_STATE: std::sync::LazyLock<redis::Script> =
 /// Store calls one page of the audit trail may take at most, so a filter
 /// that matches little cannot keep a call going for long.
 const MAX_READS_PER_PAGE: usize = 16;
-
-/// A stream entry ID, `<milliseconds>-<sequence>`, ordered as Redis orders
-/// them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct EntryId {
-    millis: u64,
-    sequence: u64,
-}
-
-impl EntryId {
-    /// Before every entry of a stream.
-    const ORIGIN: EntryId = EntryId {
-        millis: 0,
-        sequence: 0,
-    };
-
-    fn parse(text: &str) -> Option<Self> {
-        let (millis, sequence) = text.split_once('-')?;
-        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-        if !digits(millis) || !digits(sequence) {
-            return None;
-        }
-        Some(EntryId {
-            millis: millis.parse().ok()?,
-            sequence: sequence.parse().ok()?,
-        })
-    }
-
-    /// The greatest ID below this one: reading after it yields this entry.
-    fn before(self) -> Self {
-        match (self.millis, self.sequence) {
-            (_, sequence) if sequence > 0 => EntryId {
-                sequence: sequence - 1,
-                ..self
-            },
-            (0, _) => EntryId::ORIGIN,
-            (millis, _) => EntryId {
-                millis: millis - 1,
-                sequence: u64::MAX,
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for EntryId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.millis, self.sequence)
-    }
-}
-
-/// A position in every partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Positions(Vec<EntryId>);
-
-impl Positions {
-    fn origin(partitions: usize) -> Self {
-        Positions(vec![EntryId::ORIGIN; partitions])
-    }
-
-    /// Parses a cursor of `partitions` positions.
-    fn parse(text: &str, partitions: usize) -> Option<Self> {
-        let ids: Option<Vec<EntryId>> = text.split(',').map(EntryId::parse).collect();
-        ids.filter(|ids| ids.len() == partitions).map(Positions)
-    }
-}
-
-impl std::fmt::Display for Positions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (n, id) in self.0.iter().enumerate() {
-            if n > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{id}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Entries of several partitions, as read: (partition, entry).
 type Fetched = Vec<(usize, StreamId)>;
@@ -606,23 +531,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_id_just_before_another_reads_it_next() {
-        let id = |text: &str| EntryId::parse(text).unwrap();
-        assert_eq!(id("5-3").before(), id("5-2"));
-        assert_eq!(
-            id("5-0").before(),
-            EntryId {
-                millis: 4,
-                sequence: u64::MAX
-            }
-        );
-        assert_eq!(id("0-0").before(), EntryId::ORIGIN);
-        assert!(id("4-18446744073709551615") < id("5-0"));
-        assert_eq!(EntryId::parse("5"), None);
-        assert_eq!(EntryId::parse("-5-1"), None);
-    }
-
-    #[test]
     fn a_stream_that_lost_the_cursors_entry_may_have_lost_more() {
         let id = |text: &str| EntryId::parse(text).unwrap();
         assert!(
@@ -642,13 +550,5 @@ mod tests {
             may_have_lost(EntryId::ORIGIN, false, 5, 4),
             "trimmed since load"
         );
-    }
-
-    #[test]
-    fn cursors_name_every_partition() {
-        let positions = Positions::parse("1-0,0-0,7-2", 3).unwrap();
-        assert_eq!(positions.to_string(), "1-0,0-0,7-2");
-        assert_eq!(Positions::parse("1-0,0-0", 3), None);
-        assert_eq!(Positions::origin(1).to_string(), "0-0");
     }
 }
