@@ -39,6 +39,7 @@ pub mod redact;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod time;

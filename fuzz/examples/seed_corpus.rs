@@ -85,33 +85,25 @@ fn filter_decode() {
     });
 }
 
+/// The filter as the hub frames it: parts of at most `part_bytes` filter
+/// bytes, one subject cut-off (in part 0).
 fn snapshot_parts(
     filter: &RevocationFilter,
     part_bytes: usize,
     generation: u64,
 ) -> Vec<pb::Snapshot> {
-    let key = key();
-    let bytes = filter.to_bytes();
-    let chunks: Vec<&[u8]> = bytes.chunks(part_bytes).collect();
-    chunks
-        .iter()
-        .enumerate()
-        .map(|(i, chunk)| pb::Snapshot {
-            generation,
-            filter: bytes::Bytes::copy_from_slice(chunk),
-            subjects: if i == 0 {
-                vec![cutoff("alice", 1_700_000_000)]
-            } else {
-                vec![]
-            },
-            cursor: "1700000000000-0".into(),
-            digest_key: key.as_bytes().to_vec(),
-            part: i as u32,
-            parts: chunks.len() as u32,
-            leeway: 60,
-            max_token_lifetime: 86_400,
-        })
-        .collect()
+    let whole = pb::Snapshot {
+        generation,
+        filter: filter.to_bytes().into(),
+        subjects: vec![cutoff("alice", 1_700_000_000)],
+        cursor: "1700000000000-0".into(),
+        digest_key: key().as_bytes().to_vec(),
+        part: 0,
+        parts: 1,
+        leeway: 60,
+        max_token_lifetime: 86_400,
+    };
+    revocd::snapshot::split(whole, part_bytes)
 }
 
 fn cutoff(subject: &str, not_before: i64) -> pb::SubjectCutoff {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::bounds::TokenBounds;
 use crate::filter::{DecodeError, Digest, DigestKey, RevocationFilter, MAX_BITMAP_BYTES};
 use crate::pb;
+use crate::snapshot::{self, PartError};
 
 /// Recent digests kept beside the base filter before they are merged in.
 pub const MERGE_AT: usize = 1_024;
@@ -48,6 +49,23 @@ pub enum FrameError {
         /// The held view's cursor.
         held: String,
     },
+}
+
+impl From<PartError> for FrameError {
+    fn from(error: PartError) -> Self {
+        match error {
+            PartError::OutOfOrder {
+                part,
+                parts,
+                generation,
+            } => FrameError::PartOutOfOrder {
+                part,
+                parts,
+                generation,
+            },
+            PartError::TooLarge => FrameError::TooLarge,
+        }
+    }
 }
 
 /// Hashes a [`Digest`] by its first 8 bytes: digests are uniformly random
@@ -90,23 +108,24 @@ impl FilterView {
     /// # Errors
     /// [`FrameError`] when the parts do not form a valid snapshot.
     pub fn from_snapshot(parts: &[pb::Snapshot]) -> Result<Self, FrameError> {
-        let first = parts.first().ok_or(FrameError::NoSnapshot)?;
-        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.filter.len()).sum());
+        let whole = snapshot::join(parts.to_vec()).ok_or(FrameError::NoSnapshot)?;
+        Self::from_whole(whole)
+    }
+
+    /// Builds a view from a whole snapshot, its parts joined.
+    fn from_whole(whole: pb::Snapshot) -> Result<Self, FrameError> {
         let mut subjects = DigestMap::default();
-        for part in parts {
-            bytes.extend_from_slice(&part.filter);
-            for cutoff in &part.subjects {
-                let digest = Digest::from_slice(&cutoff.digest)?;
-                let entry = subjects.entry(digest).or_insert(cutoff.not_before);
-                *entry = (*entry).max(cutoff.not_before);
-            }
+        for cutoff in &whole.subjects {
+            let digest = Digest::from_slice(&cutoff.digest)?;
+            let entry = subjects.entry(digest).or_insert(cutoff.not_before);
+            *entry = (*entry).max(cutoff.not_before);
         }
         Ok(FilterView {
-            generation: first.generation,
-            cursor: first.cursor.clone(),
-            digest_key: DigestKey::from_slice(&first.digest_key)?,
-            bounds: TokenBounds::announced(first.leeway, first.max_token_lifetime),
-            base: Arc::new(RevocationFilter::from_bytes(bytes)?),
+            generation: whole.generation,
+            digest_key: DigestKey::from_slice(&whole.digest_key)?,
+            bounds: TokenBounds::announced(whole.leeway, whole.max_token_lifetime),
+            base: Arc::new(RevocationFilter::from_bytes(whole.filter.into())?),
+            cursor: whole.cursor,
             recent: DigestSet::default(),
             subjects: Arc::new(subjects),
         })
@@ -191,12 +210,10 @@ impl std::fmt::Debug for FilterView {
     }
 }
 
-/// Collects the parts of a snapshot until it is complete.
+/// Collects the parts of a snapshot until it is complete (see
+/// [`snapshot::Assembler`]), then decodes it into a view.
 #[derive(Debug, Default)]
-pub struct SnapshotAssembler {
-    parts: Vec<pb::Snapshot>,
-    bytes: u64,
-}
+pub struct SnapshotAssembler(snapshot::Assembler);
 
 impl SnapshotAssembler {
     /// Adds a part; returns the complete snapshot's view after the last one.
@@ -205,42 +222,15 @@ impl SnapshotAssembler {
     /// [`FrameError`] for a part that does not continue the snapshot, or a
     /// complete snapshot that does not decode; the partial one is dropped.
     pub fn push(&mut self, part: pb::Snapshot) -> Result<Option<FilterView>, FrameError> {
-        let continues = match self.parts.first() {
-            None => part.part == 0,
-            Some(first) => {
-                part.generation == first.generation
-                    && part.parts == first.parts
-                    && part.part as usize == self.parts.len()
-            }
-        };
-        if !continues || part.parts == 0 || part.part >= part.parts {
-            let error = FrameError::PartOutOfOrder {
-                part: part.part,
-                parts: part.parts,
-                generation: part.generation,
-            };
-            self.reset();
-            return Err(error);
+        match self.0.push(part)? {
+            Some(whole) => FilterView::from_whole(whole).map(Some),
+            None => Ok(None),
         }
-        self.bytes += part.filter.len() as u64;
-        if self.bytes > MAX_BITMAP_BYTES + crate::filter::HEADER_BYTES as u64 {
-            self.reset();
-            return Err(FrameError::TooLarge);
-        }
-        let complete = part.part + 1 == part.parts;
-        self.parts.push(part);
-        if !complete {
-            return Ok(None);
-        }
-        let parts = std::mem::take(&mut self.parts);
-        self.reset();
-        FilterView::from_snapshot(&parts).map(Some)
     }
 
     /// Forgets a partial snapshot (after a reconnect).
     pub fn reset(&mut self) {
-        self.parts.clear();
-        self.bytes = 0;
+        self.0.reset();
     }
 }
 
@@ -253,22 +243,14 @@ mod tests {
         key: &DigestKey,
         part_bytes: usize,
     ) -> Vec<pb::Snapshot> {
-        let bytes = filter.to_bytes();
-        let chunks: Vec<&[u8]> = bytes.chunks(part_bytes).collect();
-        chunks
-            .iter()
-            .enumerate()
-            .map(|(i, chunk)| pb::Snapshot {
-                generation: 7,
-                filter: bytes::Bytes::copy_from_slice(chunk),
-                subjects: vec![],
-                cursor: "c1".into(),
-                digest_key: key.as_bytes().to_vec(),
-                part: i as u32,
-                parts: chunks.len() as u32,
-                ..Default::default()
-            })
-            .collect()
+        let whole = pb::Snapshot {
+            generation: 7,
+            filter: filter.to_bytes().into(),
+            cursor: "c1".into(),
+            digest_key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        snapshot::split(whole, part_bytes)
     }
 
     #[test]

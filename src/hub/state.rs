@@ -640,37 +640,24 @@ impl HubState {
     /// The whole state as Snapshot frames of at most `snapshot_part_bytes`
     /// of filter each, subjects spread over the parts.
     fn snapshot_frames(&self) -> Vec<pb::FilterUpdate> {
-        let bytes = Bytes::from(self.filter.to_bytes());
-        let part_bytes = self.config.snapshot_part_bytes.max(1);
-        // ~30 bytes per subject on the wire.
-        let subjects_per_part = (part_bytes / 30).max(1);
-        let subjects: Vec<pb::SubjectCutoff> = self
-            .subjects
-            .iter()
-            .map(|(digest, (not_before, _))| subject_cutoff(digest, *not_before))
-            .collect();
-        let parts = bytes
-            .len()
-            .div_ceil(part_bytes)
-            .max(subjects.len().div_ceil(subjects_per_part))
-            .max(1);
-        let mut subject_chunks = subjects.chunks(subjects_per_part);
-        (0..parts)
-            .map(|part| {
-                let start = (part * part_bytes).min(bytes.len());
-                let end = ((part + 1) * part_bytes).min(bytes.len());
-                update(Update::Snapshot(pb::Snapshot {
-                    generation: self.generation,
-                    filter: bytes.slice(start..end),
-                    subjects: subject_chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
-                    cursor: self.cursor.clone(),
-                    digest_key: self.digest_key.as_bytes().to_vec(),
-                    part: part as u32,
-                    parts: parts as u32,
-                    leeway: self.config.bounds.leeway,
-                    max_token_lifetime: self.config.bounds.max_token_lifetime,
-                }))
-            })
+        let whole = pb::Snapshot {
+            generation: self.generation,
+            filter: Bytes::from(self.filter.to_bytes()),
+            subjects: self
+                .subjects
+                .iter()
+                .map(|(digest, (not_before, _))| subject_cutoff(digest, *not_before))
+                .collect(),
+            cursor: self.cursor.clone(),
+            digest_key: self.digest_key.as_bytes().to_vec(),
+            part: 0,
+            parts: 1,
+            leeway: self.config.bounds.leeway,
+            max_token_lifetime: self.config.bounds.max_token_lifetime,
+        };
+        crate::snapshot::split(whole, self.config.snapshot_part_bytes)
+            .into_iter()
+            .map(|part| update(Update::Snapshot(part)))
             .collect()
     }
 
