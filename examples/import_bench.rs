@@ -63,7 +63,8 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use tokio::task::JoinSet;
 
-use revocd::config::{DEFAULT_LEEWAY_SECONDS, DEFAULT_LOG_RETENTION};
+use revocd::bounds::DEFAULT_LEEWAY_SECONDS;
+use revocd::config::DEFAULT_LOG_RETENTION;
 use revocd::pb::GetStatsRequest;
 use revocd::time::unix_now;
 

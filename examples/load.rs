@@ -58,7 +58,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use revocd::config::{DEFAULT_LEEWAY_SECONDS, DEFAULT_LOG_RETENTION};
+use revocd::bounds::DEFAULT_LEEWAY_SECONDS;
+use revocd::config::DEFAULT_LOG_RETENTION;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{CheckRequest, RevokeRequest};
 use revocd::server::State;

@@ -21,8 +21,14 @@
 //! gateways refuse what falls outside them; `Check{token}` answers such a
 //! token with INVALID_ARGUMENT.
 
+use std::time::Duration;
+
 use crate::tokens::Claims;
 
+/// Clock leeway for `exp` and `nbf` by default, in seconds (`--leeway`).
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
+/// Longest token lifetime accepted by default (`--max-token-lifetime`).
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600);
 /// Longest `jti` or subject the server stores, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest issuer the server stores, in bytes (issuers are URLs).
@@ -58,6 +64,17 @@ pub enum BoundsError {
     /// A claim the server could not store.
     #[error("the token's `{0}` is longer than the revocation service stores or holds control characters")]
     Unstorable(&'static str),
+}
+
+impl Default for TokenBounds {
+    /// The server's numbers by default: [`DEFAULT_LEEWAY_SECONDS`] and
+    /// [`DEFAULT_MAX_TOKEN_LIFETIME`].
+    fn default() -> Self {
+        TokenBounds {
+            leeway: DEFAULT_LEEWAY_SECONDS as i64,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME.as_secs() as i64,
+        }
+    }
 }
 
 impl TokenBounds {

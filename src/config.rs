@@ -4,11 +4,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::Args;
 
+use crate::bounds::{DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME};
 use crate::file::FileError;
+use crate::gateway::DEFAULT_MAX_STALENESS;
+use crate::hub::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_SUBSCRIBERS};
 use crate::store::Durability;
 use crate::tokens::{TokenVerifier, UnboundKeys};
 
@@ -23,16 +27,10 @@ pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
 /// write never trims entries no replica could have read yet. (A follower
 /// that still falls behind detects the gap and reloads.)
 pub const MIN_LOG_RETENTION: u64 = 10_000;
-/// Clock leeway for `exp`/`nbf` by default, in seconds.
-pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
-/// Longest token lifetime accepted by default.
-pub const DEFAULT_MAX_TOKEN_LIFETIME: &str = "24h";
 /// Time a Redis command may take before it fails as unavailable.
 pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 /// Time given to open calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
-/// Interval between heartbeats on filter streams by default.
-pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "2s";
 /// Keyless self-revocations per minute on one replica, all callers
 /// together, by default: 20 a second, the bound on how fast holders of
 /// valid tokens can grow the filter (bulk revokers use an API key).
@@ -43,6 +41,30 @@ pub const DEFAULT_KEYLESS_SUBJECT_PER_MINUTE: u32 = 10;
 /// Keyless self-revocations per minute from one source address by default:
 /// a household or small office behind one address.
 pub const DEFAULT_KEYLESS_SOURCE_PER_MINUTE: u32 = 60;
+
+// Defaults kept as durations by the modules that use them, as flag text.
+static HEARTBEAT_INTERVAL_TEXT: LazyLock<String> =
+    LazyLock::new(|| duration_text(DEFAULT_HEARTBEAT_INTERVAL));
+static MAX_STALENESS_TEXT: LazyLock<String> =
+    LazyLock::new(|| duration_text(DEFAULT_MAX_STALENESS));
+static MAX_TOKEN_LIFETIME_TEXT: LazyLock<String> =
+    LazyLock::new(|| duration_text(DEFAULT_MAX_TOKEN_LIFETIME));
+
+/// `duration` as flag text, in the largest unit that keeps it whole (`2s`,
+/// `30s`, `24h`): what `--help` and `--print-config` show, and what the
+/// flag's parser (humantime) reads back as the same duration.
+fn duration_text(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() != 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    match seconds {
+        0 => "0s".to_owned(),
+        _ if seconds % 3_600 == 0 => format!("{}h", seconds / 3_600),
+        _ if seconds % 60 == 0 => format!("{}m", seconds / 60),
+        _ => format!("{seconds}s"),
+    }
+}
 
 /// Flags of `revocd serve`.
 #[derive(Debug, Clone, Args)]
@@ -121,7 +143,7 @@ pub struct ServeConfig {
 
     /// Longest lifetime of a token revocd will store a revocation for (and
     /// how long a subject cut-off is kept), e.g. `24h`, `7d`.
-    #[arg(long, env = "REVOCD_MAX_TOKEN_LIFETIME", default_value = DEFAULT_MAX_TOKEN_LIFETIME, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "REVOCD_MAX_TOKEN_LIFETIME", default_value = MAX_TOKEN_LIFETIME_TEXT.as_str(), value_parser = humantime::parse_duration)]
     pub max_token_lifetime: Duration,
 
     /// File holding the 16-byte digest key of the filter, as 32 hex digits.
@@ -141,7 +163,7 @@ pub struct ServeConfig {
     pub filter_headroom: f64,
 
     /// Interval between heartbeats on filter streams.
-    #[arg(long, env = "REVOCD_HEARTBEAT_INTERVAL", default_value = DEFAULT_HEARTBEAT_INTERVAL, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "REVOCD_HEARTBEAT_INTERVAL", default_value = HEARTBEAT_INTERVAL_TEXT.as_str(), value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// Queue slots per subscriber (a delta, a heartbeat or a whole snapshot
@@ -154,7 +176,7 @@ pub struct ServeConfig {
     pub delta_history: usize,
 
     /// Most filter subscribers this replica serves at once.
-    #[arg(long, env = "REVOCD_MAX_SUBSCRIBERS", default_value_t = 10_000)]
+    #[arg(long, env = "REVOCD_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
     pub max_subscribers: usize,
 
     /// Most filter streams one API key may hold open on this replica.
@@ -250,7 +272,7 @@ pub struct AgentConfig {
 
     /// Time without a heartbeat from the server after which --on-stale
     /// applies (heartbeats come every 2 s while the server is current).
-    #[arg(long, env = "REVOCD_MAX_STALENESS", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "REVOCD_MAX_STALENESS", default_value = MAX_STALENESS_TEXT.as_str(), value_parser = humantime::parse_duration)]
     pub max_staleness: Duration,
 
     /// The name this agent gives the servers, for their logs.
@@ -603,6 +625,28 @@ mod tests {
     fn parse(args: &[&str]) -> ServeConfig {
         let argv = std::iter::once("revocd").chain(args.iter().copied());
         Cli::try_parse_from(argv).expect("flags parse").serve
+    }
+
+    #[test]
+    fn default_durations_read_back_as_themselves() {
+        for (duration, text) in [
+            (DEFAULT_HEARTBEAT_INTERVAL, "2s"),
+            (DEFAULT_MAX_STALENESS, "30s"),
+            (DEFAULT_MAX_TOKEN_LIFETIME, "24h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_millis(1_500), "1500ms"),
+        ] {
+            assert_eq!(duration_text(duration), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), duration);
+        }
+        let config = parse(&["--dev"]);
+        assert_eq!(config.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
+        assert_eq!(config.max_token_lifetime, DEFAULT_MAX_TOKEN_LIFETIME);
+        assert_eq!(
+            config.hub_config().bounds,
+            crate::bounds::TokenBounds::default()
+        );
     }
 
     #[test]

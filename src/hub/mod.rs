@@ -62,6 +62,10 @@ pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 64;
 pub const DEFAULT_SNAPSHOT_PART_BYTES: usize = 16 << 10;
 /// Change-log entries kept for resuming subscribers by default.
 pub const DEFAULT_HISTORY: usize = 100_000;
+/// Interval between heartbeats on filter streams by default.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Most subscribers one replica serves at once by default.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
 /// Longest a log read blocks; also how often the follower proves it is alive.
 const TAIL_WAIT: Duration = Duration::from_secs(1);
 /// The follower reads at least once per [`TAIL_WAIT`]; longer without a
@@ -110,17 +114,14 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             fp_rate: DEFAULT_FP_RATE,
-            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             history: DEFAULT_HISTORY,
-            max_subscribers: 10_000,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             min_capacity: 10_000,
             headroom: DEFAULT_HEADROOM,
             snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
-            bounds: crate::bounds::TokenBounds {
-                leeway: crate::config::DEFAULT_LEEWAY_SECONDS as i64,
-                max_token_lifetime: 24 * 3_600,
-            },
+            bounds: crate::bounds::TokenBounds::default(),
         }
     }
 }
