@@ -10,11 +10,10 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::bounds::{DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME};
-use crate::file::FileError;
 use crate::gateway::DEFAULT_MAX_STALENESS;
 use crate::hub::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_SUBSCRIBERS};
 use crate::store::Durability;
-use crate::tokens::{TokenVerifier, UnboundKeys};
+use crate::tokens::{TokenVerifier, VerifierError};
 
 /// Address served by default: loopback, the gRPC port revocd documents.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
@@ -445,27 +444,6 @@ impl std::str::FromStr for IssuerFile {
 impl std::fmt::Display for IssuerFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}={}", self.issuer, self.path.display())
-    }
-}
-
-/// Why the token verifier could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifierError {
-    /// A key file is unusable.
-    #[error("JWT keys: {0}")]
-    Keys(#[from] FileError),
-    /// Keys bound to no issuer beside several issuers. Not a `source`: the
-    /// message already holds all of it, and is printed once.
-    #[error("JWT keys: {0}")]
-    Unbound(UnboundKeys),
-    /// The build cannot verify tokens.
-    #[error(transparent)]
-    Crypto(#[from] crate::tokens::NoCryptoBackend),
-}
-
-impl From<UnboundKeys> for VerifierError {
-    fn from(error: UnboundKeys) -> Self {
-        VerifierError::Unbound(error)
     }
 }
 

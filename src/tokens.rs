@@ -147,6 +147,28 @@ impl TokenError {
 /// Why a key file could not be loaded (a [`FileError`] by another name).
 pub use crate::file::FileError as KeyError;
 
+/// Why a token verifier could not be built from key files and issuers
+/// (what `--jwt-*` flags and `[[jwt.issuer]]` settings describe).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// A key file is unusable.
+    #[error("JWT keys: {0}")]
+    Keys(#[from] KeyError),
+    /// Keys bound to no issuer beside several issuers. Not a `source`: the
+    /// message already holds all of it, and is printed once.
+    #[error("JWT keys: {0}")]
+    Unbound(UnboundKeys),
+    /// The build cannot verify tokens.
+    #[error(transparent)]
+    Crypto(#[from] NoCryptoBackend),
+}
+
+impl From<UnboundKeys> for VerifierError {
+    fn from(error: UnboundKeys) -> Self {
+        VerifierError::Unbound(error)
+    }
+}
+
 /// The build has no single jsonwebtoken crypto backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("this build has no single jsonwebtoken crypto backend (enable exactly one of `aws_lc_rs`, `rust_crypto`)")]

@@ -24,10 +24,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{AgentConfig, VerifierError};
+use crate::config::AgentConfig;
 use crate::file::FileError;
 use crate::gateway::{self, Denial, Gateway, GatewayConfig, Verdict};
-use crate::tokens::Claims;
+use crate::tokens::{Claims, VerifierError};
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -24,13 +24,13 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::auth::Access;
-use crate::config::{ConfigError, ServeConfig, VerifierError};
+use crate::config::{ConfigError, ServeConfig};
 use crate::file::FileError;
 use crate::filter::DigestKey;
 use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
-use crate::tokens::TokenVerifier;
+use crate::tokens::{TokenVerifier, VerifierError};
 
 pub use self::quota::{KeylessLimits, KeylessRefusal};
 pub use self::service::RevocationService;
