@@ -7,44 +7,76 @@
 //!
 //! # Layout
 //!
-//! - [`pb`]: the generated gRPC types of `proto/revocation/v1/revocation.proto`.
-//! - [`tokens`]: JWT verification (keys, JWKS, issuers, audiences, leeway).
+//! Three layers; each uses only the ones above it.
+//!
+//! Always built: the wire types and the formats every part shares.
+//!
+//! - [`pb`]: the generated gRPC types of `proto/revocation/v1/revocation.proto`
+//!   (their server half only with feature `server`).
 //! - [`filter`]: the bloom filter of keyed digests that gateways check.
+//! - [`snapshot`]: a snapshot cut into `Snapshot` parts and put back together.
+//! - [`cursor`]: change-log cursors, their forms and their order.
+//! - [`backoff`]: capped, jittered exponential backoff for reconnects.
+//! - [`file`]: errors of files named by flags (keys, certificates, API keys).
+//! - [`redact`]: secrets hidden before they are printed or logged.
+//! - [`time`]: unix-time helpers shared by the parts below.
+//!
+//! The gateway library (feature `gateway`):
+//!
+//! - [`tokens`]: JWT verification (keys, JWKS, issuers, audiences, leeway).
 //! - [`bounds`]: what a gateway may accept: tokens the server can keep revoked.
 //! - [`gateway`]: the in-process checker for gateways, its stream follower and tower layer.
-//! - [`backoff`]: capped, jittered exponential backoff for reconnects.
+//!
+//! The server side (feature `server`; the binaries need it):
+//!
 //! - [`hub`]: each replica's filter, fed by the change log, streamed to gateways.
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
 //! - [`server`]: the gRPC service, its error mapping and [`server::run`].
 //! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
-//! - [`config`]: `revocd serve` flags and environment variables.
+//! - [`config`]: `revocd serve` and `revocd agent` flags and environment
+//!   variables; only the binaries and the start-up of [`server`] and
+//!   [`agent`] read it.
 //! - [`settings`]: `--config` TOML files under the flags and environment, and `--print-config`.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.
-//! - [`time`]: unix-time helpers shared by the parts above.
 //! - [`tls`]: TLS and mutual TLS of the gRPC server and its clients.
 
-pub mod agent;
-pub mod auth;
 pub mod backoff;
-pub mod bounds;
-pub mod config;
 pub mod cursor;
 pub mod file;
 pub mod filter;
-pub mod gateway;
-pub mod hub;
 pub mod redact;
-pub mod server;
-pub mod settings;
-pub mod shutdown;
 pub mod snapshot;
-pub mod store;
-pub mod telemetry;
 pub mod time;
-pub mod tls;
+
+#[cfg(feature = "gateway")]
+pub mod bounds;
+#[cfg(feature = "gateway")]
+pub mod gateway;
+#[cfg(feature = "gateway")]
 pub mod tokens;
+
+#[cfg(feature = "server")]
+pub mod agent;
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod hub;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod settings;
+#[cfg(feature = "server")]
+pub mod shutdown;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod telemetry;
+#[cfg(feature = "server")]
+pub mod tls;
 
 /// Generated protobuf and gRPC types for package `revocation.v1`.
 pub mod pb {

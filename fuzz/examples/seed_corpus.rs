@@ -9,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use revocd::filter::{DigestKey, RevocationFilter, HEADER_BYTES};
+use revocd::filter::{DigestKey, RevocationFilter, DIGEST_BYTES, HEADER_BYTES};
 use revocd::pb::{self, filter_update::Update, FilterUpdate};
 use revocd_fuzz::{encode_frames, signed_token, signing_key, TokenMode, AUDIENCE, ISSUER};
 
@@ -122,7 +123,7 @@ fn delta(
         cursor: cursor.into(),
         digests: jtis
             .into_iter()
-            .map(|jti| key().token(ISSUER, &jti).0.to_vec())
+            .map(|jti| Bytes::copy_from_slice(&key().token(ISSUER, &jti).0))
             .collect(),
         subjects,
         logged_at_ms: 1_700_000_000_123,
@@ -208,7 +209,7 @@ fn subscribe_frames() {
     );
     let mut frames = snapshot_frames(snapshot_parts(&filter, 1 << 20, 14));
     let mut short = delta("c", ["y".to_owned()], vec![]);
-    short.digests[0].pop();
+    short.digests[0].truncate(DIGEST_BYTES - 1);
     frames.push(frame(Update::Delta(short)));
     write(target, "delta-short-digest", encode_frames(&frames));
     let mut parts = snapshot_parts(&filter, 1 << 20, 15);
