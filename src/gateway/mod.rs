@@ -3,15 +3,14 @@
 //!
 //! ```no_run
 //! # async fn example(verifier: revocd::tokens::TokenVerifier) -> Result<(), revocd::gateway::Error> {
-//! use revocd::gateway::{Gateway, GatewayConfig, Verdict};
+//! use revocd::gateway::{token_of, Decision, Gateway, GatewayConfig};
 //!
 //! let config = GatewayConfig::new(["http://revocd-a:50051", "http://revocd-b:50051"])
 //!     .api_key("subscribe-key")?;
 //! let gateway = Gateway::spawn(config, verifier)?;
-//! match gateway.check_confirmed("eyJ...").await {
-//!     Verdict::Allow(claims) => { /* serve the request */ }
-//!     Verdict::Deny(denial) => { /* 401, with denial.to_string() */ }
-//!     Verdict::Confirm(_) => unreachable!("check_confirmed confirms"),
+//! match gateway.decide(token_of("Bearer eyJ...")).await {
+//!     Decision::Allow(claims) => { /* serve the request */ }
+//!     Decision::Deny(denial) => { /* 401 (or 503 if denial.is_unavailable()) */ }
 //! }
 //! # Ok(()) }
 //! ```
@@ -72,7 +71,9 @@ use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::CheckRequest;
 use crate::tokens::{Claims, TokenError, TokenVerifier};
 
-pub use self::layer::{bearer_token, challenge, refusal, RevocationLayer, RevocationService};
+pub use self::layer::{
+    bearer_token, challenge, refusal, token_of, RevocationLayer, RevocationService,
+};
 pub use self::view::{FilterView, FrameError, SnapshotAssembler};
 
 /// Largest frame accepted from the server. Snapshot parts hold 16 KiB of
@@ -246,6 +247,25 @@ pub enum Verdict {
     /// Valid, but only the server can say whether it is revoked (a filter
     /// "maybe", or a stale filter under `CheckOnline`).
     Confirm(Claims),
+}
+
+/// The final answer for a request: a [`Verdict`] with every "maybe"
+/// settled by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Valid and not revoked; the claims describe the caller.
+    Allow(Claims),
+    /// Refused; the denial says why.
+    Deny(Denial),
+}
+
+impl From<Decision> for Verdict {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Allow(claims) => Verdict::Allow(claims),
+            Decision::Deny(denial) => Verdict::Deny(denial),
+        }
+    }
 }
 
 /// Why a token was refused.
@@ -523,12 +543,12 @@ impl Gateway {
     /// subject cut-offs the gateway does not hold yet; [`Gateway::check_confirmed`]
     /// sends the whole token and can.
     pub async fn confirm(&self, claims: Claims) -> Verdict {
-        self.confirm_with(claims, None).await
+        self.confirm_with(claims, None).await.into()
     }
 
-    async fn confirm_with(&self, claims: Claims, token: Option<&str>) -> Verdict {
+    async fn confirm_with(&self, claims: Claims, token: Option<&str>) -> Decision {
         let Some(jti) = claims.jti.clone() else {
-            return Verdict::Deny(Denial::NoJti);
+            return Decision::Deny(Denial::NoJti);
         };
         let view = self.inner.shared.view.load_full();
         // Taken before the call, so a delta naming the token while the call
@@ -558,7 +578,7 @@ impl Gateway {
             Err(status) => {
                 metrics::counter!("revocd_gateway_confirms_total", "result" => "error")
                     .increment(1);
-                return Verdict::Deny(Denial::Unconfirmed(status.message().to_owned()));
+                return Decision::Deny(Denial::Unconfirmed(status.message().to_owned()));
             }
         };
         let result = if answer.revoked {
@@ -573,22 +593,34 @@ impl Gateway {
             cache.put(digest, ticket, answer.revoked, until);
         }
         if answer.revoked {
-            Verdict::Deny(if answer.by_subject {
+            Decision::Deny(if answer.by_subject {
                 Denial::RevokedBySubject
             } else {
                 Denial::Revoked
             })
         } else {
-            Verdict::Allow(claims)
+            Decision::Allow(claims)
         }
     }
 
     /// [`Gateway::check`], then [`Gateway::confirm`] if needed: the answer
-    /// is always `Allow` or `Deny`.
+    /// is always `Allow` or `Deny` (see [`Gateway::decide`]).
     pub async fn check_confirmed(&self, token: &str) -> Verdict {
+        self.decide(Some(token)).await.into()
+    }
+
+    /// The final answer for a request's token (`None`: the request carries
+    /// none): [`Gateway::check`], and a "maybe" confirmed with the server
+    /// (the whole token is sent, so the server also sees cut-offs this
+    /// gateway does not hold yet).
+    pub async fn decide(&self, token: Option<&str>) -> Decision {
+        let Some(token) = token else {
+            return Decision::Deny(Denial::NoToken);
+        };
         match self.check(token) {
+            Verdict::Allow(claims) => Decision::Allow(claims),
+            Verdict::Deny(denial) => Decision::Deny(denial),
             Verdict::Confirm(claims) => self.confirm_with(claims, Some(token)).await,
-            verdict => verdict,
         }
     }
 
