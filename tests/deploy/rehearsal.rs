@@ -6,128 +6,19 @@
 //! revoked with the example operator key, then refused.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::compose::{compose, compose_invocations, compose_services, trimmed_file};
 use crate::files::{deploy_dir, read, str_of, strings};
 use crate::flags::{flag_value, port_of, setting, Program};
-use crate::support::{free_port, sign_with, RedisServer};
+use crate::support::nginx::{http_get, loopback, HttpResponse, Nginx, NginxConfig};
+use crate::support::{eventually_blocking, free_port, sign_with, Process, RedisServer};
 
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 `GET` with `headers`; the status and the lower-cased
-/// response headers.
-fn http_get(port: u16, headers: &[(&str, &str)]) -> (u16, BTreeMap<String, String>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut request = "GET /orders/42 HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n".to_owned();
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("sending");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reading");
-    let mut lines = response.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
-    let headers = lines
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
-        .collect();
-    (status, headers)
-}
-
-/// The `nginx` binary: on `PATH`, else Debian's `/usr/sbin/nginx`
-/// (`.ci/run` installs it).
-fn nginx_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-        .expect("nginx is installed (apt-get install -y nginx)")
-}
-
-/// An nginx prefix directory: `nginx.conf` including `site` (an http-level
-/// site), deploy/nginx/'s two snippets in `snippet_dir` (relative to the
-/// prefix), and a stand-in application on `app_port` that answers 200 and
-/// echoes the X-Auth-* headers it received as X-Seen-Auth-*.
-pub fn nginx_prefix(site: &str, snippet_dir: &str, app_port: u16) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir for nginx");
-    let d = dir.path().to_str().expect("UTF-8 temp path").to_owned();
-    let snippets = dir.path().join(snippet_dir);
-    std::fs::create_dir_all(&snippets).expect("snippet dir");
-    for snippet in ["revocd-auth.conf", "revocd-protect.conf"] {
-        std::fs::write(snippets.join(snippet), read(&format!("nginx/{snippet}"))).expect("snippet");
-    }
-    std::fs::write(dir.path().join("site.conf"), site).expect("site");
-    let main = format!(
-        r#"worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
-    include site.conf;
-    server {{
-        listen 127.0.0.1:{app_port};
-        location / {{
-            add_header X-Seen-Auth-Subject $http_x_auth_subject always;
-            return 200 "app\n";
-        }}
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.path().join("nginx.conf"), main).expect("nginx.conf");
-    dir
-}
-
-pub fn nginx_command(prefix: &Path) -> Command {
-    let mut command = Command::new(nginx_binary());
-    command
-        .arg("-p")
-        .arg(prefix)
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        .arg("-e")
-        .arg(prefix.join("error.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    command
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `GET /orders/42` with `headers` from the service at `address`.
+fn get(address: SocketAddr, headers: &[(&str, &str)]) -> HttpResponse {
+    http_get(address, "/orders/42", headers).unwrap_or_else(|e| panic!("GET from {address}: {e}"))
 }
 
 #[test]
@@ -208,7 +99,7 @@ fn compose_stack_rehearsed_as_local_processes() {
         for (key, value) in &invocation.env {
             child.env(key, localize(name, value));
         }
-        running.push(Running(child.spawn().expect("starting revocd")));
+        running.push(Process::spawn(&mut child, &format!("revocd ({name})")));
     }
 
     // The compose healthchecks, run as written (bash included).
@@ -219,15 +110,19 @@ fn compose_stack_rehearsed_as_local_processes() {
         let test = strings(&service["healthcheck"]["test"], name);
         assert_eq!(test[0], "CMD", "service {name}: exec-form healthcheck");
         let argv: Vec<String> = test[1..].iter().map(|arg| localize(name, arg)).collect();
-        wait_for(
+        eventually_blocking(
             &format!("{name}'s healthcheck"),
             Duration::from_secs(30),
+            Duration::from_millis(100),
             || {
-                Command::new(&argv[0])
+                let status = Command::new(&argv[0])
                     .args(&argv[1..])
                     .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
+                    .status();
+                match status {
+                    Ok(status) if status.success() => Ok(()),
+                    other => Err(other),
+                }
             },
         );
     }
@@ -239,10 +134,10 @@ fn compose_stack_rehearsed_as_local_processes() {
         .find(|invocation| invocation.program == Program::Agent)
         .expect("agent");
     let agent_name = agent.origin.rsplit(' ').next().expect("name");
-    let forward_port = port_of(&localize(
+    let forward_auth = loopback(port_of(&localize(
         agent_name,
         flag_value(&agent.args, "--http-listen").expect("--http-listen"),
-    ));
+    )));
     let issuer = setting(agent, "--jwt-issuer", "REVOCD_JWT_ISSUER").expect("issuer");
     let secret = trimmed_file(&deploy_dir().join("compose/jwt-hs256.secret"));
     let now = revocd::time::unix_now();
@@ -254,59 +149,36 @@ fn compose_stack_rehearsed_as_local_processes() {
         &secret,
     );
     let bearer = format!("Bearer {token}");
-    let (status, headers) = http_get(forward_port, &[("Authorization", &bearer)]);
-    assert_eq!(status, 200, "{headers:?}");
-    assert_eq!(
-        headers.get("x-auth-subject").map(String::as_str),
-        Some("alice")
-    );
-    assert_eq!(
-        headers.get("x-auth-issuer").map(String::as_str),
-        Some(issuer)
-    );
-    let (status, headers) = http_get(forward_port, &[]);
-    assert_eq!(status, 401);
-    assert!(headers.contains_key("www-authenticate"));
+    let allowed = get(forward_auth, &[("Authorization", &bearer)]);
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header("x-auth-subject"), Some("alice"));
+    assert_eq!(allowed.header("x-auth-issuer"), Some(issuer));
+    let refused = get(forward_auth, &[]);
+    assert_eq!(refused.status, 401);
+    assert!(refused.header("www-authenticate").is_some());
 
     // nginx with the compose site (deploy/compose/nginx-demo.conf) and
     // deploy/nginx/'s snippets, as the compose file mounts them.
-    let app_port = free_port();
-    let nginx_port = free_port();
-    let site = localize(agent_name, &read("compose/nginx-demo.conf"))
-        .replace(
-            "server demo-upstream:80;",
-            &format!("server 127.0.0.1:{app_port};"),
-        )
-        .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
     let mounts = strings(&services["nginx"]["volumes"], "nginx volumes");
     assert!(mounts
         .iter()
         .any(|mount| mount.ends_with(":/etc/nginx/revocd-auth.conf:ro")));
-    let prefix = nginx_prefix(&site, ".", app_port);
-    let nginx = Running(
-        nginx_command(prefix.path())
-            // One process, so killing it at the end leaves no worker behind.
-            .args(["-g", "daemon off; master_process off;"])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx"),
-    );
-    let error_log = || std::fs::read_to_string(prefix.path().join("error.log")).unwrap_or_default();
-    wait_for("nginx to listen", Duration::from_secs(10), || {
-        std::fs::metadata(prefix.path().join("nginx.pid")).is_ok_and(|m| m.len() > 0)
-            && TcpStream::connect(("127.0.0.1", nginx_port)).is_ok()
-    });
+    let site = localize(agent_name, &read("compose/nginx-demo.conf"));
+    let nginx = Nginx::start_config(NginxConfig::with_site(".", |listen, app| {
+        site.replace("server demo-upstream:80;", &format!("server {app};"))
+            .replace("listen 80;", &format!("listen {listen};"))
+    }));
     let forged = ("X-Auth-Subject", "mallory");
-    let (status, headers) = http_get(nginx_port, &[("Authorization", &bearer), forged]);
-    assert_eq!(status, 200, "{headers:?}\n{}", error_log());
+    let through = nginx.get_with("/orders/42", &[("Authorization", &bearer), forged]);
+    assert_eq!(through.status, 200, "{through:?}\n{}", nginx.error_log());
     assert_eq!(
-        headers.get("x-seen-auth-subject").map(String::as_str),
+        through.header("x-seen-auth-subject"),
         Some("alice"),
         "the application sees the agent's subject, never the client's"
     );
-    let (status, headers) = http_get(nginx_port, &[forged]);
-    assert_eq!(status, 401, "no token, no entry: {headers:?}");
-    assert!(headers.contains_key("www-authenticate"));
+    let refused = nginx.get_with("/orders/42", &[forged]);
+    assert_eq!(refused.status, 401, "no token, no entry: {refused:?}");
+    assert!(refused.header("www-authenticate").is_some());
 
     // Through the second replica: the agent hears of it whichever it follows.
     let second = invocations
@@ -328,13 +200,17 @@ fn compose_stack_rehearsed_as_local_processes() {
         "revoctl revoke: {}",
         String::from_utf8_lossy(&revoked.stderr)
     );
-    wait_for(
+    eventually_blocking(
         "the agent to refuse the revoked token",
         Duration::from_secs(10),
-        || http_get(forward_port, &[("Authorization", &bearer)]).0 == 401,
+        Duration::from_millis(100),
+        || match get(forward_auth, &[("Authorization", &bearer)]).status {
+            401 => Ok(()),
+            status => Err(status),
+        },
     );
-    let (status, _) = http_get(nginx_port, &[("Authorization", &bearer)]);
-    assert_eq!(status, 401, "nginx refuses the revoked token");
+    let after = nginx.get_with("/orders/42", &[("Authorization", &bearer)]);
+    assert_eq!(after.status, 401, "nginx refuses the revoked token");
     drop(nginx);
     drop(running);
 }

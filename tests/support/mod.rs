@@ -8,6 +8,8 @@ pub mod nginx;
 mod redis_cluster;
 mod redis_server;
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,6 +100,62 @@ pub fn trace_init() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// Asks `probe` every `every` until it answers `Ok`, and returns that
+/// answer: for what a test cannot wait on directly (a process becoming
+/// healthy, a revocation reaching an agent).
+///
+/// # Panics
+/// Once `timeout` has passed, naming `what` and the last `Err` answer.
+pub fn eventually_blocking<T, E: Debug>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {last:?}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// [`eventually_blocking`] for a probe that awaits, on tokio's clock (so
+/// paused time applies to the timeout and the pauses).
+///
+/// # Panics
+/// Once `timeout` has passed, naming `what` and the last `Err` answer.
+pub async fn eventually<T, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> T
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {last:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Files a test deployment needs: the HS256 secret and the API-keys file.
@@ -506,6 +564,64 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A child process started from a command line the test wrote itself (the
+/// compose file's, a logging set-up's), killed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// What it is, for failure messages.
+    what: String,
+}
+
+impl Process {
+    /// Starts `command`.
+    ///
+    /// # Panics
+    /// If it cannot be started.
+    pub fn spawn(command: &mut std::process::Command, what: &str) -> Self {
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        Process {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Stops it as an orchestrator would (SIGTERM), so its shutdown runs
+    /// (and logs) too.
+    ///
+    /// # Panics
+    /// If it has not exited within `grace` (it is then killed).
+    pub fn terminate(mut self, grace: Duration) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not stop within {grace:?} of SIGTERM", self.what);
+    }
+
+    /// Panics with the text of `log` (where it writes) if it has exited.
+    pub fn assert_running(&mut self, log: &Path) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{} exited ({status}):\n{text}", self.what);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
