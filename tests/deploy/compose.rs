@@ -38,12 +38,7 @@ pub fn compose_invocations(compose: &Json) -> Vec<Invocation> {
                     .collect()
             })
             .unwrap_or_default();
-        found.push(Invocation {
-            program: Program::of_subcommand(&command[0], &origin),
-            args: command[1..].to_vec(),
-            env,
-            origin,
-        });
+        found.push(Invocation::new(origin, &command, env));
     }
     found
 }

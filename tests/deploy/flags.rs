@@ -233,6 +233,19 @@ pub struct Invocation {
     pub env: BTreeMap<String, String>,
 }
 
+impl Invocation {
+    /// The revocd `command` (the subcommand first) of a service or
+    /// container, with its environment; `origin` names it.
+    pub fn new(origin: String, command: &[String], env: BTreeMap<String, String>) -> Self {
+        Invocation {
+            program: Program::of_subcommand(&command[0], &origin),
+            args: command[1..].to_vec(),
+            env,
+            origin,
+        }
+    }
+}
+
 /// The value of `--flag` in `args` (`--flag=value` or `--flag value`).
 pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter().enumerate().find_map(|(index, arg)| {

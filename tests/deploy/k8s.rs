@@ -69,12 +69,7 @@ pub fn k8s_invocations(objects: &[(String, Json)]) -> Vec<Invocation> {
                     env.insert(key.clone(), value_string(value));
                 }
             }
-            found.push(Invocation {
-                program: Program::of_subcommand(&args[0], &origin),
-                args: args[1..].to_vec(),
-                env,
-                origin,
-            });
+            found.push(Invocation::new(origin, &args, env));
         }
     }
     found
