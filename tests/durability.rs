@@ -26,7 +26,7 @@ use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
 use revocd::pb::{CheckRequest, RevokeRequest};
 use revocd::time::unix_now;
 use serde_json::json;
-use support::{Deployment, RedisServer, Replica, ServingStatus, ISSUER};
+use support::{wait_for_health, Deployment, RedisServer, Replica, ServingStatus, ISSUER};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -146,15 +146,6 @@ fn redis_version(redis: &RedisServer) -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// Waits until the replica reports SERVING.
-async fn until_serving(replica: &Replica) {
-    let deadline = Instant::now() + SOON;
-    while replica.health().await != Some(ServingStatus::Serving) {
-        assert!(Instant::now() < deadline, "the replica stayed unhealthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Whether the server holds a revocation of `jti`, asked with `Check`
 /// (retrying UNAVAILABLE for a while, as Redis may still be loading).
 async fn revoked_on_server(client: &mut support::Client, jti: &str) -> bool {
@@ -244,7 +235,7 @@ async fn strict_mode_loses_no_acknowledged_revocation_when_redis_is_killed() {
     let ledger = std::mem::take(&mut *ledger.lock().expect("ledger lock"));
 
     // Every acknowledged revocation is in Redis.
-    until_serving(&replica).await;
+    wait_for_health(replica.address, ServingStatus::Serving, SOON).await;
     let mut checker = replica.client(Some("key-read")).await;
     let mut missing = Vec::new();
     for jti in &ledger.acknowledged {

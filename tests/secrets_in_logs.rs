@@ -27,8 +27,8 @@ use revocd::pb::{
 use revocd::time::unix_now;
 use serde_json::json;
 use support::{
-    eventually, eventually_blocking, free_port, BearerKey, Client, Process, RedisServer,
-    ServingStatus, ISSUER,
+    by_token, eventually, eventually_blocking, free_port, wait_for_health, BearerKey, Client,
+    Process, RedisServer, ServingStatus, ISSUER,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -421,13 +421,6 @@ fn by_jti(jti: &str) -> RevokeRequest {
     }
 }
 
-fn by_token(token: &str) -> RevokeRequest {
-    RevokeRequest {
-        token: token.to_owned(),
-        ..Default::default()
-    }
-}
-
 fn check_token(token: &str) -> CheckRequest {
     CheckRequest {
         token: token.to_owned(),
@@ -675,7 +668,7 @@ async fn exercise_redis_failure(run: &mut Run, address: SocketAddr, agent: Socke
         code(revoker.revoke(by_token(&live))).await,
         Code::Unavailable
     );
-    wait_for_health(address, ServingStatus::NotServing).await;
+    wait_for_health(address, ServingStatus::NotServing, SOON).await;
     assert_eq!(agent_status(agent, &format!("Bearer {live}")), 200);
     let args = [
         "--server".to_owned(),
@@ -693,20 +686,8 @@ async fn exercise_redis_failure(run: &mut Run, address: SocketAddr, agent: Socke
     );
 
     run.redis.restart();
-    wait_for_health(address, ServingStatus::Serving).await;
+    wait_for_health(address, ServingStatus::Serving, SOON).await;
     assert_eq!(code(revoker.revoke(by_jti("outage-2"))).await, Code::Ok);
-}
-
-/// Waits until the server at `address` reports `wanted`.
-async fn wait_for_health(address: SocketAddr, wanted: ServingStatus) {
-    let every = Duration::from_millis(50);
-    eventually(&format!("health {wanted:?}"), SOON, every, || async move {
-        match support::health(address).await {
-            Some(status) if status == wanted => Ok(()),
-            other => Err(other),
-        }
-    })
-    .await;
 }
 
 /// Start-ups that fail: a wrong Redis password, an unreachable Redis; and

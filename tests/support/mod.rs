@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 use revocd::config::ServeConfig;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
+use revocd::pb::RevokeRequest;
 use revocd::server::{self, State};
 use revocd::time::unix_now;
 use tokio::sync::oneshot;
@@ -352,6 +353,23 @@ pub fn sign_with(claims: &serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("signing")
 }
 
+/// A `Revoke` of `token` (its own claims say what and until when).
+pub fn by_token(token: &str) -> RevokeRequest {
+    RevokeRequest {
+        token: token.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A `Revoke` of the token id `jti` until `expires_at` (Unix seconds).
+pub fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
+    RevokeRequest {
+        jti: jti.to_owned(),
+        expires_at,
+        ..Default::default()
+    }
+}
+
 /// A valid token for `subject` with a fresh jti, issued now, valid an hour.
 pub fn token_for(subject: &str, jti: &str) -> String {
     let now = unix_now();
@@ -413,14 +431,7 @@ impl Replica {
             args: all,
             child,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while replica.health().await != Some(ServingStatus::Serving) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica {address} did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_health(address, ServingStatus::Serving, Duration::from_secs(20)).await;
         replica
     }
 
@@ -466,6 +477,22 @@ pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
         .await
         .ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// Waits until the server at `address` reports the overall health
+/// `wanted`.
+///
+/// # Panics
+/// If it does not within `timeout`.
+pub async fn wait_for_health(address: SocketAddr, wanted: ServingStatus, timeout: Duration) {
+    let what = format!("{address} to report {wanted:?}");
+    eventually(&what, timeout, Duration::from_millis(50), || async move {
+        match health(address).await {
+            Some(status) if status == wanted => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
 }
 
 /// A real `revocd agent` process (the built binary), killed when dropped.
