@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use revocd::backoff::ExponentialBackoff;
-use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
+use revocd::gateway::{Denial, Gateway, Verdict};
 use revocd::pb::{CheckRequest, RevokeRequest};
 use revocd::time::unix_now;
 use serde_json::json;
@@ -111,14 +110,8 @@ async fn load_client(
 
 /// A gateway following `replica`, once it holds a first snapshot.
 async fn gateway(replica: &Replica, id: usize) -> Gateway {
-    let config = GatewayConfig::new([format!("http://{}", replica.address)])
-        .api_key("key-subscribe")
-        .expect("ascii key")
-        .gateway_id(format!("durability-gateway-{id}"))
-        .backoff(
-            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
-                .expect("valid backoff"),
-        );
+    let config = support::gateway_config([format!("http://{}", replica.address)])
+        .gateway_id(format!("durability-gateway-{id}"));
     let gateway = Gateway::spawn(config, support::verifier()).expect("gateway");
     assert!(gateway.ready(SOON).await, "gateway {id}: no snapshot");
     gateway

@@ -24,14 +24,7 @@ fn url(server: &TestServer) -> String {
 /// A gateway config for `servers` with the subscribe key and a short,
 /// unjittered backoff.
 fn config(servers: &[&TestServer]) -> GatewayConfig {
-    GatewayConfig::new(servers.iter().map(|s| url(s)))
-        .api_key("key-subscribe")
-        .expect("ascii key")
-        .gateway_id("gateway-test")
-        .backoff(
-            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
-                .expect("valid backoff"),
-        )
+    support::gateway_config(servers.iter().map(|s| url(s))).gateway_id("gateway-test")
 }
 
 /// Spawns a gateway and waits for its first snapshot.
