@@ -9,7 +9,10 @@ use std::time::Duration;
 use redis::Commands;
 use revocd::pb::{CheckRequest, RevokeRequest, RevokeSubjectRequest};
 use revocd::time::unix_now;
-use support::{token_for, Deployment, RedisServer, Replica, ServingStatus, TestServer, ISSUER};
+use support::{
+    by_jti, by_token, token_for, wait_for_health, Deployment, RedisServer, Replica, ServingStatus,
+    TestServer, ISSUER,
+};
 use tonic::Code;
 
 /// The record key of a jti of the test issuer, as documented in
@@ -18,25 +21,13 @@ fn jti_key(jti: &str) -> String {
     format!("revocd:v1:{{p0}}:jti:{}:{ISSUER}:{jti}", ISSUER.len())
 }
 
+/// Bound on a change of health or a recovery after an outage.
+const SOON: Duration = Duration::from_secs(10);
+
 async fn start(redis: &RedisServer, deployment: &Deployment) -> TestServer {
     support::trace_init();
     TestServer::start(&deployment.args(&["--redis-url", &redis.url(), "--redis-timeout", "500ms"]))
         .await
-}
-
-fn by_token(token: &str) -> RevokeRequest {
-    RevokeRequest {
-        token: token.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
-    RevokeRequest {
-        jti: jti.to_owned(),
-        expires_at,
-        ..Default::default()
-    }
 }
 
 #[tokio::test]
@@ -140,11 +131,11 @@ async fn a_dead_redis_means_unavailable_then_recovery_without_loss() {
             .code(),
         Code::Unavailable
     );
-    wait_for_health(&server, ServingStatus::NotServing).await;
+    wait_for_health(server.address, ServingStatus::NotServing, SOON).await;
 
     redis.restart();
-    wait_for_health(&server, ServingStatus::Serving).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    wait_for_health(server.address, ServingStatus::Serving, SOON).await;
+    let deadline = tokio::time::Instant::now() + SOON;
     let reply = loop {
         match client
             .revoke(by_jti("after-outage", unix_now() + 600))
@@ -171,17 +162,6 @@ async fn a_dead_redis_means_unavailable_then_recovery_without_loss() {
         status.revoked,
         "the revocation acknowledged before the outage survived"
     );
-}
-
-async fn wait_for_health(server: &TestServer, wanted: ServingStatus) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while support::health(server.address).await != Some(wanted) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never became {wanted:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
