@@ -118,3 +118,90 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::super::testing::{self, api, refusal, request};
+    use super::*;
+
+    fn item(jti: &str, expires_at: i64) -> pb::RevokeRequest {
+        pb::RevokeRequest {
+            jti: jti.into(),
+            expires_at,
+            ..Default::default()
+        }
+    }
+
+    fn batch(items: Vec<pb::RevokeRequest>) -> pb::RevokeBatchRequest {
+        pb::RevokeBatchRequest { items }
+    }
+
+    #[tokio::test]
+    async fn a_batch_needs_the_revoke_role_and_a_key() {
+        let api = api(&[]).await;
+        let items = || batch(vec![item("j", unix_now() + 60)]);
+        let read = api.revoke_batch(request(items(), testing::READ)).await;
+        assert_eq!(refusal(read).0, Code::PermissionDenied);
+        let keyless = api.revoke_batch(request(items(), testing::KEYLESS)).await;
+        assert_eq!(refusal(keyless).0, Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_the_item_limit_is_refused_whole() {
+        let api = api(&[]).await;
+        let items = vec![item("j", unix_now() + 60); MAX_BATCH_ITEMS + 1];
+        let (code, message) = refusal(
+            api.revoke_batch(request(batch(items), testing::REVOKE))
+                .await,
+        );
+        assert_eq!(code, Code::InvalidArgument);
+        assert_eq!(message, "the batch has 1001 items; the limit is 1000");
+        let full = vec![item("j", unix_now() + 60); MAX_BATCH_ITEMS];
+        assert!(api
+            .revoke_batch(request(batch(full), testing::REVOKE))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn every_item_gets_its_own_answer() {
+        let api = api(&[]).await;
+        let now = unix_now();
+        let items = vec![
+            item("fresh", now + 60),
+            item("", now + 60),
+            item("gone", now - 600),
+        ];
+        let request = request(batch(items), testing::REVOKE);
+        let results = api.revoke_batch(request).await.unwrap().results;
+        assert_eq!(results[0].code, 0);
+        assert!(results[0].response.as_ref().unwrap().newly_revoked);
+        assert_eq!(results[1].code, Code::InvalidArgument as i32);
+        assert_eq!(results[1].error, "set `token`, or `jti` with `expires_at`");
+        let expired = results[2].response.as_ref().expect("answered");
+        assert!(results[2].code == 0 && !expired.newly_revoked && expired.cursor.is_empty());
+        assert_eq!(api.state.store.counts(now).await.unwrap().revocations, 1);
+    }
+
+    #[tokio::test]
+    async fn items_past_the_rate_quota_are_refused_one_by_one() {
+        let api = api(&[]).await;
+        let expires_at = unix_now() + 60;
+        let items = (0..5)
+            .map(|n| item(&format!("q-{n}"), expires_at))
+            .collect();
+        let results = api
+            .revoke_batch(request(batch(items), testing::QUOTA))
+            .await
+            .unwrap()
+            .results;
+        let codes: Vec<i32> = results.iter().map(|result| result.code).collect();
+        let exhausted = Code::ResourceExhausted as i32;
+        assert_eq!(codes, [0, 0, 0, exhausted, exhausted]);
+        assert!(results[4]
+            .error
+            .contains("quota of 3 revocations per second"));
+    }
+}

@@ -80,3 +80,65 @@ fn page_request(
         (!page_token.is_empty()).then_some(page_token),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::super::testing::{self, api, refusal, request, token};
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_and_are_capped() {
+        let size = |asked| page_request(None, asked, "").unwrap().1;
+        assert_eq!(size(0), DEFAULT_PAGE_SIZE);
+        assert_eq!(size(7), 7);
+        assert_eq!(size(50_000), MAX_PAGE_SIZE);
+        assert_eq!(page_request(None, 0, "").unwrap().2, None);
+        let long = "x".repeat(limits::MAX_CURSOR_BYTES + 1);
+        assert!(page_request(None, 0, &long).is_err());
+    }
+
+    #[tokio::test]
+    async fn listings_need_the_read_role() {
+        let api = api(&[]).await;
+        for key in [testing::REVOKE, testing::SUBSCRIBE] {
+            let list = api.list_revocations(request(Default::default(), key)).await;
+            assert_eq!(refusal(list).0, Code::PermissionDenied);
+            let changes = api.list_changes(request(Default::default(), key)).await;
+            assert_eq!(refusal(changes).0, Code::PermissionDenied);
+        }
+        let keyless = api.list_revocations(request(Default::default(), testing::KEYLESS));
+        assert_eq!(refusal(keyless.await).0, Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn records_and_changes_show_who_revoked() {
+        let api = api(&[]).await;
+        let revoke = pb::RevokeRequest {
+            token: token("alice", "a-1"),
+            ..Default::default()
+        };
+        api.revoke(request(revoke, testing::REVOKE)).await.unwrap();
+        let list = api.list_revocations(request(Default::default(), testing::READ));
+        let records = list.await.unwrap().records;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].actor, "auth-server");
+        let changes = api.list_changes(request(Default::default(), testing::READ));
+        let changes = changes.await.unwrap().changes;
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].cursor.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_page_token_not_handed_out_is_an_invalid_argument() {
+        let api = api(&[]).await;
+        let forged = pb::ListRevocationsRequest {
+            page_token: "forged".into(),
+            ..Default::default()
+        };
+        let (code, message) = refusal(api.list_revocations(request(forged, testing::READ)).await);
+        assert_eq!(code, Code::InvalidArgument);
+        assert_eq!(message, "the page token is not one this server handed out");
+    }
+}

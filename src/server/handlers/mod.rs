@@ -163,3 +163,6 @@ fn count_revocation(outcome: &RevokeOutcome) {
     };
     metrics::counter!("revocd_revocations_total", "result" => result).increment(1);
 }
+
+#[cfg(test)]
+mod testing;

@@ -204,3 +204,166 @@ impl RevocationApi {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tonic::Code;
+
+    use super::super::testing::{self, api, refusal, request, sign, token, ISSUER};
+    use super::*;
+
+    fn by_jti(jti: &str) -> RevokeRequest {
+        RevokeRequest {
+            jti: jti.into(),
+            expires_at: unix_now() + 600,
+            ..Default::default()
+        }
+    }
+
+    fn by_token(token: String) -> RevokeRequest {
+        RevokeRequest {
+            token,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn revoking_by_jti_needs_the_revoke_role() {
+        let api = api(&[]).await;
+        let refused = |key| api.revoke(request(by_jti("j-1"), key));
+        assert_eq!(
+            refusal(refused(testing::READ).await).0,
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            refusal(refused(testing::SUBSCRIBE).await).0,
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            refusal(refused(testing::KEYLESS).await).0,
+            Code::Unauthenticated
+        );
+        let first = api
+            .revoke(request(by_jti("j-1"), testing::REVOKE))
+            .await
+            .unwrap();
+        assert!(first.newly_revoked && !first.cursor.is_empty());
+        let again = api
+            .revoke(request(by_jti("j-1"), testing::ADMIN))
+            .await
+            .unwrap();
+        assert!(!again.newly_revoked, "revoking twice changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_token_is_an_invalid_argument() {
+        let api = api(&[]).await;
+        let malformed = api.revoke(request(by_token("not-a-jwt".into()), testing::REVOKE));
+        let (code, message) = refusal(malformed.await);
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(message.starts_with("token is malformed"), "{message}");
+        // Alice's claims under a signature made for Bob's.
+        let (alice, bob) = (token("alice", "a"), token("bob", "b"));
+        let part = |token: &str, n: usize| token.split('.').nth(n).unwrap().to_owned();
+        let forged = [part(&alice, 0), part(&alice, 1), part(&bob, 2)].join(".");
+        let (code, message) = refusal(
+            api.revoke(request(by_token(forged), testing::KEYLESS))
+                .await,
+        );
+        assert_eq!(
+            (code, message.as_str()),
+            (Code::Unauthenticated, "token signature does not verify")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_answered_and_nothing_stored() {
+        let api = api(&[]).await;
+        let now = unix_now();
+        let expired = sign(&json!({
+            "iss": ISSUER, "sub": "alice", "jti": "old", "iat": now - 7_200, "exp": now - 3_600,
+        }));
+        let answer = api
+            .revoke(request(by_token(expired), testing::KEYLESS))
+            .await
+            .unwrap();
+        assert!(!answer.newly_revoked && answer.cursor.is_empty());
+        assert_eq!(answer.expires_at, now - 3_600);
+        assert_eq!(api.state.store.counts(now).await.unwrap().revocations, 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_revokes_itself_without_a_key_within_the_keyless_quota() {
+        let api = api(&["--keyless-subject-per-minute", "1"]).await;
+        let own = request(by_token(token("alice", "a-1")), testing::KEYLESS);
+        assert!(api.revoke(own).await.unwrap().newly_revoked);
+        let status = api
+            .state
+            .store
+            .status(ISSUER, Some("a-1"), None, unix_now());
+        let revocation = status.await.unwrap().revocation.expect("stored");
+        assert_eq!(
+            (
+                revocation.provenance.by.as_str(),
+                revocation.subject.as_str()
+            ),
+            ("self", "alice")
+        );
+        let second = request(by_token(token("alice", "a-2")), testing::KEYLESS);
+        assert_eq!(refusal(api.revoke(second).await).0, Code::ResourceExhausted);
+        let with_key = request(by_token(token("alice", "a-3")), testing::REVOKE);
+        assert!(
+            api.revoke(with_key).await.is_ok(),
+            "a key is not held to it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_keyless_caller_cannot_revoke_by_jti() {
+        let api = api(&[]).await;
+        let (code, message) = refusal(api.revoke(request(by_jti("j"), testing::KEYLESS)).await);
+        assert_eq!(code, Code::Unauthenticated);
+        assert!(message.contains("needs an API key"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn fields_are_checked_before_anything_is_stored() {
+        let api = api(&[]).await;
+        let mixed = RevokeRequest {
+            jti: "j".into(),
+            ..by_token(token("alice", "j"))
+        };
+        let far = RevokeRequest {
+            expires_at: unix_now() + 30 * 86_400,
+            ..by_jti("j")
+        };
+        let no_expiry = RevokeRequest {
+            expires_at: 0,
+            ..by_jti("j")
+        };
+        let stranger = RevokeRequest {
+            issuer: "https://elsewhere.test".into(),
+            ..by_jti("j")
+        };
+        for (item, expected) in [
+            (mixed, "not both"),
+            (far, "raise --max-token-lifetime"),
+            (no_expiry, "`expires_at` is required"),
+            (stranger, "is not one this server accepts"),
+        ] {
+            let (code, message) = refusal(api.revoke(request(item, testing::REVOKE)).await);
+            assert_eq!(code, Code::InvalidArgument, "{message}");
+            assert!(message.contains(expected), "{message}");
+        }
+        assert_eq!(
+            api.state
+                .store
+                .counts(unix_now())
+                .await
+                .unwrap()
+                .revocations,
+            0
+        );
+    }
+}

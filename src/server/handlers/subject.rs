@@ -102,7 +102,66 @@ fn cutoff_time(requested: i64, now: i64, leeway: i64) -> Result<i64, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
+    use super::super::testing::{self, api, refusal, request, token, ISSUER};
     use super::*;
+    use crate::pb::CheckRequest;
+
+    fn subject(name: &str, not_before: i64) -> RevokeSubjectRequest {
+        RevokeSubjectRequest {
+            subject: name.into(),
+            not_before,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_needs_the_revoke_role_and_revokes_older_tokens() {
+        let api = api(&[]).await;
+        let read = api.revoke_subject(request(subject("alice", 0), testing::READ));
+        assert_eq!(refusal(read.await).0, Code::PermissionDenied);
+        let keyless = api.revoke_subject(request(subject("alice", 0), testing::KEYLESS));
+        assert_eq!(refusal(keyless.await).0, Code::Unauthenticated);
+        let older = token("alice", "before");
+        let before = unix_now();
+        let answer = api.revoke_subject(request(subject("alice", 0), testing::REVOKE));
+        let answer = answer.await.unwrap();
+        assert!((before + 1..=unix_now() + 1).contains(&answer.not_before));
+        let check = CheckRequest {
+            token: older,
+            ..Default::default()
+        };
+        let checked = api.check(request(check, testing::READ)).await.unwrap();
+        assert!(checked.revoked && checked.by_subject);
+        assert_eq!(checked.revoked_by, "auth-server");
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_older_than_any_live_token_is_answered_not_stored() {
+        let api = api(&[]).await;
+        let answer = api.revoke_subject(request(subject("alice", 1), testing::REVOKE));
+        let answer = answer.await.unwrap();
+        assert_eq!((answer.not_before, answer.cursor.as_str()), (1, ""));
+        let counts = api.state.store.counts(unix_now()).await.unwrap();
+        assert_eq!(counts.subject_cutoffs, 0);
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_names_a_subject_and_an_accepted_issuer() {
+        let api = api(&[]).await;
+        let nameless = api.revoke_subject(request(subject("", 0), testing::REVOKE));
+        assert_eq!(
+            refusal(nameless.await),
+            (Code::InvalidArgument, "`subject` is empty".into())
+        );
+        let elsewhere = RevokeSubjectRequest {
+            issuer: format!("{ISSUER}/other"),
+            ..subject("alice", 0)
+        };
+        let elsewhere = api.revoke_subject(request(elsewhere, testing::REVOKE));
+        assert_eq!(refusal(elsewhere.await).0, Code::InvalidArgument);
+    }
 
     #[test]
     fn a_cutoff_of_now_covers_the_current_second_and_explicit_ones_keep_theirs() {

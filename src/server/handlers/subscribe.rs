@@ -82,3 +82,99 @@ impl RevocationApi {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic::Code;
+
+    use super::super::testing::{self, api, refusal, request};
+    use super::*;
+    use crate::pb::RevokeRequest;
+
+    /// Subscribes with `key`, waiting for the filter's first load.
+    async fn subscribe(api: &RevocationApi, key: Option<&str>) -> Result<FilterStream, ApiError> {
+        for _ in 0..500 {
+            match api.subscribe(request(Default::default(), key)).await {
+                Err(ApiError::Unavailable(_)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                result => return result,
+            }
+        }
+        panic!("the filter never loaded");
+    }
+
+    #[tokio::test]
+    async fn a_stream_needs_the_subscribe_role() {
+        let api = api(&[]).await;
+        assert_eq!(
+            refusal(subscribe(&api, testing::READ).await).0,
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            refusal(subscribe(&api, testing::KEYLESS).await).0,
+            Code::Unauthenticated
+        );
+        assert!(subscribe(&api, testing::SUBSCRIBE).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_key_holds_at_most_its_streams_until_one_ends() {
+        let api = api(&[]).await;
+        let first = subscribe(&api, testing::QUOTA).await.expect("first stream");
+        let (code, message) = refusal(subscribe(&api, testing::QUOTA).await);
+        assert_eq!(code, Code::ResourceExhausted);
+        assert!(
+            message.contains("already holds 1 filter streams"),
+            "{message}"
+        );
+        assert!(
+            subscribe(&api, testing::SUBSCRIBE).await.is_ok(),
+            "other keys are not held to it"
+        );
+        drop(first);
+        assert!(subscribe(&api, testing::QUOTA).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_oversize_gateway_id_is_refused() {
+        let api = api(&[]).await;
+        let request = request(
+            pb::SubscribeRequest {
+                gateway_id: "g".repeat(limits::MAX_ID_BYTES + 1),
+                ..Default::default()
+            },
+            testing::SUBSCRIBE,
+        );
+        assert_eq!(
+            refusal(api.subscribe(request).await).0,
+            Code::InvalidArgument
+        );
+    }
+
+    #[tokio::test]
+    async fn stats_need_the_read_role_and_count_live_records() {
+        let api = api(&[]).await;
+        let denied = api
+            .stats(request(GetStatsRequest {}, testing::SUBSCRIBE))
+            .await;
+        assert_eq!(refusal(denied).0, Code::PermissionDenied);
+        let revoke = RevokeRequest {
+            jti: "j-1".into(),
+            expires_at: unix_now() + 60,
+            ..Default::default()
+        };
+        api.revoke(request(revoke, testing::REVOKE)).await.unwrap();
+        let stats = api
+            .stats(request(GetStatsRequest {}, testing::READ))
+            .await
+            .unwrap();
+        assert_eq!(
+            (stats.live_revocations, stats.store.as_str()),
+            (1, "memory")
+        );
+        assert_eq!(stats.version, crate::VERSION);
+    }
+}
