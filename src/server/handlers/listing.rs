@@ -12,22 +12,38 @@ use crate::server::limits::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::store::RecordFilter;
 use crate::time::unix_now;
 
+/// The parts every listing request has, as sent.
+struct PageRequest {
+    filter: Option<pb::RecordFilter>,
+    page_size: u32,
+    page_token: String,
+}
+
+/// A listing request, checked: what to list and from where.
+#[derive(Debug)]
+struct Listing {
+    filter: RecordFilter,
+    /// Most items of the page: the size asked for, capped, or the default
+    /// when none (0) was asked for.
+    page_size: usize,
+    /// Where the previous page ended; `None` for the first page.
+    page_token: Option<String>,
+}
+
 impl RevocationApi {
     /// `ListRevocations`: live records matching the filter.
     pub(crate) async fn list_revocations(
         &self,
         request: Request<pb::ListRevocationsRequest>,
     ) -> Result<pb::ListRevocationsResponse, ApiError> {
-        let caller = self.caller(&request)?;
-        Access::require(caller.as_ref(), &[Role::Read])?;
-        let request = request.into_inner();
-        let (filter, page_size, page_token) =
-            page_request(request.filter, request.page_size, &request.page_token)?;
-        let page = self
-            .state
-            .store
-            .list(&filter, page_size, page_token, unix_now())
-            .await?;
+        let listing = self.listing(request)?;
+        let page = self.state.store.list(
+            &listing.filter,
+            listing.page_size,
+            listing.page_token.as_deref(),
+            unix_now(),
+        );
+        let page = page.await?;
         Ok(pb::ListRevocationsResponse {
             records: page.items.iter().map(pb::RevocationRecord::from).collect(),
             next_page_token: page.next.unwrap_or_default(),
@@ -40,46 +56,66 @@ impl RevocationApi {
         &self,
         request: Request<pb::ListChangesRequest>,
     ) -> Result<pb::ListChangesResponse, ApiError> {
-        let caller = self.caller(&request)?;
-        Access::require(caller.as_ref(), &[Role::Read])?;
-        let request = request.into_inner();
-        let (filter, page_size, page_token) =
-            page_request(request.filter, request.page_size, &request.page_token)?;
-        let page = self
-            .state
-            .store
-            .audit(&filter, page_size, page_token)
-            .await?;
+        let listing = self.listing(request)?;
+        let page = self.state.store.audit(
+            &listing.filter,
+            listing.page_size,
+            listing.page_token.as_deref(),
+        );
+        let page = page.await?;
         Ok(pb::ListChangesResponse {
             changes: page.items.iter().map(pb::ChangeRecord::from).collect(),
             next_page_token: page.next.unwrap_or_default(),
         })
     }
+
+    /// Authorises a listing (role `read`) and checks its request.
+    fn listing<R: Into<PageRequest>>(&self, request: Request<R>) -> Result<Listing, ApiError> {
+        let caller = self.caller(&request)?;
+        Access::require(caller.as_ref(), &[Role::Read])?;
+        Listing::try_from(request.into_inner().into())
+    }
 }
 
-/// Checks the common parts of a listing request: the filter, the page size
-/// (0 for the default, capped at the largest) and the page token.
-fn page_request(
-    filter: Option<pb::RecordFilter>,
-    page_size: u32,
-    page_token: &str,
-) -> Result<(RecordFilter, usize, Option<&str>), ApiError> {
-    let filter = filter.unwrap_or_default();
-    limits::text("filter.subject", &filter.subject, limits::MAX_ID_BYTES)?;
-    limits::text("filter.actor", &filter.actor, limits::MAX_ID_BYTES)?;
-    limits::issuer(&filter.issuer)?;
-    limits::text("page_token", page_token, limits::MAX_CURSOR_BYTES)?;
-    let filter = record_filter(filter)?;
-    let page_size = match page_size as usize {
-        0 => DEFAULT_PAGE_SIZE,
-        size => size.min(MAX_PAGE_SIZE),
-    };
-    Ok((
-        filter,
-        page_size,
-        (!page_token.is_empty()).then_some(page_token),
-    ))
+impl TryFrom<PageRequest> for Listing {
+    type Error = ApiError;
+
+    /// Checks the filter's text fields and the page token, then the
+    /// filter's times and kind.
+    fn try_from(request: PageRequest) -> Result<Self, ApiError> {
+        let filter = request.filter.unwrap_or_default();
+        limits::text("filter.subject", &filter.subject, limits::MAX_ID_BYTES)?;
+        limits::text("filter.actor", &filter.actor, limits::MAX_ID_BYTES)?;
+        limits::issuer(&filter.issuer)?;
+        let page_token = request.page_token;
+        limits::text("page_token", &page_token, limits::MAX_CURSOR_BYTES)?;
+        Ok(Listing {
+            filter: record_filter(filter)?,
+            page_size: match request.page_size as usize {
+                0 => DEFAULT_PAGE_SIZE,
+                size => size.min(MAX_PAGE_SIZE),
+            },
+            page_token: (!page_token.is_empty()).then_some(page_token),
+        })
+    }
 }
+
+/// `From` each listing request for [`PageRequest`]: they share its fields.
+macro_rules! page_request_from {
+    ($($request:ty),*) => {$(
+        impl From<$request> for PageRequest {
+            fn from(request: $request) -> Self {
+                PageRequest {
+                    filter: request.filter,
+                    page_size: request.page_size,
+                    page_token: request.page_token,
+                }
+            }
+        }
+    )*};
+}
+
+page_request_from!(pb::ListRevocationsRequest, pb::ListChangesRequest);
 
 #[cfg(test)]
 mod tests {
@@ -88,15 +124,24 @@ mod tests {
     use super::super::testing::{self, api, refusal, request, token};
     use super::*;
 
+    fn page(page_size: u32, page_token: &str) -> Result<Listing, ApiError> {
+        Listing::try_from(PageRequest {
+            filter: None,
+            page_size,
+            page_token: page_token.into(),
+        })
+    }
+
     #[test]
     fn page_sizes_default_and_are_capped() {
-        let size = |asked| page_request(None, asked, "").unwrap().1;
+        let size = |asked| page(asked, "").unwrap().page_size;
         assert_eq!(size(0), DEFAULT_PAGE_SIZE);
         assert_eq!(size(7), 7);
         assert_eq!(size(50_000), MAX_PAGE_SIZE);
-        assert_eq!(page_request(None, 0, "").unwrap().2, None);
+        assert_eq!(page(0, "").unwrap().page_token, None);
+        assert_eq!(page(0, "p").unwrap().page_token.as_deref(), Some("p"));
         let long = "x".repeat(limits::MAX_CURSOR_BYTES + 1);
-        assert!(page_request(None, 0, &long).is_err());
+        assert!(page(0, &long).is_err());
     }
 
     #[tokio::test]
