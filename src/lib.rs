@@ -16,7 +16,7 @@
 //! - [`hub`]: each replica's filter, fed by the change log, streamed to gateways.
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
-//! - [`server`]: the gRPC service, its error mapping and [`server::run`].
+//! - [`server`]: the gRPC service (handlers, error mapping, request limits) and [`server::run`].
 //! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
 //! - [`config`]: `revocd serve` flags and environment variables.
 //! - [`settings`]: `--config` TOML files under the flags and environment, and `--print-config`.
