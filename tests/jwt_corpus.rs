@@ -210,7 +210,7 @@ impl Harness {
 }
 
 /// The gRPC code the server answers a token error with (the mapping in
-/// `src/server/service.rs`, `impl From<TokenError> for ApiError`).
+/// `src/server/error.rs`, `impl From<TokenError> for ApiError`).
 fn code_of(error: &TokenError) -> Code {
     match error {
         TokenError::NoKeys => Code::FailedPrecondition,
