@@ -1,0 +1,217 @@
+//! The Redis key layout.
+//!
+//! Every key starts with the configured prefix (default `revocd:`) followed by
+//! a layout version ([`LAYOUT`]), so a future layout can live beside this one.
+//! A record name is `<issuer byte length>:<issuer>:<id>` (see `record_name`),
+//! which is unambiguous whatever the issuer contains.
+//!
+//! The change log is split into `partitions` (1 unless configured; fixed per
+//! deployment, recorded in Redis and checked at start). A record belongs to
+//! partition `fnv1a64(record name) mod partitions`, and every key of a
+//! partition carries the hash tag `{p<n>}`, so a record, its index entries and
+//! its log entry share a cluster slot and one script writes them atomically.
+//!
+//! | key                                   | type   | contents                                   | lifetime                         |
+//! |---------------------------------------|--------|--------------------------------------------|----------------------------------|
+//! | `{prefix}v1:{p<n>}:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`, `sub`, `from` | `EXPIREAT until` (`exp` + leeway) |
+//! | `{prefix}v1:{p<n>}:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`, `from` | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
+//! | `{prefix}v1:{p<n>}:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
+//! | `{prefix}v1:{p<n>}:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
+//! | `{prefix}v1:{p<n>}:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
+//! | `{prefix}v1:{p<n>}:actor-live:<key name>` | zset | record names of the key's revocations, scored by `until` | kept only for keys with `max_live_revocations`; pruned on write |
+//! | `{prefix}v1:digest-key`               | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
+//! | `{prefix}v1:partitions`               | string | the number of log partitions               | permanent; set once with `SET NX` |
+//!
+//! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
+//! or subject), `sub` (jti: the token's subject, when known), `exp` (jti) or
+//! `nbf` (sub), `until`, `at`, `by`, `reason` and `from` (the caller's
+//! address). Its stream ID's first part is the time of the append in
+//! milliseconds, which is what the audit trail's time range uses. `sub` and
+//! `from` may be missing from records written before they existed. The
+//! scripts that write records and entries are in `revoke.rs`,
+//! `revoke_subject.rs` and `reserve.rs`; the one decoder that reads both
+//! back is `decode.rs`.
+//!
+//! A log cursor is the stream ID of each partition, joined by `,` (with one
+//! partition, just the stream ID); see the `log` module.
+//!
+//! The expiry indexes let the live counts be read with one `ZCOUNT` per
+//! partition, and let the live set be walked in pages without `SCAN`ning the
+//! keyspace.
+
+/// Layout version, part of every key.
+pub(super) const LAYOUT: &str = "v1";
+/// Most log partitions a deployment may have.
+pub const MAX_PARTITIONS: u16 = 1_024;
+
+// What follows `{prefix}v1:{p<n>}:` in a partition's keys.
+/// A token revocation's hash, by record name.
+const JTI_RECORD: &str = "jti:";
+/// A subject cut-off's hash, by record name.
+const SUB_RECORD: &str = "sub:";
+/// The token revocations' expiry index.
+const JTI_EXPIRY: &str = "jti-expiry";
+/// The subject cut-offs' expiry index.
+const SUB_EXPIRY: &str = "sub-expiry";
+/// The partition's change-log stream.
+const LOG: &str = "log";
+/// An API key's live revocations, by key name.
+const ACTOR_LIVE: &str = "actor-live:";
+
+// What follows `{prefix}v1:` in the deployment's own keys.
+/// The digest key.
+const DIGEST_KEY: &str = "digest-key";
+/// The partition count.
+const PARTITIONS: &str = "partitions";
+
+/// The key names, built once from the prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    /// One per partition, in partition order.
+    pub(super) partitions: Vec<PartitionKeys>,
+    /// Where the deployment's digest key is.
+    pub(super) digest_key: String,
+    /// Where the deployment's partition count is.
+    pub(super) partition_count: String,
+}
+
+/// The keys of one partition; they share its hash tag.
+#[derive(Debug, Clone)]
+pub(super) struct PartitionKeys {
+    /// Followed by a record name: a token revocation's hash.
+    pub(super) jti_prefix: String,
+    /// Followed by a record name: a subject cut-off's hash.
+    pub(super) sub_prefix: String,
+    pub(super) jti_expiry: String,
+    pub(super) sub_expiry: String,
+    pub(super) log: String,
+    /// Followed by an API key's name: its live revocations.
+    pub(super) actor_prefix: String,
+}
+
+// === impl Keys ===
+
+impl Keys {
+    pub(super) fn new(prefix: &str, partitions: u16) -> Self {
+        let partitions = (0..partitions.max(1))
+            .map(|n| {
+                let base = format!("{prefix}{LAYOUT}:{{p{n}}}:");
+                PartitionKeys {
+                    jti_prefix: format!("{base}{JTI_RECORD}"),
+                    sub_prefix: format!("{base}{SUB_RECORD}"),
+                    jti_expiry: format!("{base}{JTI_EXPIRY}"),
+                    sub_expiry: format!("{base}{SUB_EXPIRY}"),
+                    log: format!("{base}{LOG}"),
+                    actor_prefix: format!("{base}{ACTOR_LIVE}"),
+                }
+            })
+            .collect();
+        Self {
+            partitions,
+            digest_key: format!("{prefix}{LAYOUT}:{DIGEST_KEY}"),
+            partition_count: format!("{prefix}{LAYOUT}:{PARTITIONS}"),
+        }
+    }
+
+    /// The partition a record (or an API key's live index) belongs to, and
+    /// its keys.
+    pub(super) fn partition_of(&self, name: &str) -> (usize, &PartitionKeys) {
+        let index = partition_index(name, self.partitions.len());
+        (index, &self.partitions[index])
+    }
+}
+
+// === impl PartitionKeys ===
+
+impl PartitionKeys {
+    /// The hash of the token revocation named `name`.
+    pub(super) fn jti(&self, name: &str) -> String {
+        format!("{}{name}", self.jti_prefix)
+    }
+
+    /// The hash of the subject cut-off named `name`.
+    pub(super) fn sub(&self, name: &str) -> String {
+        format!("{}{name}", self.sub_prefix)
+    }
+
+    /// The live-revocation index of the API key named `actor`.
+    pub(super) fn actor_live(&self, actor: &str) -> String {
+        format!("{}{actor}", self.actor_prefix)
+    }
+}
+
+/// The partition of a record name: FNV-1a (64-bit) modulo the count, the
+/// same in every process and version.
+fn partition_index(name: &str, partitions: usize) -> usize {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % partitions as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record_name;
+
+    #[test]
+    fn partitions_spread_records_evenly_and_never_move_them() {
+        let mut counts = [0usize; 8];
+        for i in 0..8_000 {
+            counts[partition_index(&record_name("https://issuer.test", &format!("jti-{i}")), 8)] +=
+                1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1_200).contains(&c)),
+            "{counts:?}"
+        );
+        // Fixed values: a change of hash would strand every stored record.
+        assert_eq!(
+            partition_index("19:https://issuer.test:abc", 16),
+            partition_index("19:https://issuer.test:abc", 16)
+        );
+        assert_eq!(
+            partition_index("", 7),
+            (0xcbf2_9ce4_8422_2325_u64 % 7) as usize
+        );
+    }
+
+    #[test]
+    fn every_key_of_a_partition_shares_its_hash_tag() {
+        let keys = Keys::new("revocd:", 3);
+        let tag = |key: &str| {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            key[open + 1..close].to_owned()
+        };
+        for (n, partition) in keys.partitions.iter().enumerate() {
+            let expected = format!("p{n}");
+            for key in [
+                partition.jti("7:iss:{}x"),
+                partition.sub("7:iss:x"),
+                partition.jti_expiry.clone(),
+                partition.sub_expiry.clone(),
+                partition.log.clone(),
+                partition.actor_live("auth-server"),
+            ] {
+                assert_eq!(tag(&key), expected, "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_names_are_the_ones_deployments_hold() {
+        // Deployed data lives under these names: changing one strands it.
+        let keys = Keys::new("revocd:", 2);
+        let p1 = &keys.partitions[1];
+        assert_eq!(p1.jti("3:iss:x"), "revocd:v1:{p1}:jti:3:iss:x");
+        assert_eq!(p1.sub("3:iss:s"), "revocd:v1:{p1}:sub:3:iss:s");
+        assert_eq!(p1.jti_expiry, "revocd:v1:{p1}:jti-expiry");
+        assert_eq!(p1.sub_expiry, "revocd:v1:{p1}:sub-expiry");
+        assert_eq!(p1.log, "revocd:v1:{p1}:log");
+        assert_eq!(p1.actor_live("ops"), "revocd:v1:{p1}:actor-live:ops");
+        assert_eq!(keys.digest_key, "revocd:v1:digest-key");
+        assert_eq!(keys.partition_count, "revocd:v1:partitions");
+        assert_eq!(keys.partition_of("").0, partition_index("", 2));
+    }
+}
