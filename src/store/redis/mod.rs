@@ -55,6 +55,14 @@ pub use self::scan::RedisLiveScan;
 /// Index entries a write prunes at most, to bound a script's run time.
 const PRUNE_BATCH: u32 = 64;
 
+/// A script's arguments as text, for tests that hold them against its Lua.
+#[cfg(test)]
+fn args_as_text(args: impl redis::ToRedisArgs) -> Vec<String> {
+    let args = args.to_redis_args().into_iter();
+    args.map(|arg| String::from_utf8(arg).expect("text arguments"))
+        .collect()
+}
+
 /// How to reach Redis and lay out the keys.
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {

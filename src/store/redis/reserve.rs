@@ -90,6 +90,7 @@ impl RedisStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::args_as_text;
     use super::*;
     use crate::store::Provenance;
 
@@ -108,8 +109,8 @@ mod tests {
                 source: String::new(),
             },
         };
-        let args = item_args(&revocation).to_redis_args();
-        assert_eq!(args, [b"3:iss:j1".to_vec(), b"160".to_vec()]);
+        let args = args_as_text(item_args(&revocation));
+        assert_eq!(args, ["3:iss:j1", "160"]);
         // The script's stride is the item's length.
         let stride = args.len();
         assert!(RESERVE_SCRIPT.contains(&format!("for a = 4, #ARGV, {stride} do")));

@@ -172,6 +172,7 @@ impl RedisStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::args_as_text;
     use super::*;
     use crate::store::Provenance;
 
@@ -190,11 +191,7 @@ mod tests {
                 source: "10.0.0.1:5000".to_owned(),
             },
         };
-        let args = item_args("19:https://issuer.test:j1", &revocation).to_redis_args();
-        let args: Vec<&str> = args
-            .iter()
-            .map(|arg| std::str::from_utf8(arg).unwrap())
-            .collect();
+        let args = args_as_text(item_args("19:https://issuer.test:j1", &revocation));
         assert_eq!(
             args,
             [

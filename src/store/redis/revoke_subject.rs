@@ -106,6 +106,7 @@ impl RedisStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::args_as_text;
     use super::*;
     use crate::store::Provenance;
 
@@ -123,11 +124,7 @@ mod tests {
                 source: "10.0.0.1:5000".to_owned(),
             },
         };
-        let args = args("3:iss:alice", &cutoff, 1_000, 49).to_redis_args();
-        let args: Vec<&str> = args
-            .iter()
-            .map(|arg| std::str::from_utf8(arg).unwrap())
-            .collect();
+        let args = args_as_text(args("3:iss:alice", &cutoff, 1_000, 49));
         assert_eq!(
             args,
             [
