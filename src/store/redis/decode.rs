@@ -1,11 +1,11 @@
 //! Reading records back, from a record hash or a change-log entry alike.
 //!
-//! A log entry holds its record's fields (the table in `keys.rs`) under the
-//! same names, plus `kind`, `iss` and `id`, which a hash has in its key
-//! instead. So one reader, [`Fields`], serves both: listings and lookups
-//! read hashes, the audit trail reads whole entries ([`entry_record`]), and
-//! followers read only what a change needs ([`entry_change`]), since every
-//! replica reads every entry.
+//! A log entry holds its record's fields (the key table in the module doc
+//! of `redis`) under the same names, plus `kind`, `iss` and `id`, which a
+//! hash has in its key instead. So one reader, [`Fields`], serves both:
+//! listings and lookups read hashes, the audit trail reads whole entries
+//! ([`entry_record`]), and followers read only what a change needs
+//! ([`entry_change`]), since every replica reads every entry.
 
 use std::collections::HashMap;
 

@@ -1,43 +1,5 @@
-//! The Redis key layout.
-//!
-//! Every key starts with the configured prefix (default `revocd:`) followed by
-//! a layout version ([`LAYOUT`]), so a future layout can live beside this one.
-//! A record name is `<issuer byte length>:<issuer>:<id>` (see `record_name`),
-//! which is unambiguous whatever the issuer contains.
-//!
-//! The change log is split into `partitions` (1 unless configured; fixed per
-//! deployment, recorded in Redis and checked at start). A record belongs to
-//! partition `fnv1a64(record name) mod partitions`, and every key of a
-//! partition carries the hash tag `{p<n>}`, so a record, its index entries and
-//! its log entry share a cluster slot and one script writes them atomically.
-//!
-//! | key                                   | type   | contents                                   | lifetime                         |
-//! |---------------------------------------|--------|--------------------------------------------|----------------------------------|
-//! | `{prefix}v1:{p<n>}:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`, `sub`, `from` | `EXPIREAT until` (`exp` + leeway) |
-//! | `{prefix}v1:{p<n>}:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`, `from` | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
-//! | `{prefix}v1:{p<n>}:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
-//! | `{prefix}v1:{p<n>}:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
-//! | `{prefix}v1:{p<n>}:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
-//! | `{prefix}v1:{p<n>}:actor-live:<key name>` | zset | record names of the key's revocations, scored by `until` | kept only for keys with `max_live_revocations`; pruned on write |
-//! | `{prefix}v1:digest-key`               | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
-//! | `{prefix}v1:partitions`               | string | the number of log partitions               | permanent; set once with `SET NX` |
-//!
-//! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
-//! or subject), `sub` (jti: the token's subject, when known), `exp` (jti) or
-//! `nbf` (sub), `until`, `at`, `by`, `reason` and `from` (the caller's
-//! address). Its stream ID's first part is the time of the append in
-//! milliseconds, which is what the audit trail's time range uses. `sub` and
-//! `from` may be missing from records written before they existed. The
-//! scripts that write records and entries are in `revoke.rs`,
-//! `revoke_subject.rs` and `reserve.rs`; the one decoder that reads both
-//! back is `decode.rs`.
-//!
-//! A log cursor is the stream ID of each partition, joined by `,` (with one
-//! partition, just the stream ID); see the `log` module.
-//!
-//! The expiry indexes let the live counts be read with one `ZCOUNT` per
-//! partition, and let the live set be walked in pages without `SCAN`ning the
-//! keyspace.
+//! The Redis key names of the table in the module doc of `redis`, built
+//! from versioned consts, and the partition each record belongs to.
 
 /// Layout version, part of every key.
 pub(super) const LAYOUT: &str = "v1";

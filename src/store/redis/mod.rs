@@ -9,8 +9,7 @@
 //!
 //! # Layout
 //!
-//! - `keys.rs`: every key, its type and its lifetime (the key table), the
-//!   fields of records and log entries, and the partitions.
+//! - `keys.rs`: the key names of the table below, and the partitions.
 //! - `revoke.rs`, `reserve.rs`, `revoke_subject.rs`: one write script each,
 //!   beside the Rust that fills its arguments.
 //! - `decode.rs`: the one reader of records and log entries.
@@ -22,6 +21,53 @@
 //!   `history.rs`: its newest end and the audit trail.
 //! - `scan.rs`: listings and the filter's full load.
 //! - here: the store, connecting, lookups and counts.
+//!
+//! # Keys
+//!
+//! Every key starts with the configured prefix (default `revocd:`) followed by
+//! a layout version, so a future layout can live beside this one.
+//! A record name is `<issuer byte length>:<issuer>:<id>` (see `record_name`),
+//! which is unambiguous whatever the issuer contains.
+//!
+//! The change log is split into `partitions` (1 unless configured; fixed per
+//! deployment, recorded in Redis and checked at start). A record belongs to
+//! partition `fnv1a64(record name) mod partitions`, and every key of a
+//! partition carries the hash tag `{p<n>}`, so a record, its index entries and
+//! its log entry share a cluster slot and one script writes them atomically.
+//!
+//! | key                                   | type   | contents                                   | lifetime                         |
+//! |---------------------------------------|--------|--------------------------------------------|----------------------------------|
+//! | `{prefix}v1:{p<n>}:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`, `sub`, `from` | `EXPIREAT until` (`exp` + leeway) |
+//! | `{prefix}v1:{p<n>}:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`, `from` | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
+//! | `{prefix}v1:{p<n>}:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
+//! | `{prefix}v1:{p<n>}:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
+//! | `{prefix}v1:{p<n>}:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
+//! | `{prefix}v1:{p<n>}:actor-live:<key name>` | zset | record names of the key's revocations, scored by `until` | kept only for keys with `max_live_revocations`; pruned on write |
+//! | `{prefix}v1:digest-key`               | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
+//! | `{prefix}v1:partitions`               | string | the number of log partitions               | permanent; set once with `SET NX` |
+//!
+//! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
+//! or subject), `sub` (jti: the token's subject, when known), `exp` (jti) or
+//! `nbf` (sub), `until`, `at`, `by`, `reason` and `from` (the caller's
+//! address). Its stream ID's first part is the time of the append in
+//! milliseconds, which is what the audit trail's time range uses. `sub` and
+//! `from` may be missing from records written before they existed. The
+//! scripts that write records and entries are in `revoke.rs` and
+//! `revoke_subject.rs`; the one reader of both is `decode.rs`.
+//!
+//! A log cursor is the stream ID of each partition, joined by `,` (with one
+//! partition, just the stream ID); see the `log` module.
+//!
+//! The expiry indexes let the live counts be read with one `ZCOUNT` per
+//! partition, and let the live set be walked in pages without `SCAN`ning the
+//! keyspace.
+//!
+//! # Durability
+//!
+//! Writes are acknowledged once Redis has executed them
+//! ([`Durability::Fast`]) or once they are on disk
+//! ([`Durability::Strict`]), and optionally once replicas have them; see
+//! `durability.rs` for what each mode costs and checks.
 
 mod connection;
 mod decode;
