@@ -228,7 +228,9 @@ mod tests {
         assert_eq!(bad_page.code(), Code::InvalidArgument);
         assert_eq!(bad_page.message(), store::Error::BadPageToken.to_string());
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "10.0.0.7");
-        let unavailable = status(store::Error::Unavailable(refused.into()));
+        let unavailable = status(store::Error::Unavailable(store::BackendError::new(
+            refused, false,
+        )));
         assert_eq!(unavailable.code(), Code::Unavailable);
         assert!(
             !unavailable.message().contains("10.0.0.7"),
