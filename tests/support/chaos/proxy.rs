@@ -1,15 +1,20 @@
 //! A loopback TCP proxy in front of a replica, so the nemesis can cut the
-//! filter streams that pass through it without touching either end.
+//! connections that pass through it without touching either end, or hold
+//! back the replica's replies for a while.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 
 /// How long the proxy waits for the replica to accept a connection; a
 /// replica that is down makes the proxy close the client's connection.
@@ -17,6 +22,10 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
 
 /// Open links by id; a link's task removes itself when it ends.
 type Links = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+/// How long the replica's bytes are held back, in milliseconds.
+type Delay = Arc<AtomicU64>;
+/// While set, connections are closed as soon as they are accepted.
+type Blocked = Arc<AtomicBool>;
 
 /// A proxy forwarding every connection to one upstream address. Its
 /// address stays the same while the replica behind it dies and restarts.
@@ -25,6 +34,8 @@ pub struct Proxy {
     /// Where subscribers connect.
     pub address: SocketAddr,
     links: Links,
+    delay: Delay,
+    blocked: Blocked,
     accept: JoinHandle<()>,
 }
 
@@ -36,12 +47,43 @@ impl Proxy {
             .expect("binding the chaos proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let links = Links::default();
-        let accept = tokio::spawn(accept(listener, upstream, Arc::clone(&links)));
+        let delay = Delay::default();
+        let blocked = Blocked::default();
+        let accept = tokio::spawn(accept(
+            listener,
+            Link {
+                upstream,
+                links: Arc::clone(&links),
+                delay: Arc::clone(&delay),
+                blocked: Arc::clone(&blocked),
+            },
+        ));
         Proxy {
             address,
             links,
+            delay,
+            blocked,
             accept,
         }
+    }
+
+    /// Closes every link and, until called with `false`, every new
+    /// connection at once: the replica looks unreachable from here.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+        if blocked {
+            for link in open_links(&self.links) {
+                link.abort();
+            }
+        }
+    }
+
+    /// Holds every byte the replica sends back for `delay` from now on
+    /// (order kept; zero: forwarded at once). Requests are not delayed, so
+    /// the replica answers at once and the answer arrives `delay` later.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// `http://<address>`, for gateway and agent configurations.
@@ -78,9 +120,26 @@ fn open_links(links: &Links) -> Vec<AbortHandle> {
     links.values().cloned().collect()
 }
 
-async fn accept(listener: TcpListener, upstream: SocketAddr, links: Links) {
+/// What every link of a proxy shares.
+struct Link {
+    upstream: SocketAddr,
+    links: Links,
+    delay: Delay,
+    blocked: Blocked,
+}
+
+async fn accept(listener: TcpListener, link: Link) {
+    let Link {
+        upstream,
+        links,
+        delay,
+        blocked,
+    } = link;
     let mut next_id = 0u64;
     while let Ok((inbound, _)) = listener.accept().await {
+        if blocked.load(Ordering::Relaxed) {
+            continue;
+        }
         next_id += 1;
         let id = next_id;
         // Registered under the lock, so the link cannot end (and remove
@@ -90,20 +149,57 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, links: Links) {
             id,
             links: Arc::clone(&links),
         };
-        let task = tokio::spawn(forward(inbound, upstream, registered));
+        let task = tokio::spawn(forward(inbound, upstream, Arc::clone(&delay), registered));
         open.insert(id, task.abort_handle());
     }
 }
 
-/// Copies bytes both ways until either side closes or the link is aborted.
-/// `_registered` is part of the future from its creation, so the link
-/// leaves the map even when aborted before it first runs.
-async fn forward(mut inbound: TcpStream, upstream: SocketAddr, _registered: Deregister) {
+/// Copies bytes both ways until either side closes or the link is aborted,
+/// the replica's after the delay. `_registered` is part of the future from
+/// its creation, so the link leaves the map even when aborted before it
+/// first runs.
+async fn forward(inbound: TcpStream, upstream: SocketAddr, delay: Delay, _registered: Deregister) {
     let connect = tokio::time::timeout(UPSTREAM_CONNECT, TcpStream::connect(upstream)).await;
-    if let Ok(Ok(mut outbound)) = connect {
-        let _ = inbound.set_nodelay(true);
-        let _ = outbound.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    let Ok(Ok(outbound)) = connect else {
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let (mut from_client, mut to_client) = inbound.into_split();
+    let (mut from_replica, mut to_replica) = outbound.into_split();
+    // Chunks read from the replica with the time each may be sent; the
+    // writer sleeps until then, so a chunk is never held longer than the
+    // delay in force when it was read.
+    let (held, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read_replica = async move {
+        let mut buffer = vec![0u8; 16 << 10];
+        while let Ok(n @ 1..) = from_replica.read(&mut buffer).await {
+            let delay = Duration::from_millis(delay.load(Ordering::Relaxed));
+            if held
+                .send((Instant::now() + delay, buffer[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write_client = async move {
+        while let Some((at, bytes)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to_client.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown().await;
+    };
+    let upstream = async move {
+        let _ = tokio::io::copy(&mut from_client, &mut to_replica).await;
+        let _ = to_replica.shutdown().await;
+    };
+    // Either direction ending ends the link, as a closed connection would.
+    tokio::select! {
+        () = async { tokio::join!(read_replica, write_client); } => {}
+        () = upstream => {}
     }
 }
 

@@ -1,0 +1,147 @@
+//! The two issuers of the test bed, each with its own key, the JWT flags
+//! every replica, agent and gateway is configured with, and the forged
+//! tokens: signed with one issuer's key while claiming the other.
+//!
+//! - **A** is the deployment's issuer (`support::ISSUER`), HS256 with the
+//!   deployment's secret;
+//! - **B** signs with ES256 (`tests/fixtures/keys/ec256_*.pem`).
+//!
+//! A key verifies only the tokens of the issuer it is bound to. The flag
+//! that binds them is [`ISSUER_KEY_FLAG`]; a `revocd` that does not know it
+//! yet is given the keys and issuers unbound (so a forged token verifies,
+//! and the forged-issuer phase reports it).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use clap::Parser;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use revocd::config::JwtArgs;
+use revocd::time::unix_now;
+use revocd::tokens::{Claims, TokenVerifier};
+
+use crate::support::{Deployment, ISSUER, SECRET};
+
+/// The flag binding a key file to the one issuer it may verify:
+/// `<flag> <issuer>=<path>`, repeatable. Its spelling lives here only.
+pub const ISSUER_KEY_FLAG: &str = "--jwt-issuer-key";
+/// Issuer B's name.
+pub const ISSUER_B: &str = "https://issuer-b.test";
+/// Lifetime of every token of the run.
+const LIFETIME: i64 = 3600;
+
+/// Which issuer a token claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuer {
+    /// The deployment's issuer, HS256.
+    A,
+    /// The second issuer, ES256.
+    B,
+}
+
+impl Issuer {
+    /// Its `iss`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Issuer::A => ISSUER,
+            Issuer::B => ISSUER_B,
+        }
+    }
+
+    /// Signs `claims` with this issuer's own key.
+    pub fn sign(self, claims: &serde_json::Value) -> String {
+        static B_KEY: OnceLock<EncodingKey> = OnceLock::new();
+        let (algorithm, key) = match self {
+            Issuer::A => (
+                Algorithm::HS256,
+                &EncodingKey::from_secret(SECRET.as_bytes()).expect("HMAC key"),
+            ),
+            Issuer::B => (
+                Algorithm::ES256,
+                B_KEY.get_or_init(|| {
+                    let pem = std::fs::read(fixture("ec256_private.pem")).expect("issuer B's key");
+                    EncodingKey::from_ec_pem(&pem).expect("ES256 key")
+                }),
+            ),
+        };
+        jsonwebtoken::encode(&Header::new(algorithm), claims, key).expect("signing")
+    }
+}
+
+/// A token's JWT and claims, signed by `signer` while claiming `claimed`
+/// (the same issuer, except for forgeries).
+pub fn token(signer: Issuer, claimed: Issuer, subject: &str, jti: &str) -> (String, Claims) {
+    let now = unix_now();
+    let jwt = signer.sign(&serde_json::json!({
+        "iss": claimed.name(), "sub": subject, "jti": jti, "iat": now, "exp": now + LIFETIME,
+    }));
+    let claims = Claims {
+        issuer: claimed.name().to_owned(),
+        jti: Some(jti.to_owned()),
+        subject: Some(subject.to_owned()),
+        expires_at: Some(now + LIFETIME),
+        issued_at: Some(now),
+    };
+    (jwt, claims)
+}
+
+/// A key file of the fixtures.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name)
+}
+
+/// The JWT flags of every part of the test bed: both issuers, each bound
+/// to its own key when the build knows [`ISSUER_KEY_FLAG`].
+pub fn jwt_flags(deployment: &Deployment) -> Vec<String> {
+    let secret = deployment.path("secret").display().to_string();
+    let public = fixture("ec256_public.pem").display().to_string();
+    let mut flags = Vec::new();
+    if binding_supported() {
+        for (issuer, path) in [(Issuer::A, &secret), (Issuer::B, &public)] {
+            flags.extend([
+                ISSUER_KEY_FLAG.to_owned(),
+                format!("{}={path}", issuer.name()),
+            ]);
+        }
+    } else {
+        flags.extend(["--jwt-hs256-secret-file".to_owned(), secret]);
+        flags.extend(["--jwt-public-key-file".to_owned(), public]);
+    }
+    for issuer in [Issuer::A, Issuer::B] {
+        flags.extend(["--jwt-issuer".to_owned(), issuer.name().to_owned()]);
+    }
+    flags
+}
+
+/// The verifier of a gateway in this process, from [`jwt_flags`] (so it
+/// binds keys exactly as the processes do).
+pub fn verifier(flags: &[String]) -> TokenVerifier {
+    jwt_args(flags)
+        .expect("valid JWT flags")
+        .verifier(None)
+        .expect("usable JWT keys")
+}
+
+/// Whether this build's JWT flags include [`ISSUER_KEY_FLAG`].
+pub fn binding_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(
+        || match jwt_args(&[ISSUER_KEY_FLAG.to_owned(), "x=y".to_owned()]) {
+            Ok(_) => true,
+            Err(error) => error.kind() != clap::error::ErrorKind::UnknownArgument,
+        },
+    )
+}
+
+#[derive(Parser)]
+struct JwtCli {
+    #[command(flatten)]
+    jwt: JwtArgs,
+}
+
+fn jwt_args(flags: &[String]) -> Result<JwtArgs, clap::Error> {
+    let argv = std::iter::once("revocd".to_owned()).chain(flags.iter().cloned());
+    JwtCli::try_parse_from(argv).map(|cli| cli.jwt)
+}

@@ -1,0 +1,192 @@
+//! The confirm-race fault: a gateway's `Check` answering "not revoked"
+//! arrives after the delta revoking the same token.
+//!
+//! The gateways in this process confirm through proxies of their own
+//! (`GatewayConfig::confirm_endpoints`), which hold the replicas' replies
+//! back for [`CONFIRM_DELAY`] during this fault. Each round, on one
+//! gateway:
+//!
+//! 1. find a token its filter calls "maybe" although it is not revoked (a
+//!    bloom false positive, about one in a thousand at the target rate),
+//!    so `check` asks for a confirm;
+//! 2. send the confirm: the replica answers "not revoked" at once, and the
+//!    answer waits at the proxy;
+//! 3. revoke the token through a replica and wait until the gateway's
+//!    cursor includes the change (the delta is applied);
+//! 4. let the answer through, then ask the gateway from memory.
+//!
+//! From step 3 on the gateway holds the change, so it must deny the token
+//! until it expires; caching the late "not revoked" would allow it. A
+//! round counts as staged when the delta was applied while the confirm was
+//! still waiting.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rand::rngs::StdRng;
+use rand::Rng;
+use revocd::gateway::{Gateway, Verdict};
+use revocd::tokens::Claims;
+use tokio::time::Instant;
+
+use super::issuer::Issuer;
+use super::ledger::{HighWater, Token};
+use super::load::{lazy_client, revoke};
+use super::nemesis::Stage;
+use super::report::ViolationKind;
+use super::testbed::{Answer, Subscriber};
+
+/// How long the replicas' `Check` replies are held back: well above a
+/// revocation's way to the gateways (milliseconds), under the gateways'
+/// call timeout and the monitor's answer timeout (1 s).
+const CONFIRM_DELAY: Duration = Duration::from_millis(400);
+/// Time the replica gets to answer the confirm before the revocation is
+/// sent (its answer is then "not revoked").
+const SETTLE: Duration = Duration::from_millis(50);
+/// Rounds per gateway; the gateways run theirs at the same time.
+const ROUNDS: usize = 3;
+/// Candidate tokens tried for a false positive, at most (near the filter's
+/// capacity about one in 2,000 is one).
+const MAX_TRIES: usize = 200_000;
+
+/// How a round went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The delta was applied while the "not revoked" answer was held.
+    Staged,
+    /// Not staged: no false positive, no acknowledgement, or a delta late.
+    Missed,
+}
+
+/// Injects the fault: [`ROUNDS`] rounds on every gateway in this process.
+pub async fn inject(stage: &Stage<'_>, rng: &mut StdRng) -> (usize, String) {
+    let bed = stage.bed;
+    for proxy in &bed.confirm_proxies {
+        proxy.set_delay(CONFIRM_DELAY);
+    }
+    let gateways: Vec<&Subscriber> = bed.subscribers.iter().map(AsRef::as_ref).collect();
+    let rounds = gateways
+        .iter()
+        .filter(|s| s.in_process())
+        .enumerate()
+        .map(|(n, subscriber)| {
+            let replica = rng.random_range(0..bed.replica_addresses.len());
+            rounds_on(stage, subscriber, n, replica)
+        });
+    let outcomes: Vec<Round> = join_all(rounds).await.into_iter().flatten().collect();
+    for proxy in &bed.confirm_proxies {
+        proxy.set_delay(Duration::ZERO);
+    }
+    let staged = outcomes.iter().filter(|r| **r == Round::Staged).count();
+    let detail = format!(
+        "{staged} of {} rounds staged, replies {}ms late",
+        outcomes.len(),
+        CONFIRM_DELAY.as_millis()
+    );
+    (outcomes.len(), detail)
+}
+
+/// The rounds on one gateway, revoking through replica `replica`.
+async fn rounds_on(
+    stage: &Stage<'_>,
+    subscriber: &Subscriber,
+    n: usize,
+    replica: usize,
+) -> Vec<Round> {
+    let Some(gateway) = subscriber.gateway() else {
+        return Vec::new();
+    };
+    let mut client = lazy_client(stage.bed.replica_addresses[replica]);
+    let mut outcomes = Vec::new();
+    for round in 0..ROUNDS {
+        let label = format!("p{}-race-g{n}-{round}", stage.phase);
+        let Some(token) = false_positive(gateway, &label) else {
+            outcomes.push(Round::Missed);
+            continue;
+        };
+        let outcome = race(stage, subscriber, gateway, &mut client, replica, token).await;
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// One round with `token`, a "maybe" of `gateway`'s filter.
+async fn race(
+    stage: &Stage<'_>,
+    subscriber: &Subscriber,
+    gateway: &Gateway,
+    client: &mut crate::support::Client,
+    replica: usize,
+    token: Token,
+) -> Round {
+    let Verdict::Confirm(claims) = gateway.check(&token.jwt) else {
+        return Round::Missed;
+    };
+    let confirming = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.confirm(claims).await }
+    });
+    tokio::time::sleep(SETTLE).await;
+    let attempt = revoke(client, replica, token.clone()).await;
+    let entry = stage.ledger.record(stage.phase, attempt);
+    let Some(position) = entry.and_then(|e| e.position) else {
+        let _ = confirming.await;
+        return Round::Missed;
+    };
+    let deadline = Instant::now() + CONFIRM_DELAY;
+    let holds = || {
+        let mut held = HighWater::default();
+        held.raise(
+            &gateway
+                .view()
+                .map(|v| v.cursor().to_owned())
+                .unwrap_or_default(),
+        );
+        held.covers(position)
+    };
+    while !holds() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let staged = holds() && !confirming.is_finished();
+    let _ = confirming.await;
+    // Judged as the monitor judges "by position": the gateway reports the
+    // change, so it must deny the token.
+    let answer = subscriber.ask(&token).await;
+    if holds() && answer == Answer::Allow {
+        let detail = format!(
+            "allowed {} at {position:?} within its cursor, after a \"not revoked\" confirm \
+             answered before the revocation arrived {}ms late",
+            token.jti(),
+            CONFIRM_DELAY.as_millis()
+        );
+        let tally = stage.tally;
+        tally.violation_once(
+            ViolationKind::AllowedPastCursor,
+            &subscriber.name,
+            token.jti(),
+            detail,
+        );
+    }
+    if staged {
+        Round::Staged
+    } else {
+        Round::Missed
+    }
+}
+
+/// A token of issuer A, never revoked, that `gateway`'s filter calls
+/// "maybe"; jtis start with `label`.
+fn false_positive(gateway: &Gateway, label: &str) -> Option<Token> {
+    (0..MAX_TRIES).find_map(|n| {
+        let jti = format!("{label}-{n}");
+        let claims = Claims {
+            issuer: Issuer::A.name().to_owned(),
+            jti: Some(jti.clone()),
+            subject: Some("chaos-race".to_owned()),
+            expires_at: Some(revocd::time::unix_now() + 3600),
+            issued_at: None,
+        };
+        matches!(gateway.check_claims(claims), Verdict::Confirm(_))
+            .then(|| Token::of(Issuer::A, "chaos-race", &jti))
+    })
+}
