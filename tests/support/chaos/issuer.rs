@@ -27,8 +27,12 @@ use crate::support::{Deployment, ISSUER, SECRET};
 pub const ISSUER_KEY_FLAG: &str = "--jwt-issuer-key";
 /// Issuer B's name.
 pub const ISSUER_B: &str = "https://issuer-b.test";
-/// Lifetime of every token of the run.
-const LIFETIME: i64 = 3600;
+/// Lifetime of the run's tokens, unless made otherwise.
+pub const LIFETIME: i64 = 3600;
+/// The clock leeway of every part (the default `--leeway`): a token is
+/// refused as expired, and its revocation record dropped, this long after
+/// its `exp`.
+pub const LEEWAY: i64 = 60;
 
 /// Which issuer a token claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,17 +73,25 @@ impl Issuer {
 }
 
 /// A token's JWT and claims, signed by `signer` while claiming `claimed`
-/// (the same issuer, except for forgeries).
-pub fn token(signer: Issuer, claimed: Issuer, subject: &str, jti: &str) -> (String, Claims) {
+/// (the same issuer, except for forgeries), with `exp` `lifetime` seconds
+/// from now.
+pub fn token(
+    signer: Issuer,
+    claimed: Issuer,
+    subject: &str,
+    jti: &str,
+    lifetime: i64,
+) -> (String, Claims) {
     let now = unix_now();
+    let exp = now + lifetime;
     let jwt = signer.sign(&serde_json::json!({
-        "iss": claimed.name(), "sub": subject, "jti": jti, "iat": now, "exp": now + LIFETIME,
+        "iss": claimed.name(), "sub": subject, "jti": jti, "iat": now, "exp": exp,
     }));
     let claims = Claims {
         issuer: claimed.name().to_owned(),
         jti: Some(jti.to_owned()),
         subject: Some(subject.to_owned()),
-        expires_at: Some(now + LIFETIME),
+        expires_at: Some(exp),
         issued_at: Some(now),
     };
     (jwt, claims)

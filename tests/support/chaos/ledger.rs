@@ -30,14 +30,28 @@ impl Token {
     /// A token of `issuer` for `subject` carrying `jti`, signed with the
     /// issuer's own key, issued now, valid an hour.
     pub fn of(issuer: Issuer, subject: &str, jti: &str) -> Token {
-        let (jwt, claims) = issuer::token(issuer, issuer, subject, jti);
+        Token::living(issuer, subject, jti, issuer::LIFETIME)
+    }
+
+    /// [`Token::of`] with `exp` `lifetime` seconds from now (negative:
+    /// already past; the token and its revocation then last the leeway).
+    pub fn living(issuer: Issuer, subject: &str, jti: &str, lifetime: i64) -> Token {
+        let (jwt, claims) = issuer::token(issuer, issuer, subject, jti, lifetime);
         Token { jwt, claims }
     }
 
     /// A forgery: signed with issuer A's key, claiming issuer B.
     pub fn forged(subject: &str, jti: &str) -> Token {
-        let (jwt, claims) = issuer::token(Issuer::A, Issuer::B, subject, jti);
+        let (jwt, claims) = issuer::token(Issuer::A, Issuer::B, subject, jti, issuer::LIFETIME);
         Token { jwt, claims }
+    }
+
+    /// Whether the token will have expired `margin` from now (past `exp`
+    /// and the leeway): then it is refused as expired and its revocation
+    /// record is gone, so nothing is asked about it.
+    pub fn expires_within(&self, margin: std::time::Duration) -> bool {
+        let exp = self.claims.expires_at.unwrap_or(i64::MAX - issuer::LEEWAY);
+        exp + issuer::LEEWAY <= revocd::time::unix_now() + margin.as_secs() as i64
     }
 
     /// The jti.

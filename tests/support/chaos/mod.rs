@@ -99,11 +99,6 @@ const AFTER_HEAL: Duration = Duration::from_millis(500);
 const PROPAGATION_BOUND: Duration = Duration::from_millis(4_500);
 /// Never-revoked tokens the subscribers are asked about.
 const GOOD_TOKENS: usize = 64;
-/// Revocations made before the first phase: 90% of the 10,000 entries a
-/// replica's filter is sized for at least, so the filter is near its
-/// false-positive rate (about one token in 2,000 is a "maybe" that
-/// gateways confirm) and a reload has a live set to read.
-const PREFILL: usize = 9_000;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -253,7 +248,6 @@ pub async fn run(config: ChaosConfig) -> Report {
         tally: Arc::default(),
         good: Arc::new(good),
     };
-    prefill(&context).await;
     let stop = CancellationToken::new();
     let monitor = tokio::spawn(monitor::run(
         context.bed.subscribers.clone(),
@@ -271,32 +265,6 @@ pub async fn run(config: ChaosConfig) -> Report {
     stop.cancel();
     monitor.await.expect("monitor");
     report(&context, rows, started)
-}
-
-/// Revokes [`PREFILL`] tokens (both issuers) as phase 0, in batches
-/// through the first replica.
-///
-/// # Panics
-/// If they are not all acknowledged: the test bed is broken.
-async fn prefill(context: &Context) {
-    let started = Instant::now();
-    let mut client = load::lazy_client(context.bed.replica_addresses[0]);
-    let mut acked = 0;
-    for batch in 0..PREFILL.div_ceil(load::BATCH) {
-        let tokens = (0..load::BATCH)
-            .map(|n| {
-                let issuer = if n % 2 == 0 { Issuer::A } else { Issuer::B };
-                Token::of(issuer, "chaos-prefill", &format!("p0-{batch}-{n}"))
-            })
-            .collect();
-        acked += load::revoke_batch(&mut client, 0, tokens, &context.ledger, 0).await;
-    }
-    context.ledger.take_attempts();
-    assert_eq!(acked, PREFILL, "prefill: some revocations were refused");
-    println!(
-        "chaos: {acked} revocations made first in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 async fn phases(context: &Context) -> Vec<PhaseRow> {

@@ -22,7 +22,7 @@ use super::{forgery, race, trim};
 const CLIENT_KILL_HOLD: Duration = Duration::from_millis(5_500);
 /// Pause between two `CLIENT KILL`s: shorter than a reload of the live set
 /// (about a second for 10,000 records in a debug build), so none finishes.
-const CLIENT_KILL_EVERY: Range<Duration> = Duration::from_millis(100)..Duration::from_millis(300);
+const CLIENT_KILL_EVERY: Range<Duration> = Duration::from_millis(50)..Duration::from_millis(150);
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

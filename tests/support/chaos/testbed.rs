@@ -38,7 +38,7 @@ pub const LOG_RETENTION: u64 = 10_000;
 /// first, in one reply per partition; the default (100,000) makes that
 /// reply the whole retained log, which a debug build parses slower than
 /// `--redis-timeout`, so the reload would never finish.
-const DELTA_HISTORY: usize = 2_000;
+const DELTA_HISTORY: usize = 200;
 /// Every subscriber's `max_staleness`: it calls itself fresh while its
 /// last frame is younger (heartbeats come every 200 ms).
 pub const MAX_STALENESS: Duration = Duration::from_secs(1);

@@ -30,13 +30,16 @@ use super::verify::{log_key, partition_of};
 
 /// Batches sent at most: three times the retention.
 const MAX_BATCHES: usize = 3 * LOG_RETENTION as usize / BATCH;
+/// How long before now the flood's tokens expired: they last another
+/// [`super::issuer::LEEWAY`] less this, 25 s, enough for the phase's checks.
+const FLOOD_EXPIRED_FOR: i64 = 35;
 /// `RevokeBatch` calls in flight at once.
 const CONCURRENT_BATCHES: usize = 3;
 /// How long the stalled replica is stopped at a time: well under its
 /// follower's read deadline (`TAIL_WAIT` + `--redis-timeout`, 1.5 s).
-const STALL: Duration = Duration::from_millis(400);
+const STALL: Duration = Duration::from_millis(250);
 /// How long it runs in between.
-const RUN: Duration = Duration::from_millis(30);
+const RUN: Duration = Duration::from_millis(15);
 /// Time between the end of the stall and cutting the other replicas'
 /// streams, for the resumed follower to read again (a replica whose
 /// follower has been silent refuses subscribers).
@@ -135,12 +138,15 @@ async fn flood(
 }
 
 /// [`BATCH`] fresh tokens of issuer A whose records fall in `partition`.
+/// Their `exp` is [`FLOOD_EXPIRED_FOR`] past, so they and their records
+/// last a little while (the leeway less that): they are there to push the
+/// log, and a live set twice the size would slow every later reload.
 fn tokens(stage: &Stage<'_>, partition: u16, batch: usize) -> Vec<Token> {
     (0..)
         .map(|n| format!("p{}-trim-{batch}-{n}", stage.phase))
         .filter(|jti| partition_of(Issuer::A.name(), jti, stage.partitions) == partition)
         .take(BATCH)
-        .map(|jti| Token::of(Issuer::A, "chaos-trim", &jti))
+        .map(|jti| Token::living(Issuer::A, "chaos-trim", &jti, -FLOOD_EXPIRED_FOR))
         .collect()
 }
 
