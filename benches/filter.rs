@@ -141,6 +141,8 @@ impl Fixture {
             digest_key: self.key.as_bytes().to_vec(),
             part: 0,
             parts: 1,
+            leeway: 60,
+            max_token_lifetime: 86_400,
         };
         let frame = pb::FilterUpdate {
             update: Some(pb::filter_update::Update::Snapshot(snapshot)),

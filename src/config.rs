@@ -17,6 +17,11 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_KEY_PREFIX: &str = "revocd:";
 /// Change-log entries kept by default (about 20 MB of Redis memory).
 pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
+/// Fewest change-log entries `--log-retention` may keep: ten times what a
+/// follower reads at once and what one `RevokeBatch` appends, so that one
+/// write never trims entries no replica could have read yet. (A follower
+/// that still falls behind detects the gap and reloads.)
+pub const MIN_LOG_RETENTION: u64 = 10_000;
 /// Clock leeway for `exp`/`nbf` by default, in seconds.
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 /// Longest token lifetime accepted by default.
@@ -27,6 +32,16 @@ pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 /// Interval between heartbeats on filter streams by default.
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "2s";
+/// Keyless self-revocations per minute on one replica, all callers
+/// together, by default: 20 a second, the bound on how fast holders of
+/// valid tokens can grow the filter (bulk revokers use an API key).
+pub const DEFAULT_KEYLESS_PER_MINUTE: u32 = 1_200;
+/// Keyless self-revocations per minute of one (issuer, subject) by
+/// default: a person logs out a few times a minute at most.
+pub const DEFAULT_KEYLESS_SUBJECT_PER_MINUTE: u32 = 10;
+/// Keyless self-revocations per minute from one source address by default:
+/// a household or small office behind one address.
+pub const DEFAULT_KEYLESS_SOURCE_PER_MINUTE: u32 = 60;
 
 /// Flags of `revocd serve`.
 #[derive(Debug, Clone, Args)]
@@ -81,7 +96,8 @@ pub struct ServeConfig {
     pub wait_replicas: u32,
 
     /// Approximate number of change-log entries kept in Redis (also how
-    /// far back the audit trail reaches).
+    /// far back the audit trail reaches). At least 10000: a replica whose
+    /// follower falls further behind than this reloads its filter.
     #[arg(long, env = "REVOCD_LOG_RETENTION", default_value_t = DEFAULT_LOG_RETENTION)]
     pub log_retention: u64,
 
@@ -144,6 +160,23 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_MAX_STREAMS_PER_KEY", default_value_t = 1_000)]
     pub max_streams_per_key: usize,
 
+    /// Keyless self-revocations (`Revoke` of a token by itself, without an
+    /// API key) per minute on this replica, all callers together; a burst
+    /// of one minute's worth. Over it: RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REVOCD_KEYLESS_PER_MINUTE", default_value_t = DEFAULT_KEYLESS_PER_MINUTE, value_parser = per_minute())]
+    pub keyless_per_minute: u32,
+
+    /// Keyless self-revocations per minute of the tokens of one (issuer,
+    /// subject) on this replica; a burst of one minute's worth.
+    #[arg(long, env = "REVOCD_KEYLESS_SUBJECT_PER_MINUTE", default_value_t = DEFAULT_KEYLESS_SUBJECT_PER_MINUTE, value_parser = per_minute())]
+    pub keyless_subject_per_minute: u32,
+
+    /// Keyless self-revocations per minute from one source address (an
+    /// IPv6 /64 counts as one) on this replica; a burst of one minute's
+    /// worth. Behind an L7 proxy all callers share the proxy's address.
+    #[arg(long, env = "REVOCD_KEYLESS_SOURCE_PER_MINUTE", default_value_t = DEFAULT_KEYLESS_SOURCE_PER_MINUTE, value_parser = per_minute())]
+    pub keyless_source_per_minute: u32,
+
     /// Address of Prometheus `GET /metrics` (off unless given).
     #[arg(long, env = "REVOCD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -151,6 +184,12 @@ pub struct ServeConfig {
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// A per-minute quota: 1 or more (0 would refuse every call; a large
+/// number is no limit in practice).
+fn per_minute() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
 }
 
 /// Flags of `revocd agent`, the gateway sidecar.
@@ -201,13 +240,15 @@ pub struct AgentConfig {
     #[arg(long, env = "REVOCD_TOKEN_HEADER", default_value = "authorization")]
     pub token_header: String,
 
-    /// What to do when the filter is stale: `fail-open` (keep answering
-    /// from the last filter), `fail-closed` (503 for every token) or
-    /// `check-online` (ask the server about every token).
-    #[arg(long, env = "REVOCD_ON_STALE", default_value = "fail-open")]
+    /// What to do when the filter is stale: `check-online` (ask the
+    /// server about every token; 503 while none answers), `fail-closed`
+    /// (503 for every token) or `fail-open` (keep answering from the last
+    /// filter, missing revocations made meanwhile).
+    #[arg(long, env = "REVOCD_ON_STALE", default_value = "check-online")]
     pub on_stale: crate::gateway::StalePolicy,
 
-    /// Time without a frame from the server after which --on-stale applies.
+    /// Time without a heartbeat from the server after which --on-stale
+    /// applies (heartbeats come every 2 s while the server is current).
     #[arg(long, env = "REVOCD_MAX_STALENESS", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_staleness: Duration,
 
@@ -402,6 +443,13 @@ impl ServeConfig {
         if !self.redis_cluster.is_empty() && self.key_prefix.contains(['{', '}']) {
             return Err(ConfigError::BracesInPrefix);
         }
+        if self.log_retention < MIN_LOG_RETENTION || self.log_retention > u64::from(u32::MAX) {
+            return Err(ConfigError::OutOfRange {
+                flag: "log-retention",
+                min: "10000",
+                max: "4294967295",
+            });
+        }
         let lifetime = self.max_token_lifetime;
         if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(366 * 86_400) {
             return Err(ConfigError::OutOfRange {
@@ -448,6 +496,15 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// The keyless self-revocation quotas.
+    pub fn keyless_limits(&self) -> crate::server::KeylessLimits {
+        crate::server::KeylessLimits {
+            per_minute: self.keyless_per_minute,
+            per_subject_per_minute: self.keyless_subject_per_minute,
+            per_source_per_minute: self.keyless_source_per_minute,
+        }
+    }
+
     /// The filter hub's settings.
     pub fn hub_config(&self) -> crate::hub::HubConfig {
         crate::hub::HubConfig {
@@ -457,6 +514,10 @@ impl ServeConfig {
             subscriber_buffer: self.subscriber_buffer,
             history: self.delta_history,
             max_subscribers: self.max_subscribers,
+            bounds: crate::bounds::TokenBounds {
+                leeway: self.jwt.leeway as i64,
+                max_token_lifetime: self.max_token_lifetime.as_secs() as i64,
+            },
             ..crate::hub::HubConfig::default()
         }
     }
@@ -486,6 +547,19 @@ mod tests {
     }
 
     #[test]
+    fn the_log_keeps_at_least_ten_thousand_entries() {
+        let retention = |n: &str| parse(&["--dev", "--log-retention", n]).validate();
+        assert!(matches!(
+            retention("9999"),
+            Err(ConfigError::OutOfRange {
+                flag: "log-retention",
+                ..
+            })
+        ));
+        assert_eq!(retention("10000"), Ok(()));
+    }
+
+    #[test]
     fn dev_refuses_a_public_address() {
         let config = parse(&["--dev", "--listen", "0.0.0.0:50051"]);
         assert!(matches!(
@@ -507,6 +581,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn keyless_quotas_default_and_refuse_zero() {
+        let limits = parse(&["--dev"]).keyless_limits();
+        assert_eq!(limits.per_minute, DEFAULT_KEYLESS_PER_MINUTE);
+        assert_eq!(
+            limits.per_subject_per_minute,
+            DEFAULT_KEYLESS_SUBJECT_PER_MINUTE
+        );
+        assert_eq!(
+            limits.per_source_per_minute,
+            DEFAULT_KEYLESS_SOURCE_PER_MINUTE
+        );
+        let set = parse(&["--keyless-subject-per-minute", "3"]).keyless_limits();
+        assert_eq!(set.per_subject_per_minute, 3);
+        let argv = ["revocd", "--keyless-per-minute", "0"];
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "0 would refuse every call"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`pb`]: the generated gRPC types of `proto/revocation/v1/revocation.proto`.
 //! - [`tokens`]: JWT verification (keys, JWKS, issuers, audiences, leeway).
 //! - [`filter`]: the bloom filter of keyed digests that gateways check.
+//! - [`bounds`]: what a gateway may accept: tokens the server can keep revoked.
 //! - [`gateway`]: the in-process checker for gateways, its stream follower and tower layer.
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
 //! - [`hub`]: each replica's filter, fed by the change log, streamed to gateways.
@@ -27,6 +28,7 @@
 pub mod agent;
 pub mod auth;
 pub mod backoff;
+pub mod bounds;
 pub mod config;
 pub mod filter;
 pub mod gateway;

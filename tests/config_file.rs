@@ -85,7 +85,7 @@ fn values(printed: &str) -> Vec<&str> {
 
 #[test]
 fn file_values_apply_when_no_flag_or_variable_sets_them() {
-    let config = file("key_prefix = \"file:\"\nlog_retention = 5\n");
+    let config = file("key_prefix = \"file:\"\nlog_retention = 50000\n");
     let printed = print_config("serve", path(&config), &[], &[]);
     let from_file = format!("# file {}\n", path(&config));
     assert!(
@@ -93,7 +93,7 @@ fn file_values_apply_when_no_flag_or_variable_sets_them() {
         "{printed}"
     );
     assert!(
-        printed.contains(&format!("{from_file}log_retention = 5\n")),
+        printed.contains(&format!("{from_file}log_retention = 50000\n")),
         "{printed}"
     );
     assert!(printed.contains("# default\nleeway = 60\n"), "{printed}");
@@ -131,15 +131,18 @@ fn file_values_apply_when_no_flag_or_variable_sets_them() {
 
 #[test]
 fn the_environment_beats_the_file_and_a_flag_beats_both() {
-    let config = file("key_prefix = \"file:\"\nlog_retention = 5\n");
-    let env = [("REVOCD_KEY_PREFIX", "env:"), ("REVOCD_LOG_RETENTION", "6")];
+    let config = file("key_prefix = \"file:\"\nlog_retention = 50000\n");
+    let env = [
+        ("REVOCD_KEY_PREFIX", "env:"),
+        ("REVOCD_LOG_RETENTION", "60000"),
+    ];
     let printed = print_config("serve", path(&config), &[], &env);
     assert!(
         printed.contains("# env REVOCD_KEY_PREFIX\nkey_prefix = \"env:\"\n"),
         "{printed}"
     );
     assert!(
-        printed.contains("# env REVOCD_LOG_RETENTION\nlog_retention = 6\n"),
+        printed.contains("# env REVOCD_LOG_RETENTION\nlog_retention = 60000\n"),
         "{printed}"
     );
 
@@ -148,7 +151,7 @@ fn the_environment_beats_the_file_and_a_flag_beats_both() {
         printed.contains("# flag --key-prefix\nkey_prefix = \"flag:\"\n"),
         "{printed}"
     );
-    assert!(printed.contains("log_retention = 6\n"), "{printed}");
+    assert!(printed.contains("log_retention = 60000\n"), "{printed}");
 }
 
 #[test]

@@ -119,7 +119,9 @@ async fn revoke(server: &TestServer, token: &str) {
     assert!(reply.newly_revoked, "{reply:?}");
 }
 
-async fn revoke_subject(server: &TestServer, subject: &str, not_before: i64) {
+/// Cuts `subject` off at `not_before` (0: now); returns the cut-off in
+/// force.
+async fn revoke_subject(server: &TestServer, subject: &str, not_before: i64) -> i64 {
     server
         .client(Some("key-revoke"))
         .await
@@ -129,7 +131,9 @@ async fn revoke_subject(server: &TestServer, subject: &str, not_before: i64) {
             ..Default::default()
         })
         .await
-        .expect("revoke subject");
+        .expect("revoke subject")
+        .into_inner()
+        .not_before
 }
 
 /// Starts two replicas of `deployment` on one Redis.
@@ -230,6 +234,55 @@ async fn a_subject_cutoff_denies_older_tokens_from_memory() {
     assert!(allowed(&newer_verdict).is_some(), "{newer_verdict:?}");
     let bob_verdict = gateway.check(&bob);
     assert!(allowed(&bob_verdict).is_some(), "{bob_verdict:?}");
+    server.stop().await;
+}
+
+/// `not_before = 0` cuts off every token issued up to and including the
+/// second of the call, even one issued in that second after the call; a
+/// token of the next second is a new login and is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutoff_of_now_denies_tokens_of_its_own_second() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+
+    let before = unix_now();
+    let same_second = token_issued_at("nora", "nora-same-second", before);
+    assert!(allowed(&gateway.check(&same_second)).is_some());
+    let cut_off = revoke_subject(&server, "nora", 0).await;
+    assert!(
+        cut_off > before,
+        "the cut-off {cut_off} must cover the call's second {before}"
+    );
+    let last_covered = token_issued_at("nora", "nora-last-covered", cut_off - 1);
+    let next_second = token_issued_at("nora", "nora-next-second", cut_off);
+    eventually(
+        "nora's token of the logout's second to be refused",
+        SOON,
+        || {
+            let gateway = &gateway;
+            let same_second = same_second.as_str();
+            async move {
+                match gateway.check(same_second) {
+                    Verdict::Deny(Denial::RevokedBySubject) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let view = gateway.view().expect("view");
+    assert_eq!(
+        view.subject_cutoff(&view.digest_key().subject(ISSUER, "nora")),
+        Some(cut_off)
+    );
+    assert_eq!(
+        gateway.check(&last_covered),
+        Verdict::Deny(Denial::RevokedBySubject)
+    );
+    let verdict = gateway.check_confirmed(&next_second).await;
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
     server.stop().await;
 }
 

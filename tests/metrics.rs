@@ -24,8 +24,14 @@ fn scrape(address: SocketAddr) -> String {
 async fn metrics_count_rpcs_revocations_and_streams() {
     let deployment = Deployment::new();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let replica =
-        Replica::spawn(&deployment.args(&["--metrics-listen", &metrics.to_string()])).await;
+    let metrics_listen = metrics.to_string();
+    let flags = [
+        "--metrics-listen",
+        &metrics_listen,
+        "--keyless-subject-per-minute",
+        "1",
+    ];
+    let replica = Replica::spawn(&deployment.args(&flags)).await;
 
     let mut client = replica.client(Some("key-admin")).await;
     for jti in ["m1", "m2"] {
@@ -51,12 +57,17 @@ async fn metrics_count_rpcs_revocations_and_streams() {
         token: token_for("alice", "m3"),
         ..Default::default()
     };
-    replica
-        .client(None)
-        .await
+    let mut anonymous = replica.client(None).await;
+    anonymous
         .revoke(self_revoked)
         .await
         .expect("self-revocation");
+    let second = RevokeRequest {
+        token: token_for("alice", "m4"),
+        ..Default::default()
+    };
+    let refused = anonymous.revoke(second).await.expect_err("over the quota");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     let mut stream = replica
         .client(Some("key-subscribe"))
         .await
@@ -89,6 +100,18 @@ async fn metrics_count_rpcs_revocations_and_streams() {
     assert_eq!(
         metric_value(
             &text,
+            r#"revocd_rpc_requests_total{method="Revoke",code="ResourceExhausted"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&text, r#"revocd_keyless_refusals_total{limit="subject"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(
+            &text,
             r#"revocd_rpc_requests_total{method="Subscribe",code="Ok"}"#
         ),
         Some(1.0)
@@ -106,7 +129,7 @@ async fn metrics_count_rpcs_revocations_and_streams() {
             &text,
             r#"revocd_rpc_duration_seconds_count{method="Revoke"}"#
         ),
-        Some(5.0)
+        Some(6.0)
     );
     assert!(metric_value(&text, "revocd_filter_snapshots_sent_total").is_some_and(|n| n >= 1.0));
     assert!(metric_value(&text, "revocd_filter_bits").is_some_and(|bits| bits > 0.0));

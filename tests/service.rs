@@ -272,6 +272,80 @@ async fn a_subject_cutoff_revokes_only_older_tokens(backend: Backend) {
     );
 }
 
+/// Signs a token for `subject` issued at `issued_at`, valid an hour.
+fn issued_at(subject: &str, jti: &str, issued_at: i64) -> String {
+    support::sign(&json!({
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
+    }))
+}
+
+/// `not_before = 0` is "every token issued up to and including the current
+/// second": the cut-off in force is the next second, so a token issued in
+/// the call's second (before or after the call) is revoked and one of the
+/// next second is not.
+async fn a_cutoff_of_now_covers_the_whole_current_second(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let before = unix_now();
+    let reply = harness
+        .client("key-revoke")
+        .await
+        .revoke_subject(subject("kate", 0))
+        .await
+        .expect("cut-off")
+        .into_inner();
+    let after = unix_now();
+    let cut_off = reply.not_before;
+    assert!(
+        before < cut_off && cut_off <= after + 1,
+        "the cut-off in force ({cut_off}) is the second after the call's ({before}..={after})"
+    );
+    for (jti, iat) in [("kate-before", before), ("kate-same-second", cut_off - 1)] {
+        let status = harness.check_token(&issued_at("kate", jti, iat)).await;
+        assert!(status.revoked && status.by_subject, "{jti}: {status:?}");
+        assert_eq!(status.not_before, cut_off, "{jti}");
+    }
+    let next = harness
+        .check_token(&issued_at("kate", "kate-next-second", cut_off))
+        .await;
+    assert!(!next.revoked, "a token of the next second is new: {next:?}");
+}
+
+/// An explicit `not_before = T` revokes `iat < T` only, and may be as late
+/// as the current second plus the leeway (60 s here), no later.
+async fn an_explicit_cutoff_keeps_tokens_issued_at_it(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let mut client = harness.client("key-revoke").await;
+    let cut_off = unix_now() - 100;
+    let reply = client
+        .revoke_subject(subject("liam", cut_off))
+        .await
+        .expect("cut-off")
+        .into_inner();
+    assert_eq!(reply.not_before, cut_off);
+    let older = harness
+        .check_token(&issued_at("liam", "liam-older", cut_off - 1))
+        .await;
+    assert!(older.revoked && older.by_subject, "{older:?}");
+    let at = harness
+        .check_token(&issued_at("liam", "liam-at", cut_off))
+        .await;
+    assert!(!at.revoked, "iat == not_before is not revoked: {at:?}");
+
+    let latest = unix_now() + 1 + 60;
+    let reply = client
+        .revoke_subject(subject("mia", latest))
+        .await
+        .expect("a cut-off within the leeway of the current second")
+        .into_inner();
+    assert_eq!(reply.not_before, latest);
+    let status = client
+        .revoke_subject(subject("mia", unix_now() + 1 + 60 + 5))
+        .await
+        .expect_err("a cut-off beyond the leeway");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("future"), "{status:?}");
+}
+
 async fn a_later_cutoff_replaces_an_earlier_one_never_the_reverse(backend: Backend) {
     let harness = Harness::start(backend).await;
     let now = unix_now();
@@ -989,6 +1063,8 @@ on_every_backend!(
     an_expired_token_needs_no_revocation,
     a_subject_cutoff_revokes_only_older_tokens,
     a_later_cutoff_replaces_an_earlier_one_never_the_reverse,
+    a_cutoff_of_now_covers_the_whole_current_second,
+    an_explicit_cutoff_keeps_tokens_issued_at_it,
     stats_count_live_records,
     every_call_is_authorised_by_role,
     bad_input_gets_a_clear_error,

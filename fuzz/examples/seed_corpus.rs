@@ -108,6 +108,8 @@ fn snapshot_parts(
             digest_key: key.as_bytes().to_vec(),
             part: i as u32,
             parts: chunks.len() as u32,
+            leeway: 60,
+            max_token_lifetime: 86_400,
         })
         .collect()
 }

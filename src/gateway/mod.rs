@@ -24,23 +24,40 @@
 //! certainly not revoked: allow. "Maybe" means revoked or a false positive
 //! (0.1% by default): [`Verdict::Confirm`], which [`Gateway::confirm`]
 //! settles with the server's authoritative `Check`, cached until the token
-//! expires (and dropped if a later delta names the token).
+//! expires (and dropped if a later delta names the token; an answer whose
+//! call was under way when such a delta arrived is not cached at all).
+//!
+//! # What is accepted at all
+//!
+//! Only tokens the server can keep revoked for their whole life (see
+//! [`crate::bounds`]): a token is expired at `exp` plus the smaller of the
+//! verifier's leeway and the server's, on the server's clock as far as its
+//! heartbeats show it ahead of ours; and a token without `iat`, issued in
+//! the future, living longer than the server's `--max-token-lifetime`, or
+//! with a `jti`/`sub`/`iss` the server could not store, is refused
+//! ([`Denial::Unrevocable`]). The server announces its numbers in every
+//! snapshot.
 //!
 //! # Staleness
 //!
-//! Staleness is the time since the last frame (heartbeats arrive every 2 s
-//! by default). Past `max_staleness` (default 30 s), or before the first
-//! snapshot, the [`StalePolicy`] decides: `FailOpen` (the default) keeps
-//! answering from the last filter, so revocations made during the outage
-//! are missed until it reconnects — availability over strictness;
-//! `FailClosed` refuses every token; `CheckOnline` asks the server about
-//! every token (correct, but a network call per request).
+//! Staleness is the time since the last heartbeat (every 2 s by default).
+//! A server sends heartbeats only while it applies every change of its log
+//! (not while it reloads or catches up), so a heartbeat means: every
+//! change up to its cursor is in this gateway's filter. Deltas alone do not
+//! refresh it. Past `max_staleness` (default 30 s), or before the first
+//! snapshot, the [`StalePolicy`] decides: `CheckOnline` (the default) asks
+//! the server about every token — correct, at a network call per request,
+//! and a refusal (503) while no replica answers; `FailClosed` refuses every
+//! token; `FailOpen` keeps answering from the last filter, so revocations
+//! made during the outage are missed until it reconnects — availability
+//! over the promise, to be chosen knowingly.
 
 mod layer;
 mod view;
 mod watch;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +66,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::backoff::ExponentialBackoff;
+use crate::bounds::BoundsError;
 use crate::filter::Digest;
 use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::CheckRequest;
@@ -71,11 +89,12 @@ const CONFIRM_CACHE_ENTRIES: usize = 100_000;
 pub enum StalePolicy {
     /// Keep answering from the last filter (revocations made meanwhile are
     /// missed until the stream returns).
-    #[default]
     FailOpen,
     /// Refuse every token.
     FailClosed,
-    /// Ask the server about every token.
+    /// Ask the server about every token (the default: safe, and available
+    /// while any replica answers).
+    #[default]
     CheckOnline,
 }
 
@@ -278,6 +297,10 @@ pub enum Denial {
     /// The token has no `jti`, so it cannot be checked for revocation.
     #[error("the token has no jti claim")]
     NoJti,
+    /// The server could not keep the token revoked for its whole life
+    /// (see [`crate::bounds`]).
+    #[error("{0}")]
+    Unrevocable(BoundsError),
     /// Revoked by its own record.
     #[error("the token has been revoked")]
     Revoked,
@@ -300,6 +323,7 @@ impl Denial {
             Denial::Invalid(_) => "invalid",
             Denial::Expired => "expired",
             Denial::NoJti => "no_jti",
+            Denial::Unrevocable(_) => "unrevocable",
             Denial::Revoked => "revoked",
             Denial::RevokedBySubject => "revoked_by_subject",
             Denial::Stale => "stale",
@@ -314,30 +338,76 @@ impl Denial {
     }
 }
 
-/// Confirmed answers by token digest: (revoked, keep until unix seconds).
+/// A confirm cache entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmed {
+    /// A `Check` is under way, started with this ticket.
+    Pending(u64),
+    /// The server's answer, kept until `until` (unix seconds).
+    Answer { revoked: bool, until: i64 },
+}
+
+/// Confirmed answers by token digest (the digest covers issuer and jti).
+///
+/// A "not revoked" answer is only as good as the moment the server read
+/// it: a delta naming the token may arrive while the call is under way,
+/// and caching the answer after that delta's [`ConfirmCache::forget`]
+/// would allow a revoked token until it expires. So a call takes a ticket
+/// first ([`ConfirmCache::begin`]); `forget` and `clear` drop tickets with
+/// the answers, and a "not revoked" answer is cached only if its own ticket
+/// is still there. "Revoked" is always cached: it cannot become wrong.
 #[derive(Default)]
-pub(crate) struct ConfirmCache(Mutex<HashMap<Digest, (bool, i64)>>);
+pub(crate) struct ConfirmCache {
+    entries: Mutex<HashMap<Digest, Confirmed>>,
+    next_ticket: AtomicU64,
+}
 
 impl ConfirmCache {
-    fn get(&self, digest: &Digest, now: i64) -> Option<bool> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(digest)
-            .filter(|(_, until)| *until > now)
-            .map(|(revoked, _)| *revoked)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Confirmed>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put(&self, digest: Digest, revoked: bool, until: i64) {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn get(&self, digest: &Digest, now: i64) -> Option<bool> {
+        match self.lock().get(digest) {
+            Some(Confirmed::Answer { revoked, until }) if *until > now => Some(*revoked),
+            _ => None,
+        }
+    }
+
+    /// Marks a `Check` of `digest` as under way; returns its ticket.
+    fn begin(&self, digest: Digest) -> u64 {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.insert(digest, Confirmed::Pending(ticket));
+        ticket
+    }
+
+    /// Caches the answer of the call holding `ticket` (see the type doc).
+    fn put(&self, digest: Digest, ticket: u64, revoked: bool, until: i64) {
+        let answer = Confirmed::Answer { revoked, until };
+        if revoked {
+            self.insert(digest, answer);
+            return;
+        }
+        let mut cache = self.lock();
+        if let Some(entry) = cache.get_mut(&digest) {
+            if *entry == Confirmed::Pending(ticket) {
+                *entry = answer;
+            }
+        }
+    }
+
+    fn insert(&self, digest: Digest, entry: Confirmed) {
+        let mut cache = self.lock();
         if cache.len() >= CONFIRM_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(digest, (revoked, until));
+        cache.insert(digest, entry);
     }
 
-    /// Drops the answers for digests a delta reports as revoked.
+    /// Drops the answers (and calls under way) for digests a delta reports
+    /// as revoked.
     fn forget(&self, digests: &[bytes::Bytes]) {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.lock();
         if cache.is_empty() {
             return;
         }
@@ -349,7 +419,7 @@ impl ConfirmCache {
     }
 
     fn clear(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.lock().clear();
     }
 }
 
@@ -414,12 +484,19 @@ impl Gateway {
     /// Judges verified claims from memory; allocation-free unless the
     /// verdict is `Confirm` or `Deny`.
     pub fn check_claims(&self, claims: Claims) -> Verdict {
-        let now = crate::time::unix_now();
+        let guard = self.inner.shared.view.load();
+        let view = guard.as_deref();
+        let now = self.inner.shared.server_now();
         if claims
             .expires_at
-            .is_some_and(|exp| exp + self.inner.leeway <= now)
+            .is_some_and(|exp| exp + self.leeway(view) <= now)
         {
             return Verdict::Deny(Denial::Expired);
+        }
+        if let Some(bounds) = view.and_then(FilterView::bounds) {
+            if let Err(error) = bounds.judge(&claims, now) {
+                return Verdict::Deny(Denial::Unrevocable(error));
+            }
         }
         let Some(jti) = claims.jti.as_deref() else {
             return Verdict::Deny(Denial::NoJti);
@@ -430,12 +507,13 @@ impl Gateway {
         if stale && self.inner.on_stale == StalePolicy::FailClosed {
             return Verdict::Deny(Denial::Stale);
         }
-        let guard = self.inner.shared.view.load();
-        let view = guard.as_deref();
         // Cut-offs held are applied even when stale: they only ever deny.
         if let (Some(view), Some(subject)) = (view, claims.subject.as_deref()) {
             let digest = view.digest_key().subject(&claims.issuer, subject);
             if let Some(cutoff) = view.subject_cutoff(&digest) {
+                // `iat < cut-off`, as everywhere: a "now" cut-off is stored
+                // as the next second, so it covers the whole second it was
+                // made in (see the server's `cutoff_time`).
                 if claims.issued_at.is_none_or(|iat| iat < cutoff) {
                     return Verdict::Deny(Denial::RevokedBySubject);
                 }
@@ -463,6 +541,14 @@ impl Gateway {
         }
     }
 
+    /// The leeway past `exp` within which a token is still accepted: the
+    /// verifier's, or the server's when that is smaller (its records are
+    /// gone after it).
+    fn leeway(&self, view: Option<&FilterView>) -> i64 {
+        let server = view.and_then(FilterView::bounds).map(|b| b.leeway);
+        server.map_or(self.inner.leeway, |server| server.min(self.inner.leeway))
+    }
+
     /// Settles a [`Verdict::Confirm`] with the server's `Check` by jti; the
     /// answer is cached until the token expires. A check by jti cannot see
     /// subject cut-offs the gateway does not hold yet; [`Gateway::check_confirmed`]
@@ -475,6 +561,13 @@ impl Gateway {
         let Some(jti) = claims.jti.clone() else {
             return Verdict::Deny(Denial::NoJti);
         };
+        let view = self.inner.shared.view.load_full();
+        // Taken before the call, so a delta naming the token while the call
+        // is under way keeps a "not revoked" answer out of the cache.
+        let ticket = view.as_ref().map(|view| {
+            let digest = view.digest_key().token(&claims.issuer, &jti);
+            (digest, self.inner.shared.confirmed.begin(digest))
+        });
         let check = match token {
             Some(token) => CheckRequest {
                 token: token.to_owned(),
@@ -505,14 +598,10 @@ impl Gateway {
             "not_revoked"
         };
         metrics::counter!("revocd_gateway_confirms_total", "result" => result).increment(1);
-        if let (Some(view), Some(jti)) = (self.inner.shared.view.load_full(), claims.jti.as_deref())
-        {
-            let digest = view.digest_key().token(&claims.issuer, jti);
-            let until = claims.expires_at.unwrap_or_default() + self.inner.leeway;
-            self.inner
-                .shared
-                .confirmed
-                .put(digest, answer.revoked, until);
+        if let Some((digest, ticket)) = ticket {
+            let until = claims.expires_at.unwrap_or_default() + self.leeway(view.as_deref());
+            let cache = &self.inner.shared.confirmed;
+            cache.put(digest, ticket, answer.revoked, until);
         }
         if answer.revoked {
             Verdict::Deny(if answer.by_subject {

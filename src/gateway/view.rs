@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use crate::bounds::TokenBounds;
 use crate::filter::{DecodeError, Digest, DigestKey, RevocationFilter, MAX_BITMAP_BYTES};
 use crate::pb;
 
@@ -76,6 +77,8 @@ pub struct FilterView {
     generation: u64,
     cursor: String,
     digest_key: DigestKey,
+    /// What the server keeps revocable, as its snapshot announced it.
+    bounds: Option<TokenBounds>,
     base: Arc<RevocationFilter>,
     recent: DigestSet,
     subjects: Arc<DigestMap<i64>>,
@@ -102,6 +105,7 @@ impl FilterView {
             generation: first.generation,
             cursor: first.cursor.clone(),
             digest_key: DigestKey::from_slice(&first.digest_key)?,
+            bounds: TokenBounds::announced(first.leeway, first.max_token_lifetime),
             base: Arc::new(RevocationFilter::from_bytes(bytes)?),
             recent: DigestSet::default(),
             subjects: Arc::new(subjects),
@@ -153,6 +157,12 @@ impl FilterView {
     /// The deployment's digest key.
     pub fn digest_key(&self) -> &DigestKey {
         &self.digest_key
+    }
+
+    /// The server's leeway and longest token lifetime, `None` from a
+    /// server that announces none (see [`crate::bounds`]).
+    pub fn bounds(&self) -> Option<TokenBounds> {
+        self.bounds
     }
 
     /// False when the token is certainly not revoked by its own record;
@@ -256,6 +266,7 @@ mod tests {
                 digest_key: key.as_bytes().to_vec(),
                 part: i as u32,
                 parts: chunks.len() as u32,
+                ..Default::default()
             })
             .collect()
     }

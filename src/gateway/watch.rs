@@ -7,7 +7,7 @@
 //! is refused and the stream dropped; the last good view stays in use.
 //! Stops when the gateway is dropped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,18 @@ use crate::pb::SubscribeRequest;
 pub(super) struct Shared {
     /// The current view; `None` until the first snapshot.
     pub view: ArcSwapOption<FilterView>,
-    /// Milliseconds since `epoch` when the last frame arrived.
+    /// Milliseconds since `epoch` when the last heartbeat arrived: the
+    /// server's word that every change up to its cursor is applied. Deltas
+    /// do not count: a replica catching up sends them while it still lacks
+    /// newer changes.
     pub last_frame_ms: AtomicU64,
     /// Zero point of `last_frame_ms`.
     pub epoch: Instant,
+    /// How far the server's clock ran ahead of ours at the last heartbeat,
+    /// in milliseconds (its time when sent minus ours when received: never
+    /// more than the truth). Expiry is judged on the server's clock, which
+    /// is what drops its records.
+    pub server_lead_ms: AtomicI64,
     /// Answers confirmed with the server; cleared of digests that deltas
     /// report and wholly on a new snapshot.
     pub confirmed: ConfirmCache,
@@ -42,11 +50,12 @@ impl Shared {
             view: ArcSwapOption::empty(),
             last_frame_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            server_lead_ms: AtomicI64::new(0),
             confirmed: ConfirmCache::default(),
         }
     }
 
-    /// Time since the last frame, `None` before the first.
+    /// Time since the last heartbeat, `None` before the first.
     pub(super) fn staleness(&self) -> Option<Duration> {
         let last = self.last_frame_ms.load(Ordering::Acquire);
         (last != 0).then(|| {
@@ -54,6 +63,13 @@ impl Shared {
                 .elapsed()
                 .saturating_sub(Duration::from_millis(last))
         })
+    }
+
+    /// Unix seconds now on the server's clock, as far as the last heartbeat
+    /// showed it ahead of ours (never behind ours).
+    pub(super) fn server_now(&self) -> i64 {
+        let lead = self.server_lead_ms.load(Ordering::Relaxed).max(0);
+        (crate::time::unix_now_ms() + lead).div_euclid(1_000)
     }
 
     fn touch(&self) {
@@ -140,10 +156,13 @@ async fn follow(
             Ok(Ok(None)) => return StreamError::Ended,
             Ok(Ok(Some(frame))) => frame,
         };
+        let heartbeat = matches!(frame.update, Some(Update::Heartbeat(_)));
         if let Err(error) = apply(shared, &mut assembler, frame.update, config.max_staleness) {
             return error.into();
         }
-        shared.touch();
+        if heartbeat {
+            shared.touch();
+        }
         backoff.reset();
     }
 }
@@ -194,11 +213,12 @@ fn apply(
                     .record(delay_ms.max(0) as f64 / 1_000.0);
             }
         }
-        // A heartbeat changes nothing but the staleness, which every frame
-        // refreshes; its server time shows how far behind the stream runs
-        // (clock skew included).
+        // A heartbeat changes nothing but the staleness, which only
+        // heartbeats refresh; its server time shows how far behind the
+        // stream runs (clock skew included).
         Some(Update::Heartbeat(heartbeat)) => {
             let lag_ms = crate::time::unix_now_ms() - heartbeat.server_time_ms;
+            shared.server_lead_ms.store(-lag_ms, Ordering::Relaxed);
             let lag = lag_ms.max(0) as f64 / 1_000.0;
             metrics::gauge!("revocd_gateway_heartbeat_lag_seconds").set(lag);
         }
@@ -232,7 +252,27 @@ fn cursor_is_behind(offered: &str, held: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::cursor_is_behind;
+    use super::*;
+
+    #[test]
+    fn expiry_is_judged_on_the_servers_clock_when_it_runs_ahead() {
+        let shared = Shared::new();
+        let mut assembler = SnapshotAssembler::default();
+        let heartbeat = |server_time_ms| {
+            Some(Update::Heartbeat(crate::pb::Heartbeat {
+                cursor: String::new(),
+                server_time_ms,
+            }))
+        };
+        let ahead = crate::time::unix_now_ms() + 600_000;
+        apply(&shared, &mut assembler, heartbeat(ahead), Duration::ZERO).unwrap();
+        assert!(shared.server_now() >= crate::time::unix_now() + 599);
+        // A server behind us never moves expiry later than our own clock.
+        let behind = crate::time::unix_now_ms() - 600_000;
+        apply(&shared, &mut assembler, heartbeat(behind), Duration::ZERO).unwrap();
+        assert!(shared.server_now() >= crate::time::unix_now());
+        assert!(shared.server_now() <= crate::time::unix_now() + 1);
+    }
 
     #[test]
     fn a_cursor_is_behind_only_when_no_partition_is_ahead() {

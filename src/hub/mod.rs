@@ -6,8 +6,9 @@
 //! - the **follower** loads the live set from the store (a paged scan, so
 //!   memory stays bounded), then tails the change log (`XREAD BLOCK` on its
 //!   own connection) and forwards every batch, the replica's own writes
-//!   included: one path, no double bookkeeping. On a store error it backs
-//!   off and loads again, which starts a new generation;
+//!   included: one path, no double bookkeeping. On a store error, or when
+//!   the log was trimmed past its cursor ([`crate::store::Error::LogGap`]),
+//!   it backs off and loads again, which starts a new generation;
 //! - the **hub** owns all state ([`state::HubState`]): it applies batches,
 //!   expires entries, rebuilds the filter when needed, and feeds each
 //!   subscriber's bounded queue.
@@ -21,6 +22,18 @@
 //! snapshot (at the next heartbeat tick). So a stalled gateway slows no
 //! one, holds at most its queue's worth of frames (shared with the other
 //! subscribers, not copied), and never misses a change silently.
+//!
+//! # What a heartbeat means
+//!
+//! A heartbeat says: every change of the log up to its cursor is applied,
+//! and the follower reached the log's head less than [`FOLLOWER_SILENCE`]
+//! ago. So the hub sends none while it is not *following*: from the moment
+//! the follower reports a lost log (or a gap) until a reload completes, and
+//! while the follower has not caught up with the head (reads that fill
+//! whole batches) for that long. Gateways count their staleness from the
+//! last heartbeat, so they see such a replica going stale and apply their
+//! policy; new subscriptions are refused meanwhile
+//! ([`SubscribeError::Lagging`]).
 
 mod state;
 
@@ -51,6 +64,10 @@ pub const DEFAULT_SNAPSHOT_PART_BYTES: usize = 16 << 10;
 pub const DEFAULT_HISTORY: usize = 100_000;
 /// Longest a log read blocks; also how often the follower proves it is alive.
 const TAIL_WAIT: Duration = Duration::from_secs(1);
+/// The follower reads at least once per [`TAIL_WAIT`]; longer without a
+/// read that reached the log's head means the replica is not following the
+/// log (stuck, or behind), and heartbeats stop.
+pub const FOLLOWER_SILENCE: Duration = Duration::from_secs(3);
 /// Most entries read from the log at once.
 const TAIL_BATCH: usize = 1_000;
 /// Longest a subscription waits for the filter's first load.
@@ -84,6 +101,9 @@ pub struct HubConfig {
     /// largest message it has encoded and keeps that size for the life of
     /// the stream, so 3 MiB parts cost up to 3 MiB per subscriber.
     pub snapshot_part_bytes: usize,
+    /// The server's leeway and longest token lifetime, announced in every
+    /// snapshot so gateways accept only what stays revocable.
+    pub bounds: crate::bounds::TokenBounds,
 }
 
 impl Default for HubConfig {
@@ -97,6 +117,10 @@ impl Default for HubConfig {
             min_capacity: 10_000,
             headroom: DEFAULT_HEADROOM,
             snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
+            bounds: crate::bounds::TokenBounds {
+                leeway: crate::config::DEFAULT_LEEWAY_SECONDS as i64,
+                max_token_lifetime: 24 * 3_600,
+            },
         }
     }
 }
@@ -226,8 +250,15 @@ enum Event {
     LoadPage(Vec<Change>),
     /// The load is complete; later batches follow the log.
     LoadDone,
-    /// New log entries (maybe none: then proof the follower is alive).
-    Tail(Vec<crate::store::LoggedChange>),
+    /// New log entries (maybe none: then proof the follower is alive), and
+    /// whether the read reached the log's head (fewer than a whole batch).
+    Tail {
+        entries: Vec<crate::store::LoggedChange>,
+        caught_up: bool,
+    },
+    /// The follower lost the log (a store error, or a gap): nothing is
+    /// applied until the next load completes.
+    Lost,
 }
 
 // === impl FilterHub ===
@@ -293,7 +324,10 @@ async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
             Ok(()) => return, // the hub stopped listening
             Err(error) => {
                 metrics::counter!("revocd_change_log_errors_total").increment(1);
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, "change log unreachable; will reload");
+                if events.send(Event::Lost).await.is_err() {
+                    return;
+                }
+                warn!(%error, retry_in_ms = delay.as_millis() as u64, "change log lost; will reload");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
@@ -336,7 +370,12 @@ async fn follow_once(
         if let Some(last) = entries.last() {
             cursor.clone_from(&last.cursor);
         }
-        if events.send(Event::Tail(entries)).await.is_err() {
+        let caught_up = entries.len() < TAIL_BATCH;
+        if events
+            .send(Event::Tail { entries, caught_up })
+            .await
+            .is_err()
+        {
             return Ok(());
         }
     }

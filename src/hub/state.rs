@@ -29,6 +29,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::time::Instant as ClockInstant;
+
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::{
     Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
+    FOLLOWER_SILENCE,
 };
 use crate::filter::{Digest, DigestKey, RevocationFilter, DIGEST_BYTES};
 use crate::pb::{self, filter_update::Update};
@@ -47,10 +50,6 @@ use crate::time::unix_now;
 const MAX_DELTA_DIGESTS: usize = 100_000;
 /// A cached snapshot is reused (with a catch-up delta) for this long.
 const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
-/// The follower reads at least once a second; silence for longer means the
-/// change log is not being followed, and heartbeats stop so gateways see
-/// themselves going stale.
-const FOLLOWER_SILENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One change as the filter sees it.
 #[derive(Debug, Clone, Copy)]
@@ -109,8 +108,12 @@ pub(super) struct HubState {
     snapshot: Option<CachedSnapshot>,
     subscribers: Vec<Subscriber>,
     next_subscriber: u64,
-    /// When the follower last reported (a batch, maybe empty).
-    follower_seen: Instant,
+    /// True from a completed load until the follower reports the log lost
+    /// or a reload begins: only then are changes being applied.
+    following: bool,
+    /// When a read of the follower last reached the log's head (Tokio's
+    /// clock, so tests can move it).
+    caught_up_at: ClockInstant,
     /// A load in progress: the state being built.
     loading: Option<Box<HubState>>,
     /// Subscriptions made before the first load completed, served by it.
@@ -143,7 +146,8 @@ impl HubState {
             snapshot: None,
             subscribers: Vec::new(),
             next_subscriber: 0,
-            follower_seen: Instant::now(),
+            following: false,
+            caught_up_at: ClockInstant::now(),
             loading: None,
             waiting: Vec::new(),
         }
@@ -200,9 +204,9 @@ impl HubState {
     }
 
     fn on_event(&mut self, event: Event) {
-        self.follower_seen = Instant::now();
         match event {
             Event::LoadStarted(tail) => {
+                self.following = false;
                 let mut building = HubState::new(self.digest_key.clone(), self.config.clone());
                 building.cursor = tail.head;
                 building.history_start = tail.start;
@@ -225,8 +229,30 @@ impl HubState {
                     self.install(*building);
                 }
             }
-            Event::Tail(entries) => self.apply(entries),
+            Event::Tail { entries, caught_up } => {
+                self.apply(entries);
+                if caught_up {
+                    self.caught_up_at = ClockInstant::now();
+                }
+            }
+            Event::Lost => {
+                if self.following {
+                    warn!(
+                        cursor = self.cursor,
+                        "change log lost; no heartbeats until it is loaded again"
+                    );
+                }
+                self.following = false;
+                self.loading = None;
+            }
         }
+    }
+
+    /// True while every change of the log is being applied (see "What a
+    /// heartbeat means" in the module above): only then are heartbeats
+    /// sent and subscriptions taken.
+    fn is_live(&self) -> bool {
+        self.ready && self.following && self.caught_up_at.elapsed() < FOLLOWER_SILENCE
     }
 
     /// Makes a completed load current: a new generation for everyone.
@@ -240,6 +266,8 @@ impl HubState {
         self.history = building.history;
         self.history_start = building.history_start;
         self.ready = true;
+        self.following = true;
+        self.caught_up_at = ClockInstant::now();
         self.rebuild("loaded");
         for (params, reply) in std::mem::take(&mut self.waiting) {
             let _ = reply.send(self.subscribe(params));
@@ -409,7 +437,7 @@ impl HubState {
             self.rebuild("expired entries outnumber live ones");
         }
         self.serve_pending_snapshots();
-        if self.follower_seen.elapsed() < FOLLOWER_SILENCE {
+        if self.is_live() {
             self.broadcast(self.heartbeat());
         }
         metrics::gauge!("revocd_subscribers_connected").set(self.subscribers.len() as f64);
@@ -476,7 +504,7 @@ impl HubState {
         // A filter that may lack acknowledged revocations must not replace
         // a gateway's newer one: send it elsewhere (heartbeats stop for the
         // same reason, so subscribers already here go stale).
-        if self.follower_seen.elapsed() >= FOLLOWER_SILENCE {
+        if !self.is_live() {
             return Err(SubscribeError::Lagging);
         }
         self.subscribers.retain(|s| !s.queue.is_closed());
@@ -577,7 +605,11 @@ impl HubState {
     /// queue has room for both; otherwise it stays pending.
     fn offer_snapshot(&mut self, subscriber: &mut Subscriber) {
         let (cursor, snapshot) = self.current_snapshot();
-        let catch_up = self.deltas_since(&cursor).unwrap_or_default();
+        let mut catch_up = self.deltas_since(&cursor).unwrap_or_default();
+        // Fresh from the start when the state sent is current.
+        if self.is_live() {
+            catch_up.push(self.heartbeat());
+        }
         if subscriber.queue.capacity() >= 2 {
             subscriber.needs_snapshot = !offer_all(subscriber, [snapshot, catch_up.into()]);
             if !subscriber.needs_snapshot {
@@ -635,6 +667,8 @@ impl HubState {
                     digest_key: self.digest_key.as_bytes().to_vec(),
                     part: part as u32,
                     parts: parts as u32,
+                    leeway: self.config.bounds.leeway,
+                    max_token_lifetime: self.config.bounds.max_token_lifetime,
                 }))
             })
             .collect()
@@ -835,6 +869,15 @@ mod tests {
         let view = FilterView::from_snapshot(&received).expect("parts in order");
         let key = hub.digest_key.clone();
         assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+        assert!(
+            matches!(
+                updates.next().await,
+                Some(Ok(pb::FilterUpdate {
+                    update: Some(Update::Heartbeat(_))
+                }))
+            ),
+            "a live hub vouches for the snapshot at once"
+        );
 
         hub.apply(vec![
             revoked("a", now + 600, 2_000),
@@ -853,6 +896,82 @@ mod tests {
             }
             other => panic!("expected the delta, got {other:?}"),
         }
+    }
+
+    /// The kinds of the frames queued for a subscriber, in order.
+    fn queued(updates: &mut Updates) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        while let Ok(Outgoing::Frames(frames)) = updates.queue.try_recv() {
+            kinds.extend(frames.iter().map(|frame| match frame.update {
+                Some(Update::Snapshot(_)) => "snapshot",
+                Some(Update::Delta(_)) => "delta",
+                Some(Update::Heartbeat(_)) => "heartbeat",
+                None => "empty",
+            }));
+        }
+        kinds
+    }
+
+    fn tail(entries: Vec<LoggedChange>, caught_up: bool) -> Event {
+        Event::Tail { entries, caught_up }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_heartbeat_vouches_for_a_reload_in_progress() {
+        let mut hub = hub();
+        let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+        assert_eq!(queued(&mut updates).last(), Some(&"heartbeat"));
+        // A reload begins (after a Redis blip): pages arrive, nothing of
+        // the log is applied meanwhile.
+        hub.on_event(Event::LoadStarted(crate::store::LogTail {
+            head: "9".into(),
+            entries: Vec::new(),
+            start: None,
+        }));
+        hub.on_event(Event::LoadPage(Vec::new()));
+        hub.on_tick();
+        assert_eq!(queued(&mut updates), Vec::<&str>::new());
+        assert_eq!(
+            hub.subscribe(SubscribeParams::default()).err(),
+            Some(SubscribeError::Lagging)
+        );
+        hub.on_event(Event::LoadDone);
+        hub.on_tick();
+        let kinds = queued(&mut updates);
+        assert_eq!(kinds.first(), Some(&"snapshot"), "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&"heartbeat"), "{kinds:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_log_stops_heartbeats_at_once() {
+        let mut hub = hub();
+        let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+        queued(&mut updates);
+        hub.on_event(Event::Lost);
+        hub.on_tick();
+        assert_eq!(queued(&mut updates), Vec::<&str>::new());
+        assert_eq!(
+            hub.subscribe(SubscribeParams::default()).err(),
+            Some(SubscribeError::Lagging)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_that_stays_behind_the_head_stops_heartbeats() {
+        let mut hub = hub();
+        let now = unix_now();
+        let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+        queued(&mut updates);
+        // Whole batches, one after another: the follower is catching up.
+        for i in 0..4u64 {
+            tokio::time::advance(FOLLOWER_SILENCE / 3).await;
+            hub.on_event(tail(vec![revoked(&i.to_string(), now + 600, i)], false));
+        }
+        hub.on_tick();
+        assert_eq!(queued(&mut updates), ["delta"; 4]);
+        hub.on_event(tail(vec![revoked("head", now + 600, 9)], true));
+        hub.on_tick();
+        assert_eq!(queued(&mut updates), ["delta", "heartbeat"]);
     }
 
     #[test]

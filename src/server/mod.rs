@@ -31,6 +31,7 @@ use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
 use crate::tokens::TokenVerifier;
 
+pub use self::quota::{KeylessLimits, KeylessRefusal};
 pub use self::service::RevocationService;
 
 /// Largest request message accepted, in bytes; every request is small.
@@ -56,6 +57,8 @@ pub struct Policy {
     pub default_issuer: String,
     /// Most filter streams one caller may hold open.
     pub max_streams_per_key: usize,
+    /// Quotas of revoking a token by itself without an API key.
+    pub keyless: KeylessLimits,
 }
 
 /// Everything a replica serves from; shared by all calls.
@@ -147,6 +150,7 @@ impl State {
                 max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
                 default_issuer: config.jwt.default_issuer().to_owned(),
                 max_streams_per_key: config.max_streams_per_key,
+                keyless: config.keyless_limits(),
             },
             started: Instant::now(),
             tls,

@@ -3,10 +3,7 @@
 
 use super::service::ApiError;
 
-/// Longest `jti` or subject, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
-/// Longest issuer, in bytes (issuers are URLs).
-pub const MAX_ISSUER_BYTES: usize = 512;
+pub use crate::bounds::{MAX_ID_BYTES, MAX_ISSUER_BYTES};
 /// Longest reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 512;
 /// Longest change-log cursor or page token, in bytes: a stream ID for each
@@ -41,7 +38,7 @@ pub fn text(field: &str, value: &str, limit: usize) -> Result<(), ApiError> {
             value.len()
         )));
     }
-    if value.chars().any(char::is_control) {
+    if !crate::bounds::is_printable(value) {
         return Err(ApiError::invalid(format!(
             "`{field}` contains control characters"
         )));

@@ -2,12 +2,14 @@
 //! one mapping of errors to gRPC status codes.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, warn, Instrument};
 
-use super::quota::RevocationRate;
+use super::quota::{KeylessQuota, KeylessRefusal, RevocationRate};
 use super::{request, State};
 use crate::auth::{Access, AuthError, Caller, Role};
 use crate::hub::{SubscribeError, SubscribeParams};
@@ -76,6 +78,12 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<KeylessRefusal> for ApiError {
+    fn from(refusal: KeylessRefusal) -> Self {
+        ApiError::ResourceExhausted(refusal.to_string())
+    }
+}
+
 impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
         match error {
@@ -130,7 +138,10 @@ impl From<ApiError> for Status {
 pub struct RevocationService {
     state: Arc<State>,
     streams: Arc<StreamCounter>,
+    /// Rate quotas of API keys.
     rate: Arc<RevocationRate>,
+    /// Quotas of self-revocation without a key.
+    keyless: Arc<KeylessQuota>,
 }
 
 /// Open filter streams per caller, so one key cannot take them all.
@@ -191,10 +202,12 @@ impl tokio_stream::Stream for FilterStream {
 impl RevocationService {
     /// A service serving from `state`.
     pub fn new(state: Arc<State>) -> Self {
+        let keyless = KeylessQuota::new(state.policy.keyless, Instant::now());
         Self {
             state,
             streams: Arc::default(),
             rate: Arc::default(),
+            keyless: Arc::new(keyless),
         }
     }
 
@@ -238,6 +251,7 @@ impl RevocationService {
     async fn revoke(&self, request: Request<RevokeRequest>) -> Result<RevokeResponse, ApiError> {
         let caller = self.caller(&request)?;
         let source = source_address(&request);
+        let source_ip = request.remote_addr().map(|address| address.ip());
         let now = unix_now();
         let revocation =
             match self.prepare_revocation(caller.as_ref(), request.into_inner(), &source, now)? {
@@ -249,7 +263,10 @@ impl RevocationService {
                 self.take_rate(caller)?;
                 caller.limits.max_live_revocations
             }
-            None => None,
+            None => {
+                self.take_keyless(&revocation, source_ip)?;
+                None
+            }
         };
         let outcome = self
             .state
@@ -372,7 +389,7 @@ impl RevocationService {
                 }
             }
         }
-        let granted = self.rate.take(&caller, revocations.len());
+        let granted = self.rate.take(&caller, revocations.len(), Instant::now());
         for &position in &positions[granted..] {
             let status = Status::from(over_rate_quota(&caller));
             results[position].code = status.code() as i32;
@@ -454,10 +471,32 @@ impl RevocationService {
 
     /// Takes one revocation from the caller's rate quota.
     fn take_rate(&self, caller: &Caller) -> Result<(), ApiError> {
-        match self.rate.take(caller, 1) {
+        match self.rate.take(caller, 1, Instant::now()) {
             0 => Err(over_rate_quota(caller)),
             _ => Ok(()),
         }
+    }
+
+    /// Takes one keyless self-revocation of `revocation`'s subject from
+    /// `source`; a refusal is counted in
+    /// `revocd_keyless_refusals_total{limit}`.
+    fn take_keyless(
+        &self,
+        revocation: &Revocation,
+        source: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        let taken = self.keyless.take(
+            &revocation.issuer,
+            &revocation.subject,
+            source,
+            Instant::now(),
+        );
+        taken.map_err(|refusal| {
+            metrics::counter!("revocd_keyless_refusals_total", "limit" => refusal.label())
+                .increment(1);
+            debug!(limit = refusal.label(), "keyless revocation refused");
+            ApiError::from(refusal)
+        })
     }
 
     /// `expires_at` must be positive and within `--max-token-lifetime`.
@@ -493,20 +532,7 @@ impl RevocationService {
         let issuer = self.issuer(&request.issuer)?;
         let now = unix_now();
         let policy = &self.state.policy;
-        let not_before = match request.not_before {
-            0 => now,
-            t if t < 0 => {
-                return Err(ApiError::invalid(
-                    "`not_before` is negative; it is unix seconds",
-                ))
-            }
-            t if t > now + policy.leeway => {
-                return Err(ApiError::invalid(
-                    "`not_before` is in the future; a cut-off applies to tokens already issued",
-                ))
-            }
-            t => t,
-        };
+        let not_before = cutoff_time(request.not_before, now, policy.leeway)?;
         let keep_until = not_before + policy.max_token_lifetime + policy.leeway;
         if keep_until <= now {
             // Every token it would cover has expired already.
@@ -561,6 +587,15 @@ impl RevocationService {
             ));
         }
         let claims = self.state.verifier.verify(&request.token)?;
+        // What gateways refuse, because no record could be kept for its
+        // whole life, gets no "not revoked" from here either.
+        let bounds = crate::bounds::TokenBounds {
+            leeway: self.state.policy.leeway,
+            max_token_lifetime: self.state.policy.max_token_lifetime,
+        };
+        bounds
+            .judge(&claims, now)
+            .map_err(|error| ApiError::invalid(format!("{error}; gateways refuse it")))?;
         if claims.jti.is_none() && claims.subject.is_none() {
             return Err(ApiError::invalid(
                 "the token has neither `jti` nor `sub`; nothing can revoke it",
@@ -750,6 +785,32 @@ fn record_message(record: &Record) -> pb::RevocationRecord {
     }
 }
 
+/// The cut-off a `RevokeSubject` asks for, at `now`: tokens with
+/// `iat < cut-off` are revoked, here, in the stores and in gateways.
+///
+/// `iat` has whole seconds, so "now" cannot be told apart from the rest of
+/// its second. `0` takes the safe side: every token issued up to and
+/// including the current second is revoked (the cut-off is `now + 1`),
+/// including one issued in that second after the call; a client that logs
+/// in again within that second gets a token already cut off and must retry
+/// once the second ends. An explicit `t` keeps its meaning (`iat == t`
+/// survives) and may be as late as `now + 1 + leeway`: every token issued up
+/// to the current second on an issuer whose clock runs `leeway` ahead.
+fn cutoff_time(requested: i64, now: i64, leeway: i64) -> Result<i64, ApiError> {
+    let latest = now + 1 + leeway;
+    match requested {
+        0 => Ok(now + 1),
+        t if t < 0 => Err(ApiError::invalid(
+            "`not_before` is negative; it is unix seconds",
+        )),
+        t if t > latest => Err(ApiError::invalid(format!(
+            "`not_before` is {} s in the future; a cut-off applies to tokens already issued, so it may be at most the clock leeway ({leeway} s) past the current second (0 means every token issued up to now)",
+            t - now
+        ))),
+        t => Ok(t),
+    }
+}
+
 /// Builds the answer to `Check`. `issued_at` is `Some` for a check by token
 /// (then the subject cut-off applies); a token without `iat` cannot show it
 /// was issued after a cut-off, so any cut-off revokes it.
@@ -876,4 +937,52 @@ async fn observed<T>(
     metrics::histogram!("revocd_rpc_duration_seconds", "method" => method)
         .record(started.elapsed().as_secs_f64());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cutoff_of_now_covers_the_current_second_and_explicit_ones_keep_theirs() {
+        let (now, leeway) = (1_000, 60);
+        assert_eq!(cutoff_time(0, now, leeway).unwrap(), now + 1);
+        assert_eq!(cutoff_time(now - 5, now, leeway).unwrap(), now - 5);
+        assert_eq!(cutoff_time(now + 1, now, 0).unwrap(), now + 1, "as 0 would");
+        assert_eq!(cutoff_time(now + 61, now, leeway).unwrap(), now + 61);
+        let late = cutoff_time(now + 62, now, leeway).unwrap_err().to_string();
+        assert!(late.contains("future") && late.contains("60 s"), "{late}");
+        assert!(cutoff_time(-1, now, leeway).is_err());
+    }
+
+    #[test]
+    fn a_cutoff_revokes_tokens_issued_before_it_not_at_it() {
+        let cutoff = SubjectCutoff {
+            issuer: "https://issuer.test".into(),
+            subject: "alice".into(),
+            not_before: 1_000,
+            keep_until: 2_000,
+            provenance: Provenance {
+                at: 900,
+                by: "auth-server".into(),
+                reason: String::new(),
+                source: String::new(),
+            },
+        };
+        let status = TokenStatus {
+            revocation: None,
+            cutoff: Some(cutoff),
+        };
+        let revoked = |iat| check_response(&status, Some(iat)).revoked;
+        assert!(revoked(Some(999)));
+        assert!(!revoked(Some(1_000)));
+        assert!(
+            revoked(None),
+            "without `iat` a token cannot show it is newer"
+        );
+        assert!(
+            !check_response(&status, None).revoked,
+            "a check by jti does not see cut-offs"
+        );
+    }
 }

@@ -319,11 +319,18 @@ impl State {
     }
 
     /// Up to `max` entries after `cursor` (an unparsable cursor reads from
-    /// the start).
-    fn entries_after(&self, cursor: &str, max: usize) -> Vec<LoggedChange> {
+    /// the start). [`Error::LogGap`] when the entry right after `cursor`
+    /// was trimmed already.
+    fn entries_after(&self, cursor: &str, max: usize) -> Result<Vec<LoggedChange>, Error> {
         let after: u64 = cursor.parse().unwrap_or(0);
+        let oldest_kept = self.log.front().map_or(after + 1, |entry| entry.sequence);
+        if oldest_kept > after + 1 {
+            return Err(Error::LogGap {
+                cursor: cursor.to_owned(),
+            });
+        }
         let start = self.log.partition_point(|entry| entry.sequence <= after);
-        self.log.range(start..).take(max).map(logged).collect()
+        Ok(self.log.range(start..).take(max).map(logged).collect())
     }
 }
 
@@ -375,15 +382,15 @@ impl MemoryLogReader {
         cursor: &str,
         max: usize,
         wait: Duration,
-    ) -> Vec<LoggedChange> {
+    ) -> Result<Vec<LoggedChange>, Error> {
         // Register for the wake-up before looking, so an append between the
         // look and the wait is not missed.
         let appended = self.store.appended.notified();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let entries = self.store.lock().entries_after(cursor, max);
+        let entries = self.store.lock().entries_after(cursor, max)?;
         if !entries.is_empty() {
-            return entries;
+            return Ok(entries);
         }
         let _ = tokio::time::timeout(wait, appended).await;
         self.store.lock().entries_after(cursor, max)
@@ -458,10 +465,30 @@ mod tests {
             tokio::spawn(async move { reader.read_after("5", 10, Duration::from_secs(5)).await });
         tokio::task::yield_now().await;
         writer.revoke(&revocation("late", 100), 0, None);
-        let entries = wait.await.unwrap();
+        let entries = wait.await.unwrap().expect("no gap");
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].cursor, "6");
         assert!(matches!(&entries[0].change, Change::Revoked { jti, .. } if jti == "late"));
+    }
+
+    #[tokio::test]
+    async fn a_reader_whose_next_entry_was_trimmed_is_told_so() {
+        let store = MemoryStore::new(3);
+        for i in 0..5 {
+            store.revoke(&revocation(&format!("j{i}"), 100), 0, None);
+        }
+        // Entries 1 and 2 are gone: a reader at 0 or 1 would miss them.
+        let mut reader = store.log_reader();
+        for cursor in ["0", "1"] {
+            let read = reader.read_after(cursor, 10, Duration::ZERO).await;
+            assert!(
+                matches!(&read, Err(Error::LogGap { cursor: at }) if at == cursor),
+                "{cursor}: {read:?}"
+            );
+        }
+        // At 2 the next entry (3) is still there.
+        let read = reader.read_after("2", 10, Duration::ZERO).await.unwrap();
+        assert_eq!(read.len(), 3);
     }
 
     fn revocation(jti: &str, keep_until: i64) -> Revocation {

@@ -62,7 +62,9 @@ pub struct SubjectCutoff {
     pub issuer: String,
     /// The tokens' `sub`.
     pub subject: String,
-    /// Tokens whose `iat` is earlier are revoked (unix seconds).
+    /// Tokens whose `iat` is earlier are revoked (unix seconds). A cut-off
+    /// of "now" is stored as the next second, so it covers every token of
+    /// the second it was made in.
     pub not_before: i64,
     /// When the record may be forgotten: once every token it covers has
     /// expired (`not_before` + maximum token lifetime + leeway).
@@ -310,6 +312,16 @@ pub enum Error {
     /// A page token this store did not hand out.
     #[error("the page token is not one this server handed out")]
     BadPageToken,
+    /// Entries after a log reader's cursor were trimmed from the change log
+    /// before it read them: whatever follows that cursor is incomplete, so
+    /// the reader's state must be loaded again from the records.
+    #[error(
+        "the change log was trimmed past cursor {cursor:?}: entries after it are gone; reload"
+    )]
+    LogGap {
+        /// The cursor the reader stood at.
+        cursor: String,
+    },
     /// A stored record could not be read back.
     #[error("corrupt record {key}: {detail}")]
     Corrupt {
@@ -573,10 +585,14 @@ pub enum LogReader {
 
 impl LogReader {
     /// The entries after `cursor`, at most `max`, waiting up to `wait` for
-    /// the first one. An empty result means none arrived in time.
+    /// the first one. An empty result means none arrived in time. Never
+    /// skips an entry silently: when entries after `cursor` were trimmed
+    /// from the log before they could be read, the answer is
+    /// [`Error::LogGap`], and the reader must reload.
     ///
     /// # Errors
-    /// [`Error::Unavailable`]; [`Error::Corrupt`] for an unreadable entry.
+    /// [`Error::Unavailable`]; [`Error::LogGap`]; [`Error::Corrupt`] for an
+    /// unreadable entry.
     pub async fn read_after(
         &mut self,
         cursor: &str,
@@ -585,7 +601,7 @@ impl LogReader {
     ) -> Result<Vec<LoggedChange>, Error> {
         match self {
             LogReader::Redis(reader) => reader.read_after(cursor, max, wait).await,
-            LogReader::Memory(reader) => Ok(reader.read_after(cursor, max, wait).await),
+            LogReader::Memory(reader) => reader.read_after(cursor, max, wait).await,
         }
     }
 }

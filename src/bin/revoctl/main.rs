@@ -71,7 +71,8 @@ struct Cli {
 enum Command {
     /// Revoke one token, by the token itself or by its jti and expiry.
     Revoke(RevokeArgs),
-    /// Revoke every token of a subject issued before a time (default: now).
+    /// Revoke every token of a subject issued before a time (default: every
+    /// token issued up to and including the current second).
     RevokeSubject(RevokeSubjectArgs),
     /// Show whether a token is revoked, by jti or by the token itself.
     Status(StatusArgs),
@@ -164,7 +165,9 @@ struct RevokeArgs {
 struct RevokeSubjectArgs {
     /// The subject (`sub` claim).
     subject: String,
-    /// Revoke tokens issued before this unix time (default: now).
+    /// Revoke tokens with `iat` before this unix time (a token issued at it
+    /// is kept); 0: every token issued up to and including the current
+    /// second (a login in that same second must retry after it).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     not_before: i64,
     /// The tokens' issuer; default: the server's.

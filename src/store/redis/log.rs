@@ -11,6 +11,27 @@
 //! partition, on a connection of its own. A cluster would need a blocked
 //! connection per node, so there the reader polls every partition without
 //! blocking, every [`CLUSTER_POLL`] while the log is quiet.
+//!
+//! # Gaps
+//!
+//! Each stream is trimmed to about `retention` entries (`XADD MAXLEN ~`),
+//! always from its oldest end. A reader that falls that far behind (a
+//! stalled process, a long load) would read on after its cursor as if
+//! nothing were missing, so after every read that returned entries of a
+//! partition the reader asks that stream ([`LOG_STATE_SCRIPT`]) and
+//! answers [`Error::LogGap`] when entries after its cursor may be gone:
+//!
+//! - the cursor names an entry (the last one read, or the newest at load)
+//!   and that entry is no longer in the stream: it was trimmed, and so may
+//!   have been some after it; or the stream lost it otherwise (a failover
+//!   to a Redis replica that had not received it, a flush). False alarms
+//!   are possible only for a reader `retention` entries behind, which had
+//!   better reload anyway.
+//! - the cursor is the origin (the stream did not exist at load) and the
+//!   stream has lost entries since (`entries-added` above its length).
+//!
+//! Asking *after* the read is enough: an entry gone when the read ran is
+//! still gone, so a gap that existed then is seen.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +46,32 @@ use crate::store::{AuditEntry, Change, Error, LogTail, LoggedChange, Page, Recor
 
 /// How often a cluster reader looks for new entries while the log is quiet.
 pub const CLUSTER_POLL: Duration = Duration::from_millis(10);
+/// Reports what a reader at a position needs to know about a partition's
+/// stream for gap detection (see the module documentation).
+///
+/// KEYS: the partition's log. ARGV: the reader's position in it. Returns
+/// `{1 if the entry at the position is still there else 0, entries ever
+/// added, length}`; `{0, 0, 0}` when the stream does not exist.
+/// `entries-added` exists from Redis 7.0 on (0 before: then a gap at the
+/// origin goes unnoticed).
+const LOG_STATE_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
+local kept = #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local added, length = 0, 0
+for i = 1, #info, 2 do
+  local name, value = info[i], info[i + 1]
+  if name == 'length' then length = value
+  elseif name == 'entries-added' then added = value
+  end
+end
+return {kept, added, length}
+"#;
+
+/// [`LOG_STATE_SCRIPT`], hashed once.
+static LOG_STATE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(LOG_STATE_SCRIPT));
+
 /// Store calls one page of the audit trail may take at most, so a filter
 /// that matches little cannot keep a call going for long.
 const MAX_READS_PER_PAGE: usize = 16;
@@ -329,6 +376,11 @@ impl RedisLogReader {
             }
             RedisNodes::Cluster(_) => self.poll(&position, max, wait).await?,
         };
+        let mut read = vec![false; partitions];
+        for (partition, _) in &fetched {
+            read[*partition] = true;
+        }
+        self.check_no_gap(&position, &read, cursor).await?;
         let mut merged = merge(fetched);
         merged.truncate(max.max(1));
         merged
@@ -342,6 +394,41 @@ impl RedisLogReader {
                 )
             })
             .collect()
+    }
+
+    /// [`Error::LogGap`] when entries right after `position` may have
+    /// been trimmed from a partition that was `read` (module doc, "Gaps").
+    async fn check_no_gap(
+        &self,
+        position: &Positions,
+        read: &[bool],
+        cursor: &str,
+    ) -> Result<(), Error> {
+        let probes = self
+            .store
+            .keys
+            .partitions
+            .iter()
+            .zip(&position.0)
+            .zip(read)
+            .filter(|(_, read)| **read)
+            .map(|((keys, at), _)| {
+                let mut connection = self.store.connection.clone();
+                async move {
+                    let (kept, added, length): (u8, u64, u64) = LOG_STATE
+                        .key(&keys.log)
+                        .arg(at.to_string())
+                        .invoke_async(&mut connection)
+                        .await?;
+                    Ok::<_, Error>(may_have_lost(*at, kept == 1, added, length))
+                }
+            });
+        if try_join_all(probes).await?.contains(&true) {
+            return Err(Error::LogGap {
+                cursor: cursor.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// One `XREAD BLOCK` over every partition.
@@ -437,6 +524,16 @@ impl RedisLogReader {
     }
 }
 
+/// True when a stream that had `added` entries of which `length` remain,
+/// and which still holds the entry at `at` or not (`kept`), may have lost
+/// entries after position `at` (module doc, "Gaps").
+fn may_have_lost(at: EntryId, kept: bool, added: u64, length: u64) -> bool {
+    if at == EntryId::ORIGIN {
+        return added > length;
+    }
+    !kept
+}
+
 /// Reads one log entry (fields listed in the module doc of `redis`).
 fn log_entry(log: &str, entry: &StreamId) -> Result<AuditEntry, Error> {
     let key = format!("{log} {}", entry.id);
@@ -523,6 +620,28 @@ mod tests {
         assert!(id("4-18446744073709551615") < id("5-0"));
         assert_eq!(EntryId::parse("5"), None);
         assert_eq!(EntryId::parse("-5-1"), None);
+    }
+
+    #[test]
+    fn a_stream_that_lost_the_cursors_entry_may_have_lost_more() {
+        let id = |text: &str| EntryId::parse(text).unwrap();
+        assert!(
+            !may_have_lost(id("5-3"), true, 10, 3),
+            "the cursor's entry is kept"
+        );
+        assert!(
+            may_have_lost(id("5-3"), false, 10, 3),
+            "the cursor's entry is gone"
+        );
+        assert!(may_have_lost(id("5-3"), false, 0, 0), "the stream is gone");
+        assert!(
+            !may_have_lost(EntryId::ORIGIN, false, 4, 4),
+            "nothing trimmed yet"
+        );
+        assert!(
+            may_have_lost(EntryId::ORIGIN, false, 5, 4),
+            "trimmed since load"
+        );
     }
 
     #[test]
