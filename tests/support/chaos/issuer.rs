@@ -84,15 +84,18 @@ pub fn token(
 ) -> (String, Claims) {
     let now = unix_now();
     let exp = now + lifetime;
+    // Issued a minute before `exp` at the latest, so a short-lived token
+    // still has a plausible life.
+    let iat = now.min(exp - 60);
     let jwt = signer.sign(&serde_json::json!({
-        "iss": claimed.name(), "sub": subject, "jti": jti, "iat": now, "exp": exp,
+        "iss": claimed.name(), "sub": subject, "jti": jti, "iat": iat, "exp": exp,
     }));
     let claims = Claims {
         issuer: claimed.name().to_owned(),
         jti: Some(jti.to_owned()),
         subject: Some(subject.to_owned()),
         expires_at: Some(exp),
-        issued_at: Some(now),
+        issued_at: Some(iat),
     };
     (jwt, claims)
 }

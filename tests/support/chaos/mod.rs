@@ -89,13 +89,13 @@ pub const ENV_FAULTS: &str = "REVOCD_CHAOS_FAULTS";
 const WARMUP: Range<Duration> = Duration::from_millis(500)..Duration::from_millis(1_000);
 /// Load after the faults are healed, before it stops.
 const AFTER_HEAL: Duration = Duration::from_millis(500);
-/// How long after an acknowledgement a connected subscriber must hold
-/// the revocation. Propagation takes milliseconds, but a replica goes on
-/// sending heartbeats for 3 s after its change-log follower last read
-/// (`FOLLOWER_SILENCE` in `src/hub/state.rs`), so when Redis dies a
-/// subscriber can look connected (a frame under [`monitor::FRESH`] old)
-/// while missing what was acknowledged just before: the bound is those
-/// 3 s + two heartbeats (400 ms) + `FRESH` (1 s), rounded up.
+/// How long after an acknowledgement a fresh subscriber must hold the
+/// revocation: the README's promise ("Guarantees") is every change logged
+/// more than `max_staleness` + 3 s ago, 3 s being how long a replica may
+/// heartbeat after its change-log follower last reached the log's head
+/// (`FOLLOWER_SILENCE` in `src/hub/state.rs`). So
+/// [`testbed::MAX_STALENESS`] (1 s) + 3 s + two heartbeats (400 ms),
+/// rounded up. Propagation itself takes milliseconds.
 const PROPAGATION_BOUND: Duration = Duration::from_millis(4_500);
 /// Never-revoked tokens the subscribers are asked about.
 const GOOD_TOKENS: usize = 64;

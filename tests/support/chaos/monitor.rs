@@ -19,8 +19,11 @@
 //!   fresh by its first frame while the last is not applied yet. This is
 //!   also "G never reports itself fresh while missing a change older than
 //!   its staleness bound", the bound being `max_staleness` plus the 3 s a
-//!   replica heartbeats after its change-log follower last read (see
-//!   [`super::PROPAGATION_BOUND`]).
+//!   replica may heartbeat after its change-log follower last reached the
+//!   log's head (see [`super::PROPAGATION_BOUND`]).
+//!
+//! "Until it expires": an entry whose token expires within [`EXPIRY_MARGIN`]
+//! is no longer judged.
 //!
 //! # How it is asked
 //!
@@ -61,6 +64,9 @@ const SWEEP_PER_TICK: usize = 250;
 const CURSOR_WINDOW: usize = 1_000;
 /// Never-revoked tokens asked per tick.
 const GOOD_PER_TICK: usize = 2;
+/// Entries whose tokens expire this soon are not judged: at the instant of
+/// expiry the record goes while a check may have passed the expiry test.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(3);
 
 /// What every watcher shares.
 pub struct Shared {
@@ -249,7 +255,7 @@ impl Watcher {
 
     fn judge(&self, entry: &Entry, why: Required, answer: &Answer, how: &str) {
         self.count(1);
-        if *answer != Answer::Allow {
+        if *answer != Answer::Allow || entry.token.expires_within(EXPIRY_MARGIN) {
             return;
         }
         let jti = entry.token.jti();

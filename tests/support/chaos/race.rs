@@ -204,12 +204,13 @@ async fn race(
 fn false_positive(gateway: &Gateway, label: &str) -> Option<Token> {
     (0..MAX_TRIES).find_map(|n| {
         let jti = format!("{label}-{n}");
+        let now = revocd::time::unix_now();
         let claims = Claims {
             issuer: Issuer::A.name().to_owned(),
             jti: Some(jti.clone()),
             subject: Some("chaos-race".to_owned()),
-            expires_at: Some(revocd::time::unix_now() + 3600),
-            issued_at: None,
+            expires_at: Some(now + 3600),
+            issued_at: Some(now),
         };
         matches!(gateway.check_claims(claims), Verdict::Confirm(_))
             .then(|| Token::of(Issuer::A, "chaos-race", &jti))
