@@ -13,6 +13,7 @@ use tonic::Code;
 
 use super::issuer::Issuer;
 use super::ledger::{Attempt, Entry, Ledger, Outcome, Token};
+use super::nemesis::Stage;
 use super::report::{Check, Tally, ViolationKind};
 use crate::support::{BearerKey, Client};
 
@@ -22,6 +23,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const AFTER_FAILURE: Duration = Duration::from_millis(50);
 /// Items of one `RevokeBatch`: the most the server takes.
 pub const BATCH: usize = 1_000;
+/// Revocations of [`fill`]: with those of the run so far, a filter near
+/// the 10,000 entries it is sized for at least, and a live set a debug
+/// build takes about a second to reload.
+pub const FILL: usize = 9_000;
+/// How long before now the fill's tokens expired: they and their records
+/// last the leeway less this, 25 s, enough for the fault that made them;
+/// a live set that stayed this large would slow every later reload.
+const FILL_EXPIRED_FOR: i64 = 35;
 
 /// The load clients of one phase; they stop when [`Load::stop`] is called.
 pub struct Load {
@@ -131,6 +140,21 @@ pub async fn revoke(client: &mut Client, replica: usize, token: Token) -> Attemp
         sent,
         answered,
         outcome,
+    }
+}
+
+/// Revokes [`FILL`] short-lived tokens of issuer A (jtis named after the
+/// phase and `label`) in batches through the first replica.
+pub async fn fill(stage: &Stage<'_>, label: &str) {
+    let mut client = lazy_client(stage.bed.replica_addresses[0]);
+    for batch in 0..FILL.div_ceil(BATCH) {
+        let tokens = (0..BATCH)
+            .map(|n| {
+                let jti = format!("p{}-{label}-fill-{batch}-{n}", stage.phase);
+                Token::living(Issuer::A, "chaos-fill", &jti, -FILL_EXPIRED_FOR)
+            })
+            .collect();
+        revoke_batch(&mut client, 0, tokens, stage.ledger, stage.phase).await;
     }
 }
 

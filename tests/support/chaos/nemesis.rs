@@ -49,7 +49,8 @@ pub enum FaultKind {
     ConfirmRace,
     /// `CLIENT KILL TYPE normal` on Redis again and again: every replica's
     /// connections, its change-log follower's included, are dropped and
-    /// the follower reloads under load.
+    /// the follower reloads under load (a live set made large first, so
+    /// no reload finishes between two kills).
     ClientKill,
     /// Tokens signed with issuer A's key claiming issuer B: asked of every
     /// subscriber, and revoked without an API key through every replica.
@@ -220,7 +221,7 @@ pub async fn inject(
         FaultKind::StreamDrop => stream_drop(bed, rng, hold).await,
         FaultKind::LogTrim => trim::inject(stage, rng, hold).await,
         FaultKind::ConfirmRace => race::inject(stage, rng).await,
-        FaultKind::ClientKill => client_kill(bed, rng).await,
+        FaultKind::ClientKill => client_kill(stage, rng).await,
         FaultKind::ForgedIssuer => forgery::inject(stage, rng, hold).await,
     };
     FaultRecord {
@@ -335,7 +336,12 @@ async fn stream_drop(bed: &Testbed, rng: &mut StdRng, hold: Duration) -> (usize,
     (bursts, format!("{bursts}x, {links} links"))
 }
 
-async fn client_kill(bed: &Testbed, rng: &mut StdRng) -> (usize, String) {
+/// Kills every normal client of Redis again and again for
+/// [`CLIENT_KILL_HOLD`], after a fill that makes each reload last about a
+/// second: none finishes while the kills go on.
+async fn client_kill(stage: &Stage<'_>, rng: &mut StdRng) -> (usize, String) {
+    let bed = stage.bed;
+    super::load::fill(stage, "kill").await;
     let started = Instant::now();
     let (mut kills, mut clients) = (0, 0);
     while started.elapsed() < CLIENT_KILL_HOLD {

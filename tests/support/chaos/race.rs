@@ -5,8 +5,9 @@
 //! (`GatewayConfig::confirm_endpoints`), which hold the replicas' replies
 //! back for [`CONFIRM_DELAY`] during this fault. False positives are rare
 //! in a filter far below the 10,000 entries it is sized for at least, so
-//! the fault first revokes [`FILL`] short-lived tokens: near its capacity
-//! about one token in 2,000 is a "maybe". Then each round, on one gateway:
+//! the fault first revokes [`load::FILL`] short-lived tokens: near its
+//! capacity about one token in 2,000 is a "maybe". Then each round, on one
+//! gateway:
 //!
 //! 1. find a token its filter calls "maybe" although it is not revoked (a
 //!    bloom false positive), so `check` asks for a confirm;
@@ -48,13 +49,6 @@ const SETTLE: Duration = Duration::from_millis(50);
 const ROUNDS: usize = 3;
 /// Candidate tokens tried for a false positive, at most.
 const MAX_TRIES: usize = 200_000;
-/// Revocations made first: with those of the run so far, the filter is
-/// near the 10,000 entries it is sized for at least.
-const FILL: usize = 9_000;
-/// How long before now the fill's tokens expired: they and their records
-/// last the leeway less this, 25 s, which the fault needs; a live set that
-/// stayed this large would slow every later reload.
-const FILL_EXPIRED_FOR: i64 = 35;
 
 /// How a round went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +62,7 @@ enum Round {
 /// Injects the fault: [`ROUNDS`] rounds on every gateway in this process.
 pub async fn inject(stage: &Stage<'_>, rng: &mut StdRng) -> (usize, String) {
     let bed = stage.bed;
-    fill(stage).await;
+    load::fill(stage, "race").await;
     // The gateways apply the fill (and rebuild their filters) meanwhile.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for proxy in &bed.confirm_proxies {
@@ -94,21 +88,6 @@ pub async fn inject(stage: &Stage<'_>, rng: &mut StdRng) -> (usize, String) {
         CONFIRM_DELAY.as_millis()
     );
     (outcomes.len(), detail)
-}
-
-/// Revokes [`FILL`] short-lived tokens, in batches through the first
-/// replica.
-async fn fill(stage: &Stage<'_>) {
-    let mut client = lazy_client(stage.bed.replica_addresses[0]);
-    for batch in 0..FILL.div_ceil(load::BATCH) {
-        let tokens = (0..load::BATCH)
-            .map(|n| {
-                let jti = format!("p{}-fill-{batch}-{n}", stage.phase);
-                Token::living(Issuer::A, "chaos-fill", &jti, -FILL_EXPIRED_FOR)
-            })
-            .collect();
-        load::revoke_batch(&mut client, 0, tokens, stage.ledger, stage.phase).await;
-    }
 }
 
 /// The rounds on one gateway, revoking through replica `replica`.
