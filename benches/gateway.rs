@@ -191,7 +191,7 @@ fn verifier() -> Result<TokenVerifier> {
         .issuers(&[ISSUER.to_owned()])
         .audiences(&[AUDIENCE.to_owned()])
         .leeway_seconds(LEEWAY)
-        .build())
+        .build()?)
 }
 
 /// The subject of cut-off `index`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::store::Durability;
-use crate::tokens::TokenVerifier;
+use crate::tokens::{TokenVerifier, UnboundKeys};
 
 /// Address served by default: loopback, the gRPC port revocd documents.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
@@ -262,24 +262,57 @@ pub const DEFAULT_AGENT_HTTP_LISTEN: &str = "127.0.0.1:8081";
 
 /// How tokens are verified: the same flags for `revocd serve` and
 /// `revocd agent`.
+///
+/// Every key verifies the tokens of one issuer (see [`crate::tokens`]).
+/// `--jwt-issuer-key` and `--jwt-issuer-hs256-secret-file` bind a key to
+/// its issuer, and the issuer is then accepted. The older key flags bind
+/// nothing: their keys belong to the one accepted issuer, or to any issuer
+/// when none is given; with two or more issuers they are refused at start,
+/// as a key that speaks for every issuer lets each one sign for the others.
 #[derive(Debug, Clone, Args)]
 #[deny(missing_docs)]
 pub struct JwtArgs {
-    /// File holding the HS256 secret that signs tokens.
+    /// File holding the HS256 secret that signs tokens (of the one
+    /// --jwt-issuer; bind it with --jwt-issuer-hs256-secret-file when there
+    /// are several).
     #[arg(long, env = "REVOCD_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
 
-    /// PEM file of a public key (RSA, EC or Ed25519) that signs tokens;
-    /// repeatable.
+    /// PEM file of a public key (RSA, EC or Ed25519) that signs tokens (of
+    /// the one --jwt-issuer); repeatable.
     #[arg(long, env = "REVOCD_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
     pub jwt_public_key_file: Vec<PathBuf>,
 
-    /// JWKS file of the keys that sign tokens, matched by `kid`.
+    /// JWKS file of the keys that sign tokens (of the one --jwt-issuer),
+    /// matched by `kid`.
     #[arg(long, env = "REVOCD_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
 
-    /// Accepted token issuer (`iss`); repeatable. With exactly one, it is
-    /// also the default issuer of requests that name none.
+    /// Public keys of one issuer, as `ISSUER=PATH`: a PEM public key or a
+    /// JWKS file (told apart by its content); they verify that issuer's
+    /// tokens only, and the issuer is accepted. Repeatable.
+    #[arg(
+        long,
+        env = "REVOCD_JWT_ISSUER_KEY",
+        value_delimiter = ',',
+        value_name = "ISSUER=PATH"
+    )]
+    pub jwt_issuer_key: Vec<IssuerFile>,
+
+    /// HS256 secret of one issuer, as `ISSUER=PATH` (a file holding the
+    /// secret); it verifies that issuer's tokens only, and the issuer is
+    /// accepted. Repeatable.
+    #[arg(
+        long,
+        env = "REVOCD_JWT_ISSUER_HS256_SECRET_FILE",
+        value_delimiter = ',',
+        value_name = "ISSUER=PATH"
+    )]
+    pub jwt_issuer_hs256_secret_file: Vec<IssuerFile>,
+
+    /// Accepted token issuer (`iss`); repeatable. Issuers bound to a key
+    /// are accepted too. With exactly one issuer in all, it is the default
+    /// issuer of requests that name none, and owns the unbound keys.
     #[arg(long, env = "REVOCD_JWT_ISSUER", value_delimiter = ',')]
     pub jwt_issuer: Vec<String>,
 
@@ -296,10 +329,11 @@ pub struct JwtArgs {
 
 impl JwtArgs {
     /// The verifier these flags describe, also trusting `extra_secret` (the
-    /// generated `--dev` secret) for HS256.
+    /// generated `--dev` secret) for HS256, unbound.
     ///
     /// # Errors
-    /// An unusable key file, or a build without a crypto backend.
+    /// An unusable key file, unbound keys beside several issuers, or a
+    /// build without a crypto backend.
     pub fn verifier(&self, extra_secret: Option<&[u8]>) -> Result<TokenVerifier, VerifierError> {
         crate::tokens::ensure_crypto_backend()?;
         let mut builder = TokenVerifier::builder()
@@ -318,16 +352,76 @@ impl JwtArgs {
         if let Some(path) = &self.jwks_file {
             builder = builder.jwks_file(path)?;
         }
-        Ok(builder.build())
+        for bound in &self.jwt_issuer_key {
+            builder = builder.issuer_key_file(&bound.issuer, &bound.path)?;
+        }
+        for bound in &self.jwt_issuer_hs256_secret_file {
+            builder = builder.issuer_hs256_secret_file(&bound.issuer, &bound.path)?;
+        }
+        Ok(builder.build()?)
     }
 
-    /// The issuer of requests that name none: the one configured issuer,
+    /// The issuers accepted: those of --jwt-issuer, then those bound to a
+    /// key, each once.
+    pub fn issuers(&self) -> Vec<&str> {
+        let bound = self
+            .jwt_issuer_key
+            .iter()
+            .chain(&self.jwt_issuer_hs256_secret_file)
+            .map(|file| file.issuer.as_str());
+        let mut issuers: Vec<&str> = Vec::new();
+        for issuer in self.jwt_issuer.iter().map(String::as_str).chain(bound) {
+            if !issuers.contains(&issuer) {
+                issuers.push(issuer);
+            }
+        }
+        issuers
+    }
+
+    /// The issuer of requests that name none: the one accepted issuer,
     /// else the empty issuer.
     pub fn default_issuer(&self) -> &str {
-        match self.jwt_issuer.as_slice() {
+        match self.issuers().as_slice() {
             [only] => only,
             _ => "",
         }
+    }
+}
+
+/// A key file bound to the issuer whose tokens it verifies: the value of
+/// `--jwt-issuer-key` and `--jwt-issuer-hs256-secret-file`, written
+/// `ISSUER=PATH`. The issuer ends at the first `=`, so it cannot hold one
+/// (OpenID Connect issuers have no query part); the path may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerFile {
+    /// The issuer (`iss`) the key speaks for.
+    pub issuer: String,
+    /// The key file.
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for IssuerFile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let Some((issuer, path)) = text.split_once('=') else {
+            return Err(
+                "expected ISSUER=PATH, e.g. https://auth.example.com=/etc/revocd/auth.pem".into(),
+            );
+        };
+        if issuer.trim().is_empty() || path.trim().is_empty() {
+            return Err("expected ISSUER=PATH with neither part empty".into());
+        }
+        Ok(IssuerFile {
+            issuer: issuer.to_owned(),
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+impl std::fmt::Display for IssuerFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.issuer, self.path.display())
     }
 }
 
@@ -337,9 +431,19 @@ pub enum VerifierError {
     /// A key file is unusable.
     #[error("JWT keys: {0}")]
     Keys(#[from] FileError),
+    /// Keys bound to no issuer beside several issuers. Not a `source`: the
+    /// message already holds all of it, and is printed once.
+    #[error("JWT keys: {0}")]
+    Unbound(UnboundKeys),
     /// The build cannot verify tokens.
     #[error(transparent)]
     Crypto(#[from] crate::tokens::NoCryptoBackend),
+}
+
+impl From<UnboundKeys> for VerifierError {
+    fn from(error: UnboundKeys) -> Self {
+        VerifierError::Unbound(error)
+    }
 }
 
 /// A file named by a flag that could not be used.
@@ -617,5 +721,69 @@ mod tests {
             ""
         );
         assert_eq!(parse(&[]).jwt.default_issuer(), "");
+    }
+
+    #[test]
+    fn issuer_keys_are_issuer_and_path() {
+        let config = parse(&[
+            "--jwt-issuer-key",
+            "https://a=/keys/a=1.pem",
+            "--jwt-issuer-hs256-secret-file",
+            "https://b=/run/b",
+        ]);
+        let bound = IssuerFile {
+            issuer: "https://a".into(),
+            path: "/keys/a=1.pem".into(),
+        };
+        assert_eq!(bound.to_string(), "https://a=/keys/a=1.pem");
+        assert_eq!(config.jwt.jwt_issuer_key, [bound]);
+        assert_eq!(config.jwt.issuers(), ["https://a", "https://b"]);
+        assert_eq!(config.jwt.default_issuer(), "");
+        for wrong in ["https://a", "=/a.pem", "https://a="] {
+            assert!(wrong.parse::<IssuerFile>().is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn an_issuer_bound_to_a_key_is_accepted_and_may_be_the_default() {
+        let config = parse(&[
+            "--jwt-issuer",
+            "https://a",
+            "--jwt-issuer-key",
+            "https://a=a.pem",
+        ]);
+        assert_eq!(config.jwt.issuers(), ["https://a"]);
+        assert_eq!(config.jwt.default_issuer(), "https://a");
+    }
+
+    #[test]
+    fn unbound_keys_beside_two_issuers_stop_the_verifier() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret").expect("secret file");
+        let secret = secret.to_str().expect("UTF-8 path");
+        let one = parse(&[
+            "--jwt-issuer",
+            "https://a",
+            "--jwt-hs256-secret-file",
+            secret,
+        ]);
+        assert!(one.jwt.verifier(None).is_ok());
+        let bound = format!("https://b={secret}");
+        let two = parse(&[
+            "--jwt-issuer",
+            "https://a",
+            "--jwt-hs256-secret-file",
+            secret,
+            "--jwt-issuer-hs256-secret-file",
+            &bound,
+        ]);
+        let refused = two.jwt.verifier(None).expect_err("ambiguous");
+        assert!(matches!(refused, VerifierError::Unbound(_)), "{refused:?}");
+        let message = refused.to_string();
+        assert!(
+            message.contains("--jwt-issuer-key ISSUER=PATH"),
+            "{message}"
+        );
     }
 }

@@ -340,3 +340,152 @@ fn agent_reads_its_table_and_the_shared_keys() {
         run.stderr
     );
 }
+
+// === keys bound to issuers ===
+
+/// The fixture public key `name`, as a path string.
+fn key_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn issuer_tables_stand_for_the_flags_that_bind_keys() {
+    let config = file(
+        "jwt_issuer = [\"https://a.example\"]\n\n\
+         [[jwt.issuer]]\nissuer = \"https://a.example\"\npublic_key_file = \"/keys/a.pem\"\n\n\
+         [[jwt.issuer]]\nissuer = \"https://b.example\"\n\
+         jwks_file = [\"/keys/b.json\", \"/keys/b-next.json\"]\n\
+         hs256_secret_file = \"/run/secrets/b\"\n",
+    );
+    let from_file = format!("# file {}\n", path(&config));
+    for subcommand in ["serve", "agent"] {
+        let printed = print_config(subcommand, path(&config), &[], &[]);
+        for entry in [
+            "jwt_issuer_key = [\"https://a.example=/keys/a.pem\", \
+             \"https://b.example=/keys/b.json\", \"https://b.example=/keys/b-next.json\"]\n",
+            "jwt_issuer_hs256_secret_file = [\"https://b.example=/run/secrets/b\"]\n",
+            "jwt_issuer = [\"https://a.example\"]\n",
+        ] {
+            let entry = format!("{from_file}{entry}");
+            assert!(
+                printed.contains(&entry),
+                "{subcommand}: {entry:?} missing:\n{printed}"
+            );
+        }
+        // Printed, the tables are the flags' keys, and read back the same.
+        let printed_file = file(&printed);
+        let again = print_config(subcommand, path(&printed_file), &[], &[]);
+        assert_eq!(values(&printed), values(&again), "{subcommand}");
+    }
+
+    // The variable and the flag replace the file's list, as for any list.
+    let env = [("REVOCD_JWT_ISSUER_KEY", "https://c.example=/keys/c.pem")];
+    let printed = print_config("agent", path(&config), &[], &env);
+    assert!(
+        printed.contains(
+            "# env REVOCD_JWT_ISSUER_KEY\njwt_issuer_key = [\"https://c.example=/keys/c.pem\"]\n"
+        ),
+        "{printed}"
+    );
+    let flag = ["--jwt-issuer-key", "https://d.example=/keys/d.pem"];
+    let printed = print_config("serve", path(&config), &flag, &env);
+    assert!(
+        printed.contains(
+            "# flag --jwt-issuer-key\njwt_issuer_key = [\"https://d.example=/keys/d.pem\"]\n"
+        ),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_wrong_issuer_table_exits_64_naming_the_line() {
+    for (text, message) in [
+        (
+            "[[jwt.issuer]]\nissuer = \"https://a\"\npublic_key = \"/a.pem\"\n",
+            ":3: [[jwt.issuer]]: unknown key `public_key`",
+        ),
+        (
+            "leeway = 1\n[[jwt.issuer]]\npublic_key_file = \"/a.pem\"\n",
+            ":2: [[jwt.issuer]]: a [[jwt.issuer]] table needs `issuer`",
+        ),
+        (
+            "[[jwt.issuer]]\nissuer = \"https://a\"\n",
+            ":1: [[jwt.issuer]]: issuer \"https://a\" has no key",
+        ),
+        (
+            "[[jwt.issuer]]\nissuer = \"https://a?x=1\"\njwks_file = \"/a.json\"\n",
+            ":2: [[jwt.issuer]]: `issuer` must be non-empty and hold no `=`",
+        ),
+        (
+            "[jwt]\naudience = \"x\"\n",
+            ":2: [[jwt.issuer]]: unknown key `jwt.audience`",
+        ),
+    ] {
+        let config = file(text);
+        let run = revocd(&["agent", "--config", path(&config), "--print-config"], &[]);
+        assert_eq!(run.code, Some(64), "{text}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: {}{message}", path(&config))),
+            "{text}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Unbound keys beside two issuers: each would verify both issuers'
+/// tokens, so `serve` and `agent` refuse to start, saying how to bind.
+#[test]
+fn unbound_keys_beside_two_issuers_exit_64() {
+    let pem = key_fixture("ec256_public.pem");
+    let listen = ["--listen", "127.0.0.1:0", "--dev"];
+    let flags = [
+        "--jwt-issuer",
+        "https://a.example",
+        "--jwt-issuer",
+        "https://b.example",
+        "--jwt-public-key-file",
+        &pem,
+    ];
+    let serve: Vec<&str> = ["serve"]
+        .iter()
+        .chain(&listen)
+        .chain(&flags)
+        .copied()
+        .collect();
+    let agent = [&["agent", "--http-listen", "127.0.0.1:0"][..], &flags].concat();
+    // The same through the environment, and through the file: a table
+    // binding B's key makes B an issuer beside the unbound key's A.
+    let env = [
+        ("REVOCD_JWT_ISSUER", "https://a.example,https://b.example"),
+        ("REVOCD_JWKS_FILE", &*key_fixture("jwks.json")),
+    ];
+    let tables = file(&format!(
+        "jwt_issuer = [\"https://a.example\"]\njwt_public_key_file = [{pem:?}]\n\
+         [[jwt.issuer]]\nissuer = \"https://b.example\"\npublic_key_file = {pem:?}\n"
+    ));
+    let from_file = [
+        "serve",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        path(&tables),
+    ];
+    for (args, env) in [
+        (&serve[..], &[][..]),
+        (&agent[..], &[][..]),
+        (&["agent", "--http-listen", "127.0.0.1:0"][..], &env[..]),
+        (&from_file[..], &[][..]),
+    ] {
+        let run = revocd(args, env);
+        assert_eq!(run.code, Some(64), "{args:?}: {}", run.stderr);
+        for part in [
+            "bound to no issuer",
+            "2 issuers are accepted (https://a.example, https://b.example)",
+            "--jwt-issuer-key ISSUER=PATH",
+        ] {
+            assert!(run.stderr.contains(part), "{args:?}: {}", run.stderr);
+        }
+    }
+}

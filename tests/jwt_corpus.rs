@@ -25,9 +25,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use revocd::backoff::ExponentialBackoff;
 use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
 use revocd::pb::revocation_service_client::RevocationServiceClient;
-use revocd::pb::{
-    CheckRequest, CheckResponse, RevokeRequest, RevokeResponse, RevokeSubjectRequest,
-};
+use revocd::pb::{CheckRequest, CheckResponse, RevokeRequest, RevokeResponse};
 use revocd::time::unix_now;
 use revocd::tokens::{TokenError, TokenVerifier};
 use serde_json::{json, Value};

@@ -153,11 +153,18 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let dev_secret = (config.dev && config.jwt.jwt_hs256_secret_file.is_none()).then(|| {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        hex::encode(secret)
-    });
+    // An unbound secret is only unambiguous with at most one issuer; with
+    // several, each needs its own (--jwt-issuer-hs256-secret-file).
+    let several_issuers = config.jwt.issuers().len() > 1;
+    if config.dev && several_issuers && config.jwt.jwt_hs256_secret_file.is_none() {
+        warn!("--dev with several issuers: no HS256 secret is generated; bind one to each issuer with --jwt-issuer-hs256-secret-file");
+    }
+    let dev_secret = (config.dev && config.jwt.jwt_hs256_secret_file.is_none() && !several_issuers)
+        .then(|| {
+            let mut secret = [0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            hex::encode(secret)
+        });
     revocd::telemetry::prometheus();
     let state = State::from_config(&config, dev_secret.as_deref().map(str::as_bytes)).await?;
     if config.redis_url.is_none() && config.redis_cluster.is_empty() {

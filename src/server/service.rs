@@ -242,7 +242,7 @@ impl RevocationService {
         let accepted = self.state.verifier.issuers();
         if !accepted.is_empty() && !accepted.iter().any(|a| a == issuer) {
             return Err(ApiError::invalid(format!(
-                "issuer {issuer:?} is not one of this server's --jwt-issuer values"
+                "issuer {issuer:?} is not one this server accepts (--jwt-issuer, or bound to a key)"
             )));
         }
         Ok(issuer.to_owned())

@@ -12,8 +12,8 @@ use clap::{Arg, ArgMatches, Command};
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    env_name, find_setting, is_flag, is_multiple, is_secret, target_command, Error, Location,
-    REDACTED,
+    env_name, find_setting, is_flag, is_multiple, is_secret, section, target_command, Error,
+    Location, REDACTED,
 };
 
 /// A `--config` file, checked against the command: the settings it gives
@@ -81,10 +81,7 @@ impl SettingsFile {
                         own = settings;
                     }
                 }
-                None => {
-                    let (id, setting) = loader.resolve(subcommand, key, value)?;
-                    top.insert(id, setting);
-                }
+                None => loader.resolve_into(&mut top, subcommand, key, value)?,
             }
         }
         // The subcommand's own table wins over the top level.
@@ -210,9 +207,59 @@ impl Loader<'_> {
         subcommand: Option<&str>,
         table: &DeTable<'_>,
     ) -> Result<BTreeMap<String, Setting>, Error> {
-        table
-            .iter()
-            .map(|(key, value)| self.resolve(subcommand, key, value))
+        let mut settings = BTreeMap::new();
+        for (key, value) in table {
+            self.resolve_into(&mut settings, subcommand, key, value)?;
+        }
+        Ok(settings)
+    }
+
+    /// Adds what `key` sets to `settings`: one setting, or for
+    /// [`section::ROOT`] the values its `[[jwt.issuer]]` tables give.
+    /// Values for an argument already set in the same place are added to
+    /// its values.
+    fn resolve_into(
+        &self,
+        settings: &mut BTreeMap<String, Setting>,
+        subcommand: Option<&str>,
+        key: &Key<'_>,
+        value: &Value<'_>,
+    ) -> Result<(), Error> {
+        let resolved = if key.get_ref().as_ref() == section::ROOT {
+            self.resolve_sections(subcommand, value)?
+        } else {
+            vec![self.resolve(subcommand, key, value)?]
+        };
+        for (id, setting) in resolved {
+            match settings.get_mut(&id) {
+                Some(earlier) => earlier.values.extend(setting.values),
+                None => {
+                    settings.insert(id, setting);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings the `[[jwt.issuer]]` tables under `value` give, each
+    /// value checked by its argument's own parser.
+    fn resolve_sections(
+        &self,
+        subcommand: Option<&str>,
+        value: &Value<'_>,
+    ) -> Result<Vec<(String, Setting)>, Error> {
+        let bindings =
+            section::bindings(value).map_err(|mistake| mistake.into_error(self.path, self.text))?;
+        bindings
+            .into_iter()
+            .map(|binding| {
+                let at = self.at(binding.offset);
+                let command = target_command(self.built, subcommand);
+                let Some(arg) = find_setting(command, binding.setting) else {
+                    return Err(self.unknown(subcommand, &binding.field, at));
+                };
+                self.setting(subcommand, arg, &binding.field, at, vec![binding.value])
+            })
             .collect()
     }
 
@@ -237,6 +284,20 @@ impl Loader<'_> {
                 expected,
                 found,
             })?;
+        self.setting(subcommand, arg, name, at, values)
+    }
+
+    /// `values` for `arg`, written as `name` at `at`: refused if they hold
+    /// the redaction placeholder of a secret or if the argument's own parser
+    /// rejects them.
+    fn setting(
+        &self,
+        subcommand: Option<&str>,
+        arg: &Arg,
+        name: &str,
+        at: Location,
+        values: Vec<String>,
+    ) -> Result<(String, Setting), Error> {
         if is_secret(arg) && values.iter().any(|value| value.contains(REDACTED)) {
             return Err(Error::Placeholder {
                 at,

@@ -4,8 +4,11 @@
 //!
 //! Nothing here names a flag: the keys a file may hold are read from the
 //! clap [`Command`] itself, so a flag added to a subcommand is a key at once.
+//! The one exception is the `[[jwt.issuer]]` tables (`section.rs`), which
+//! stand for values of the two flags that bind keys to issuers.
 //!
 //! `file.rs` reads and checks a file and installs its values;
+//! `section.rs` turns `[[jwt.issuer]]` tables into flag values;
 //! `print.rs` renders `--print-config`.
 //!
 //! # The file
@@ -30,6 +33,21 @@
 //! server = ["http://revocd-1:50051", "http://revocd-2:50051"]
 //! ```
 //!
+//! Keys bound to issuers may also be written as tables, one per issuer,
+//! each standing for `--jwt-issuer-key ISSUER=PATH` and
+//! `--jwt-issuer-hs256-secret-file ISSUER=PATH` values (`--print-config`
+//! prints them as those flags' keys):
+//!
+//! ```toml
+//! [[jwt.issuer]]
+//! issuer = "https://a.example.com"
+//! public_key_file = "/etc/revocd/a.pem"
+//!
+//! [[jwt.issuer]]
+//! issuer = "https://b.example.com"
+//! jwks_file = "/etc/revocd/b.jwks.json"
+//! ```
+//!
 //! # Precedence
 //!
 //! A flag beats its environment variable, which beats the file, which beats
@@ -50,6 +68,7 @@
 
 mod file;
 mod print;
+mod section;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -318,6 +337,14 @@ pub enum Error {
         key: String,
         /// The secret's environment variable.
         env: String,
+    },
+    /// A `[[jwt.issuer]]` table that is not as documented.
+    #[error("{at}: [[jwt.issuer]]: {detail}")]
+    IssuerTable {
+        /// Where.
+        at: Location,
+        /// What is wrong, for a person to fix.
+        detail: String,
     },
     /// A value in force beside one it conflicts with.
     #[error("{at}: `{key}` conflicts with {other}")]

@@ -116,7 +116,7 @@ fn hs256_builder() -> TokenVerifierBuilder {
 }
 
 fn hs256_verifier() -> TokenVerifier {
-    hs256_builder().build()
+    hs256_builder().build().expect("verifier")
 }
 
 fn pem_verifier(path: &Path) -> TokenVerifier {
@@ -124,6 +124,7 @@ fn pem_verifier(path: &Path) -> TokenVerifier {
         .public_key_pem_file(path)
         .expect("load public key")
         .build()
+        .expect("verifier")
 }
 
 fn jwks_verifier() -> TokenVerifier {
@@ -131,6 +132,7 @@ fn jwks_verifier() -> TokenVerifier {
         .jwks_file(fixture!("jwks.json"))
         .expect("load JWKS")
         .build()
+        .expect("verifier")
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -244,7 +246,7 @@ fn non_numeric_exp_is_malformed() {
 #[test]
 fn expired_token_still_verifies() {
     let claims = claims_with(json!({ "iat": now() - 7200, "exp": now() - 3600 }));
-    let verifier = hs256_builder().leeway_seconds(0).build();
+    let verifier = hs256_builder().leeway_seconds(0).build().expect("verifier");
     assert_eq!(verifier.verify(&hs256(&claims)), Ok(expected(&claims)));
 }
 
@@ -259,7 +261,10 @@ fn nbf_in_the_past_verifies() {
 
 #[test]
 fn nbf_beyond_leeway_is_not_yet_valid() {
-    let verifier = hs256_builder().leeway_seconds(60).build();
+    let verifier = hs256_builder()
+        .leeway_seconds(60)
+        .build()
+        .expect("verifier");
     let claims = claims_with(json!({ "nbf": now() + 600 }));
     assert_eq!(
         verifier.verify(&hs256(&claims)),
@@ -269,7 +274,10 @@ fn nbf_beyond_leeway_is_not_yet_valid() {
 
 #[test]
 fn nbf_within_leeway_verifies() {
-    let verifier = hs256_builder().leeway_seconds(60).build();
+    let verifier = hs256_builder()
+        .leeway_seconds(60)
+        .build()
+        .expect("verifier");
     let claims = claims_with(json!({ "nbf": now() + 30 }));
     assert_eq!(verifier.verify(&hs256(&claims)), Ok(expected(&claims)));
 }
@@ -285,10 +293,14 @@ fn nbf_in_the_future_without_leeway_is_not_yet_valid() {
 
 // === issuers and audiences ===
 
+/// Accepts two issuers; the secret is [`ISSUER`]'s.
 fn issuer_verifier() -> TokenVerifier {
-    hs256_builder()
+    TokenVerifier::builder()
+        .issuer_hs256_secret(ISSUER, SECRET)
+        .expect("HS256 secret")
         .issuers(&strings(&["https://other.example", ISSUER]))
         .build()
+        .expect("verifier")
 }
 
 #[test]
@@ -334,6 +346,7 @@ fn audience_verifier() -> TokenVerifier {
     hs256_builder()
         .audiences(&strings(&["revocd", "gateway"]))
         .build()
+        .expect("verifier")
 }
 
 #[test]
@@ -428,7 +441,8 @@ fn rotated_secrets_each_verify() {
         .hs256_secret(b"old-secret")
         .and_then(|b| b.hs256_secret(b"new-secret"))
         .unwrap()
-        .build();
+        .build()
+        .expect("verifier");
     for secret in [&b"old-secret"[..], b"new-secret"] {
         let token = mint(Algorithm::HS256, None, &secret_key(secret), &claims());
         assert!(verifier.verify(&token).is_ok(), "secret {secret:?}");
@@ -442,7 +456,7 @@ fn at_most_max_keys_tried_are_tried() {
     for i in 0..=MAX_KEYS_TRIED {
         builder = builder.hs256_secret(&secret(i)).unwrap();
     }
-    let verifier = builder.build();
+    let verifier = builder.build().expect("verifier");
     let token_of = |i: usize| mint(Algorithm::HS256, None, &secret_key(&secret(i)), &claims());
 
     assert!(verifier.verify(&token_of(MAX_KEYS_TRIED - 1)).is_ok());
@@ -541,7 +555,8 @@ fn ec_keys_of_both_curves_each_verify_their_own_tokens() {
         .public_key_pem_file(fixture!("ec384_public.pem"))
         .and_then(|b| b.public_key_pem_file(fixture!("ec256_public.pem")))
         .unwrap()
-        .build();
+        .build()
+        .expect("verifier");
     for algorithm in [Algorithm::ES256, Algorithm::ES384] {
         let claims = claims();
         assert_eq!(
@@ -588,7 +603,8 @@ fn rsa_public_key_as_hmac_secret_fails_even_beside_a_real_secret() {
     let verifier = hs256_builder()
         .public_key_pem_file(fixture!("rsa_public.pem"))
         .unwrap()
-        .build();
+        .build()
+        .expect("verifier");
     for secret in [&pem[..], pem.trim_ascii()] {
         let token = mint(Algorithm::HS256, None, &secret_key(secret), &claims());
         assert_eq!(verifier.verify(&token), Err(TokenError::BadSignature));
@@ -661,7 +677,8 @@ fn unknown_kid_falls_back_to_keys_without_kid() {
         .jwks_file(fixture!("jwks.json"))
         .and_then(|b| b.public_key_pem_file(fixture!("ed25519_public.pem")))
         .unwrap()
-        .build();
+        .build()
+        .expect("verifier");
     let claims = claims();
     let token = signed(Algorithm::EdDSA, Some("retired-kid"), &claims);
     assert_eq!(verifier.verify(&token), Ok(expected(&claims)));
@@ -700,7 +717,8 @@ fn jwks_encryption_keys_are_skipped() {
         let verifier = TokenVerifier::builder()
             .jwks_file(file.path())
             .expect("a JWKS with an encryption key loads")
-            .build();
+            .build()
+            .expect("verifier");
         assert!(verifier
             .verify(&signed(Algorithm::RS256, Some("rsa-1"), &claims()))
             .is_ok());
@@ -717,7 +735,10 @@ fn jwks_encryption_keys_are_skipped() {
 #[test]
 fn oversize_token_is_too_large() {
     let token = "a".repeat(MAX_TOKEN_BYTES + 1);
-    for verifier in [hs256_verifier(), TokenVerifier::builder().build()] {
+    for verifier in [
+        hs256_verifier(),
+        TokenVerifier::builder().build().expect("verifier"),
+    ] {
         let error = verifier.verify(&token).unwrap_err();
         assert_eq!(error, TokenError::TooLarge(MAX_TOKEN_BYTES + 1));
         assert!(error.is_malformed());
@@ -817,7 +838,8 @@ fn is_malformed_separates_bad_input_from_bad_tokens() {
 fn verifier_without_keys_says_no_keys() {
     let verifier = TokenVerifier::builder()
         .issuers(&strings(&[ISSUER]))
-        .build();
+        .build()
+        .expect("verifier");
     assert!(!verifier.has_keys());
     assert_eq!(verifier.verify(&hs256(&claims())), Err(TokenError::NoKeys));
     assert_eq!(verifier.verify("abc"), Err(TokenError::NoKeys));
@@ -841,7 +863,8 @@ fn secret_file_is_trimmed() {
     let verifier = TokenVerifier::builder()
         .hs256_secret_file(file.path())
         .unwrap()
-        .build();
+        .build()
+        .expect("verifier");
     let token_for = |secret: &[u8]| mint(Algorithm::HS256, None, &secret_key(secret), &claims());
 
     assert!(verifier.verify(&token_for(b"file-secret")).is_ok());
@@ -910,12 +933,250 @@ fn the_crypto_backend_is_compiled_in() {
 
 #[test]
 fn debug_never_prints_key_material() {
-    let verifier = hs256_builder().issuers(&strings(&[ISSUER])).build();
+    let verifier = hs256_builder()
+        .issuers(&strings(&[ISSUER]))
+        .build()
+        .expect("verifier");
     let printed = format!("{verifier:?}");
     assert!(printed.contains("keys: 1"), "{printed}");
     assert!(printed.contains(ISSUER), "{printed}");
     assert!(
         !printed.contains(std::str::from_utf8(SECRET).unwrap()),
         "{printed}"
+    );
+}
+
+// === keys bound to issuers ===
+
+const ISSUER_A: &str = "https://a.example";
+const ISSUER_B: &str = "https://b.example";
+
+/// A fresh P-256 key pair: its signing key, and its public half as PEM.
+fn p256_pair() -> (EncodingKey, rcgen::KeyPair) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key pair");
+    let signing = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key");
+    (signing, pair)
+}
+
+/// Claims of [`claims`] from `issuer`.
+fn claims_of(issuer: &str) -> Value {
+    claims_with(json!({ "iss": issuer }))
+}
+
+#[test]
+fn an_hs256_secret_verifies_its_own_issuers_tokens_only() {
+    let verifier = TokenVerifier::builder()
+        .issuer_hs256_secret(ISSUER_A, b"secret-of-a")
+        .and_then(|b| b.issuer_hs256_secret(ISSUER_B, b"secret-of-b"))
+        .unwrap()
+        .build()
+        .expect("every key is bound");
+    let of_a = secret_key(b"secret-of-a");
+    let of_b = secret_key(b"secret-of-b");
+    for (issuer, key) in [(ISSUER_A, &of_a), (ISSUER_B, &of_b)] {
+        let claims = claims_of(issuer);
+        let token = mint(Algorithm::HS256, None, key, &claims);
+        assert_eq!(verifier.verify(&token), Ok(expected(&claims)), "{issuer}");
+    }
+    // A's secret, B's name; and the other way round.
+    for (issuer, key) in [(ISSUER_B, &of_a), (ISSUER_A, &of_b)] {
+        let forged = mint(Algorithm::HS256, None, key, &claims_of(issuer));
+        assert_eq!(
+            verifier.verify(&forged),
+            Err(TokenError::BadSignature),
+            "{issuer}"
+        );
+    }
+}
+
+#[test]
+fn a_pem_key_verifies_its_own_issuers_tokens_only() {
+    let (b_signing, b_pair) = p256_pair();
+    let b_public = temp_file(b_pair.public_key_pem().as_bytes());
+    let verifier = TokenVerifier::builder()
+        .issuer_key_file(ISSUER_A, fixture!("ec256_public.pem"))
+        .and_then(|b| b.issuer_key_file(ISSUER_B, b_public.path()))
+        .unwrap()
+        .build()
+        .expect("every key is bound");
+    let of_a = private_key(Algorithm::ES256);
+    let genuine = claims_of(ISSUER_B);
+    let token = mint(Algorithm::ES256, None, &b_signing, &genuine);
+    assert_eq!(verifier.verify(&token), Ok(expected(&genuine)));
+    let forged = mint(Algorithm::ES256, None, &of_a, &claims_of(ISSUER_B));
+    assert_eq!(verifier.verify(&forged), Err(TokenError::BadSignature));
+    let forged = mint(Algorithm::ES256, None, &b_signing, &claims_of(ISSUER_A));
+    assert_eq!(verifier.verify(&forged), Err(TokenError::BadSignature));
+}
+
+/// A JWKS holding the public half of `pair` (P-256) under `kid`.
+fn p256_jwks(pair: &rcgen::KeyPair, kid: &str) -> tempfile::NamedTempFile {
+    // The uncompressed point: 0x04 || x || y, 32 bytes each.
+    let point = pair.public_key_raw();
+    assert_eq!(
+        (point.len(), point[0]),
+        (65, 4),
+        "an uncompressed P-256 point"
+    );
+    let jwks = json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "x": b64(&point[1..33]), "y": b64(&point[33..]),
+    }]});
+    temp_file(jwks.to_string().as_bytes())
+}
+
+#[test]
+fn a_jwks_key_verifies_its_own_issuers_tokens_only_even_under_a_shared_kid() {
+    // B's JWKS uses A's kid `ec-1` for a key of its own.
+    let (b_signing, b_pair) = p256_pair();
+    let b_jwks = p256_jwks(&b_pair, "ec-1");
+    let verifier = TokenVerifier::builder()
+        .issuer_key_file(ISSUER_A, fixture!("jwks.json"))
+        .and_then(|b| b.issuer_key_file(ISSUER_B, b_jwks.path()))
+        .unwrap()
+        .build()
+        .expect("every key is bound");
+    for (issuer, key) in [
+        (ISSUER_A, &private_key(Algorithm::ES256)),
+        (ISSUER_B, &b_signing),
+    ] {
+        let claims = claims_of(issuer);
+        let token = mint(Algorithm::ES256, Some("ec-1"), key, &claims);
+        assert_eq!(verifier.verify(&token), Ok(expected(&claims)), "{issuer}");
+    }
+    let of_a = private_key(Algorithm::ES256);
+    let forged = mint(Algorithm::ES256, Some("ec-1"), &of_a, &claims_of(ISSUER_B));
+    assert_eq!(verifier.verify(&forged), Err(TokenError::BadSignature));
+    // A's other key is unknown to B.
+    let forged = signed(Algorithm::RS256, Some("rsa-1"), &claims_of(ISSUER_B));
+    assert_eq!(
+        verifier.verify(&forged),
+        Err(TokenError::AlgorithmNotAccepted(Algorithm::RS256))
+    );
+    let forged = signed(Algorithm::ES256, Some("rsa-1"), &claims_of(ISSUER_B));
+    assert_eq!(
+        verifier.verify(&forged),
+        Err(TokenError::UnknownKeyId("rsa-1".into()))
+    );
+}
+
+#[test]
+fn an_issuer_without_keys_is_the_wrong_issuer() {
+    // B is accepted (requests may name it) but has no key: A's key never
+    // stands in for it.
+    let verifier = TokenVerifier::builder()
+        .issuer_hs256_secret(ISSUER_A, SECRET)
+        .unwrap()
+        .issuers(&strings(&[ISSUER_B]))
+        .build()
+        .expect("every key is bound");
+    assert_eq!(verifier.issuers(), strings(&[ISSUER_B, ISSUER_A]));
+    for forged in [claims_of(ISSUER_B), claims_of("https://c.example")] {
+        assert_eq!(
+            verifier.verify(&hs256(&forged)),
+            Err(TokenError::WrongIssuer)
+        );
+    }
+    let no_iss = claims_with(json!({ "iss": null }));
+    assert_eq!(
+        verifier.verify(&hs256(&no_iss)),
+        Err(TokenError::WrongIssuer)
+    );
+    assert!(verifier.verify(&hs256(&claims_of(ISSUER_A))).is_ok());
+}
+
+#[test]
+fn unbound_keys_belong_to_the_single_issuer() {
+    let verifier = TokenVerifier::builder()
+        .hs256_secret(SECRET)
+        .and_then(|b| b.public_key_pem_file(fixture!("ec256_public.pem")))
+        .unwrap()
+        .issuers(&strings(&[ISSUER]))
+        .build()
+        .expect("one issuer owns the unbound keys");
+    let claims = claims();
+    assert_eq!(verifier.verify(&hs256(&claims)), Ok(expected(&claims)));
+    let es256 = signed(Algorithm::ES256, None, &claims);
+    assert_eq!(verifier.verify(&es256), Ok(expected(&claims)));
+    let other = claims_of(ISSUER_B);
+    assert_eq!(
+        verifier.verify(&hs256(&other)),
+        Err(TokenError::WrongIssuer)
+    );
+
+    // The single issuer may also come from a bound key.
+    let (_, b_pair) = p256_pair();
+    let b_public = temp_file(b_pair.public_key_pem().as_bytes());
+    let verifier = hs256_builder()
+        .issuer_key_file(ISSUER, b_public.path())
+        .unwrap()
+        .build()
+        .expect("one issuer owns the unbound keys");
+    assert_eq!(verifier.issuers(), strings(&[ISSUER]));
+    assert_eq!(verifier.verify(&hs256(&claims)), Ok(expected(&claims)));
+}
+
+#[test]
+fn unbound_keys_beside_two_issuers_are_refused() {
+    let two = strings(&[ISSUER_A, ISSUER_B]);
+    let error = hs256_builder()
+        .public_key_pem_file(fixture!("ec256_public.pem"))
+        .unwrap()
+        .issuers(&two)
+        .build()
+        .expect_err("unbound keys with two issuers");
+    let pem = fixture!("ec256_public.pem").display().to_string();
+    assert_eq!(
+        error,
+        UnboundKeys {
+            keys: vec!["an HS256 secret given directly".into(), pem],
+            issuers: two.clone(),
+        }
+    );
+    let message = error.to_string();
+    for part in [
+        "2 issuers",
+        "--jwt-issuer-key ISSUER=PATH",
+        "[[jwt.issuer]]",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+    // The second issuer may be one a key is bound to.
+    let error = hs256_builder()
+        .issuer_key_file(ISSUER_B, fixture!("ec256_public.pem"))
+        .unwrap()
+        .issuers(&strings(&[ISSUER_A]))
+        .build()
+        .expect_err("an unbound secret beside A and B");
+    assert_eq!(error.issuers, two);
+}
+
+#[test]
+fn an_issuer_key_file_is_a_pem_public_key_or_a_jwks_never_a_secret() {
+    let secret = temp_file(SECRET);
+    let (path, detail) =
+        invalid_detail(TokenVerifier::builder().issuer_key_file(ISSUER, secret.path()));
+    assert_eq!(path, secret.path().display().to_string());
+    assert!(
+        detail.contains("no RSA, EC or Ed25519 public key"),
+        "{detail}"
+    );
+    let not_jwks = temp_file(b"{\"keys\": 1}");
+    let (_, detail) =
+        invalid_detail(TokenVerifier::builder().issuer_key_file(ISSUER, not_jwks.path()));
+    assert!(detail.starts_with("not a JWK set"), "{detail}");
+    let private = TokenVerifier::builder().issuer_key_file(ISSUER, fixture!("ec256_private.pem"));
+    assert!(invalid_detail(private).1.contains("private key"));
+}
+
+#[test]
+fn a_duplicated_iss_is_malformed_before_any_key_is_picked() {
+    let verifier = issuer_verifier();
+    let exp = now() + 3600;
+    let payload = format!(r#"{{"iss":"https://other.example","iss":"{ISSUER}","exp":{exp}}}"#);
+    let result = verifier.verify(&hs256_raw(&payload, SECRET));
+    assert!(
+        matches!(&result, Err(TokenError::Malformed(m)) if m.contains("duplicate field")),
+        "{result:?}"
     );
 }

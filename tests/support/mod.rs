@@ -242,6 +242,7 @@ pub fn verifier() -> revocd::tokens::TokenVerifier {
         .issuers(&[ISSUER.to_owned()])
         .leeway_seconds(60)
         .build()
+        .expect("one issuer owns the secret")
 }
 
 /// A gRPC client of the revocation service with a fixed API key.
