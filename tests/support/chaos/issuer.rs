@@ -6,10 +6,11 @@
 //!   deployment's secret;
 //! - **B** signs with ES256 (`tests/fixtures/keys/ec256_*.pem`).
 //!
-//! A key verifies only the tokens of the issuer it is bound to. The flag
-//! that binds them is [`ISSUER_KEY_FLAG`]; a `revocd` that does not know it
-//! yet is given the keys and issuers unbound (so a forged token verifies,
-//! and the forged-issuer phase reports it).
+//! A key verifies only the tokens of the issuer it is bound to, by
+//! [`ISSUER_KEY_FLAG`] (public keys) and [`ISSUER_SECRET_FLAG`] (HS256
+//! secrets). A build that does not know them is given the keys and issuers
+//! unbound (so a forged token verifies, and the forged-issuer phase
+//! reports it).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -22,9 +23,11 @@ use revocd::tokens::{Claims, TokenVerifier};
 
 use crate::support::{Deployment, ISSUER, SECRET};
 
-/// The flag binding a key file to the one issuer it may verify:
+/// The flag binding a public key file to the one issuer it may verify:
 /// `<flag> <issuer>=<path>`, repeatable. Its spelling lives here only.
 pub const ISSUER_KEY_FLAG: &str = "--jwt-issuer-key";
+/// The same for an HS256 secret file.
+pub const ISSUER_SECRET_FLAG: &str = "--jwt-issuer-hs256-secret-file";
 /// Issuer B's name.
 pub const ISSUER_B: &str = "https://issuer-b.test";
 /// Lifetime of the run's tokens, unless made otherwise.
@@ -108,18 +111,16 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// The JWT flags of every part of the test bed: both issuers, each bound
-/// to its own key when the build knows [`ISSUER_KEY_FLAG`].
+/// to its own key when the build knows how.
 pub fn jwt_flags(deployment: &Deployment) -> Vec<String> {
     let secret = deployment.path("secret").display().to_string();
     let public = fixture("ec256_public.pem").display().to_string();
     let mut flags = Vec::new();
     if binding_supported() {
-        for (issuer, path) in [(Issuer::A, &secret), (Issuer::B, &public)] {
-            flags.extend([
-                ISSUER_KEY_FLAG.to_owned(),
-                format!("{}={path}", issuer.name()),
-            ]);
-        }
+        let a = format!("{}={secret}", Issuer::A.name());
+        let b = format!("{}={public}", Issuer::B.name());
+        flags.extend([ISSUER_SECRET_FLAG.to_owned(), a]);
+        flags.extend([ISSUER_KEY_FLAG.to_owned(), b]);
     } else {
         flags.extend(["--jwt-hs256-secret-file".to_owned(), secret]);
         flags.extend(["--jwt-public-key-file".to_owned(), public]);
@@ -139,15 +140,20 @@ pub fn verifier(flags: &[String]) -> TokenVerifier {
         .expect("usable JWT keys")
 }
 
-/// Whether this build's JWT flags include [`ISSUER_KEY_FLAG`].
+/// Whether this build's JWT flags include [`ISSUER_KEY_FLAG`] and
+/// [`ISSUER_SECRET_FLAG`].
 pub fn binding_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(
-        || match jwt_args(&[ISSUER_KEY_FLAG.to_owned(), "x=y".to_owned()]) {
-            Ok(_) => true,
-            Err(error) => error.kind() != clap::error::ErrorKind::UnknownArgument,
-        },
-    )
+    *SUPPORTED.get_or_init(|| {
+        [ISSUER_KEY_FLAG, ISSUER_SECRET_FLAG]
+            .into_iter()
+            .all(
+                |flag| match jwt_args(&[flag.to_owned(), "x=y".to_owned()]) {
+                    Ok(_) => true,
+                    Err(error) => error.kind() != clap::error::ErrorKind::UnknownArgument,
+                },
+            )
+    })
 }
 
 #[derive(Parser)]

@@ -1,10 +1,10 @@
 //! A loopback TCP proxy in front of a replica, so the nemesis can cut the
-//! connections that pass through it without touching either end, or hold
-//! back the replica's replies for a while.
+//! connections that pass through it without touching either end, refuse
+//! new ones, or hold the replica's replies back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
@@ -22,8 +22,19 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
 
 /// Open links by id; a link's task removes itself when it ends.
 type Links = Arc<Mutex<HashMap<u64, AbortHandle>>>;
-/// How long the replica's bytes are held back, in milliseconds.
-type Delay = Arc<AtomicU64>;
+/// Longest a reply is held, whatever happens: the gateways' confirm
+/// calls give up after 3 s.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+
+/// Whether the replica's bytes are being held, and how many holds were
+/// released: a chunk read during a hold goes out when that hold is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gate {
+    holding: bool,
+    released: u64,
+}
+
+type Hold = Arc<watch::Sender<Gate>>;
 /// While set, connections are closed as soon as they are accepted.
 type Blocked = Arc<AtomicBool>;
 
@@ -34,7 +45,7 @@ pub struct Proxy {
     /// Where subscribers connect.
     pub address: SocketAddr,
     links: Links,
-    delay: Delay,
+    hold: Hold,
     blocked: Blocked,
     accept: JoinHandle<()>,
 }
@@ -47,21 +58,21 @@ impl Proxy {
             .expect("binding the chaos proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let links = Links::default();
-        let delay = Delay::default();
+        let hold = Hold::new(watch::channel(Gate::default()).0);
         let blocked = Blocked::default();
         let accept = tokio::spawn(accept(
             listener,
             Link {
                 upstream,
                 links: Arc::clone(&links),
-                delay: Arc::clone(&delay),
+                hold: Arc::clone(&hold),
                 blocked: Arc::clone(&blocked),
             },
         ));
         Proxy {
             address,
             links,
-            delay,
+            hold,
             blocked,
             accept,
         }
@@ -78,12 +89,19 @@ impl Proxy {
         }
     }
 
-    /// Holds every byte the replica sends back for `delay` from now on
-    /// (order kept; zero: forwarded at once). Requests are not delayed, so
-    /// the replica answers at once and the answer arrives `delay` later.
-    pub fn set_delay(&self, delay: Duration) {
-        self.delay
-            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    /// Holds every byte the replica sends back from now on, until
+    /// [`Proxy::release`] (or [`MAX_HOLD`]). Requests still go through, so
+    /// the replica answers at once and the answer waits here.
+    pub fn hold(&self) {
+        self.hold.send_modify(|gate| gate.holding = true);
+    }
+
+    /// Lets everything held go, in order, and holds nothing more.
+    pub fn release(&self) {
+        self.hold.send_modify(|gate| {
+            gate.holding = false;
+            gate.released += 1;
+        });
     }
 
     /// `http://<address>`, for gateway and agent configurations.
@@ -124,7 +142,7 @@ fn open_links(links: &Links) -> Vec<AbortHandle> {
 struct Link {
     upstream: SocketAddr,
     links: Links,
-    delay: Delay,
+    hold: Hold,
     blocked: Blocked,
 }
 
@@ -132,7 +150,7 @@ async fn accept(listener: TcpListener, link: Link) {
     let Link {
         upstream,
         links,
-        delay,
+        hold,
         blocked,
     } = link;
     let mut next_id = 0u64;
@@ -149,16 +167,16 @@ async fn accept(listener: TcpListener, link: Link) {
             id,
             links: Arc::clone(&links),
         };
-        let task = tokio::spawn(forward(inbound, upstream, Arc::clone(&delay), registered));
+        let task = tokio::spawn(forward(inbound, upstream, Arc::clone(&hold), registered));
         open.insert(id, task.abort_handle());
     }
 }
 
 /// Copies bytes both ways until either side closes or the link is aborted,
-/// the replica's after the delay. `_registered` is part of the future from
-/// its creation, so the link leaves the map even when aborted before it
-/// first runs.
-async fn forward(inbound: TcpStream, upstream: SocketAddr, delay: Delay, _registered: Deregister) {
+/// the replica's once any hold they were read in is released.
+/// `_registered` is part of the future from its creation, so the link
+/// leaves the map even when aborted before it first runs.
+async fn forward(inbound: TcpStream, upstream: SocketAddr, hold: Hold, _registered: Deregister) {
     let connect = tokio::time::timeout(UPSTREAM_CONNECT, TcpStream::connect(upstream)).await;
     let Ok(Ok(outbound)) = connect else {
         return;
@@ -167,16 +185,17 @@ async fn forward(inbound: TcpStream, upstream: SocketAddr, delay: Delay, _regist
     let _ = outbound.set_nodelay(true);
     let (mut from_client, mut to_client) = inbound.into_split();
     let (mut from_replica, mut to_replica) = outbound.into_split();
-    // Chunks read from the replica with the time each may be sent; the
-    // writer sleeps until then, so a chunk is never held longer than the
-    // delay in force when it was read.
-    let (held, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    // Chunks read from the replica, with the hold they were read in (the
+    // number of holds released before it), if any.
+    let (read, mut to_write) = mpsc::unbounded_channel::<(Instant, Option<u64>, Vec<u8>)>();
+    let gate = hold.subscribe();
     let read_replica = async move {
         let mut buffer = vec![0u8; 16 << 10];
         while let Ok(n @ 1..) = from_replica.read(&mut buffer).await {
-            let delay = Duration::from_millis(delay.load(Ordering::Relaxed));
-            if held
-                .send((Instant::now() + delay, buffer[..n].to_vec()))
+            let now = *hold.borrow();
+            let held = now.holding.then_some(now.released);
+            if read
+                .send((Instant::now(), held, buffer[..n].to_vec()))
                 .is_err()
             {
                 break;
@@ -184,8 +203,12 @@ async fn forward(inbound: TcpStream, upstream: SocketAddr, delay: Delay, _regist
         }
     };
     let write_client = async move {
-        while let Some((at, bytes)) = due.recv().await {
-            tokio::time::sleep_until(at).await;
+        let mut gate = gate;
+        while let Some((at, held, bytes)) = to_write.recv().await {
+            if let Some(hold) = held {
+                let released = gate.wait_for(|g| g.released > hold);
+                let _ = tokio::time::timeout_at(at + MAX_HOLD, released).await;
+            }
             if to_client.write_all(&bytes).await.is_err() {
                 break;
             }

@@ -1,10 +1,10 @@
 //! The system under test, every part real and on loopback: one
 //! `redis-server` (AOF, `appendfsync always`), `revocd serve` replicas in
 //! strict durability mode with the smallest change-log retention they
-//! accept, two issuers each with its own key ([`super::issuer`]), two TCP
-//! proxies in front of each replica (one for filter streams, one for the
-//! gateways' confirms), gateways of the library in this process and
-//! `revocd agent` processes, every subscriber following all replicas
+//! accept, two issuers each with its own key ([`super::issuer`]), a TCP
+//! proxy in front of each replica for the filter streams, gateways of the
+//! library in this process (each confirming through proxies of its own)
+//! and `revocd agent` processes, every subscriber following all replicas
 //! (through the proxies).
 
 use std::collections::HashSet;
@@ -56,9 +56,6 @@ pub struct Testbed {
     pub replica_addresses: Vec<SocketAddr>,
     /// One proxy per replica, same index; subscribers connect through them.
     pub proxies: Vec<Proxy>,
-    /// One more per replica, for the in-process gateways' confirms
-    /// (`Check` calls) alone, so their replies can be delayed.
-    pub confirm_proxies: Vec<Proxy>,
     /// Gateways first, then agents.
     pub subscribers: Vec<Arc<Subscriber>>,
     /// The `revocd` binary run.
@@ -84,23 +81,26 @@ impl Testbed {
         let args = serve_args(&deployment, &jwt_flags, &redis_url, config);
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
-        let mut confirm_proxies = Vec::new();
         for _ in 0..config.replicas {
             let replica = Replica::spawn_with(&config.binary, &args).await;
             proxies.push(Proxy::start(replica.address).await);
-            confirm_proxies.push(Proxy::start(replica.address).await);
             replicas.push(replica);
         }
-        let replica_addresses = replicas.iter().map(|r| r.address).collect();
+        let replica_addresses: Vec<SocketAddr> = replicas.iter().map(|r| r.address).collect();
         let urls: Vec<String> = proxies.iter().map(Proxy::url).collect();
-        let confirm_urls: Vec<String> = confirm_proxies.iter().map(Proxy::url).collect();
         let mut subscribers = Vec::new();
         for id in 0..config.gateways {
+            let mut confirm_proxies = Vec::new();
+            for address in &replica_addresses {
+                confirm_proxies.push(Proxy::start(*address).await);
+            }
+            let confirm_urls: Vec<String> = confirm_proxies.iter().map(Proxy::url).collect();
             let endpoints = Endpoints {
                 streams: rotated(&urls, id),
                 confirms: rotated(&confirm_urls, id),
             };
-            subscribers.push(Arc::new(gateway(id, endpoints, &jwt_flags).await));
+            let gateway = gateway(id, endpoints, &jwt_flags, confirm_proxies).await;
+            subscribers.push(Arc::new(gateway));
         }
         let mut agents = Vec::new();
         for id in 0..config.agents {
@@ -113,6 +113,7 @@ impl Testbed {
                     pid: process.pid().expect("a running agent"),
                 },
                 frozen: tokio::sync::RwLock::new(false),
+                confirm_proxies: Vec::new(),
             }));
             agents.push(process);
         }
@@ -122,7 +123,6 @@ impl Testbed {
             replicas: replicas.into_iter().map(tokio::sync::Mutex::new).collect(),
             replica_addresses,
             proxies,
-            confirm_proxies,
             subscribers,
             binary: config.binary.clone(),
             jwt_flags,
@@ -175,6 +175,7 @@ impl Testbed {
             name: format!("replica-{index}"),
             kind: SubscriberKind::Gateway(spawn_gateway(&id, endpoints, &self.jwt_flags)),
             frozen: tokio::sync::RwLock::new(false),
+            confirm_proxies: Vec::new(),
         }
     }
 
@@ -292,8 +293,14 @@ fn spawn_gateway(id: &str, endpoints: Endpoints, jwt_flags: &[String]) -> Gatewa
     Gateway::spawn(config, issuer::verifier(jwt_flags)).expect("gateway")
 }
 
-/// A gateway following `endpoints`, once it holds a snapshot.
-async fn gateway(id: usize, endpoints: Endpoints, jwt_flags: &[String]) -> Subscriber {
+/// A gateway following `endpoints`, once it holds a snapshot; its confirms
+/// go through `confirm_proxies`.
+async fn gateway(
+    id: usize,
+    endpoints: Endpoints,
+    jwt_flags: &[String],
+    confirm_proxies: Vec<Proxy>,
+) -> Subscriber {
     let gateway = spawn_gateway(&format!("chaos-gateway-{id}"), endpoints, jwt_flags);
     assert!(
         gateway.ready(Duration::from_secs(20)).await,
@@ -303,6 +310,7 @@ async fn gateway(id: usize, endpoints: Endpoints, jwt_flags: &[String]) -> Subsc
         name: format!("gateway-{id}"),
         kind: SubscriberKind::Gateway(gateway),
         frozen: tokio::sync::RwLock::new(false),
+        confirm_proxies,
     }
 }
 
@@ -347,6 +355,9 @@ pub struct Subscriber {
     /// read lock while asking, so a stop waits for their answers and
     /// nobody asks a stopped process.
     pub frozen: tokio::sync::RwLock<bool>,
+    /// A gateway's own proxies to the replicas for its confirms (`Check`
+    /// calls), so their replies can be held; none for agents and probes.
+    pub confirm_proxies: Vec<Proxy>,
 }
 
 /// The two kinds of subscriber.

@@ -24,7 +24,7 @@ const AGENT_OLDER_SAMPLE: usize = 200;
 const GATEWAY_OLDER_SAMPLE: usize = 2_000;
 /// The phase's own entries asked of an agent at convergence, at most (a
 /// log-trim phase revokes over ten thousand; each ask is an HTTP request).
-const AGENT_PHASE_SAMPLE: usize = 1_000;
+const AGENT_PHASE_SAMPLE: usize = 300;
 /// Entries a gateway confirms with the server at convergence.
 const CONFIRMED_SAMPLE: usize = 10;
 /// Never-revoked tokens asked at convergence.
