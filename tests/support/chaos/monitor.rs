@@ -13,10 +13,10 @@
 //!   held counts, so a view that moved back does not excuse forgetting.
 //!   The cursor is read before asking, so a late delta is never blamed;
 //! - **by time**: G reports itself fresh (staleness at most its
-//!   `max_staleness`, [`MAX_STALENESS`]) at two readings a tick apart, and
-//!   R was acknowledged the propagation bound before the first of them.
-//!   Two readings, because a process that drains a backlog of frames is
-//!   fresh by its first frame while the last is not applied yet. This is
+//!   `max_staleness`, [`MAX_STALENESS`]) at two readings in a row, a tick
+//!   apart, and R was acknowledged the propagation bound before the first
+//!   of them. Two readings, because a process that drains a backlog of
+//!   frames is fresh by its first frame while the last is not applied yet. This is
 //!   also "G never reports itself fresh while missing a change older than
 //!   its staleness bound", the bound being `max_staleness` plus the 3 s a
 //!   replica may heartbeat after its change-log follower last reached the
@@ -95,7 +95,7 @@ pub async fn run(
             subscriber,
             shared: Arc::clone(&shared),
             rng: StdRng::seed_from_u64(seed.wrapping_add(n as u64)),
-            fresh_since: None,
+            fresh_at: None,
             by_time: 0,
             asked: 0,
             sweep: 0,
@@ -113,8 +113,8 @@ struct Watcher {
     subscriber: Arc<Subscriber>,
     shared: Arc<Shared>,
     rng: StdRng,
-    /// The first of the fresh readings in a row, if the last was fresh.
-    fresh_since: Option<Instant>,
+    /// When the last reading found it fresh, if it did.
+    fresh_at: Option<Instant>,
     /// Ledger entries required by time: a prefix, only ever growing.
     by_time: usize,
     /// Entries of that prefix asked once already.
@@ -142,7 +142,7 @@ impl Watcher {
             let subscriber = Arc::clone(&self.subscriber);
             let frozen = subscriber.frozen.read().await;
             if *frozen {
-                self.fresh_since = None;
+                self.fresh_at = None;
                 continue;
             }
             self.tick().await;
@@ -175,23 +175,19 @@ impl Watcher {
         self.ask_good().await;
     }
 
-    /// Fresh at two readings a tick apart: every entry acknowledged the
-    /// bound before the first is required.
+    /// Fresh at this reading and the one before: every entry acknowledged
+    /// the bound before the one before is required.
     async fn update_freshness(&mut self, now: Instant) {
         let fresh = self
             .subscriber
             .staleness()
             .await
             .is_some_and(|s| s <= MAX_STALENESS);
-        if !fresh {
-            self.fresh_since = None;
+        let before = std::mem::replace(&mut self.fresh_at, fresh.then_some(now));
+        let Some(before) = before.filter(|_| fresh) else {
             return;
-        }
-        let since = *self.fresh_since.get_or_insert(now);
-        if now.duration_since(since) < TICK {
-            return;
-        }
-        if let Some(until) = since.checked_sub(self.shared.bound) {
+        };
+        if let Some(until) = before.checked_sub(self.shared.bound) {
             let required = self.shared.ledger.acked_until(until);
             self.by_time = self.by_time.max(required);
         }
@@ -264,9 +260,8 @@ impl Watcher {
             Required::ByTime => (
                 ViolationKind::AllowedPastBound,
                 format!(
-                    "allowed {jti} ({how}), acknowledged {:?} ago; fresh for {:?}; cursor {now:?}",
+                    "allowed {jti} ({how}), acknowledged {:?} ago, while fresh; cursor {now:?}",
                     entry.acked_at.elapsed(),
-                    self.fresh_since.map(|t| t.elapsed()),
                 ),
             ),
             Required::ByPosition => {
