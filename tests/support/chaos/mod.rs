@@ -8,20 +8,25 @@
 //! Everything is real and on loopback ([`testbed`]): a `redis-server`
 //! with `appendonly yes` and `appendfsync always`; `revocd serve`
 //! replicas with `--durability strict --redis-timeout 500ms`, heartbeats
-//! every 200 ms and several log partitions; a TCP proxy in front of each
-//! replica; gateways of the library in this process and `revocd agent`
-//! processes, each following every replica through the proxies. Load
-//! clients ([`load`]) revoke fresh tokens (HS256, the deployment's secret,
-//! so subscribers can be asked about the same tokens) and `Check` each
-//! acknowledged one through another replica.
+//! every 200 ms, several log partitions and `--log-retention 10000`; two
+//! issuers, each bound to its own key ([`issuer`]); a TCP proxy in front
+//! of each replica; gateways of the library in this process (confirming
+//! through proxies of their own) and `revocd agent` processes, each
+//! following every replica through the proxies, each with a
+//! `max_staleness` of 1 s. Load clients ([`load`]) revoke fresh tokens of
+//! both issuers and `Check` each acknowledged one through another replica.
 //!
 //! # Phases
 //!
 //! A phase starts the load, injects one fault or two at once
 //! ([`nemesis::FaultKind`]: kill -9 a replica and restart it, SIGSTOP a
 //! replica, SIGSTOP Redis, kill -9 Redis and restart it from its AOF,
-//! SIGSTOP an agent, cut streams at the proxies), heals it, keeps the load
-//! up half a second more, stops it and checks ([`verify`]).
+//! SIGSTOP an agent, cut streams at the proxies; stall a replica while the
+//! log is trimmed past it ([`trim`]); hold a gateway's "not revoked"
+//! confirm until the delta revoking the token has arrived ([`race`]);
+//! `CLIENT KILL` every Redis connection again and again; forged
+//! cross-issuer tokens ([`forgery`])), heals it, keeps the load up half a
+//! second more, stops it and checks ([`verify`]).
 //!
 //! # Invariants
 //!
@@ -31,11 +36,14 @@
 //! - **No false OK**: a `Revoke` sent and answered while Redis was out
 //!   (stopped or dead) is never OK; failures are UNAVAILABLE unless the
 //!   replica asked was itself down.
-//! - **Propagation** ([`monitor`], all through the run): a subscriber
-//!   connected for the propagation bound since an acknowledgement never
-//!   allows that token again; a gateway never allows a token whose change
-//!   is at or below the highest cursor it has held (even if its view later
-//!   moved back); a never-revoked token is never refused.
+//! - **Propagation** ([`monitor`], all through the run): for every
+//!   acknowledged revocation R and every subscriber G, once G reports a
+//!   cursor at or past R's, or reports itself fresh the propagation bound
+//!   after R, G denies R's token until it expires; a never-revoked token
+//!   is never refused.
+//! - **One issuer, one key**: a token signed with one issuer's key that
+//!   claims the other is refused by every subscriber, and a keyless
+//!   `Revoke` of it by every replica.
 //! - **Serving through a Redis outage**: every subscriber keeps answering
 //!   from its filter.
 //! - **Convergence**: within the bound after the faults end, every replica
