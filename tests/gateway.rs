@@ -193,6 +193,32 @@ async fn a_revoked_token_is_denied_once_its_delta_arrives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirms_go_to_the_confirm_endpoints() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let other = TestServer::start(&deployment.args(&[])).await;
+    let to_other = ready(config(&[&server]).confirm_endpoints([url(&other)])).await;
+    let token = token_for("alice", "confirmed-elsewhere");
+    revoke(&server, &token).await;
+    until_not_allowed(&to_other, &token).await;
+    // The other server shares no store: it has never heard of the token.
+    let verdict = to_other.check_confirmed(&token).await;
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
+
+    other.stop().await;
+    let token = token_for("alice", "confirmed-nowhere");
+    revoke(&server, &token).await;
+    until_not_allowed(&to_other, &token).await;
+    let verdict = to_other.check_confirmed(&token).await;
+    assert!(
+        matches!(verdict, Verdict::Deny(Denial::Unconfirmed(_))),
+        "{verdict:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_cutoff_denies_older_tokens_from_memory() {
     support::trace_init();
     let deployment = Deployment::new();

@@ -118,6 +118,8 @@ impl std::str::FromStr for StalePolicy {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     endpoints: Vec<String>,
+    /// Where `Check` calls (confirms) go; empty: `endpoints`.
+    confirm_endpoints: Vec<String>,
     api_key: Option<MetadataValue<Ascii>>,
     gateway_id: String,
     max_staleness: Duration,
@@ -148,6 +150,7 @@ impl GatewayConfig {
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         GatewayConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
+            confirm_endpoints: Vec::new(),
             api_key: None,
             gateway_id: "gateway".into(),
             max_staleness: DEFAULT_MAX_STALENESS,
@@ -163,6 +166,19 @@ impl GatewayConfig {
             .expect("valid backoff"),
             tls: None,
         }
+    }
+
+    /// Endpoints for the `Check` calls that settle a filter "maybe"
+    /// (`http://host:port`, balanced over all of them), when they must
+    /// differ from the subscription endpoints: a path through another
+    /// proxy, or replicas kept for reads. By default confirms go to the
+    /// endpoints given to [`GatewayConfig::new`].
+    pub fn confirm_endpoints<S: Into<String>>(
+        mut self,
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.confirm_endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
     }
 
     /// TLS towards the servers (for `https://` endpoints): the CA to trust
@@ -215,12 +231,30 @@ impl GatewayConfig {
         self
     }
 
+    /// The subscription endpoints, parsed.
     fn parsed_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
-        if self.endpoints.is_empty() {
+        self.parse(&self.endpoints)
+    }
+
+    /// The confirm endpoints, parsed, with their call timeout.
+    fn parsed_confirm_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        let urls = if self.confirm_endpoints.is_empty() {
+            &self.endpoints
+        } else {
+            &self.confirm_endpoints
+        };
+        let endpoints = self.parse(urls)?;
+        Ok(endpoints
+            .into_iter()
+            .map(|e| e.timeout(self.connect_timeout))
+            .collect())
+    }
+
+    fn parse(&self, urls: &[String]) -> Result<Vec<Endpoint>, Error> {
+        if urls.is_empty() {
             return Err(Error::Endpoint(String::new()));
         }
-        self.endpoints
-            .iter()
+        urls.iter()
             .map(|url| {
                 let mut endpoint =
                     Endpoint::from_shared(url.clone()).map_err(|_| Error::Endpoint(url.clone()))?;
@@ -423,7 +457,7 @@ struct Inner {
     max_staleness: Duration,
     on_stale: StalePolicy,
     api_key: Option<MetadataValue<Ascii>>,
-    /// Balanced over every endpoint, for `Check` calls.
+    /// Balanced over every confirm endpoint, for `Check` calls.
     confirm_channel: Channel,
     _stop: DropGuard,
 }
@@ -436,12 +470,9 @@ impl Gateway {
     /// [`Error`] for an endpoint or key that cannot be used.
     pub fn spawn(config: GatewayConfig, verifier: TokenVerifier) -> Result<Gateway, Error> {
         let endpoints = config.parsed_endpoints()?;
+        let confirm_channel = Channel::balance_list(config.parsed_confirm_endpoints()?.into_iter());
         let shared = Arc::new(watch::Shared::new());
         let stop = CancellationToken::new();
-        let confirm_endpoints = endpoints
-            .iter()
-            .map(|e| e.clone().timeout(config.connect_timeout));
-        let confirm_channel = Channel::balance_list(confirm_endpoints);
         tokio::spawn(watch::run(
             Arc::clone(&shared),
             config.clone(),
