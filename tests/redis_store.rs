@@ -260,3 +260,66 @@ async fn deployments_with_different_prefixes_do_not_see_each_other() {
     assert!(!in_green.into_inner().revoked);
     assert!(in_blue.into_inner().revoked);
 }
+
+/// The newest end of the log, where a replica starts following, is read in
+/// pages (one reply of `--delta-history` entries could outlast the Redis
+/// timeout): the pages join into the newest entries, in log order, ending
+/// at the head.
+#[tokio::test]
+async fn the_logs_newest_end_is_read_whole_across_pages() {
+    use revocd::pb::RevokeBatchRequest;
+    use revocd::store::{Durability, RedisNodes, RedisStore, RedisStoreOptions, Store};
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let server = start(&redis, &deployment).await;
+    let mut client = server.client(Some("key-revoke")).await;
+    let mut last_cursor = String::new();
+    for batch in 0..3 {
+        let items = (0..1_000)
+            .map(|n| by_jti(&format!("paged-{batch}-{n}"), unix_now() + 600))
+            .collect();
+        let reply = client
+            .revoke_batch(RevokeBatchRequest { items })
+            .await
+            .expect("batch")
+            .into_inner();
+        // Items are appended in order: the last one's cursor is the newest.
+        last_cursor = reply
+            .results
+            .last()
+            .and_then(|r| r.response.as_ref())
+            .map(|r| r.cursor.clone())
+            .expect("stored");
+    }
+    let store = Store::Redis(
+        RedisStore::connect(&RedisStoreOptions {
+            nodes: RedisNodes::Single(redis.url()),
+            key_prefix: "revocd:".into(),
+            partitions: 1,
+            log_retention: 100_000,
+            response_timeout: Duration::from_secs(5),
+            durability: Durability::Fast,
+            wait_replicas: 0,
+        })
+        .await
+        .expect("store"),
+    );
+    let tail = store.log_tail(2_500).await.expect("tail");
+    assert_eq!(tail.entries.len(), 2_500);
+    assert_eq!(tail.head, last_cursor);
+    assert_eq!(
+        tail.entries.last().map(|e| e.cursor.as_str()),
+        Some(last_cursor.as_str())
+    );
+    let in_order = tail.entries.windows(2).all(|pair| {
+        let id = |c: &str| -> (u64, u64) {
+            let (ms, seq) = c.split_once('-').expect("stream id");
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        };
+        id(&pair[0].cursor) < id(&pair[1].cursor)
+    });
+    assert!(in_order, "entries in log order");
+    assert_eq!(tail.start, None, "older entries exist");
+    let all = store.log_tail(5_000).await.expect("tail");
+    assert_eq!(all.entries.len(), 3_000);
+}

@@ -13,6 +13,11 @@ use crate::store::{AuditEntry, Error, LogTail, Page, RecordFilter};
 /// Store calls one page of the audit trail may take at most, so a filter
 /// that matches little cannot keep a call going for long.
 const MAX_READS_PER_PAGE: usize = 16;
+/// Most entries one read of the log's newest end asks for: a reply of
+/// `--delta-history` entries (100,000 by default) in one piece can take
+/// longer than `--redis-timeout`, and a load that times out is retried
+/// from the start, so a replica would never finish loading.
+const TAIL_PAGE: usize = 1_000;
 
 // === impl RedisStore ===
 
@@ -46,23 +51,55 @@ impl RedisStore {
         try_join_all(reads).await
     }
 
+    /// Up to `count` of a partition's newest log entries, newest first,
+    /// read [`TAIL_PAGE`] at a time, and whether they are the whole log
+    /// (only said when one read held them all: between reads the log may
+    /// be trimmed).
+    async fn newest_entries(
+        &self,
+        log: &str,
+        count: usize,
+    ) -> Result<(Vec<StreamId>, bool), Error> {
+        let mut entries: Vec<StreamId> = Vec::new();
+        let mut newer_than = "+".to_owned();
+        loop {
+            let asked = (count - entries.len()).clamp(1, TAIL_PAGE);
+            let page: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(log)
+                .arg(&newer_than)
+                .arg("-")
+                .arg("COUNT")
+                .arg(asked)
+                .query_async(&mut self.connection.clone())
+                .await?;
+            let first_read = entries.is_empty();
+            let got = page.ids.len();
+            if let Some(oldest) = page.ids.last() {
+                newer_than = format!("({}", oldest.id);
+            }
+            entries.extend(page.ids);
+            if got < asked || entries.len() >= count {
+                return Ok((entries, first_read && got < asked));
+            }
+        }
+    }
+
     pub(in crate::store) async fn log_tail(&self, count: usize) -> Result<LogTail, Error> {
         let partitions = self.keys.partitions.len();
-        let newest_first = self
-            .ranges(
-                "XREVRANGE",
-                vec![("+".into(), "-".into()); partitions],
-                count,
-            )
-            .await?;
+        let reads = self
+            .keys
+            .partitions
+            .iter()
+            .map(|keys| self.newest_entries(&keys.log, count.max(1)));
+        let newest_first = try_join_all(reads).await?;
         let mut head = Positions::origin(partitions);
         let mut whole_log = true;
         let mut fetched = Fetched::new();
-        for (partition, entries) in newest_first.into_iter().enumerate() {
+        for (partition, (entries, whole)) in newest_first.into_iter().enumerate() {
             if let Some(newest) = entries.first().and_then(|e| EntryId::parse(&e.id)) {
                 head.0[partition] = newest;
             }
-            whole_log &= entries.len() < count.max(1);
+            whole_log &= whole;
             fetched.extend(entries.into_iter().map(|entry| (partition, entry)));
         }
         let mut merged = merge(fetched);
