@@ -34,11 +34,6 @@ const FSYNC_ALWAYS: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always
 /// least 10,000 and twice the largest `RevokeBatch`), so the nemesis can
 /// push the log past a stalled replica in a few seconds.
 pub const LOG_RETENTION: u64 = 10_000;
-/// `--delta-history` of the replicas. A reload reads this much of the log
-/// first, in one reply per partition; the default (100,000) makes that
-/// reply the whole retained log, which a debug build parses slower than
-/// `--redis-timeout`, so the reload would never finish.
-const DELTA_HISTORY: usize = 200;
 /// Every subscriber's `max_staleness`: it calls itself fresh while its
 /// last frame is younger (heartbeats come every 200 ms).
 pub const MAX_STALENESS: Duration = Duration::from_secs(1);
@@ -254,8 +249,6 @@ fn serve_args(
         &config.log_partitions.to_string(),
         "--log-retention",
         &LOG_RETENTION.to_string(),
-        "--delta-history",
-        &DELTA_HISTORY.to_string(),
     ]
     .map(str::to_owned)
     .to_vec();
