@@ -12,11 +12,14 @@
 //!
 //! Each phase injects one fault drawn from the seed (kill -9 a replica and
 //! restart it, SIGSTOP a replica, SIGSTOP Redis, kill -9 Redis and restart
-//! it from its AOF, SIGSTOP an agent, cut streams at the proxies), now and
+//! it from its AOF, SIGSTOP an agent, cut streams at the proxies, stall a
+//! replica past the log's retention, hold confirms across a revocation,
+//! `CLIENT KILL` Redis's connections, forged cross-issuer tokens), now and
 //! then with a subscriber stop or stream drop on top, then checks strict
 //! durability, the answers given during the outage and convergence within
-//! 5 s. Violations print as they are found. Exit status 1 if any was.
-//! `tests/chaos.rs` is the short version CI runs.
+//! 8 s; `REVOCD_CHAOS_FAULTS` (labels, comma separated) draws from some
+//! kinds only. Violations print as they are found. Exit status 1 if any
+//! was. `tests/chaos.rs` is the short version CI runs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -26,7 +26,7 @@
 //! 2. **raw Redis**: a fresh `redis-server` (the first is stopped with
 //!    revocd, so neither competes with the other) gets the same records,
 //!    read from the same file, as the commands the server's revoke script
-//!    runs for a new revocation (`src/store/redis/mod.rs`): `HSET` of the
+//!    runs for a new revocation (`src/store/redis/revoke.rs`): `HSET` of the
 //!    record hash (its seven fields), `EXPIREAT` at `exp` + leeway, `ZADD` to
 //!    the expiry index and `XADD` of the log entry with `MAXLEN ~` the
 //!    default retention, under the server's default key names (one log

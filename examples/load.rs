@@ -15,7 +15,7 @@
 //!
 //! 1. `redis REVOKE_SCRIPT`: the baseline for `Revoke`. One `EVALSHA` of
 //!    the server's own `REVOKE_SCRIPT` (taken verbatim from
-//!    `src/store/redis.rs` at compile time) with the keys and arguments the
+//!    `src/store/redis/revoke.rs` at compile time) with the keys and arguments the
 //!    server passes for a new revocation by jti. That is the only Redis
 //!    command the server sends per `Revoke`.
 //! 2. `revocd Revoke`: gRPC `Revoke { jti, expires_at: now + 1h }`, a new
@@ -84,8 +84,11 @@ const WARMUP: Duration = Duration::from_secs(1);
 const TOKEN_LIFETIME: i64 = 3_600;
 /// The caller revocd records in `--dev` (`Access::Open`).
 const DEV_CALLER: &str = "dev";
-/// Source of revocd's Redis store, from which the baseline takes the
-/// revoke script and its prune batch, so it cannot drift from the server.
+/// Source of revocd's revoke script, which the baseline takes verbatim, so
+/// it cannot drift from the server.
+const REVOKE_SOURCE: &str = include_str!("../src/store/redis/revoke.rs");
+/// Source of revocd's Redis store, from which the baseline takes the prune
+/// batch.
 const REDIS_STORE_SOURCE: &str = include_str!("../src/store/redis/mod.rs");
 /// Throughput share of the baseline each revocd RPC should reach.
 const REVOKE_TARGET: f64 = 0.50;
@@ -330,7 +333,7 @@ fn written_jti(written: &[u64], client: usize, seq: u64) -> String {
 
 // === the two targets ===
 
-/// revocd's Redis key layout (see the module docs of `src/store/redis.rs`)
+/// revocd's Redis key layout (see the module docs of `src/store/redis/mod.rs`)
 /// under one key prefix.
 #[derive(Debug, Clone)]
 struct Layout {
@@ -376,17 +379,13 @@ struct RedisBaseline {
 
 impl RedisBaseline {
     /// # Errors
-    /// If `src/store/redis.rs` no longer holds `REVOKE_SCRIPT` or
-    /// `PRUNE_BATCH` in the expected form.
+    /// If `src/store/redis/revoke.rs` no longer holds `REVOKE_SCRIPT`, or
+    /// `src/store/redis/mod.rs` `PRUNE_BATCH`, in the expected form.
     fn new(redis: ConnectionManager, keys: Layout) -> Result<Self> {
-        let script = between(
-            REDIS_STORE_SOURCE,
-            "const REVOKE_SCRIPT: &str = r#\"",
-            "\"#;",
-        )?;
+        let script = between(REVOKE_SOURCE, "const REVOKE_SCRIPT: &str = r#\"", "\"#;")?;
         let prune_batch = between(REDIS_STORE_SOURCE, "const PRUNE_BATCH: u32 = ", ";")?
             .parse()
-            .context("PRUNE_BATCH in src/store/redis.rs is not a number")?;
+            .context("PRUNE_BATCH in src/store/redis/mod.rs is not a number")?;
         Ok(Self {
             redis,
             keys,
@@ -448,7 +447,7 @@ impl RedisBaseline {
 fn between<'a>(source: &'a str, start: &str, end: &str) -> Result<&'a str> {
     let from = source.find(start).map(|at| at + start.len());
     let text = from.and_then(|from| Some(&source[from..from + source[from..].find(end)?]));
-    text.with_context(|| format!("src/store/redis.rs has no `{start}…{end}`"))
+    text.with_context(|| format!("the store's source has no `{start}…{end}`"))
 }
 
 /// revocd's gRPC API. A client channel is one HTTP/2 connection, driven by

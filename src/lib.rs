@@ -32,7 +32,7 @@
 //! - [`hub`]: each replica's filter, fed by the change log, streamed to gateways.
 //! - [`auth`]: API keys, roles and the caller of an RPC.
 //! - [`store`]: the storage backends, Redis and memory, behind one enum.
-//! - [`server`]: the gRPC service, its error mapping and [`server::run`].
+//! - [`server`]: the gRPC service (handlers, error mapping, request limits) and [`server::run`].
 //! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
 //! - [`config`]: `revocd serve` and `revocd agent` flags and environment
 //!   variables; only the binaries and the start-up of [`server`] and

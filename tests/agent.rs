@@ -21,7 +21,9 @@ use revocd::time::unix_now;
 use serde_json::{json, Value};
 
 use support::nginx::{HttpResponse, Nginx, NginxConfig};
-use support::{AgentProcess, Deployment, RedisServer, Replica, ISSUER};
+use support::{
+    eventually, eventually_blocking, AgentProcess, Deployment, RedisServer, Replica, ISSUER,
+};
 
 /// `tests/fixtures/keys/<name>`.
 fn fixture(name: &str) -> String {
@@ -119,21 +121,11 @@ fn alg_none(claims: &Value) -> String {
     format!("{header}.{payload}.")
 }
 
-/// Polls `probe` every `every` until it gives a value, failing after
-/// `timeout`.
-fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(every);
+/// `response` if it is a refusal (not 200), for [`eventually_blocking`].
+fn refusal(response: HttpResponse) -> Result<HttpResponse, u16> {
+    match response.status {
+        200 => Err(200),
+        _ => Ok(response),
     }
 }
 
@@ -254,17 +246,13 @@ async fn nginx_lets_a_valid_token_through_and_refuses_it_within_100ms_of_revokin
 
     revoctl(&replica, &["revoke", "--token", &token, "--reason", "test"]);
     let revoked_at = Instant::now();
-    let (latency, refused) = loop {
-        let response = nginx.get("/", Some(&token));
-        if response.status != 200 {
-            break (revoked_at.elapsed(), response);
-        }
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(5),
-            "still let through 5 s after the revocation"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let refused = eventually_blocking(
+        "the revoked token to be refused",
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || refusal(nginx.get("/", Some(&token))),
+    );
+    let latency = revoked_at.elapsed();
     eprintln!("first 401 {latency:?} after revoctl exited");
     let challenge = assert_invalid_token(&refused);
     assert!(challenge.contains("revoked"), "{challenge}");
@@ -305,11 +293,11 @@ async fn nginx_refuses_a_subjects_tokens_issued_before_its_cutoff() {
         &replica,
         &["revoke-subject", "alice", "--not-before", &cutoff],
     );
-    let refused = eventually(
+    let refused = eventually_blocking(
         "alice's old token to be refused",
         Duration::from_secs(5),
         Duration::from_millis(5),
-        || Some(nginx.get("/", Some(&old))).filter(|r| r.status != 200),
+        || refusal(nginx.get("/", Some(&old))),
     );
     let challenge = assert_invalid_token(&refused);
     assert!(challenge.contains("subject"), "{challenge}");
@@ -438,28 +426,22 @@ async fn when_the_server_dies_fail_open_serves_and_fail_closed_answers_503() {
     // A revocation both agents have seen before the outage.
     revoctl(&replica, &["revoke", "--token", &gone]);
     for nginx in [&open_nginx, &closed_nginx] {
-        let refused = eventually(
+        let refused = eventually_blocking(
             "the revoked token to be refused",
             Duration::from_secs(5),
             Duration::from_millis(5),
-            || Some(nginx.get("/", Some(&gone))).filter(|r| r.status != 200),
+            || refusal(nginx.get("/", Some(&gone))),
         );
         assert_invalid_token(&refused);
     }
 
     drop(replica); // SIGKILL: no goodbye to the agents
     let killed_at = Instant::now();
-    let unavailable = eventually(
+    let unavailable = eventually_blocking(
         "fail-closed to answer 503",
         Duration::from_secs(10),
         Duration::from_millis(20),
-        || {
-            let response = closed_nginx.get("/", Some(&valid));
-            match response.status {
-                200 => None,
-                _ => Some(response),
-            }
-        },
+        || refusal(closed_nginx.get("/", Some(&valid))),
     );
     let after = killed_at.elapsed();
     eprintln!("fail-closed answered 503 {after:?} after the server was killed");
@@ -564,20 +546,19 @@ async fn ext_authz_allows_valid_tokens_and_refuses_revoked_ones() {
     assert_eq!(header_value(&ok.headers, "x-auth-issuer"), Some(ISSUER));
 
     revoctl(&replica, &["revoke", "--token", &token]);
-    let denied = {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+    let denied = eventually(
+        "the revoked token to be denied",
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || async {
             let response = ext_authz_check(&agent, &[("authorization", &bearer)]).await;
-            if response.status.as_ref().map(|s| s.code) != Some(0) {
-                break response;
+            match response.status.as_ref().map(|s| s.code) {
+                Some(0) => Err(response),
+                _ => Ok(response),
             }
-            assert!(
-                Instant::now() < deadline,
-                "still allowed 5 s after revoking"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
+        },
+    )
+    .await;
     assert_eq!(
         denied.status.as_ref().map(|s| s.code),
         Some(16),

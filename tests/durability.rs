@@ -21,12 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use revocd::backoff::ExponentialBackoff;
-use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
+use revocd::gateway::{Denial, Gateway, Verdict};
 use revocd::pb::{CheckRequest, RevokeRequest};
 use revocd::time::unix_now;
 use serde_json::json;
-use support::{Deployment, RedisServer, Replica, ServingStatus, ISSUER};
+use support::{wait_for_health, Deployment, RedisServer, Replica, ServingStatus, ISSUER};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -111,14 +110,8 @@ async fn load_client(
 
 /// A gateway following `replica`, once it holds a first snapshot.
 async fn gateway(replica: &Replica, id: usize) -> Gateway {
-    let config = GatewayConfig::new([format!("http://{}", replica.address)])
-        .api_key("key-subscribe")
-        .expect("ascii key")
-        .gateway_id(format!("durability-gateway-{id}"))
-        .backoff(
-            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
-                .expect("valid backoff"),
-        );
+    let config = support::gateway_config([format!("http://{}", replica.address)])
+        .gateway_id(format!("durability-gateway-{id}"));
     let gateway = Gateway::spawn(config, support::verifier()).expect("gateway");
     assert!(gateway.ready(SOON).await, "gateway {id}: no snapshot");
     gateway
@@ -144,15 +137,6 @@ fn redis_version(redis: &RedisServer) -> (u32, u32) {
         .expect("redis_version in INFO");
     let mut parts = version.trim().split('.').map(|p| p.parse().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// Waits until the replica reports SERVING.
-async fn until_serving(replica: &Replica) {
-    let deadline = Instant::now() + SOON;
-    while replica.health().await != Some(ServingStatus::Serving) {
-        assert!(Instant::now() < deadline, "the replica stayed unhealthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Whether the server holds a revocation of `jti`, asked with `Check`
@@ -244,7 +228,7 @@ async fn strict_mode_loses_no_acknowledged_revocation_when_redis_is_killed() {
     let ledger = std::mem::take(&mut *ledger.lock().expect("ledger lock"));
 
     // Every acknowledged revocation is in Redis.
-    until_serving(&replica).await;
+    wait_for_health(replica.address, ServingStatus::Serving, SOON).await;
     let mut checker = replica.client(Some("key-read")).await;
     let mut missing = Vec::new();
     for jti in &ledger.acknowledged {

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::time::Duration;
 
 use revocd::backoff::ExponentialBackoff;
@@ -13,8 +12,7 @@ use revocd::pb::{RevokeRequest, RevokeSubjectRequest};
 use revocd::time::unix_now;
 use revocd::tokens::{Claims, TokenError};
 use serde_json::json;
-use support::{token_for, Deployment, RedisServer, TestServer, ISSUER};
-use tokio::time::Instant;
+use support::{eventually, token_for, Deployment, RedisServer, TestServer, ISSUER};
 
 /// Bound on anything that should happen "soon" (a delta, a reconnect).
 const SOON: Duration = Duration::from_secs(10);
@@ -26,14 +24,7 @@ fn url(server: &TestServer) -> String {
 /// A gateway config for `servers` with the subscribe key and a short,
 /// unjittered backoff.
 fn config(servers: &[&TestServer]) -> GatewayConfig {
-    GatewayConfig::new(servers.iter().map(|s| url(s)))
-        .api_key("key-subscribe")
-        .expect("ascii key")
-        .gateway_id("gateway-test")
-        .backoff(
-            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
-                .expect("valid backoff"),
-        )
+    support::gateway_config(servers.iter().map(|s| url(s))).gateway_id("gateway-test")
 }
 
 /// Spawns a gateway and waits for its first snapshot.
@@ -46,62 +37,59 @@ async fn ready(config: GatewayConfig) -> Gateway {
     gateway
 }
 
-/// Polls `probe` every 10 ms until it returns `Ok`, for at most `timeout`;
-/// panics with the last observation otherwise.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match probe().await {
-            Ok(value) => return value,
-            Err(last) => last,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last seen: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// How often a wait asks again.
+const POLL: Duration = Duration::from_millis(10);
 
 /// Waits until `gateway` judges `token` `expected` with `check_confirmed`.
 async fn until_confirmed(gateway: &Gateway, token: &str, expected: Verdict) {
-    eventually(&format!("check_confirmed = {expected:?}"), SOON, || {
-        let expected = expected.clone();
-        async move {
-            let verdict = gateway.check_confirmed(token).await;
-            if verdict == expected {
-                Ok(())
-            } else {
-                Err(format!("{verdict:?}"))
+    eventually(
+        &format!("check_confirmed = {expected:?}"),
+        SOON,
+        POLL,
+        || {
+            let expected = expected.clone();
+            async move {
+                let verdict = gateway.check_confirmed(token).await;
+                if verdict == expected {
+                    Ok(())
+                } else {
+                    Err(verdict)
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
 /// Waits until `gateway`'s filter has stopped allowing `token` from memory.
 async fn until_not_allowed(gateway: &Gateway, token: &str) {
-    eventually("check to stop allowing the token", SOON, || async move {
-        match gateway.check(token) {
-            Verdict::Allow(claims) => Err(format!("Allow({claims:?})")),
-            _ => Ok(()),
-        }
-    })
+    eventually(
+        "check to stop allowing the token",
+        SOON,
+        POLL,
+        || async move {
+            match gateway.check(token) {
+                verdict @ Verdict::Allow(_) => Err(verdict),
+                _ => Ok(()),
+            }
+        },
+    )
     .await;
 }
 
 /// Waits until `gateway` has had no frame for more than `staleness`.
 async fn until_stale(gateway: &Gateway, staleness: Duration) {
-    eventually(&format!("staleness > {staleness:?}"), SOON, || async move {
-        match gateway.staleness() {
-            Some(s) if s > staleness => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        &format!("staleness > {staleness:?}"),
+        SOON,
+        POLL,
+        || async move {
+            match gateway.staleness() {
+                Some(s) if s > staleness => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
     .await;
 }
 
@@ -205,6 +193,32 @@ async fn a_revoked_token_is_denied_once_its_delta_arrives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirms_go_to_the_confirm_endpoints() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let other = TestServer::start(&deployment.args(&[])).await;
+    let to_other = ready(config(&[&server]).confirm_endpoints([url(&other)])).await;
+    let token = token_for("alice", "confirmed-elsewhere");
+    revoke(&server, &token).await;
+    until_not_allowed(&to_other, &token).await;
+    // The other server shares no store: it has never heard of the token.
+    let verdict = to_other.check_confirmed(&token).await;
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
+
+    other.stop().await;
+    let token = token_for("alice", "confirmed-nowhere");
+    revoke(&server, &token).await;
+    until_not_allowed(&to_other, &token).await;
+    let verdict = to_other.check_confirmed(&token).await;
+    assert!(
+        matches!(verdict, Verdict::Deny(Denial::Unconfirmed(_))),
+        "{verdict:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_cutoff_denies_older_tokens_from_memory() {
     support::trace_init();
     let deployment = Deployment::new();
@@ -218,13 +232,13 @@ async fn a_subject_cutoff_denies_older_tokens_from_memory() {
     assert!(allowed(&gateway.check(&older)).is_some());
 
     revoke_subject(&server, "alice", now).await;
-    eventually("alice's older token to be refused", SOON, || {
+    eventually("alice's older token to be refused", SOON, POLL, || {
         let older = older.as_str();
         let gateway = &gateway;
         async move {
             match gateway.check(older) {
                 Verdict::Deny(Denial::RevokedBySubject) => Ok(()),
-                other => Err(format!("{other:?}")),
+                other => Err(other),
             }
         }
     })
@@ -260,13 +274,14 @@ async fn a_cutoff_of_now_denies_tokens_of_its_own_second() {
     eventually(
         "nora's token of the logout's second to be refused",
         SOON,
+        POLL,
         || {
             let gateway = &gateway;
             let same_second = same_second.as_str();
             async move {
                 match gateway.check(same_second) {
                     Verdict::Deny(Denial::RevokedBySubject) => Ok(()),
-                    other => Err(format!("{other:?}")),
+                    other => Err(other),
                 }
             }
         },

@@ -22,15 +22,13 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use revocd::backoff::ExponentialBackoff;
-use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
+use revocd::gateway::{Denial, Gateway, Verdict};
 use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{CheckRequest, CheckResponse, RevokeRequest, RevokeResponse};
 use revocd::time::unix_now;
 use revocd::tokens::{TokenError, TokenVerifier};
 use serde_json::{json, Value};
-use support::{Deployment, ServingStatus, TestServer, ISSUER, SECRET};
-use tokio::time::Instant;
+use support::{eventually, Deployment, ServingStatus, TestServer, ISSUER, SECRET};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -92,13 +90,7 @@ impl Harness {
         }
         let server = TestServer::start(&args).await;
         let jwt = support::serve_config(&args).jwt;
-        let backoff =
-            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
-                .expect("valid backoff");
-        let config = GatewayConfig::new([format!("http://{}", server.address)])
-            .api_key("key-subscribe")
-            .expect("ascii key")
-            .backoff(backoff);
+        let config = support::gateway_config([format!("http://{}", server.address)]);
         let gateway =
             Gateway::spawn(config, jwt.verifier(None).expect("verifier")).expect("gateway");
         assert!(
@@ -195,18 +187,15 @@ impl Harness {
     /// Waits until the gateway answers `Deny(denial)` for `token` (a
     /// revocation reaches it as a delta).
     async fn until_denied(&self, case: &str, token: &str, denial: Denial) {
-        let deadline = Instant::now() + SOON;
-        loop {
-            let verdict = self.judge(token).await;
-            if verdict == Verdict::Deny(denial.clone()) {
-                return;
+        let expected = Verdict::Deny(denial);
+        let what = format!("{case}: the gateway to answer {expected:?}");
+        eventually(&what, SOON, Duration::from_millis(10), || async {
+            match self.judge(token).await {
+                verdict if verdict == expected => Ok(()),
+                verdict => Err(verdict),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{case}: the gateway still answers {verdict:?}, expected Deny({denial:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await;
     }
 
     /// Stops the server, failing if its task panicked.
@@ -221,7 +210,7 @@ impl Harness {
 }
 
 /// The gRPC code the server answers a token error with (the mapping in
-/// `src/server/service.rs`, `impl From<TokenError> for ApiError`).
+/// `src/server/error.rs`, `impl From<TokenError> for ApiError`).
 fn code_of(error: &TokenError) -> Code {
     match error {
         TokenError::NoKeys => Code::FailedPrecondition,

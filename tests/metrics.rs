@@ -82,55 +82,34 @@ async fn metrics_count_rpcs_revocations_and_streams() {
         .expect("open stream");
 
     let text = scrape(metrics);
-    assert_eq!(
-        metric_value(
-            &text,
-            r#"revocd_rpc_requests_total{method="Revoke",code="Ok"}"#
+    for (series, expected) in [
+        (
+            r#"revocd_rpc_requests_total{method="Revoke",code="Ok"}"#,
+            4.0,
         ),
-        Some(4.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric_value(
-            &text,
-            r#"revocd_rpc_requests_total{method="Revoke",code="InvalidArgument"}"#
+        (
+            r#"revocd_rpc_requests_total{method="Revoke",code="InvalidArgument"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(
-            &text,
-            r#"revocd_rpc_requests_total{method="Revoke",code="ResourceExhausted"}"#
+        (
+            r#"revocd_rpc_requests_total{method="Revoke",code="ResourceExhausted"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&text, r#"revocd_keyless_refusals_total{limit="subject"}"#),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric_value(
-            &text,
-            r#"revocd_rpc_requests_total{method="Subscribe",code="Ok"}"#
+        (r#"revocd_keyless_refusals_total{limit="subject"}"#, 1.0),
+        (
+            r#"revocd_rpc_requests_total{method="Subscribe",code="Ok"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&text, r#"revocd_revocations_total{result="new"}"#),
-        Some(3.0)
-    );
-    assert_eq!(
-        metric_value(&text, r#"revocd_revocations_total{result="repeat"}"#),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(
-            &text,
-            r#"revocd_rpc_duration_seconds_count{method="Revoke"}"#
-        ),
-        Some(6.0)
-    );
+        (r#"revocd_revocations_total{result="new"}"#, 3.0),
+        (r#"revocd_revocations_total{result="repeat"}"#, 1.0),
+        (r#"revocd_rpc_duration_seconds_count{method="Revoke"}"#, 6.0),
+    ] {
+        assert_eq!(
+            metric_value(&text, series),
+            Some(expected),
+            "{series}:\n{text}"
+        );
+    }
     assert!(metric_value(&text, "revocd_filter_snapshots_sent_total").is_some_and(|n| n >= 1.0));
     assert!(metric_value(&text, "revocd_filter_bits").is_some_and(|bits| bits > 0.0));
     let rate = metric_value(&text, "revocd_filter_estimated_fp_rate").expect("estimated rate");

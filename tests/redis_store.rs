@@ -9,7 +9,10 @@ use std::time::Duration;
 use redis::Commands;
 use revocd::pb::{CheckRequest, RevokeRequest, RevokeSubjectRequest};
 use revocd::time::unix_now;
-use support::{token_for, Deployment, RedisServer, Replica, ServingStatus, TestServer, ISSUER};
+use support::{
+    by_jti, by_token, token_for, wait_for_health, Deployment, RedisServer, Replica, ServingStatus,
+    TestServer, ISSUER,
+};
 use tonic::Code;
 
 /// The record key of a jti of the test issuer, as documented in
@@ -18,25 +21,13 @@ fn jti_key(jti: &str) -> String {
     format!("revocd:v1:{{p0}}:jti:{}:{ISSUER}:{jti}", ISSUER.len())
 }
 
+/// Bound on a change of health or a recovery after an outage.
+const SOON: Duration = Duration::from_secs(10);
+
 async fn start(redis: &RedisServer, deployment: &Deployment) -> TestServer {
     support::trace_init();
     TestServer::start(&deployment.args(&["--redis-url", &redis.url(), "--redis-timeout", "500ms"]))
         .await
-}
-
-fn by_token(token: &str) -> RevokeRequest {
-    RevokeRequest {
-        token: token.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
-    RevokeRequest {
-        jti: jti.to_owned(),
-        expires_at,
-        ..Default::default()
-    }
 }
 
 #[tokio::test]
@@ -140,11 +131,11 @@ async fn a_dead_redis_means_unavailable_then_recovery_without_loss() {
             .code(),
         Code::Unavailable
     );
-    wait_for_health(&server, ServingStatus::NotServing).await;
+    wait_for_health(server.address, ServingStatus::NotServing, SOON).await;
 
     redis.restart();
-    wait_for_health(&server, ServingStatus::Serving).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    wait_for_health(server.address, ServingStatus::Serving, SOON).await;
+    let deadline = tokio::time::Instant::now() + SOON;
     let reply = loop {
         match client
             .revoke(by_jti("after-outage", unix_now() + 600))
@@ -171,17 +162,6 @@ async fn a_dead_redis_means_unavailable_then_recovery_without_loss() {
         status.revoked,
         "the revocation acknowledged before the outage survived"
     );
-}
-
-async fn wait_for_health(server: &TestServer, wanted: ServingStatus) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while support::health(server.address).await != Some(wanted) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never became {wanted:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -279,4 +259,67 @@ async fn deployments_with_different_prefixes_do_not_see_each_other() {
         .expect("blue");
     assert!(!in_green.into_inner().revoked);
     assert!(in_blue.into_inner().revoked);
+}
+
+/// The newest end of the log, where a replica starts following, is read in
+/// pages (one reply of `--delta-history` entries could outlast the Redis
+/// timeout): the pages join into the newest entries, in log order, ending
+/// at the head.
+#[tokio::test]
+async fn the_logs_newest_end_is_read_whole_across_pages() {
+    use revocd::pb::RevokeBatchRequest;
+    use revocd::store::{Durability, RedisNodes, RedisStore, RedisStoreOptions, Store};
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let server = start(&redis, &deployment).await;
+    let mut client = server.client(Some("key-revoke")).await;
+    let mut last_cursor = String::new();
+    for batch in 0..3 {
+        let items = (0..1_000)
+            .map(|n| by_jti(&format!("paged-{batch}-{n}"), unix_now() + 600))
+            .collect();
+        let reply = client
+            .revoke_batch(RevokeBatchRequest { items })
+            .await
+            .expect("batch")
+            .into_inner();
+        // Items are appended in order: the last one's cursor is the newest.
+        last_cursor = reply
+            .results
+            .last()
+            .and_then(|r| r.response.as_ref())
+            .map(|r| r.cursor.clone())
+            .expect("stored");
+    }
+    let store = Store::Redis(
+        RedisStore::connect(&RedisStoreOptions {
+            nodes: RedisNodes::Single(redis.url()),
+            key_prefix: "revocd:".into(),
+            partitions: 1,
+            log_retention: 100_000,
+            response_timeout: Duration::from_secs(5),
+            durability: Durability::Fast,
+            wait_replicas: 0,
+        })
+        .await
+        .expect("store"),
+    );
+    let tail = store.log_tail(2_500).await.expect("tail");
+    assert_eq!(tail.entries.len(), 2_500);
+    assert_eq!(tail.head, last_cursor);
+    assert_eq!(
+        tail.entries.last().map(|e| e.cursor.as_str()),
+        Some(last_cursor.as_str())
+    );
+    let in_order = tail.entries.windows(2).all(|pair| {
+        let id = |c: &str| -> (u64, u64) {
+            let (ms, seq) = c.split_once('-').expect("stream id");
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        };
+        id(&pair[0].cursor) < id(&pair[1].cursor)
+    });
+    assert!(in_order, "entries in log order");
+    assert_eq!(tail.start, None, "older entries exist");
+    let all = store.log_tail(5_000).await.expect("tail");
+    assert_eq!(all.entries.len(), 3_000);
 }

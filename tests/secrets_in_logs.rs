@@ -15,7 +15,7 @@ mod support;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
@@ -26,8 +26,10 @@ use revocd::pb::{
 };
 use revocd::time::unix_now;
 use serde_json::json;
-use support::{free_port, BearerKey, Client, ServingStatus, ISSUER};
-use tokio::time::Instant;
+use support::{
+    by_token, eventually, eventually_blocking, free_port, wait_for_health, BearerKey, Client,
+    Process, RedisServer, ServingStatus, ISSUER,
+};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -130,122 +132,12 @@ impl Secrets {
     }
 }
 
-/// A `redis-server` that requires a password: own port, own directory,
-/// killed when dropped.
-struct PasswordRedis {
-    child: Option<Child>,
-    port: u16,
-    password: String,
-    dir: tempfile::TempDir,
-}
-
-impl PasswordRedis {
-    fn start(password: &str) -> Self {
-        let mut redis = PasswordRedis {
-            child: None,
-            port: free_port(),
-            password: password.to_owned(),
-            dir: tempfile::tempdir().expect("temp dir for redis-server"),
-        };
-        redis.spawn();
-        redis
-    }
-
-    /// `redis://:<password>@127.0.0.1:<port>`, as revocd is given it.
-    fn url(&self) -> String {
-        self.url_with(&self.password)
-    }
-
-    fn url_with(&self, password: &str) -> String {
-        format!("redis://:{password}@127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--requirepass", &self.password])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server (apt-get install -y redis-server)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + SOON;
-        loop {
-            let pong = redis::Client::open(self.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if pong.is_ok() {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PasswordRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A child process, killed when dropped.
-struct Process {
-    child: Child,
-    what: &'static str,
-}
-
-impl Process {
-    /// Stops it as an orchestrator would (SIGTERM), so shutdown logs too;
-    /// SIGKILL if it has not exited within [`SOON`].
-    fn terminate(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + SOON;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{} did not stop within {SOON:?} of SIGTERM", self.what);
-    }
-
-    fn assert_running(&mut self, log: &Path) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{} exited ({status}):\n{text}", self.what);
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One run: its files, its Redis, every JWT it used, every log it wrote.
 struct Run {
     logging: Logging,
     secrets: Secrets,
     dir: tempfile::TempDir,
-    redis: PasswordRedis,
+    redis: RedisServer,
     tokens: Vec<String>,
     logs: Vec<PathBuf>,
 }
@@ -269,7 +161,7 @@ impl Run {
         write("secret", &format!("{}\n", secrets.hs256_secret));
         write("digest-key", &hex::encode(secrets.digest_key));
         write("agent.key", &format!("{}\n", secrets.key("subscribe")));
-        let redis = PasswordRedis::start(&secrets.redis_password);
+        let redis = RedisServer::start_with_password(&secrets.redis_password);
         Run {
             logging,
             secrets,
@@ -425,23 +317,18 @@ async fn start_server(run: &mut Run) -> (Process, SocketAddr, PathBuf) {
     let address = support::nginx::loopback(free_port());
     let log = run.log("serve");
     let args = run.serve_args(address, &run.redis.url());
-    let child = run
-        .command("revocd", &args, &log)
-        .spawn()
-        .expect("revocd serve");
-    let mut server = Process {
-        child,
-        what: "revocd serve",
-    };
-    let deadline = Instant::now() + SOON;
-    while support::health(address).await != Some(ServingStatus::Serving) {
+    let mut server = Process::spawn(&mut run.command("revocd", &args, &log), "revocd serve");
+    let every = Duration::from_millis(50);
+    eventually("revocd serve to be healthy", SOON, every, || {
         server.assert_running(&log);
-        assert!(
-            Instant::now() < deadline,
-            "revocd serve did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        async move {
+            match support::health(address).await {
+                Some(ServingStatus::Serving) => Ok(()),
+                other => Err(other),
+            }
+        }
+    })
+    .await;
     (server, address, log)
 }
 
@@ -482,24 +369,18 @@ fn start_agent(run: &mut Run, server: SocketAddr) -> (Process, SocketAddr, PathB
             run.command("revocd", &args, &log)
         }
     };
-    let child = command.spawn().expect("revocd agent");
-    let mut agent = Process {
-        child,
-        what: "revocd agent",
-    };
-    let deadline = std::time::Instant::now() + SOON;
-    loop {
-        let status = support::nginx::http_get(metrics, "/healthz", &[]).map(|r| r.status);
-        if matches!(status, Ok(200)) {
-            return (agent, http, log);
+    let mut agent = Process::spawn(&mut command, "revocd agent");
+    let every = Duration::from_millis(20);
+    eventually_blocking("revocd agent to be healthy", SOON, every, || {
+        match support::nginx::http_get(metrics, "/healthz", &[]).map(|r| r.status) {
+            Ok(200) => Ok(()),
+            status => {
+                agent.assert_running(&log);
+                Err(status)
+            }
         }
-        agent.assert_running(&log);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "revocd agent not healthy: {status:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+    (agent, http, log)
 }
 
 /// The agent's HTTP status for `Authorization: <value>`.
@@ -536,13 +417,6 @@ fn by_jti(jti: &str) -> RevokeRequest {
         jti: jti.to_owned(),
         expires_at: unix_now() + 600,
         reason: "log test".into(),
-        ..Default::default()
-    }
-}
-
-fn by_token(token: &str) -> RevokeRequest {
-    RevokeRequest {
-        token: token.to_owned(),
         ..Default::default()
     }
 }
@@ -685,14 +559,16 @@ fn exercise_agent(run: &mut Run, agent: SocketAddr, revoked: &str) {
     let admin = run.secrets.key("admin").to_owned();
     assert_eq!(agent_status(agent, &format!("Bearer {admin}")), 401);
     assert_eq!(agent_status(agent, &run.secrets.hs256_secret.clone()), 401);
-    let deadline = std::time::Instant::now() + SOON;
-    while agent_status(agent, &format!("Bearer {revoked}")) != 401 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent never denied the revoked token"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let every = Duration::from_millis(20);
+    eventually_blocking(
+        "the agent to deny the revoked token",
+        SOON,
+        every,
+        || match agent_status(agent, &format!("Bearer {revoked}")) {
+            401 => Ok(()),
+            status => Err(status),
+        },
+    );
 }
 
 /// Every revoctl subcommand, with good and bad keys and tokens.
@@ -792,14 +668,7 @@ async fn exercise_redis_failure(run: &mut Run, address: SocketAddr, agent: Socke
         code(revoker.revoke(by_token(&live))).await,
         Code::Unavailable
     );
-    let deadline = Instant::now() + SOON;
-    while support::health(address).await != Some(ServingStatus::NotServing) {
-        assert!(
-            Instant::now() < deadline,
-            "health never reported the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_health(address, ServingStatus::NotServing, SOON).await;
     assert_eq!(agent_status(agent, &format!("Bearer {live}")), 200);
     let args = [
         "--server".to_owned(),
@@ -816,12 +685,8 @@ async fn exercise_redis_failure(run: &mut Run, address: SocketAddr, agent: Socke
         "revoctl revoke during the outage: {status}"
     );
 
-    run.redis.spawn();
-    let deadline = Instant::now() + SOON;
-    while support::health(address).await != Some(ServingStatus::Serving) {
-        assert!(Instant::now() < deadline, "health never recovered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    run.redis.restart();
+    wait_for_health(address, ServingStatus::Serving, SOON).await;
     assert_eq!(code(revoker.revoke(by_jti("outage-2"))).await, Code::Ok);
 }
 
@@ -829,7 +694,11 @@ async fn exercise_redis_failure(run: &mut Run, address: SocketAddr, agent: Socke
 /// the effective configuration printed with the URL in it.
 fn exercise_failed_starts(run: &mut Run) {
     let listen = support::nginx::loopback(free_port());
-    let wrong = run.redis.url_with(&run.secrets.wrong_password.clone());
+    let wrong = format!(
+        "redis://:{}@127.0.0.1:{}",
+        run.secrets.wrong_password,
+        run.redis.port()
+    );
     let args = run.serve_args(listen, &wrong);
     let status = run.run("serve-wrong-password", "revocd", &args, &[]);
     assert!(!status.success(), "started with a wrong Redis password");
@@ -939,8 +808,8 @@ async fn scenario(logging: Logging) {
     // Off the runtime's thread, which must keep answering the server's
     // shutdown PINGs on the test's own connections.
     let stopped = tokio::task::spawn_blocking(move || {
-        agent.terminate();
-        server.terminate();
+        agent.terminate(SOON);
+        server.terminate(SOON);
     });
     stopped.await.expect("stopping the processes");
     assert_no_secrets(&run, &server_log, &agent_log);

@@ -11,7 +11,9 @@ use revocd::pb::{
 };
 use revocd::time::unix_now;
 use serde_json::json;
-use support::{token_for, Client, Deployment, RedisCluster, RedisServer, TestServer, ISSUER};
+use support::{
+    by_jti, by_token, token_for, Client, Deployment, RedisCluster, RedisServer, TestServer, ISSUER,
+};
 use tonic::Code;
 
 /// Which store the server under test uses.
@@ -88,21 +90,6 @@ impl Harness {
             .get_stats(GetStatsRequest {})
             .await;
         stats.expect("stats").into_inner().live_revocations
-    }
-}
-
-fn by_token(token: &str) -> RevokeRequest {
-    RevokeRequest {
-        token: token.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
-    RevokeRequest {
-        jti: jti.to_owned(),
-        expires_at,
-        ..Default::default()
     }
 }
 

@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::config::AgentConfig;
 use crate::file::FileError;
-use crate::gateway::{self, Denial, Gateway, GatewayConfig, Verdict};
+use crate::gateway::{self, Decision, Gateway, GatewayConfig};
 use crate::tokens::{Claims, VerifierError};
 
 /// Why the agent could not start or stopped.
@@ -53,15 +53,6 @@ pub enum AgentError {
     /// The ext_authz server failed.
     #[error("serving ext_authz: {0}")]
     Transport(#[from] tonic::transport::Error),
-}
-
-/// The outcome for one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Let it through; these claims describe the caller.
-    Allow(Claims),
-    /// Refuse it, for this reason.
-    Deny(Denial),
 }
 
 /// The agent's shared state: the gateway and how to find the token.
@@ -112,16 +103,8 @@ impl Agent {
     /// the decision in the metrics.
     pub async fn decide(&self, header_value: Option<&str>) -> Decision {
         let started = Instant::now();
-        let verdict = match header_value.and_then(token_of) {
-            Some(token) => self.gateway.check_confirmed(token).await,
-            None => Verdict::Deny(Denial::NoToken),
-        };
-        let decision = match verdict {
-            Verdict::Allow(claims) => Decision::Allow(claims),
-            Verdict::Deny(denial) => Decision::Deny(denial),
-            // `check_confirmed` settles every `Confirm`.
-            Verdict::Confirm(_) => Decision::Deny(Denial::Unconfirmed("not confirmed".into())),
-        };
+        let token = header_value.and_then(gateway::token_of);
+        let decision = self.gateway.decide(token).await;
         let outcome = match &decision {
             Decision::Allow(_) => "allow",
             Decision::Deny(denial) => denial.label(),
@@ -146,21 +129,6 @@ pub fn identity(claims: &Claims) -> [(&'static str, Option<&str>); 3] {
         ("x-auth-jti", claims.jti.as_deref()),
         ("x-auth-issuer", Some(claims.issuer.as_str())),
     ]
-}
-
-/// The token in a header value: `Bearer <token>` (any case) or the bare
-/// token.
-pub fn token_of(value: &str) -> Option<&str> {
-    let value = value.trim();
-    if value.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = match value.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        Some(_) => return None,
-        None => value,
-    };
-    (!token.is_empty()).then_some(token)
 }
 
 fn api_key(config: &AgentConfig) -> Result<Option<String>, AgentError> {
@@ -248,19 +216,4 @@ pub async fn run(
         finished.map_err(|e| std::io::Error::other(e.to_string()))??;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_found_bare_or_after_bearer() {
-        assert_eq!(token_of("Bearer a.b.c"), Some("a.b.c"));
-        assert_eq!(token_of("bearer   a.b.c "), Some("a.b.c"));
-        assert_eq!(token_of("a.b.c"), Some("a.b.c"));
-        assert_eq!(token_of("Basic dXNlcg=="), None);
-        assert_eq!(token_of("Bearer "), None);
-        assert_eq!(token_of(""), None);
-    }
 }

@@ -110,10 +110,7 @@ fn is_config_error(error: &anyhow::Error) -> bool {
     let start = error.downcast_ref::<StartError>().is_some_and(|e| match e {
         StartError::Store(revocd::store::Error::Unsuitable(_)) => true,
         // A wrong Redis password is a configuration mistake too.
-        StartError::Store(revocd::store::Error::Backend(cause)) => {
-            cause.kind() == redis::ErrorKind::AuthenticationFailed
-        }
-        StartError::Store(_) => false,
+        StartError::Store(error) => error.is_auth_failure(),
         _ => true,
     });
     let agent = error

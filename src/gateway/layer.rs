@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
-use super::{Denial, Gateway, Verdict};
+use super::{Decision, Denial, Gateway};
 use crate::tokens::Claims;
 
 /// Wraps services with [`RevocationService`].
@@ -68,31 +68,36 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gateway = self.gateway.clone();
         Box::pin(async move {
-            let verdict = match bearer_token(request.headers()) {
-                Some(token) => gateway.check_confirmed(token).await,
-                None => Verdict::Deny(Denial::NoToken),
-            };
-            match verdict {
-                Verdict::Allow(claims) => {
+            match gateway.decide(bearer_token(request.headers())).await {
+                Decision::Allow(claims) => {
                     request.extensions_mut().insert::<Claims>(claims);
                     inner.call(request).await
                 }
-                Verdict::Deny(denial) => Ok(refusal(&denial)),
-                // `check_confirmed` settles every `Confirm`.
-                Verdict::Confirm(_) => Ok(refusal(&Denial::Unconfirmed("not confirmed".into()))),
+                Decision::Deny(denial) => Ok(refusal(&denial)),
             }
         })
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
+/// The token of a request's `Authorization` header (see [`token_of`]).
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    token_of(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token in a header value: `Bearer <token>` (scheme in any case) or
+/// the bare token; `None` for another scheme or an empty token. The one
+/// rule for every place a token is taken from a header.
+pub fn token_of(value: &str) -> Option<&str> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 /// `401` with an RFC 6750 challenge, or `503` for a stale filter.
@@ -129,6 +134,17 @@ pub fn challenge(denial: &Denial) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_found_bare_or_after_bearer() {
+        assert_eq!(token_of("Bearer a.b.c"), Some("a.b.c"));
+        assert_eq!(token_of("bearer   a.b.c "), Some("a.b.c"));
+        assert_eq!(token_of("a.b.c"), Some("a.b.c"));
+        assert_eq!(token_of("Basic dXNlcg=="), None);
+        assert_eq!(token_of("Bearer "), None);
+        assert_eq!(token_of("Bearer"), None);
+        assert_eq!(token_of(""), None);
+    }
 
     #[test]
     fn bearer_tokens_are_found_case_insensitively() {

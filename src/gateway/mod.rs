@@ -3,15 +3,14 @@
 //!
 //! ```no_run
 //! # async fn example(verifier: revocd::tokens::TokenVerifier) -> Result<(), revocd::gateway::Error> {
-//! use revocd::gateway::{Gateway, GatewayConfig, Verdict};
+//! use revocd::gateway::{token_of, Decision, Gateway, GatewayConfig};
 //!
 //! let config = GatewayConfig::new(["http://revocd-a:50051", "http://revocd-b:50051"])
 //!     .api_key("subscribe-key")?;
 //! let gateway = Gateway::spawn(config, verifier)?;
-//! match gateway.check_confirmed("eyJ...").await {
-//!     Verdict::Allow(claims) => { /* serve the request */ }
-//!     Verdict::Deny(denial) => { /* 401, with denial.to_string() */ }
-//!     Verdict::Confirm(_) => unreachable!("check_confirmed confirms"),
+//! match gateway.decide(token_of("Bearer eyJ...")).await {
+//!     Decision::Allow(claims) => { /* serve the request */ }
+//!     Decision::Deny(denial) => { /* 401 (or 503 if denial.is_unavailable()) */ }
 //! }
 //! # Ok(()) }
 //! ```
@@ -72,7 +71,9 @@ use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::CheckRequest;
 use crate::tokens::{Claims, TokenError, TokenVerifier};
 
-pub use self::layer::{bearer_token, challenge, refusal, RevocationLayer, RevocationService};
+pub use self::layer::{
+    bearer_token, challenge, refusal, token_of, RevocationLayer, RevocationService,
+};
 pub use self::view::{FilterView, FrameError, SnapshotAssembler};
 
 /// Largest frame accepted from the server. Snapshot parts hold 16 KiB of
@@ -117,6 +118,8 @@ impl std::str::FromStr for StalePolicy {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     endpoints: Vec<String>,
+    /// Where `Check` calls (confirms) go; empty: `endpoints`.
+    confirm_endpoints: Vec<String>,
     api_key: Option<MetadataValue<Ascii>>,
     gateway_id: String,
     max_staleness: Duration,
@@ -147,6 +150,7 @@ impl GatewayConfig {
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         GatewayConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
+            confirm_endpoints: Vec::new(),
             api_key: None,
             gateway_id: "gateway".into(),
             max_staleness: DEFAULT_MAX_STALENESS,
@@ -162,6 +166,19 @@ impl GatewayConfig {
             .expect("valid backoff"),
             tls: None,
         }
+    }
+
+    /// Endpoints for the `Check` calls that settle a filter "maybe"
+    /// (`http://host:port`, balanced over all of them), when they must
+    /// differ from the subscription endpoints: a path through another
+    /// proxy, or replicas kept for reads. By default confirms go to the
+    /// endpoints given to [`GatewayConfig::new`].
+    pub fn confirm_endpoints<S: Into<String>>(
+        mut self,
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.confirm_endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
     }
 
     /// TLS towards the servers (for `https://` endpoints): the CA to trust
@@ -214,12 +231,30 @@ impl GatewayConfig {
         self
     }
 
+    /// The subscription endpoints, parsed.
     fn parsed_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
-        if self.endpoints.is_empty() {
+        self.parse(&self.endpoints)
+    }
+
+    /// The confirm endpoints, parsed, with their call timeout.
+    fn parsed_confirm_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        let urls = if self.confirm_endpoints.is_empty() {
+            &self.endpoints
+        } else {
+            &self.confirm_endpoints
+        };
+        let endpoints = self.parse(urls)?;
+        Ok(endpoints
+            .into_iter()
+            .map(|e| e.timeout(self.connect_timeout))
+            .collect())
+    }
+
+    fn parse(&self, urls: &[String]) -> Result<Vec<Endpoint>, Error> {
+        if urls.is_empty() {
             return Err(Error::Endpoint(String::new()));
         }
-        self.endpoints
-            .iter()
+        urls.iter()
             .map(|url| {
                 let mut endpoint =
                     Endpoint::from_shared(url.clone()).map_err(|_| Error::Endpoint(url.clone()))?;
@@ -246,6 +281,25 @@ pub enum Verdict {
     /// Valid, but only the server can say whether it is revoked (a filter
     /// "maybe", or a stale filter under `CheckOnline`).
     Confirm(Claims),
+}
+
+/// The final answer for a request: a [`Verdict`] with every "maybe"
+/// settled by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Valid and not revoked; the claims describe the caller.
+    Allow(Claims),
+    /// Refused; the denial says why.
+    Deny(Denial),
+}
+
+impl From<Decision> for Verdict {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Allow(claims) => Verdict::Allow(claims),
+            Decision::Deny(denial) => Verdict::Deny(denial),
+        }
+    }
 }
 
 /// Why a token was refused.
@@ -403,7 +457,7 @@ struct Inner {
     max_staleness: Duration,
     on_stale: StalePolicy,
     api_key: Option<MetadataValue<Ascii>>,
-    /// Balanced over every endpoint, for `Check` calls.
+    /// Balanced over every confirm endpoint, for `Check` calls.
     confirm_channel: Channel,
     _stop: DropGuard,
 }
@@ -416,12 +470,9 @@ impl Gateway {
     /// [`Error`] for an endpoint or key that cannot be used.
     pub fn spawn(config: GatewayConfig, verifier: TokenVerifier) -> Result<Gateway, Error> {
         let endpoints = config.parsed_endpoints()?;
+        let confirm_channel = Channel::balance_list(config.parsed_confirm_endpoints()?.into_iter());
         let shared = Arc::new(watch::Shared::new());
         let stop = CancellationToken::new();
-        let confirm_endpoints = endpoints
-            .iter()
-            .map(|e| e.clone().timeout(config.connect_timeout));
-        let confirm_channel = Channel::balance_list(confirm_endpoints);
         tokio::spawn(watch::run(
             Arc::clone(&shared),
             config.clone(),
@@ -523,12 +574,12 @@ impl Gateway {
     /// subject cut-offs the gateway does not hold yet; [`Gateway::check_confirmed`]
     /// sends the whole token and can.
     pub async fn confirm(&self, claims: Claims) -> Verdict {
-        self.confirm_with(claims, None).await
+        self.confirm_with(claims, None).await.into()
     }
 
-    async fn confirm_with(&self, claims: Claims, token: Option<&str>) -> Verdict {
+    async fn confirm_with(&self, claims: Claims, token: Option<&str>) -> Decision {
         let Some(jti) = claims.jti.clone() else {
-            return Verdict::Deny(Denial::NoJti);
+            return Decision::Deny(Denial::NoJti);
         };
         let view = self.inner.shared.view.load_full();
         // Taken before the call, so a delta naming the token while the call
@@ -558,7 +609,7 @@ impl Gateway {
             Err(status) => {
                 metrics::counter!("revocd_gateway_confirms_total", "result" => "error")
                     .increment(1);
-                return Verdict::Deny(Denial::Unconfirmed(status.message().to_owned()));
+                return Decision::Deny(Denial::Unconfirmed(status.message().to_owned()));
             }
         };
         let result = if answer.revoked {
@@ -573,22 +624,34 @@ impl Gateway {
             cache.put(digest, ticket, answer.revoked, until);
         }
         if answer.revoked {
-            Verdict::Deny(if answer.by_subject {
+            Decision::Deny(if answer.by_subject {
                 Denial::RevokedBySubject
             } else {
                 Denial::Revoked
             })
         } else {
-            Verdict::Allow(claims)
+            Decision::Allow(claims)
         }
     }
 
     /// [`Gateway::check`], then [`Gateway::confirm`] if needed: the answer
-    /// is always `Allow` or `Deny`.
+    /// is always `Allow` or `Deny` (see [`Gateway::decide`]).
     pub async fn check_confirmed(&self, token: &str) -> Verdict {
+        self.decide(Some(token)).await.into()
+    }
+
+    /// The final answer for a request's token (`None`: the request carries
+    /// none): [`Gateway::check`], and a "maybe" confirmed with the server
+    /// (the whole token is sent, so the server also sees cut-offs this
+    /// gateway does not hold yet).
+    pub async fn decide(&self, token: Option<&str>) -> Decision {
+        let Some(token) = token else {
+            return Decision::Deny(Denial::NoToken);
+        };
         match self.check(token) {
+            Verdict::Allow(claims) => Decision::Allow(claims),
+            Verdict::Deny(denial) => Decision::Deny(denial),
             Verdict::Confirm(claims) => self.confirm_with(claims, Some(token)).await,
-            verdict => verdict,
         }
     }
 

@@ -35,6 +35,8 @@
 //! policy; new subscriptions are refused meanwhile
 //! ([`SubscribeError::Lagging`]).
 
+mod history;
+mod live;
 mod state;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use crate::backoff::ExponentialBackoff;
 use crate::filter::DigestKey;
 use crate::pb;
 use crate::store::{Change, LogTail, Store};
@@ -319,30 +322,32 @@ impl FilterHub {
 /// The follower: load, then tail; on a store error, back off and load
 /// again. Ends when the hub is gone.
 async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
-    let mut delay = FIRST_RETRY_DELAY;
+    // Valid constants: the first delay is above zero and below the last.
+    let mut backoff = ExponentialBackoff::try_new(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, 0.3)
+        .expect("valid backoff");
     loop {
-        match follow_once(&store, history, &events, &mut delay).await {
+        match follow_once(&store, history, &events, &mut backoff).await {
             Ok(()) => return, // the hub stopped listening
             Err(error) => {
                 metrics::counter!("revocd_change_log_errors_total").increment(1);
                 if events.send(Event::Lost).await.is_err() {
                     return;
                 }
+                let delay = backoff.next_delay();
                 warn!(%error, retry_in_ms = delay.as_millis() as u64, "change log lost; will reload");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
     }
 }
 
 /// One load-then-tail run. `Ok` means the hub is gone. A completed load
-/// resets `retry_delay`, so the next error is retried quickly again.
+/// resets `backoff`, so the next error is retried quickly again.
 async fn follow_once(
     store: &Store,
     history: usize,
     events: &mpsc::Sender<Event>,
-    retry_delay: &mut Duration,
+    backoff: &mut ExponentialBackoff,
 ) -> Result<(), crate::store::Error> {
     let tail = store.log_tail(history).await?;
     let mut cursor = tail.head.clone();
@@ -360,7 +365,7 @@ async fn follow_once(
     if events.send(Event::LoadDone).await.is_err() {
         return Ok(());
     }
-    *retry_delay = FIRST_RETRY_DELAY;
+    backoff.reset();
     info!(
         records = loaded,
         cursor, "filter loaded; following the change log"

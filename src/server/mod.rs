@@ -4,9 +4,21 @@
 //! Beside `revocation.v1.RevocationService` it serves `grpc.health.v1.Health`
 //! (SERVING only while the store answers) and gRPC reflection, both without
 //! authentication.
+//!
+//! The service, in layers:
+//!
+//! - `handlers/`: [`RevocationApi`], one file of handlers an area of the API;
+//! - `service.rs`: the generated trait wired to the handlers, with metrics;
+//! - `error.rs`: `ApiError` and its one mapping to a gRPC status;
+//! - `limits.rs`: limits of request fields, batches, pages and streams;
+//! - `convert.rs`: store types to and from the wire types;
+//! - `quota/`: rate quotas of keys and of keyless self-revocation.
 
+mod convert;
+mod error;
+mod handlers;
+mod limits;
 mod quota;
-mod request;
 mod service;
 
 use std::future::Future;
@@ -32,8 +44,8 @@ use crate::pb::revocation_service_server::RevocationServiceServer;
 use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
 use crate::tokens::{TokenVerifier, VerifierError};
 
+pub use self::handlers::RevocationApi;
 pub use self::quota::{KeylessLimits, KeylessRefusal};
-pub use self::service::RevocationService;
 
 /// Largest request message accepted, in bytes; every request is small.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -214,7 +226,7 @@ pub async fn run(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("embedded descriptor set is valid");
-    let revocation = RevocationServiceServer::new(RevocationService::new(Arc::clone(&state)))
+    let revocation = RevocationServiceServer::new(RevocationApi::new(Arc::clone(&state)))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let stopping = CancellationToken::new();
@@ -264,7 +276,7 @@ pub async fn run(
 
 /// Reports `status` for `""` and the revocation service.
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    let service = <RevocationServiceServer<RevocationService> as NamedService>::NAME;
+    let service = <RevocationServiceServer<RevocationApi> as NamedService>::NAME;
     health.set_service_status("", status).await;
     health.set_service_status(service, status).await;
 }

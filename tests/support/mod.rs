@@ -8,14 +8,19 @@ pub mod nginx;
 mod redis_cluster;
 mod redis_server;
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use revocd::backoff::ExponentialBackoff;
 use revocd::config::ServeConfig;
+use revocd::gateway::GatewayConfig;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
+use revocd::pb::RevokeRequest;
 use revocd::server::{self, State};
 use revocd::time::unix_now;
 use tokio::sync::oneshot;
@@ -98,6 +103,62 @@ pub fn trace_init() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// Asks `probe` every `every` until it answers `Ok`, and returns that
+/// answer: for what a test cannot wait on directly (a process becoming
+/// healthy, a revocation reaching an agent).
+///
+/// # Panics
+/// Once `timeout` has passed, naming `what` and the last `Err` answer.
+pub fn eventually_blocking<T, E: Debug>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {last:?}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// [`eventually_blocking`] for a probe that awaits, on tokio's clock (so
+/// paused time applies to the timeout and the pauses).
+///
+/// # Panics
+/// Once `timeout` has passed, naming `what` and the last `Err` answer.
+pub async fn eventually<T, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> T
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {last:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Files a test deployment needs: the HS256 secret and the API-keys file.
@@ -245,6 +306,18 @@ pub fn verifier() -> revocd::tokens::TokenVerifier {
         .expect("one issuer owns the secret")
 }
 
+/// A gateway config following `servers` (URLs) with the subscribe key,
+/// reconnecting fast: 10 ms doubling to 200 ms, no jitter.
+pub fn gateway_config<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> GatewayConfig {
+    let backoff =
+        ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
+            .expect("valid backoff");
+    GatewayConfig::new(servers)
+        .api_key("key-subscribe")
+        .expect("ascii key")
+        .backoff(backoff)
+}
+
 /// A gRPC client of the revocation service with a fixed API key.
 pub type Client = RevocationServiceClient<InterceptedService<Channel, BearerKey>>;
 
@@ -293,6 +366,23 @@ pub fn sign(claims: &serde_json::Value) -> String {
 pub fn sign_with(claims: &serde_json::Value, secret: &str) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("signing")
+}
+
+/// A `Revoke` of `token` (its own claims say what and until when).
+pub fn by_token(token: &str) -> RevokeRequest {
+    RevokeRequest {
+        token: token.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A `Revoke` of the token id `jti` until `expires_at` (Unix seconds).
+pub fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
+    RevokeRequest {
+        jti: jti.to_owned(),
+        expires_at,
+        ..Default::default()
+    }
 }
 
 /// A valid token for `subject` with a fresh jti, issued now, valid an hour.
@@ -356,14 +446,7 @@ impl Replica {
             args: all,
             child,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while replica.health().await != Some(ServingStatus::Serving) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica {address} did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_health(address, ServingStatus::Serving, Duration::from_secs(20)).await;
         replica
     }
 
@@ -409,6 +492,22 @@ pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
         .await
         .ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// Waits until the server at `address` reports the overall health
+/// `wanted`.
+///
+/// # Panics
+/// If it does not within `timeout`.
+pub async fn wait_for_health(address: SocketAddr, wanted: ServingStatus, timeout: Duration) {
+    let what = format!("{address} to report {wanted:?}");
+    eventually(&what, timeout, Duration::from_millis(50), || async move {
+        match health(address).await {
+            Some(status) if status == wanted => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
 }
 
 /// A real `revocd agent` process (the built binary), killed when dropped.
@@ -507,6 +606,64 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A child process started from a command line the test wrote itself (the
+/// compose file's, a logging set-up's), killed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// What it is, for failure messages.
+    what: String,
+}
+
+impl Process {
+    /// Starts `command`.
+    ///
+    /// # Panics
+    /// If it cannot be started.
+    pub fn spawn(command: &mut std::process::Command, what: &str) -> Self {
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        Process {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Stops it as an orchestrator would (SIGTERM), so its shutdown runs
+    /// (and logs) too.
+    ///
+    /// # Panics
+    /// If it has not exited within `grace` (it is then killed).
+    pub fn terminate(mut self, grace: Duration) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not stop within {grace:?} of SIGTERM", self.what);
+    }
+
+    /// Panics with the text of `log` (where it writes) if it has exited.
+    pub fn assert_running(&mut self, log: &Path) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{} exited ({status}):\n{text}", self.what);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -108,8 +108,9 @@ impl Default for NginxOptions {
 }
 
 /// A directory holding a runnable nginx configuration: `nginx.conf` (the
-/// test's main file), the rendered `site.conf`, the two deploy snippets
-/// and a second server acting as the protected application.
+/// test's main file), `site.conf` (the rendered deploy site, or another
+/// given by [`NginxConfig::with_site`]), the two deploy snippets and a
+/// second server acting as the protected application.
 pub struct NginxConfig {
     dir: tempfile::TempDir,
     /// Where nginx serves the protected site.
@@ -131,6 +132,27 @@ impl NginxConfig {
 
     /// [`NginxConfig::new`] with `options`.
     pub fn with_options(agent: SocketAddr, options: NginxOptions) -> Self {
+        Self::write(".", options, |listen, app| render_site(agent, app, listen))
+    }
+
+    /// A configuration for another site than `deploy/nginx/site.conf` (the
+    /// compose or Kubernetes one): `site` is given the free loopback
+    /// addresses nginx is to listen on and the application's, and returns
+    /// the site's text with them in place. The two snippets are written to
+    /// `snippet_dir`, relative to the prefix (where nginx resolves relative
+    /// `include`s), as the site expects to find them.
+    pub fn with_site(
+        snippet_dir: &str,
+        site: impl FnOnce(SocketAddr, SocketAddr) -> String,
+    ) -> Self {
+        Self::write(snippet_dir, NginxOptions::default(), site)
+    }
+
+    fn write(
+        snippet_dir: &str,
+        options: NginxOptions,
+        site: impl FnOnce(SocketAddr, SocketAddr) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nginx");
         let listen = loopback(free_port());
         let app = loopback(free_port());
@@ -157,9 +179,11 @@ impl NginxConfig {
         } = options;
         let path = dir.path();
         let d = path.to_str().expect("UTF-8 temp path");
-        std::fs::write(path.join("site.conf"), render_site(agent, app, listen)).expect("site");
-        std::fs::write(path.join("revocd-auth.conf"), AUTH).expect("auth snippet");
-        std::fs::write(path.join("revocd-protect.conf"), PROTECT).expect("protect snippet");
+        std::fs::write(path.join("site.conf"), site(listen, app)).expect("site");
+        let snippets = path.join(snippet_dir);
+        std::fs::create_dir_all(&snippets).expect("snippet dir");
+        std::fs::write(snippets.join("revocd-auth.conf"), AUTH).expect("auth snippet");
+        std::fs::write(snippets.join("revocd-protect.conf"), PROTECT).expect("protect snippet");
         // The application echoes the identity headers it received.
         let main = format!(
             r#"# Written by tests/support/nginx.rs.
@@ -249,7 +273,14 @@ impl Nginx {
 
     /// [`Nginx::start`] with `options`.
     pub fn start_with(agent: SocketAddr, options: NginxOptions) -> Self {
-        let config = NginxConfig::with_options(agent, options);
+        Self::start_config(NginxConfig::with_options(agent, options))
+    }
+
+    /// Starts nginx on `config` and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// If nginx exits at start or does not listen within 10 s.
+    pub fn start_config(config: NginxConfig) -> Self {
         let child = config
             .command()
             .args(["-g", "daemon off;"])

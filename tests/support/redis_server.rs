@@ -17,6 +17,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Extra `redis-server` arguments, kept for restarts.
     extra: Vec<String>,
+    /// The password it requires (`--requirepass`), if any.
+    password: Option<String>,
 }
 
 impl RedisServer {
@@ -31,6 +33,16 @@ impl RedisServer {
 
     /// Starts `redis-server` with extra arguments (e.g. `--appendonly yes`).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(extra, None)
+    }
+
+    /// Starts `redis-server` requiring `password` (`--requirepass`), which
+    /// [`RedisServer::url`] then carries.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::launch(&["--requirepass", password], Some(password))
+    }
+
+    fn launch(extra: &[&str], password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("creating a temp dir for redis-server");
         let port = free_port();
         let mut server = RedisServer {
@@ -38,14 +50,19 @@ impl RedisServer {
             port,
             dir,
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            password: password.map(str::to_owned),
         };
         server.spawn();
         server
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>`
+    /// when it requires one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The port it listens on.

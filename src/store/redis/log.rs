@@ -39,12 +39,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::AsyncConnectionConfig;
+use redis::streams::{StreamId, StreamReadReply};
 
-use super::{Fields, RedisNodes, RedisStore};
+use super::{connection, decode, RedisNodes, RedisStore};
 use crate::cursor::{EntryId, Positions};
-use crate::store::{AuditEntry, Change, Error, LogTail, LoggedChange, Page, Record, RecordFilter};
+use crate::store::{Error, LoggedChange};
 
 /// How often a cluster reader looks for new entries while the log is quiet.
 pub const CLUSTER_POLL: Duration = Duration::from_millis(10);
@@ -74,15 +73,11 @@ return {kept, added, length}
 static LOG_STATE: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(LOG_STATE_SCRIPT));
 
-/// Store calls one page of the audit trail may take at most, so a filter
-/// that matches little cannot keep a call going for long.
-const MAX_READS_PER_PAGE: usize = 16;
-
 /// Entries of several partitions, as read: (partition, entry).
-type Fetched = Vec<(usize, StreamId)>;
+pub(super) type Fetched = Vec<(usize, StreamId)>;
 
 /// Sorts fetched entries into log order: by ID time, then partition.
-fn merge(mut fetched: Fetched) -> Vec<(EntryId, usize, StreamId)> {
+pub(super) fn merge(mut fetched: Fetched) -> Vec<(EntryId, usize, StreamId)> {
     let mut merged: Vec<(EntryId, usize, StreamId)> = fetched
         .drain(..)
         .filter_map(|(partition, entry)| Some((EntryId::parse(&entry.id)?, partition, entry)))
@@ -102,161 +97,6 @@ impl RedisStore {
                 self.keys.partitions.len()
             ),
         }
-    }
-
-    /// One `XRANGE`/`XREVRANGE` of every partition's log, concurrently.
-    async fn ranges(
-        &self,
-        command: &str,
-        bounds: Vec<(String, String)>,
-        count: usize,
-    ) -> Result<Vec<Vec<StreamId>>, Error> {
-        let reads = self
-            .keys
-            .partitions
-            .iter()
-            .zip(bounds)
-            .map(|(keys, (from, to))| {
-                let mut connection = self.connection.clone();
-                async move {
-                    let reply: StreamRangeReply = redis::cmd(command)
-                        .arg(&keys.log)
-                        .arg(from)
-                        .arg(to)
-                        .arg("COUNT")
-                        .arg(count.max(1))
-                        .query_async(&mut connection)
-                        .await?;
-                    Ok::<_, Error>(reply.ids)
-                }
-            });
-        try_join_all(reads).await
-    }
-
-    pub(in crate::store) async fn log_tail(&self, count: usize) -> Result<LogTail, Error> {
-        let partitions = self.keys.partitions.len();
-        let newest_first = self
-            .ranges(
-                "XREVRANGE",
-                vec![("+".into(), "-".into()); partitions],
-                count,
-            )
-            .await?;
-        let mut head = Positions::origin(partitions);
-        let mut whole_log = true;
-        let mut fetched = Fetched::new();
-        for (partition, entries) in newest_first.into_iter().enumerate() {
-            if let Some(newest) = entries.first().and_then(|e| EntryId::parse(&e.id)) {
-                head.0[partition] = newest;
-            }
-            whole_log &= entries.len() < count.max(1);
-            fetched.extend(entries.into_iter().map(|entry| (partition, entry)));
-        }
-        let mut merged = merge(fetched);
-        let window_start = merged.len().saturating_sub(count);
-        whole_log &= window_start == 0;
-        // Where each partition stands just before the window.
-        let mut position = Positions::origin(partitions);
-        for (id, partition, _) in &merged[..window_start] {
-            position.0[*partition] = *id;
-        }
-        if !whole_log {
-            let mut seen_before_window = vec![false; partitions];
-            for (_, partition, _) in &merged[..window_start] {
-                seen_before_window[*partition] = true;
-            }
-            for (id, partition, _) in &merged[window_start..] {
-                if !seen_before_window[*partition] {
-                    seen_before_window[*partition] = true;
-                    position.0[*partition] = id.before();
-                }
-            }
-        }
-        let start = whole_log.then(|| position.to_string());
-        let mut entries = Vec::with_capacity(merged.len() - window_start);
-        for (id, partition, entry) in merged.drain(window_start..) {
-            position.0[partition] = id;
-            entries.push(logged_change(
-                &self.keys.partitions[partition].log,
-                &entry,
-                &position,
-            )?);
-        }
-        Ok(LogTail {
-            head: head.to_string(),
-            entries,
-            start,
-        })
-    }
-
-    pub(in crate::store) async fn audit(
-        &self,
-        filter: &RecordFilter,
-        page_size: usize,
-        page_token: Option<&str>,
-    ) -> Result<Page<AuditEntry>, Error> {
-        let partitions = self.keys.partitions.len();
-        let mut position = match page_token {
-            Some(token) => Positions::parse(token, partitions).ok_or(Error::BadPageToken)?,
-            None => {
-                let since = EntryId {
-                    millis: filter.since.max(0) as u64 * 1_000,
-                    sequence: 0,
-                };
-                Positions(vec![since.before(); partitions])
-            }
-        };
-        let end = match filter.until {
-            until if until > 0 => (until as u64 * 1_000 - 1).to_string(),
-            _ => "+".to_owned(),
-        };
-        let count = page_size.max(1);
-        let mut items = Vec::new();
-        for _ in 0..MAX_READS_PER_PAGE {
-            let bounds = position
-                .0
-                .iter()
-                .map(|id| (format!("({id}"), end.clone()))
-                .collect();
-            let pages = self.ranges("XRANGE", bounds, count).await?;
-            // A partition that returned a full page may hold more beyond it.
-            let mut more = pages
-                .iter()
-                .map(|page| page.len() == count)
-                .collect::<Vec<_>>();
-            let fetched = pages
-                .into_iter()
-                .enumerate()
-                .flat_map(|(partition, page)| page.into_iter().map(move |e| (partition, e)))
-                .collect();
-            let mut merged = merge(fetched);
-            // Only the first `count` overall are surely in order.
-            if merged.len() > count {
-                for (_, partition, _) in merged.drain(count..) {
-                    more[partition] = true;
-                }
-            }
-            for (id, partition, entry) in merged {
-                position.0[partition] = id;
-                let entry = log_entry(&self.keys.partitions[partition].log, &entry)?;
-                if filter.matches(&entry.record) {
-                    items.push(AuditEntry {
-                        cursor: position.to_string(),
-                        ..entry
-                    });
-                }
-            }
-            if !more.contains(&true) {
-                return Ok(Page { items, next: None });
-            }
-            if items.len() >= count {
-                break;
-            }
-        }
-        Ok(Page {
-            items,
-            next: Some(position.to_string()),
-        })
     }
 
     pub(in crate::store) fn log_reader(&self) -> RedisLogReader {
@@ -368,13 +208,7 @@ impl RedisLogReader {
             Some(connection) => connection,
             None => {
                 let timeout = self.store.response_timeout;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(wait + timeout));
-                let client = redis::Client::open(url).map_err(Error::Backend)?;
-                let connection = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let connection = connection::blocking(url, timeout, wait).await?;
                 self.blocking.insert(connection)
             }
         };
@@ -459,71 +293,24 @@ fn may_have_lost(at: EntryId, kept: bool, added: u64, length: u64) -> bool {
     !kept
 }
 
-/// Reads one log entry (fields listed in the module doc of `redis`).
-fn log_entry(log: &str, entry: &StreamId) -> Result<AuditEntry, Error> {
-    let key = format!("{log} {}", entry.id);
-    let fields: HashMap<String, String> = entry
-        .map
-        .keys()
-        .filter_map(|field| Some((field.clone(), entry.get::<String>(field)?)))
-        .collect();
-    let fields = Fields::new(&key, &fields);
-    let issuer = fields.text("iss")?;
-    let id = fields.text("id")?;
-    let record = match fields.text("kind")?.as_str() {
-        "jti" => Record::Token(fields.revocation(&issuer, &id)?),
-        "sub" => Record::Subject(fields.cutoff(&issuer, &id)?),
-        other => {
-            return Err(Error::Corrupt {
-                key,
-                detail: format!("unknown kind {other:?}"),
-            })
-        }
-    };
-    let logged_at_ms = EntryId::parse(&entry.id).map_or(0, |id| id.millis as i64);
-    Ok(AuditEntry {
-        cursor: entry.id.clone(),
-        logged_at_ms,
-        record,
+/// Reads one log entry of the stream `log` as a follower applies it, with
+/// the cursor after it.
+pub(super) fn logged_change(
+    log: &str,
+    entry: &StreamId,
+    after: &Positions,
+) -> Result<LoggedChange, Error> {
+    Ok(LoggedChange {
+        cursor: after.to_string(),
+        logged_at_ms: logged_at_ms(entry),
+        change: decode::entry_change(log, entry)?,
     })
 }
 
-/// Reads one log entry as the filter needs it, with the cursor after it:
-/// only the fields a change needs, since every replica reads every entry.
-fn logged_change(log: &str, entry: &StreamId, after: &Positions) -> Result<LoggedChange, Error> {
-    let corrupt = |detail: String| Error::Corrupt {
-        key: format!("{log} {}", entry.id),
-        detail,
-    };
-    let text = |field: &str| {
-        entry
-            .get::<String>(field)
-            .ok_or_else(|| corrupt(format!("field `{field}` is missing")))
-    };
-    let number = |field: &str| {
-        text(field)?
-            .parse::<i64>()
-            .map_err(|_| corrupt(format!("field `{field}` is not an integer")))
-    };
-    let change = match text("kind")?.as_str() {
-        "jti" => Change::Revoked {
-            issuer: text("iss")?,
-            jti: text("id")?,
-            keep_until: number("until")?,
-        },
-        "sub" => Change::SubjectCut {
-            issuer: text("iss")?,
-            subject: text("id")?,
-            not_before: number("nbf")?,
-            keep_until: number("until")?,
-        },
-        other => return Err(corrupt(format!("unknown kind {other:?}"))),
-    };
-    Ok(LoggedChange {
-        cursor: after.to_string(),
-        logged_at_ms: EntryId::parse(&entry.id).map_or(0, |id| id.millis as i64),
-        change,
-    })
+/// When an entry was appended (unix milliseconds, store clock): its ID's
+/// first part.
+fn logged_at_ms(entry: &StreamId) -> i64 {
+    EntryId::parse(&entry.id).map_or(0, |id| id.millis as i64)
 }
 
 #[cfg(test)]

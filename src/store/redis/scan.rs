@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 
-use super::{Fields, RedisStore};
+use super::decode::{field, Fields};
+use super::RedisStore;
 use crate::store::{parse_record_name, Change, Error, Page, Record, RecordFilter, RecordKind};
 
 /// Records asked for per `ZSCAN` call when walking the live set.
@@ -189,7 +190,7 @@ impl RedisStore {
                 continue;
             }
             let key = format!("{prefix}{name}");
-            let fields = Fields::new(&key, &fields);
+            let fields = Fields::hash(&key, &fields);
             let record = match at.index {
                 Index::Revocations => Record::Token(fields.revocation(issuer, id)?),
                 Index::Cutoffs => Record::Subject(fields.cutoff(issuer, id)?),
@@ -270,7 +271,7 @@ impl RedisLiveScan {
         let prefix = &self.store.keys.partitions[partition].sub_prefix;
         let mut pipe = redis::pipe();
         for (name, _) in live {
-            pipe.hget(format!("{prefix}{name}"), "nbf");
+            pipe.hget(format!("{prefix}{name}"), field::NOT_BEFORE);
         }
         let mut connection = self.store.connection.clone();
         let not_befores: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;

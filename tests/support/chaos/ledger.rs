@@ -11,11 +11,10 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::Rng;
-use revocd::time::unix_now;
 use revocd::tokens::Claims;
 use tonic::Code;
 
-use crate::support::{sign, ISSUER};
+use super::issuer::{self, Issuer};
 
 /// A token of the run and its claims (so subscribers in this process can
 /// be asked with `check_claims`, without verifying the JWT each time).
@@ -28,20 +27,31 @@ pub struct Token {
 }
 
 impl Token {
-    /// A token of `subject` carrying `jti`, issued now, valid an hour.
-    pub fn new(subject: &str, jti: &str) -> Token {
-        let now = unix_now();
-        let jwt = sign(&serde_json::json!({
-            "iss": ISSUER, "sub": subject, "jti": jti, "iat": now, "exp": now + 3600,
-        }));
-        let claims = Claims {
-            issuer: ISSUER.to_owned(),
-            jti: Some(jti.to_owned()),
-            subject: Some(subject.to_owned()),
-            expires_at: Some(now + 3600),
-            issued_at: Some(now),
-        };
+    /// A token of `issuer` for `subject` carrying `jti`, signed with the
+    /// issuer's own key, issued now, valid an hour.
+    pub fn of(issuer: Issuer, subject: &str, jti: &str) -> Token {
+        Token::living(issuer, subject, jti, issuer::LIFETIME)
+    }
+
+    /// [`Token::of`] with `exp` `lifetime` seconds from now (negative:
+    /// already past; the token and its revocation then last the leeway).
+    pub fn living(issuer: Issuer, subject: &str, jti: &str, lifetime: i64) -> Token {
+        let (jwt, claims) = issuer::token(issuer, issuer, subject, jti, lifetime);
         Token { jwt, claims }
+    }
+
+    /// A forgery: signed with issuer A's key, claiming issuer B.
+    pub fn forged(subject: &str, jti: &str) -> Token {
+        let (jwt, claims) = issuer::token(Issuer::A, Issuer::B, subject, jti, issuer::LIFETIME);
+        Token { jwt, claims }
+    }
+
+    /// Whether the token will have expired `margin` from now (past `exp`
+    /// and the leeway): then it is refused as expired and its revocation
+    /// record is gone, so nothing is asked about it.
+    pub fn expires_within(&self, margin: std::time::Duration) -> bool {
+        let exp = self.claims.expires_at.unwrap_or(i64::MAX - issuer::LEEWAY);
+        exp + issuer::LEEWAY <= revocd::time::unix_now() + margin.as_secs() as i64
     }
 
     /// The jti.
@@ -50,7 +60,8 @@ impl Token {
     }
 }
 
-/// A position in one partition's change log: a Redis stream ID.
+/// A position in one partition's change log: a Redis stream ID, ordered
+/// as Redis orders them.
 pub type StreamId = (u64, u64);
 
 /// Where a change was appended: (partition, stream ID). Parsed from a
@@ -90,6 +101,11 @@ impl HighWater {
             .is_some_and(|held| *held >= position.1)
     }
 
+    /// The mark of `partition`, if one was seen.
+    pub fn get(&self, partition: usize) -> Option<StreamId> {
+        self.0.get(partition).copied()
+    }
+
     /// Whether `cursor` is below the mark in some partition.
     pub fn is_above(&self, cursor: &str) -> bool {
         let mut now = HighWater::default();
@@ -109,7 +125,9 @@ impl std::fmt::Display for HighWater {
     }
 }
 
-fn stream_id(text: &str) -> Option<StreamId> {
+/// Parses a Redis stream ID, `<ms>-<seq>`. With [`HighWater`], the only
+/// place cursors are looked into: they are opaque to everything else.
+pub fn stream_id(text: &str) -> Option<StreamId> {
     let (ms, seq) = text.trim().split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }

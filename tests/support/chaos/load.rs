@@ -1,17 +1,19 @@
-//! The load: clients revoking fresh tokens through the replicas and
-//! checking each acknowledged one through another replica.
+//! The load: clients revoking fresh tokens of both issuers through the
+//! replicas and checking each acknowledged one through another replica.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use revocd::pb::revocation_service_client::RevocationServiceClient;
-use revocd::pb::{CheckRequest, RevokeRequest};
+use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use super::issuer::Issuer;
 use super::ledger::{Attempt, Entry, Ledger, Outcome, Token};
+use super::nemesis::Stage;
 use super::report::{Check, Tally, ViolationKind};
 use crate::support::{BearerKey, Client};
 
@@ -19,6 +21,16 @@ use crate::support::{BearerKey, Client};
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed call, as a client backing off would.
 const AFTER_FAILURE: Duration = Duration::from_millis(50);
+/// Items of one `RevokeBatch`: the most the server takes.
+pub const BATCH: usize = 1_000;
+/// Revocations of [`fill`]: with those of the run so far, a filter near
+/// the 10,000 entries it is sized for at least, and a live set a debug
+/// build takes about a second to reload.
+pub const FILL: usize = 9_000;
+/// How long before now the fill's tokens expired: they and their records
+/// last the leeway less this, 25 s, enough for the fault that made them;
+/// a live set that stayed this large would slow every later reload.
+const FILL_EXPIRED_FOR: i64 = 35;
 
 /// The load clients of one phase; they stop when [`Load::stop`] is called.
 pub struct Load {
@@ -81,17 +93,122 @@ impl Load {
     }
 }
 
-/// A client of `address` that connects on first use and reconnects after
-/// the replica restarts.
-fn lazy_client(address: SocketAddr) -> Client {
+/// A client of `address` with the API key "key-mixed" (it may revoke and
+/// read) that connects on first use and reconnects after the replica
+/// restarts.
+pub fn lazy_client(address: SocketAddr) -> Client {
+    let key = "Bearer key-mixed".parse().expect("ascii key");
+    client_with(address, Some(key))
+}
+
+/// [`lazy_client`] without an API key: it may only revoke a token it
+/// presents (proof of possession).
+pub fn keyless_client(address: SocketAddr) -> Client {
+    client_with(address, None)
+}
+
+fn client_with(
+    address: SocketAddr,
+    key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> Client {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .expect("endpoint")
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT)
         .connect_lazy();
-    // "key-mixed" may revoke and read.
-    let key = "Bearer key-mixed".parse().expect("ascii key");
-    RevocationServiceClient::with_interceptor(channel, BearerKey::new(Some(key)))
+    RevocationServiceClient::with_interceptor(channel, BearerKey::new(key))
+}
+
+/// `Revoke{token}` of `token` through `client` (replica `replica`), as an
+/// attempt for the ledger.
+pub async fn revoke(client: &mut Client, replica: usize, token: Token) -> Attempt {
+    let request = RevokeRequest {
+        token: token.jwt.clone(),
+        reason: "chaos".into(),
+        ..Default::default()
+    };
+    let sent = Instant::now();
+    let answer = client.revoke(request).await;
+    let answered = Instant::now();
+    let outcome = match answer {
+        Ok(reply) => Outcome::Acked(reply.into_inner().cursor),
+        Err(status) => Outcome::Failed(status.code(), status.message().to_owned()),
+    };
+    Attempt {
+        token,
+        replica,
+        sent,
+        answered,
+        outcome,
+    }
+}
+
+/// Revokes [`FILL`] short-lived tokens of issuer A (jtis named after the
+/// phase and `label`) in batches through the first replica.
+pub async fn fill(stage: &Stage<'_>, label: &str) {
+    let mut client = lazy_client(stage.bed.replica_addresses[0]);
+    for batch in 0..FILL.div_ceil(BATCH) {
+        let tokens = (0..BATCH)
+            .map(|n| {
+                let jti = format!("p{}-{label}-fill-{batch}-{n}", stage.phase);
+                Token::living(Issuer::A, "chaos-fill", &jti, -FILL_EXPIRED_FOR)
+            })
+            .collect();
+        revoke_batch(&mut client, 0, tokens, stage.ledger, stage.phase).await;
+    }
+}
+
+/// Revokes `tokens` (at most [`BATCH`]) by jti with one `RevokeBatch`
+/// through `client` (replica `replica`); each item goes to the ledger as
+/// an attempt of `phase`. Returns how many were acknowledged.
+pub async fn revoke_batch(
+    client: &mut Client,
+    replica: usize,
+    tokens: Vec<Token>,
+    ledger: &Ledger,
+    phase: usize,
+) -> usize {
+    let items = tokens
+        .iter()
+        .map(|token| RevokeRequest {
+            jti: token.jti().to_owned(),
+            issuer: token.claims.issuer.clone(),
+            expires_at: token.claims.expires_at.unwrap_or_default(),
+            reason: "chaos batch".into(),
+            ..Default::default()
+        })
+        .collect();
+    let sent = Instant::now();
+    let reply = client.revoke_batch(RevokeBatchRequest { items }).await;
+    let answered = Instant::now();
+    let outcomes: Vec<Outcome> = match reply {
+        Ok(reply) => reply
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|result| match (result.code, result.response) {
+                (0, Some(response)) => Outcome::Acked(response.cursor),
+                (code, _) => Outcome::Failed(Code::from_i32(code), result.error),
+            })
+            .collect(),
+        Err(status) => {
+            let failed = Outcome::Failed(status.code(), status.message().to_owned());
+            vec![failed; tokens.len()]
+        }
+    };
+    let mut acked = 0;
+    for (token, outcome) in tokens.into_iter().zip(outcomes) {
+        acked += usize::from(matches!(outcome, Outcome::Acked(_)));
+        let attempt = Attempt {
+            token,
+            replica,
+            sent,
+            answered,
+            outcome,
+        };
+        ledger.record(phase, attempt);
+    }
+    acked
 }
 
 struct LoadClient {
@@ -114,8 +231,9 @@ impl LoadClient {
                 break;
             }
             let jti = format!("p{}-c{}-{n}", self.phase, self.id);
-            let token = Token::new(&format!("chaos-{}", self.id), &jti);
-            let attempt = self.revoke(target, token).await;
+            let issuer = if n % 2 == 0 { Issuer::A } else { Issuer::B };
+            let token = Token::of(issuer, &format!("chaos-{}", self.id), &jti);
+            let attempt = revoke(&mut self.channels[target], target, token).await;
             let failed = matches!(attempt.outcome, Outcome::Failed(..));
             if let Some(entry) = self.ledger.record(self.phase, attempt) {
                 let other = (target + 1) % self.channels.len();
@@ -129,28 +247,6 @@ impl LoadClient {
             }
         }
         checked
-    }
-
-    async fn revoke(&mut self, replica: usize, token: Token) -> Attempt {
-        let request = RevokeRequest {
-            token: token.jwt.clone(),
-            reason: "chaos".into(),
-            ..Default::default()
-        };
-        let sent = Instant::now();
-        let answer = self.channels[replica].revoke(request).await;
-        let answered = Instant::now();
-        let outcome = match answer {
-            Ok(reply) => Outcome::Acked(reply.into_inner().cursor),
-            Err(status) => Outcome::Failed(status.code(), status.message().to_owned()),
-        };
-        Attempt {
-            token,
-            replica,
-            sent,
-            answered,
-            outcome,
-        }
     }
 
     async fn check(&mut self, replica: usize, entry: Arc<Entry>) -> Checked {

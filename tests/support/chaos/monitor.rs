@@ -1,26 +1,42 @@
 //! The monitor: asks every subscriber about tokens all through the run,
 //! faults included, and records the answers that break an invariant.
 //!
-//! Per subscriber, every [`TICK`]:
+//! # The invariant
 //!
-//! - **Past the propagation bound.** A subscriber is *fresh* while its
-//!   last frame is under [`FRESH`] old (heartbeats come every 200 ms).
-//!   Once it has been fresh for the bound, every revocation acknowledged
-//!   up to `bound` ago must be in its filter, and must stay there whatever
-//!   happens next (stale, failed over, Redis out): its `covered_until`
-//!   only moves forward. Each entry is asked once when it becomes covered,
-//!   and a random sample of older ones again every tick.
-//! - **Past its cursor** (gateways in this process, whose view cursor is
-//!   readable). An entry whose change position is at or below the highest
-//!   cursor the gateway has held must not be allowed, whatever the time:
-//!   the cursor is read before asking, so this never blames a late delta,
-//!   and a view that moved back (a snapshot older than what it held) does
-//!   not excuse forgetting.
-//! - **Never-revoked tokens** must not be refused as revoked; during a
-//!   Redis outage every subscriber must still answer from its filter:
-//!   allow them (or, for a bloom "maybe", say it cannot confirm).
+//! For every acknowledged revocation R and every subscriber G, R is
+//! *required* of G from the first moment one of these holds, and from then
+//! on G must deny R's token until it expires, whatever happens next
+//! (stale, failed over, Redis out, a snapshot older than what it held):
+//!
+//! - **by position**: G reports a cursor at or past R's (gateways in this
+//!   process, whose view cursor is readable). The highest cursor G has
+//!   held counts, so a view that moved back does not excuse forgetting.
+//!   The cursor is read before asking, so a late delta is never blamed;
+//! - **by time**: G reports itself fresh (staleness at most its
+//!   `max_staleness`, [`MAX_STALENESS`]) at two readings in a row, a tick
+//!   apart, and R was acknowledged the propagation bound before the first
+//!   of them. Two readings, because a process that drains a backlog of
+//!   frames is fresh by its first frame while the last is not applied yet. This is
+//!   also "G never reports itself fresh while missing a change older than
+//!   its staleness bound", the bound being `max_staleness` plus the 3 s a
+//!   replica may heartbeat after its change-log follower last reached the
+//!   log's head (see [`super::PROPAGATION_BOUND`]).
+//!
+//! "Until it expires": an entry whose token expires within [`EXPIRY_MARGIN`]
+//! is no longer judged.
+//!
+//! # How it is asked
+//!
+//! Every [`TICK`], per subscriber: every newly required entry once; the
+//! newest [`CURSOR_WINDOW`] entries not yet required by time, for those
+//! its cursor includes; and, to catch forgetting, a sweep of
+//! [`SWEEP_PER_TICK`] entries moving round the whole ledger (gateways in
+//! this process), or [`RESAMPLE`] random required entries (agents, asked
+//! over HTTP). One answer per tick goes through the whole path, a server
+//! `Check` included. Never-revoked tokens must not be refused as revoked;
+//! during a Redis outage every subscriber must still answer from its
+//! filter: allow them (or, for a bloom "maybe", say it cannot confirm).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,22 +48,25 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::{Entry, HighWater, Ledger, Token};
 use super::nemesis::Timeline;
 use super::report::{Check, Tally, ViolationKind};
-use super::testbed::{Answer, Subscriber};
+use super::testbed::{Answer, Subscriber, MAX_STALENESS};
 
 /// How often each subscriber is asked.
 const TICK: Duration = Duration::from_millis(200);
-/// A subscriber whose last frame is younger than this is connected.
-pub const FRESH: Duration = Duration::from_secs(1);
-/// Newly covered entries asked of an agent per tick (each is an HTTP
-/// request); the rest wait for the next tick.
+/// Newly required entries asked of an agent per tick (each is an HTTP
+/// request); past this, a random share of them.
 const AGENT_BATCH: usize = 50;
-/// Older covered entries asked again per tick.
+/// Required entries asked of an agent again per tick.
 const RESAMPLE: usize = 10;
-/// Uncovered entries searched for ones past a gateway's cursor, newest
-/// first.
+/// Entries a gateway in this process is asked again per tick, in turn.
+const SWEEP_PER_TICK: usize = 250;
+/// Entries not yet required by time searched for ones within a gateway's
+/// cursor, newest first.
 const CURSOR_WINDOW: usize = 1_000;
 /// Never-revoked tokens asked per tick.
 const GOOD_PER_TICK: usize = 2;
+/// Entries whose tokens expire this soon are not judged: at the instant of
+/// expiry the record goes while a check may have passed the expiry test.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(3);
 
 /// What every watcher shares.
 pub struct Shared {
@@ -76,11 +95,11 @@ pub async fn run(
             subscriber,
             shared: Arc::clone(&shared),
             rng: StdRng::seed_from_u64(seed.wrapping_add(n as u64)),
-            fresh_since: None,
-            covered_until: None,
-            checked: 0,
+            fresh_at: None,
+            by_time: 0,
+            asked: 0,
+            sweep: 0,
             held: HighWater::default(),
-            reported: HashSet::new(),
         };
         watchers.spawn(watcher.run(stop.clone()));
     }
@@ -94,16 +113,23 @@ struct Watcher {
     subscriber: Arc<Subscriber>,
     shared: Arc<Shared>,
     rng: StdRng,
-    /// Since when it has been fresh without a break.
-    fresh_since: Option<Instant>,
-    /// Every entry acknowledged up to this time must be in its filter.
-    covered_until: Option<Instant>,
-    /// Covered entries asked once already (a prefix of the ledger).
-    checked: usize,
-    /// The highest cursor it has held.
+    /// When the last reading found it fresh, if it did.
+    fresh_at: Option<Instant>,
+    /// Ledger entries required by time: a prefix, only ever growing.
+    by_time: usize,
+    /// Entries of that prefix asked once already.
+    asked: usize,
+    /// Where the sweep goes on.
+    sweep: usize,
+    /// The highest cursor it has held, per partition.
     held: HighWater,
-    /// Tokens it was already caught allowing: reported once each.
-    reported: HashSet<String>,
+}
+
+/// Why an entry is required of a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Required {
+    ByTime,
+    ByPosition,
 }
 
 impl Watcher {
@@ -116,7 +142,7 @@ impl Watcher {
             let subscriber = Arc::clone(&self.subscriber);
             let frozen = subscriber.frozen.read().await;
             if *frozen {
-                self.fresh_since = None;
+                self.fresh_at = None;
                 continue;
             }
             self.tick().await;
@@ -125,102 +151,135 @@ impl Watcher {
 
     async fn tick(&mut self) {
         let now = Instant::now();
-        let cursor = self.subscriber.cursor();
-        self.update_freshness(now).await;
-        let covered = self
-            .covered_until
-            .map_or(0, |until| self.shared.ledger.acked_until(until));
-        self.ask_covered(covered).await;
-        if let Some(cursor) = cursor {
+        if let Some(cursor) = self.subscriber.cursor() {
             self.held.raise(&cursor);
-            self.ask_past_cursor(covered).await;
+        }
+        self.update_freshness(now).await;
+        let mut entries = self.newly_required();
+        if self.subscriber.in_process() {
+            entries.extend(self.within_cursor());
+            entries.extend(self.swept());
+        } else {
+            let required = self.by_time;
+            let sample = self.shared.ledger.sample(&mut self.rng, required, RESAMPLE);
+            entries.extend(sample.into_iter().map(|e| (e, Required::ByTime)));
+        }
+        if let Some((entry, why)) = entries.last().cloned() {
+            let answer = self.subscriber.ask_confirmed(&entry.token).await;
+            self.judge(&entry, why, &answer, "confirmed");
+        }
+        for (entry, why) in &entries {
+            let answer = self.subscriber.ask(&entry.token).await;
+            self.judge(entry, *why, &answer, "from memory");
         }
         self.ask_good().await;
     }
 
+    /// Fresh at this reading and the one before: every entry acknowledged
+    /// the bound before the one before is required.
     async fn update_freshness(&mut self, now: Instant) {
         let fresh = self
             .subscriber
             .staleness()
             .await
-            .is_some_and(|s| s <= FRESH);
-        if !fresh {
-            self.fresh_since = None;
+            .is_some_and(|s| s <= MAX_STALENESS);
+        let before = std::mem::replace(&mut self.fresh_at, fresh.then_some(now));
+        let Some(before) = before.filter(|_| fresh) else {
+            return;
+        };
+        if let Some(until) = before.checked_sub(self.shared.bound) {
+            let required = self.shared.ledger.acked_until(until);
+            self.by_time = self.by_time.max(required);
+        }
+    }
+
+    /// Entries required by time and not asked yet (for an agent, at most
+    /// [`AGENT_BATCH`], drawn at random when more are waiting).
+    fn newly_required(&mut self) -> Vec<(Arc<Entry>, Required)> {
+        let fresh = self.shared.ledger.range(self.asked..self.by_time);
+        self.asked = self.asked.max(self.by_time);
+        let fresh = if self.subscriber.in_process() || fresh.len() <= AGENT_BATCH {
+            fresh
+        } else {
+            fresh
+                .choose_multiple(&mut self.rng, AGENT_BATCH)
+                .cloned()
+                .collect()
+        };
+        fresh.into_iter().map(|e| (e, Required::ByTime)).collect()
+    }
+
+    /// The newest entries not required by time whose change its highest
+    /// cursor includes.
+    fn within_cursor(&self) -> Vec<(Arc<Entry>, Required)> {
+        let len = self.shared.ledger.len();
+        let from = self.by_time.max(len.saturating_sub(CURSOR_WINDOW));
+        self.shared
+            .ledger
+            .range(from..len)
+            .into_iter()
+            .filter(|e| e.position.is_some_and(|p| self.held.covers(p)))
+            .map(|e| (e, Required::ByPosition))
+            .collect()
+    }
+
+    /// The next [`SWEEP_PER_TICK`] entries of the ledger, round and round,
+    /// those required.
+    fn swept(&mut self) -> Vec<(Arc<Entry>, Required)> {
+        let len = self.shared.ledger.len();
+        if self.sweep >= len {
+            self.sweep = 0;
+        }
+        let end = (self.sweep + SWEEP_PER_TICK).min(len);
+        let range = self.sweep..end;
+        self.sweep = end;
+        range
+            .clone()
+            .zip(self.shared.ledger.range(range))
+            .filter_map(|(index, entry)| {
+                let why = if index < self.by_time {
+                    Required::ByTime
+                } else if entry.position.is_some_and(|p| self.held.covers(p)) {
+                    Required::ByPosition
+                } else {
+                    return None;
+                };
+                Some((entry, why))
+            })
+            .collect()
+    }
+
+    fn judge(&self, entry: &Entry, why: Required, answer: &Answer, how: &str) {
+        self.count(1);
+        if *answer != Answer::Allow || entry.token.expires_within(EXPIRY_MARGIN) {
             return;
         }
-        let since = *self.fresh_since.get_or_insert(now);
-        let bound = self.shared.bound;
-        if let Some(covered) = now.checked_sub(bound).filter(|t| *t >= since) {
-            self.covered_until = Some(self.covered_until.map_or(covered, |c| c.max(covered)));
-        }
-    }
-
-    /// Newly covered entries, then a sample of older ones: none allowed.
-    async fn ask_covered(&mut self, covered: usize) {
-        let batch = if self.subscriber.in_process() {
-            usize::MAX
-        } else {
-            AGENT_BATCH
-        };
-        let end = covered.min(self.checked.saturating_add(batch));
-        let mut entries = self.shared.ledger.range(self.checked..end);
-        self.checked = end;
-        entries.extend(self.shared.ledger.sample(&mut self.rng, end, RESAMPLE));
-        if let Some(entry) = entries.last().cloned() {
-            // One through the whole path, a server `Check` included.
-            let answer = self.subscriber.ask_confirmed(&entry.token).await;
-            self.judge_covered(&entry, &answer, "confirmed");
-        }
-        for entry in &entries {
-            let answer = self.subscriber.ask(&entry.token).await;
-            self.judge_covered(entry, &answer, "from memory");
-        }
-    }
-
-    fn judge_covered(&mut self, entry: &Entry, answer: &Answer, how: &str) {
-        self.count(1);
-        if *answer == Answer::Allow && self.reported.insert(entry.token.jti().to_owned()) {
-            let detail = format!(
-                "allowed {} ({how}), acknowledged {:?} ago; fresh for {:?}; cursor {:?}",
-                entry.token.jti(),
-                entry.acked_at.elapsed(),
-                self.fresh_since.map(|t| t.elapsed()),
-                self.subscriber.cursor(),
-            );
-            self.violation(ViolationKind::AllowedPastBound, detail);
-        }
-    }
-
-    /// Entries not yet covered by time but by the highest cursor held:
-    /// none allowed.
-    async fn ask_past_cursor(&mut self, covered: usize) {
-        let len = self.shared.ledger.len();
-        let from = covered.max(len.saturating_sub(CURSOR_WINDOW));
-        for entry in self.shared.ledger.range(from..len) {
-            let Some(position) = entry.position else {
-                continue;
-            };
-            if !self.held.covers(position) {
-                continue;
-            }
-            let answer = self.subscriber.ask(&entry.token).await;
-            self.count(1);
-            if answer == Answer::Allow && self.reported.insert(entry.token.jti().to_owned()) {
-                let now = self.subscriber.cursor().unwrap_or_default();
+        let jti = entry.token.jti();
+        let now = self.subscriber.cursor().unwrap_or_default();
+        let (kind, detail) = match why {
+            Required::ByTime => (
+                ViolationKind::AllowedPastBound,
+                format!(
+                    "allowed {jti} ({how}), acknowledged {:?} ago, while fresh; cursor {now:?}",
+                    entry.acked_at.elapsed(),
+                ),
+            ),
+            Required::ByPosition => {
                 let moved_back = if self.held.is_above(&now) {
                     " (its view moved back)"
                 } else {
                     ""
                 };
                 let detail = format!(
-                    "allowed {} at {position:?}, at or below the highest cursor it held {}; \
+                    "allowed {jti} ({how}) at {:?}, within the highest cursor it held {}; \
                      cursor now {now:?}{moved_back}",
-                    entry.token.jti(),
-                    self.held,
+                    entry.position, self.held,
                 );
-                self.violation(ViolationKind::AllowedPastCursor, detail);
+                (ViolationKind::AllowedPastCursor, detail)
             }
-        }
+        };
+        let tally = &self.shared.tally;
+        tally.violation_once(kind, &self.subscriber.name, jti, detail);
     }
 
     /// Never-revoked tokens: never refused as revoked; answered from the
@@ -252,7 +311,9 @@ impl Watcher {
             );
             if let Some(kind) = kind {
                 let detail = format!("never-revoked {}: {answer:?}", token.jti());
-                self.violation(kind, detail);
+                self.shared
+                    .tally
+                    .violation(kind, &self.subscriber.name, detail);
             }
         }
     }
@@ -263,11 +324,5 @@ impl Watcher {
             None => Check::Subscriber,
         };
         self.shared.tally.checked(kind, n);
-    }
-
-    fn violation(&self, kind: ViolationKind, detail: String) {
-        self.shared
-            .tally
-            .violation(kind, &self.subscriber.name, detail);
     }
 }

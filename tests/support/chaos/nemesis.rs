@@ -1,15 +1,28 @@
 //! The nemesis: the faults, how each is injected and healed, and the
-//! timeline of outages the verifier judges answers against.
+//! timeline of outages the verifier judges answers against. The faults
+//! that drive traffic of their own live beside it: [`super::trim`],
+//! [`super::race`] and [`super::forgery`].
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use super::ledger::Ledger;
+use super::report::Tally;
 use super::testbed::Testbed;
+use super::{forgery, race, trim};
+
+/// How long `CLIENT KILL`s go on: longer than the propagation bound, so a
+/// replica that keeps heartbeating while its follower reloads again and
+/// again leaves its gateways fresh past the bound without the changes.
+const CLIENT_KILL_HOLD: Duration = Duration::from_millis(5_500);
+/// Pause between two `CLIENT KILL`s: shorter than a reload of the live set
+/// (about a second for 10,000 records in a debug build), so none finishes.
+const CLIENT_KILL_EVERY: Range<Duration> = Duration::from_millis(50)..Duration::from_millis(150);
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,17 +40,36 @@ pub enum FaultKind {
     /// Close a random share of the streams through a replica's proxy, a
     /// few times.
     StreamDrop,
+    /// SIGSTOP a replica, push the change log past its position (more
+    /// revocations through another replica than the log retains), SIGCONT,
+    /// then move the subscribers onto it.
+    LogTrim,
+    /// Delay the gateways' `Check` replies so that a "not revoked" answer
+    /// arrives after the delta revoking the token.
+    ConfirmRace,
+    /// `CLIENT KILL TYPE normal` on Redis again and again: every replica's
+    /// connections, its change-log follower's included, are dropped and
+    /// the follower reloads under load (a live set made large first, so
+    /// no reload finishes between two kills).
+    ClientKill,
+    /// Tokens signed with issuer A's key claiming issuer B: asked of every
+    /// subscriber, and revoked without an API key through every replica.
+    ForgedIssuer,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::ReplicaKill,
         FaultKind::ReplicaStop,
         FaultKind::RedisStop,
         FaultKind::RedisKill,
         FaultKind::SubscriberStop,
         FaultKind::StreamDrop,
+        FaultKind::LogTrim,
+        FaultKind::ConfirmRace,
+        FaultKind::ClientKill,
+        FaultKind::ForgedIssuer,
     ];
 
     /// A short label for the table.
@@ -49,6 +81,10 @@ impl FaultKind {
             FaultKind::RedisKill => "redis-kill",
             FaultKind::SubscriberStop => "subscriber-stop",
             FaultKind::StreamDrop => "stream-drop",
+            FaultKind::LogTrim => "log-trim",
+            FaultKind::ConfirmRace => "confirm-race",
+            FaultKind::ClientKill => "client-kill",
+            FaultKind::ForgedIssuer => "forged-issuer",
         }
     }
 
@@ -149,17 +185,33 @@ impl Timeline {
 
 // === injecting ===
 
+/// What an injection works with.
+pub struct Stage<'a> {
+    /// The system under test.
+    pub bed: &'a Testbed,
+    /// Where outage windows go.
+    pub timeline: &'a Timeline,
+    /// Where revocations the nemesis makes itself go.
+    pub ledger: &'a Arc<Ledger>,
+    /// Where violations it sees itself go.
+    pub tally: &'a Arc<Tally>,
+    /// The phase injecting.
+    pub phase: usize,
+    /// The replicas' `--log-partitions`.
+    pub partitions: u16,
+}
+
 /// Injects `kind`, holds it for a time drawn from `hold`, heals it, and
 /// says what was done. Returns once healed (a restarted replica serving,
 /// a restarted Redis answering PING).
 pub async fn inject(
     kind: FaultKind,
-    bed: &Testbed,
-    timeline: &Timeline,
+    stage: &Stage<'_>,
     rng: &mut StdRng,
     hold: Range<Duration>,
 ) -> FaultRecord {
     let hold = rng.random_range(hold);
+    let (bed, timeline) = (stage.bed, stage.timeline);
     let (count, detail) = match kind {
         FaultKind::ReplicaKill => replica_kill(bed, timeline, rng, hold).await,
         FaultKind::ReplicaStop => replica_stop(bed, timeline, rng, hold).await,
@@ -167,6 +219,10 @@ pub async fn inject(
         FaultKind::RedisKill => redis_kill(bed, timeline, hold).await,
         FaultKind::SubscriberStop => subscriber_stop(bed, rng, hold).await,
         FaultKind::StreamDrop => stream_drop(bed, rng, hold).await,
+        FaultKind::LogTrim => trim::inject(stage, rng, hold).await,
+        FaultKind::ConfirmRace => race::inject(stage, rng).await,
+        FaultKind::ClientKill => client_kill(stage, rng).await,
+        FaultKind::ForgedIssuer => forgery::inject(stage, rng, hold).await,
     };
     FaultRecord {
         kind,
@@ -175,7 +231,8 @@ pub async fn inject(
     }
 }
 
-fn secs(duration: Duration) -> String {
+/// Formats a duration for the table: `1.8s`.
+pub fn secs(duration: Duration) -> String {
     format!("{:.1}s", duration.as_secs_f64())
 }
 
@@ -277,4 +334,33 @@ async fn stream_drop(bed: &Testbed, rng: &mut StdRng, hold: Duration) -> (usize,
         links += proxy.drop_links(rng, share);
     }
     (bursts, format!("{bursts}x, {links} links"))
+}
+
+/// Kills every normal client of Redis again and again for
+/// [`CLIENT_KILL_HOLD`], after a fill that makes each reload last about a
+/// second: none finishes while the kills go on.
+async fn client_kill(stage: &Stage<'_>, rng: &mut StdRng) -> (usize, String) {
+    let bed = stage.bed;
+    super::load::fill(stage, "kill").await;
+    let started = Instant::now();
+    let (mut kills, mut clients) = (0, 0);
+    while started.elapsed() < CLIENT_KILL_HOLD {
+        let mut kill = redis::cmd("CLIENT");
+        kill.arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes");
+        // Refused while Redis loads or is out: then nothing was killed.
+        if let Ok(killed) = bed.redis_query::<u64>(kill).await {
+            kills += 1;
+            clients += killed;
+        }
+        tokio::time::sleep(rng.random_range(CLIENT_KILL_EVERY)).await;
+    }
+    let detail = format!(
+        "{kills}x over {}, {clients} connections",
+        secs(started.elapsed())
+    );
+    (kills, detail)
 }

@@ -1,15 +1,20 @@
 //! A loopback TCP proxy in front of a replica, so the nemesis can cut the
-//! filter streams that pass through it without touching either end.
+//! connections that pass through it without touching either end, refuse
+//! new ones, or hold the replica's replies back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 
 /// How long the proxy waits for the replica to accept a connection; a
 /// replica that is down makes the proxy close the client's connection.
@@ -17,6 +22,21 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
 
 /// Open links by id; a link's task removes itself when it ends.
 type Links = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+/// Longest a reply is held, whatever happens: the gateways' confirm
+/// calls give up after 3 s.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+
+/// Whether the replica's bytes are being held, and how many holds were
+/// released: a chunk read during a hold goes out when that hold is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gate {
+    holding: bool,
+    released: u64,
+}
+
+type Hold = Arc<watch::Sender<Gate>>;
+/// While set, connections are closed as soon as they are accepted.
+type Blocked = Arc<AtomicBool>;
 
 /// A proxy forwarding every connection to one upstream address. Its
 /// address stays the same while the replica behind it dies and restarts.
@@ -25,6 +45,8 @@ pub struct Proxy {
     /// Where subscribers connect.
     pub address: SocketAddr,
     links: Links,
+    hold: Hold,
+    blocked: Blocked,
     accept: JoinHandle<()>,
 }
 
@@ -36,12 +58,50 @@ impl Proxy {
             .expect("binding the chaos proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let links = Links::default();
-        let accept = tokio::spawn(accept(listener, upstream, Arc::clone(&links)));
+        let hold = Hold::new(watch::channel(Gate::default()).0);
+        let blocked = Blocked::default();
+        let accept = tokio::spawn(accept(
+            listener,
+            Link {
+                upstream,
+                links: Arc::clone(&links),
+                hold: Arc::clone(&hold),
+                blocked: Arc::clone(&blocked),
+            },
+        ));
         Proxy {
             address,
             links,
+            hold,
+            blocked,
             accept,
         }
+    }
+
+    /// Closes every link and, until called with `false`, every new
+    /// connection at once: the replica looks unreachable from here.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+        if blocked {
+            for link in open_links(&self.links) {
+                link.abort();
+            }
+        }
+    }
+
+    /// Holds every byte the replica sends back from now on, until
+    /// [`Proxy::release`] (or [`MAX_HOLD`]). Requests still go through, so
+    /// the replica answers at once and the answer waits here.
+    pub fn hold(&self) {
+        self.hold.send_modify(|gate| gate.holding = true);
+    }
+
+    /// Lets everything held go, in order, and holds nothing more.
+    pub fn release(&self) {
+        self.hold.send_modify(|gate| {
+            gate.holding = false;
+            gate.released += 1;
+        });
     }
 
     /// `http://<address>`, for gateway and agent configurations.
@@ -78,9 +138,26 @@ fn open_links(links: &Links) -> Vec<AbortHandle> {
     links.values().cloned().collect()
 }
 
-async fn accept(listener: TcpListener, upstream: SocketAddr, links: Links) {
+/// What every link of a proxy shares.
+struct Link {
+    upstream: SocketAddr,
+    links: Links,
+    hold: Hold,
+    blocked: Blocked,
+}
+
+async fn accept(listener: TcpListener, link: Link) {
+    let Link {
+        upstream,
+        links,
+        hold,
+        blocked,
+    } = link;
     let mut next_id = 0u64;
     while let Ok((inbound, _)) = listener.accept().await {
+        if blocked.load(Ordering::Relaxed) {
+            continue;
+        }
         next_id += 1;
         let id = next_id;
         // Registered under the lock, so the link cannot end (and remove
@@ -90,20 +167,62 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, links: Links) {
             id,
             links: Arc::clone(&links),
         };
-        let task = tokio::spawn(forward(inbound, upstream, registered));
+        let task = tokio::spawn(forward(inbound, upstream, Arc::clone(&hold), registered));
         open.insert(id, task.abort_handle());
     }
 }
 
-/// Copies bytes both ways until either side closes or the link is aborted.
+/// Copies bytes both ways until either side closes or the link is aborted,
+/// the replica's once any hold they were read in is released.
 /// `_registered` is part of the future from its creation, so the link
 /// leaves the map even when aborted before it first runs.
-async fn forward(mut inbound: TcpStream, upstream: SocketAddr, _registered: Deregister) {
+async fn forward(inbound: TcpStream, upstream: SocketAddr, hold: Hold, _registered: Deregister) {
     let connect = tokio::time::timeout(UPSTREAM_CONNECT, TcpStream::connect(upstream)).await;
-    if let Ok(Ok(mut outbound)) = connect {
-        let _ = inbound.set_nodelay(true);
-        let _ = outbound.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    let Ok(Ok(outbound)) = connect else {
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let (mut from_client, mut to_client) = inbound.into_split();
+    let (mut from_replica, mut to_replica) = outbound.into_split();
+    // Chunks read from the replica, with the hold they were read in (the
+    // number of holds released before it), if any.
+    let (read, mut to_write) = mpsc::unbounded_channel::<(Instant, Option<u64>, Vec<u8>)>();
+    let gate = hold.subscribe();
+    let read_replica = async move {
+        let mut buffer = vec![0u8; 16 << 10];
+        while let Ok(n @ 1..) = from_replica.read(&mut buffer).await {
+            let now = *hold.borrow();
+            let held = now.holding.then_some(now.released);
+            if read
+                .send((Instant::now(), held, buffer[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write_client = async move {
+        let mut gate = gate;
+        while let Some((at, held, bytes)) = to_write.recv().await {
+            if let Some(hold) = held {
+                let released = gate.wait_for(|g| g.released > hold);
+                let _ = tokio::time::timeout_at(at + MAX_HOLD, released).await;
+            }
+            if to_client.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown().await;
+    };
+    let upstream = async move {
+        let _ = tokio::io::copy(&mut from_client, &mut to_replica).await;
+        let _ = to_replica.shutdown().await;
+    };
+    // Either direction ending ends the link, as a closed connection would.
+    tokio::select! {
+        () = async { tokio::join!(read_replica, write_client); } => {}
+        () = upstream => {}
     }
 }
 

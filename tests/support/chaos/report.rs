@@ -1,7 +1,7 @@
 //! What a run counted: checks made, violations found, and the summary
 //! table printed at the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::nemesis::{FaultKind, FaultRecord};
 
-/// Violations kept with their details; past this only counted.
-const DETAILS_KEPT: usize = 200;
+/// Violations kept with their details per phase and kind; past this only
+/// counted, so one flood does not hide what later phases found.
+const DETAILS_KEPT: usize = 10;
 
 /// A broken invariant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,6 +38,11 @@ pub enum ViolationKind {
     /// A subscriber or replica disagreed with Redis (or was not connected
     /// and serving) when the convergence bound after the faults ran out.
     NotConverged,
+    /// A subscriber accepted a token signed with one issuer's key that
+    /// claims another issuer.
+    ForgedAccepted,
+    /// A replica acknowledged a keyless `Revoke` of such a token.
+    ForgedRevoked,
 }
 
 impl ViolationKind {
@@ -52,6 +58,8 @@ impl ViolationKind {
             ViolationKind::OutageServing => "outage-serving",
             ViolationKind::FalseRevocation => "false-revocation",
             ViolationKind::NotConverged => "not-converged",
+            ViolationKind::ForgedAccepted => "forged-accepted",
+            ViolationKind::ForgedRevoked => "forged-revoked",
         }
     }
 }
@@ -88,6 +96,10 @@ pub struct Tally {
     phase: AtomicUsize,
     checks: [AtomicU64; 4],
     violations: Mutex<Vec<Violation>>,
+    /// (who, what) already reported through [`Tally::violation_once`].
+    reported: Mutex<HashSet<(String, String)>>,
+    /// Details kept per (phase, kind).
+    kept: Mutex<BTreeMap<(usize, ViolationKind), usize>>,
     violation_count: AtomicU64,
     by_kind: Mutex<BTreeMap<ViolationKind, u64>>,
 }
@@ -122,9 +134,15 @@ impl Tally {
     /// a long run shows trouble as it happens).
     pub fn violation(&self, kind: ViolationKind, who: &str, detail: String) {
         let phase = self.phase();
-        let count = self.violation_count.fetch_add(1, Ordering::Relaxed);
+        self.violation_count.fetch_add(1, Ordering::Relaxed);
         *lock(&self.by_kind).entry(kind).or_default() += 1;
-        if count < DETAILS_KEPT as u64 {
+        let kept = {
+            let mut kept = lock(&self.kept);
+            let kept = kept.entry((phase, kind)).or_default();
+            *kept += 1;
+            *kept
+        };
+        if kept <= DETAILS_KEPT {
             println!("VIOLATION phase {phase} {} {who}: {detail}", kind.label());
             lock(&self.violations).push(Violation {
                 phase,
@@ -132,6 +150,16 @@ impl Tally {
                 who: who.to_owned(),
                 detail,
             });
+        }
+    }
+
+    /// Records a violation unless one was already recorded for `who` and
+    /// `what` (a token's jti): a gateway caught allowing a token is
+    /// reported once, by whichever check caught it first.
+    pub fn violation_once(&self, kind: ViolationKind, who: &str, what: &str, detail: String) {
+        let first = lock(&self.reported).insert((who.to_owned(), what.to_owned()));
+        if first {
+            self.violation(kind, who, detail);
         }
     }
 
@@ -303,7 +331,7 @@ impl fmt::Display for Report {
             write!(f, ", {} {count}", kind.label())?;
         }
         writeln!(f, "; took {:.1}s", self.took.as_secs_f64())?;
-        for violation in self.violations.iter().take(20) {
+        for violation in self.violations.iter().take(60) {
             writeln!(
                 f,
                 "  phase {} {} {}: {}",

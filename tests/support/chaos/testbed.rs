@@ -1,8 +1,11 @@
 //! The system under test, every part real and on loopback: one
 //! `redis-server` (AOF, `appendfsync always`), `revocd serve` replicas in
-//! strict durability mode, a TCP proxy in front of each replica, gateways
-//! of the library in this process and `revocd agent` processes, every
-//! subscriber following all replicas (through the proxies).
+//! strict durability mode with the smallest change-log retention they
+//! accept, two issuers each with its own key ([`super::issuer`]), a TCP
+//! proxy in front of each replica for the filter streams, gateways of the
+//! library in this process (each confirming through proxies of its own)
+//! and `revocd agent` processes, every subscriber following all replicas
+//! (through the proxies).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,6 +18,7 @@ use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::issuer;
 use super::ledger::Token;
 use super::proxy::Proxy;
 use super::ChaosConfig;
@@ -26,6 +30,13 @@ use crate::support::{metric_value, AgentProcess, Deployment, RedisServer, Replic
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Redis flags under which a reply means the write is on disk.
 const FSYNC_ALWAYS: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always"];
+/// `--log-retention` of the replicas: the least the server accepts (at
+/// least 10,000 and twice the largest `RevokeBatch`), so the nemesis can
+/// push the log past a stalled replica in a few seconds.
+pub const LOG_RETENTION: u64 = 10_000;
+/// Every subscriber's `max_staleness`: it calls itself fresh while its
+/// last frame is younger (heartbeats come every 200 ms).
+pub const MAX_STALENESS: Duration = Duration::from_secs(1);
 
 /// Everything started for a run; stopped (stopped processes resumed
 /// first) when dropped.
@@ -44,6 +55,8 @@ pub struct Testbed {
     pub subscribers: Vec<Arc<Subscriber>>,
     /// The `revocd` binary run.
     pub binary: PathBuf,
+    /// The JWT flags of every part ([`issuer::jwt_flags`]).
+    jwt_flags: Vec<String>,
     /// Processes stopped with SIGSTOP and not yet resumed.
     stopped: Mutex<HashSet<u32>>,
     /// The agent processes (killed when dropped).
@@ -59,19 +72,8 @@ impl Testbed {
         let redis = RedisServer::start_with(&FSYNC_ALWAYS);
         let redis_url = redis.url();
         let deployment = Deployment::new();
-        let partitions = config.log_partitions.to_string();
-        let args = deployment.args(&[
-            "--redis-url",
-            &redis_url,
-            "--durability",
-            "strict",
-            "--redis-timeout",
-            "500ms",
-            "--heartbeat-interval",
-            "200ms",
-            "--log-partitions",
-            &partitions,
-        ]);
+        let jwt_flags = issuer::jwt_flags(&deployment);
+        let args = serve_args(&deployment, &jwt_flags, &redis_url, config);
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
         for _ in 0..config.replicas {
@@ -79,15 +81,25 @@ impl Testbed {
             proxies.push(Proxy::start(replica.address).await);
             replicas.push(replica);
         }
-        let replica_addresses = replicas.iter().map(|r| r.address).collect();
+        let replica_addresses: Vec<SocketAddr> = replicas.iter().map(|r| r.address).collect();
         let urls: Vec<String> = proxies.iter().map(Proxy::url).collect();
         let mut subscribers = Vec::new();
         for id in 0..config.gateways {
-            subscribers.push(Arc::new(gateway(id, rotated(&urls, id)).await));
+            let mut confirm_proxies = Vec::new();
+            for address in &replica_addresses {
+                confirm_proxies.push(Proxy::start(*address).await);
+            }
+            let confirm_urls: Vec<String> = confirm_proxies.iter().map(Proxy::url).collect();
+            let endpoints = Endpoints {
+                streams: rotated(&urls, id),
+                confirms: rotated(&confirm_urls, id),
+            };
+            let gateway = gateway(id, endpoints, &jwt_flags, confirm_proxies).await;
+            subscribers.push(Arc::new(gateway));
         }
         let mut agents = Vec::new();
         for id in 0..config.agents {
-            let process = agent(&deployment, config, id, &rotated(&urls, id));
+            let process = agent(&deployment, &jwt_flags, config, id, &rotated(&urls, id));
             subscribers.push(Arc::new(Subscriber {
                 name: format!("agent-{id}"),
                 kind: SubscriberKind::Agent {
@@ -96,6 +108,7 @@ impl Testbed {
                     pid: process.pid().expect("a running agent"),
                 },
                 frozen: tokio::sync::RwLock::new(false),
+                confirm_proxies: Vec::new(),
             }));
             agents.push(process);
         }
@@ -107,6 +120,7 @@ impl Testbed {
             proxies,
             subscribers,
             binary: config.binary.clone(),
+            jwt_flags,
             stopped: Mutex::new(HashSet::new()),
             _agents: agents,
             _deployment: deployment,
@@ -142,6 +156,44 @@ impl Testbed {
         self.stopped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A gateway following only replica `index`, directly: what it holds is
+    /// what that replica serves. Named `replica-<index>`; it stops when
+    /// dropped.
+    pub fn probe(&self, index: usize) -> Subscriber {
+        let id = format!("chaos-probe-{index}");
+        let url = format!("http://{}", self.replica_addresses[index]);
+        let endpoints = Endpoints {
+            streams: vec![url.clone()],
+            confirms: vec![url],
+        };
+        Subscriber {
+            name: format!("replica-{index}"),
+            kind: SubscriberKind::Gateway(spawn_gateway(&id, endpoints, &self.jwt_flags)),
+            frozen: tokio::sync::RwLock::new(false),
+            confirm_proxies: Vec::new(),
+        }
+    }
+
+    /// Runs one command on Redis over a connection of its own (blocking
+    /// calls, on a blocking thread).
+    ///
+    /// # Errors
+    /// Redis's, or the connection's.
+    pub async fn redis_query<T>(&self, command: redis::Cmd) -> redis::RedisResult<T>
+    where
+        T: redis::FromRedisValue + Send + 'static,
+    {
+        let url = self.redis_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let client = redis::Client::open(url)?;
+            let mut connection = client.get_connection_with_timeout(Duration::from_secs(1))?;
+            connection.set_read_timeout(Some(Duration::from_secs(5)))?;
+            command.query(&mut connection)
+        })
+        .await
+        .expect("Redis command thread")
+    }
+
     /// The agents' process ids, with their subscriber index.
     pub fn agents(&self) -> Vec<(usize, u32)> {
         self.subscribers
@@ -175,6 +227,35 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}: {status}");
 }
 
+/// `revocd serve` flags of every replica.
+fn serve_args(
+    deployment: &Deployment,
+    jwt_flags: &[String],
+    redis_url: &str,
+    config: &ChaosConfig,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--api-keys-file",
+        &deployment.path("api-keys.toml").display().to_string(),
+        "--redis-url",
+        redis_url,
+        "--durability",
+        "strict",
+        "--redis-timeout",
+        "500ms",
+        "--heartbeat-interval",
+        "200ms",
+        "--log-partitions",
+        &config.log_partitions.to_string(),
+        "--log-retention",
+        &LOG_RETENTION.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend_from_slice(jwt_flags);
+    args
+}
+
 /// `urls` starting at `first`, so subscribers spread over the replicas.
 fn rotated(urls: &[String], first: usize) -> Vec<String> {
     let mut rotated = urls.to_vec();
@@ -182,36 +263,38 @@ fn rotated(urls: &[String], first: usize) -> Vec<String> {
     rotated
 }
 
-/// A gateway of the library following `urls`, named `id`. The idle
-/// timeout is 10 heartbeats, so a hung replica is left quickly.
-fn spawn_gateway(id: &str, urls: Vec<String>) -> Gateway {
+/// Where a gateway in this process subscribes and where it confirms.
+struct Endpoints {
+    streams: Vec<String>,
+    confirms: Vec<String>,
+}
+
+/// A gateway of the library, named `id`. The idle timeout is 10
+/// heartbeats, so a hung replica is left quickly.
+fn spawn_gateway(id: &str, endpoints: Endpoints, jwt_flags: &[String]) -> Gateway {
     let backoff =
         ExponentialBackoff::try_new(Duration::from_millis(50), Duration::from_secs(1), 0.2)
             .expect("valid backoff");
-    let config = GatewayConfig::new(urls)
+    let config = GatewayConfig::new(endpoints.streams)
+        .confirm_endpoints(endpoints.confirms)
         .api_key("key-subscribe")
         .expect("ascii key")
         .gateway_id(id)
+        .max_staleness(MAX_STALENESS)
         .idle_timeout(Duration::from_secs(2))
         .backoff(backoff);
-    Gateway::spawn(config, crate::support::verifier()).expect("gateway")
+    Gateway::spawn(config, issuer::verifier(jwt_flags)).expect("gateway")
 }
 
-/// A gateway following only replica `index` at `address`, directly: what
-/// it holds is what that replica serves. Named `replica-<index>`; it stops
-/// when dropped.
-pub fn probe(index: usize, address: SocketAddr) -> Subscriber {
-    let id = format!("chaos-probe-{index}");
-    Subscriber {
-        name: format!("replica-{index}"),
-        kind: SubscriberKind::Gateway(spawn_gateway(&id, vec![format!("http://{address}")])),
-        frozen: tokio::sync::RwLock::new(false),
-    }
-}
-
-/// A gateway following `urls`, once it holds a snapshot.
-async fn gateway(id: usize, urls: Vec<String>) -> Subscriber {
-    let gateway = spawn_gateway(&format!("chaos-gateway-{id}"), urls);
+/// A gateway following `endpoints`, once it holds a snapshot; its confirms
+/// go through `confirm_proxies`.
+async fn gateway(
+    id: usize,
+    endpoints: Endpoints,
+    jwt_flags: &[String],
+    confirm_proxies: Vec<Proxy>,
+) -> Subscriber {
+    let gateway = spawn_gateway(&format!("chaos-gateway-{id}"), endpoints, jwt_flags);
     assert!(
         gateway.ready(Duration::from_secs(20)).await,
         "gateway {id}: no snapshot"
@@ -220,24 +303,27 @@ async fn gateway(id: usize, urls: Vec<String>) -> Subscriber {
         name: format!("gateway-{id}"),
         kind: SubscriberKind::Gateway(gateway),
         frozen: tokio::sync::RwLock::new(false),
+        confirm_proxies,
     }
 }
 
 /// A `revocd agent` following `urls`, once healthy.
 fn agent(
     deployment: &Deployment,
+    jwt_flags: &[String],
     config: &ChaosConfig,
     id: usize,
     urls: &[String],
 ) -> AgentProcess {
-    let secret = deployment.path("secret");
     let gateway_id = format!("chaos-agent-{id}");
-    let mut extra = vec![
-        "--jwt-hs256-secret-file",
-        secret.to_str().expect("UTF-8 path"),
+    let max_staleness = format!("{}ms", MAX_STALENESS.as_millis());
+    let mut extra: Vec<&str> = jwt_flags.iter().map(String::as_str).collect();
+    extra.extend([
         "--gateway-id",
         &gateway_id,
-    ];
+        "--max-staleness",
+        &max_staleness,
+    ]);
     for url in &urls[1..] {
         extra.extend(["--server", url]);
     }
@@ -262,6 +348,9 @@ pub struct Subscriber {
     /// read lock while asking, so a stop waits for their answers and
     /// nobody asks a stopped process.
     pub frozen: tokio::sync::RwLock<bool>,
+    /// A gateway's own proxies to the replicas for its confirms (`Check`
+    /// calls), so their replies can be held; none for agents and probes.
+    pub confirm_proxies: Vec<Proxy>,
 }
 
 /// The two kinds of subscriber.
@@ -303,6 +392,23 @@ impl Subscriber {
                 from_verdict(gateway.check_claims(token.claims.clone()))
             }
             SubscriberKind::Agent { http, .. } => forward_auth(*http, &token.jwt).await,
+        }
+    }
+
+    /// The answer from the token itself, signature and issuer verified: a
+    /// gateway's `check`, an agent's forward-auth decision.
+    pub async fn ask_verified(&self, token: &Token) -> Answer {
+        match &self.kind {
+            SubscriberKind::Gateway(gateway) => from_verdict(gateway.check(&token.jwt)),
+            SubscriberKind::Agent { http, .. } => forward_auth(*http, &token.jwt).await,
+        }
+    }
+
+    /// The gateway in this process, if it is one.
+    pub fn gateway(&self) -> Option<&Gateway> {
+        match &self.kind {
+            SubscriberKind::Gateway(gateway) => Some(gateway),
+            SubscriberKind::Agent { .. } => None,
         }
     }
 

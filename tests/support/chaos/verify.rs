@@ -12,15 +12,19 @@ use tonic::Code;
 
 use super::ledger::{Attempt, Entry, Outcome, Token};
 use super::load::Checked;
-use super::monitor::FRESH;
 use super::nemesis::{Target, Window};
 use super::report::{Check, Tally, ViolationKind};
-use super::testbed::{self, Answer, Subscriber, Testbed};
-use crate::support::{health, ServingStatus, ISSUER};
+use super::testbed::{Answer, Subscriber, Testbed, MAX_STALENESS};
+use crate::support::{health, ServingStatus};
 
-/// Older acknowledged entries asked of an agent at convergence (it is
-/// asked about all of the phase's own).
+/// Older acknowledged entries asked at convergence: of an agent (each is
+/// an HTTP request), of a gateway in this process (the monitor sweeps
+/// them all anyway).
 const AGENT_OLDER_SAMPLE: usize = 200;
+const GATEWAY_OLDER_SAMPLE: usize = 2_000;
+/// The phase's own entries asked of an agent at convergence, at most (a
+/// log-trim phase revokes over ten thousand; each ask is an HTTP request).
+const AGENT_PHASE_SAMPLE: usize = 300;
 /// Entries a gateway confirms with the server at convergence.
 const CONFIRMED_SAMPLE: usize = 10;
 /// Never-revoked tokens asked at convergence.
@@ -127,7 +131,7 @@ pub async fn stored(
     let url = bed.redis_url.clone();
     let keys: Vec<String> = tokens
         .iter()
-        .map(|t| record_key(t.jti(), partitions))
+        .map(|t| record_key(&t.claims.issuer, t.jti(), partitions))
         .collect();
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -146,18 +150,32 @@ pub async fn stored(
     .expect("Redis reader")
 }
 
-/// The key of the revocation record of (the test issuer, `jti`):
-/// `revocd:v1:{p<n>}:jti:<issuer length>:<issuer>:<jti>`, in partition
-/// `fnv1a64(record name) mod partitions`.
-fn record_key(jti: &str, partitions: u16) -> String {
-    let record = format!("{}:{ISSUER}:{jti}", ISSUER.len());
+/// The key of the revocation record of (`issuer`, `jti`):
+/// `revocd:v1:{p<n>}:jti:<issuer length>:<issuer>:<jti>`.
+fn record_key(issuer: &str, jti: &str, partitions: u16) -> String {
+    let partition = partition_of(issuer, jti, partitions);
+    format!(
+        "revocd:v1:{{p{partition}}}:jti:{}:{issuer}:{jti}",
+        issuer.len()
+    )
+}
+
+/// The log partition of (`issuer`, `jti`)'s record, as
+/// `src/store/redis/mod.rs` documents it: `fnv1a64(record name) mod
+/// partitions`, the record name being `<issuer length>:<issuer>:<jti>`.
+pub fn partition_of(issuer: &str, jti: &str, partitions: u16) -> u16 {
+    let record = format!("{}:{issuer}:{jti}", issuer.len());
     let hash = record
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-    let partition = hash % u64::from(partitions.max(1));
-    format!("revocd:v1:{{p{partition}}}:jti:{record}")
+    (hash % u64::from(partitions.max(1))) as u16
+}
+
+/// The change-log stream of `partition`.
+pub fn log_key(partition: u16) -> String {
+    format!("revocd:v1:{{p{partition}}}:log")
 }
 
 fn exists(url: &str, keys: &[String]) -> redis::RedisResult<Vec<bool>> {
@@ -176,8 +194,16 @@ fn exists(url: &str, keys: &[String]) -> redis::RedisResult<Vec<bool>> {
     Ok(found)
 }
 
-/// Every acknowledged revocation is in Redis.
+/// Entries whose tokens expire this soon are no longer checked: their
+/// records may be gone by the time they are read.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// Every acknowledged revocation is in Redis (until its token expires).
 pub async fn durability(bed: &Testbed, partitions: u16, entries: &[Arc<Entry>], tally: &Tally) {
+    let entries: Vec<&Arc<Entry>> = entries
+        .iter()
+        .filter(|e| !e.token.expires_within(EXPIRY_MARGIN))
+        .collect();
     let tokens = entries.iter().map(|e| e.token.clone()).collect();
     let found = stored(bed, partitions, tokens, tally).await;
     for (entry, found) in entries.iter().zip(found) {
@@ -245,11 +271,8 @@ pub async fn convergence(
     // What each replica serves, through a gateway of its own: a replica
     // that answers health checks but no longer follows the change log
     // serves old snapshots to whoever fails over to it.
-    let probes: Vec<Arc<Subscriber>> = bed
-        .replica_addresses
-        .iter()
-        .enumerate()
-        .map(|(index, address)| Arc::new(testbed::probe(index, *address)))
+    let probes: Vec<Arc<Subscriber>> = (0..bed.replica_addresses.len())
+        .map(|index| Arc::new(bed.probe(index)))
         .collect();
     let mut waits = tokio::task::JoinSet::new();
     for subscriber in bed.subscribers.iter().chain(&probes) {
@@ -288,16 +311,23 @@ fn asks_for(
     let phase_start = expect.revoked.len() - expect.this_phase;
     let (older, this_phase) = expect.revoked.split_at(phase_start);
     let revoked: Vec<&Arc<Entry>> = if subscriber.in_process() {
-        expect.revoked.iter().collect()
+        older
+            .choose_multiple(rng, GATEWAY_OLDER_SAMPLE)
+            .chain(this_phase)
+            .collect()
     } else {
         older
             .choose_multiple(rng, AGENT_OLDER_SAMPLE)
-            .chain(this_phase)
+            .chain(this_phase.choose_multiple(rng, AGENT_PHASE_SAMPLE))
             .collect()
     };
+    let revoked: Vec<&Arc<Entry>> = revoked
+        .into_iter()
+        .filter(|e| !e.token.expires_within(EXPIRY_MARGIN))
+        .collect();
     asks.extend(revoked.iter().map(|e| (e.token.clone(), Expect::Revoked)));
     if subscriber.in_process() {
-        let sample = expect.revoked.choose_multiple(rng, CONFIRMED_SAMPLE);
+        let sample = revoked.choose_multiple(rng, CONFIRMED_SAMPLE);
         asks.extend(sample.map(|e| (e.token.clone(), Expect::RevokedConfirmed)));
     }
     asks.extend(
@@ -326,7 +356,7 @@ async fn converge(
     loop {
         let pass = Instant::now();
         let staleness = subscriber.staleness().await;
-        if staleness.is_some_and(|s| s <= FRESH) {
+        if staleness.is_some_and(|s| s <= MAX_STALENESS) {
             fresh_since.get_or_insert(pass);
         } else {
             fresh_since = None;

@@ -1,0 +1,168 @@
+//! The handlers of `revocation.v1.RevocationService`, one file an area:
+//!
+//! - `revoke.rs`: `Revoke`, and the checks of one item;
+//! - `batch.rs`: `RevokeBatch`, items checked as `Revoke` checks them;
+//! - `subject.rs`: `RevokeSubject` and its cut-off time;
+//! - `check.rs`: `Check`, by jti or by token;
+//! - `listing.rs`: `ListRevocations` and `ListChanges`;
+//! - `subscribe.rs`: `Subscribe` (the filter stream) and `GetStats`.
+//!
+//! Each handler authenticates its caller, checks the request and answers
+//! with an [`ApiError`] on refusal; `service.rs` maps that to a status.
+//! What they share lives here: who the caller is, which issuer a request
+//! means, and the quotas taken before a write.
+
+mod batch;
+mod check;
+mod listing;
+mod revoke;
+mod subject;
+mod subscribe;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::Request;
+use tracing::debug;
+
+use super::error::ApiError;
+use super::limits::{self, StreamCounter};
+use super::quota::{KeylessQuota, RevocationRate};
+use super::State;
+use crate::auth::Caller;
+use crate::store::{Revocation, RevokeOutcome};
+
+pub use self::subscribe::FilterStream;
+
+/// The revocation gRPC API over a shared [`State`]: the handlers, and the
+/// per-replica bookkeeping they need (open streams, rate quotas).
+#[derive(Debug, Clone)]
+pub struct RevocationApi {
+    state: Arc<State>,
+    /// Open filter streams per caller, against `max_streams`.
+    streams: Arc<StreamCounter>,
+    /// Rate quotas of API keys.
+    rate: Arc<RevocationRate>,
+    /// Quotas of self-revocation without a key.
+    keyless: Arc<KeylessQuota>,
+}
+
+impl RevocationApi {
+    /// An API serving from `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        let keyless = KeylessQuota::new(state.policy.keyless, Instant::now());
+        Self {
+            state,
+            streams: Arc::default(),
+            rate: Arc::default(),
+            keyless: Arc::new(keyless),
+        }
+    }
+
+    /// The caller identified by the request's `authorization` metadata, or
+    /// else by its client certificate; recorded on the RPC's span.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, ApiError> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        let client_cert_cn = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|cert| crate::tls::common_name(cert)));
+        let caller = self
+            .state
+            .access
+            .caller(authorization, client_cert_cn.as_deref())?;
+        if let Some(caller) = &caller {
+            tracing::Span::current().record("caller", caller.name.as_str());
+        }
+        Ok(caller)
+    }
+
+    /// The issuer a request means: its own, or the default. Must be one of
+    /// the configured issuers when any are configured.
+    fn issuer(&self, requested: &str) -> Result<String, ApiError> {
+        let issuer = if requested.is_empty() {
+            self.state.policy.default_issuer.as_str()
+        } else {
+            requested
+        };
+        limits::issuer(issuer)?;
+        let accepted = self.state.verifier.issuers();
+        if !accepted.is_empty() && !accepted.iter().any(|a| a == issuer) {
+            return Err(ApiError::invalid(format!(
+                "issuer {issuer:?} is not one this server accepts (--jwt-issuer, or bound to a key)"
+            )));
+        }
+        Ok(issuer.to_owned())
+    }
+
+    /// Takes one revocation from the caller's rate quota.
+    fn take_rate(&self, caller: &Caller) -> Result<(), ApiError> {
+        match self.rate.take(caller, 1, Instant::now()) {
+            0 => Err(over_rate_quota(caller)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes one keyless self-revocation of `revocation`'s subject from
+    /// `source`; a refusal is counted in
+    /// `revocd_keyless_refusals_total{limit}`.
+    fn take_keyless(
+        &self,
+        revocation: &Revocation,
+        source: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        let taken = self.keyless.take(
+            &revocation.issuer,
+            &revocation.subject,
+            source,
+            Instant::now(),
+        );
+        taken.map_err(|refusal| {
+            metrics::counter!("revocd_keyless_refusals_total", "limit" => refusal.label())
+                .increment(1);
+            debug!(limit = refusal.label(), "keyless revocation refused");
+            ApiError::from(refusal)
+        })
+    }
+}
+
+/// The refusal of a key over its `max_revocations_per_second`.
+fn over_rate_quota(caller: &Caller) -> ApiError {
+    ApiError::ResourceExhausted(format!(
+        "API key {:?} is over its quota of {} revocations per second; retry later",
+        caller.name,
+        caller.limits.max_revocations_per_second.unwrap_or_default()
+    ))
+}
+
+/// The refusal of a key holding its `max_live_revocations`.
+fn over_live_quota(actor: &str, quota: Option<u64>) -> ApiError {
+    ApiError::ResourceExhausted(format!(
+        "API key {actor:?} already holds its quota of {} live revocations; more are accepted as its revocations expire",
+        quota.unwrap_or_default()
+    ))
+}
+
+/// The caller's address as `ip:port`, empty when the transport has none.
+fn source_address<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_default()
+}
+
+/// Counts a stored revocation in `revocd_revocations_total{result}`.
+fn count_revocation(outcome: &RevokeOutcome) {
+    let result = if outcome.newly_revoked {
+        "new"
+    } else {
+        "repeat"
+    };
+    metrics::counter!("revocd_revocations_total", "result" => result).increment(1);
+}
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,297 @@
+//! Reading records back, from a record hash or a change-log entry alike.
+//!
+//! A log entry holds its record's fields (the key table in the module doc
+//! of `redis`) under the same names, plus `kind`, `iss` and `id`, which a
+//! hash has in its key instead. So one reader, [`Fields`], serves both:
+//! listings and lookups read hashes, the audit trail reads whole entries
+//! ([`entry_record`]), and followers read only what a change needs
+//! ([`entry_change`]), since every replica reads every entry.
+
+use std::collections::HashMap;
+
+use redis::streams::StreamId;
+
+use crate::store::{Change, Error, Provenance, Record, RecordKind, Revocation, SubjectCutoff};
+
+/// The field names, as the scripts write them.
+pub(super) mod field {
+    /// Log entries: `jti` ([`KIND_TOKEN`]) or `sub` ([`KIND_SUBJECT`]).
+    pub const KIND: &str = "kind";
+    /// Log entries: the record's issuer.
+    pub const ISSUER: &str = "iss";
+    /// Log entries: the token's jti or the cut-off's subject.
+    pub const ID: &str = "id";
+    /// Token revocations: the token's subject, when known.
+    pub const SUBJECT: &str = "sub";
+    /// Token revocations: the token's `exp`.
+    pub const EXPIRES_AT: &str = "exp";
+    /// Subject cut-offs: tokens issued earlier are revoked.
+    pub const NOT_BEFORE: &str = "nbf";
+    /// When the record may be forgotten.
+    pub const KEEP_UNTIL: &str = "until";
+    /// Provenance: when the change was made.
+    pub const AT: &str = "at";
+    /// Provenance: who made it.
+    pub const BY: &str = "by";
+    /// Provenance: why.
+    pub const REASON: &str = "reason";
+    /// Provenance: the caller's address.
+    pub const SOURCE: &str = "from";
+    /// The `kind` of a token revocation's entry.
+    pub const KIND_TOKEN: &str = "jti";
+    /// The `kind` of a subject cut-off's entry.
+    pub const KIND_SUBJECT: &str = "sub";
+}
+
+/// Where fields are read from.
+pub(super) trait FieldSource {
+    /// The field's value; `None` when it is missing or not text.
+    fn field(&self, name: &str) -> Option<String>;
+}
+
+/// A record hash, as `HGETALL` returns it.
+impl FieldSource for HashMap<String, String> {
+    fn field(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A change-log entry.
+impl FieldSource for StreamId {
+    fn field(&self, name: &str) -> Option<String> {
+        self.get(name)
+    }
+}
+
+/// A stored hash or log entry being read back into a record.
+pub(super) struct Fields<'a> {
+    /// The hash's key, or the entry's stream: named in [`Error::Corrupt`].
+    key: &'a str,
+    /// The entry's ID, for a log entry.
+    entry_id: Option<&'a str>,
+    source: &'a dyn FieldSource,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of the hash at `key`.
+    pub(super) fn hash(key: &'a str, fields: &'a HashMap<String, String>) -> Self {
+        Self {
+            key,
+            entry_id: None,
+            source: fields,
+        }
+    }
+
+    /// The fields of an entry of the stream `log`.
+    pub(super) fn entry(log: &'a str, entry: &'a StreamId) -> Self {
+        Self {
+            key: log,
+            entry_id: Some(&entry.id),
+            source: entry,
+        }
+    }
+
+    /// The record of `kind` named (issuer, id).
+    pub(super) fn record(&self, kind: RecordKind, issuer: &str, id: &str) -> Result<Record, Error> {
+        Ok(match kind {
+            RecordKind::Token => Record::Token(self.revocation(issuer, id)?),
+            RecordKind::Subject => Record::Subject(self.cutoff(issuer, id)?),
+        })
+    }
+
+    /// A token revocation of (issuer, jti).
+    pub(super) fn revocation(&self, issuer: &str, jti: &str) -> Result<Revocation, Error> {
+        Ok(Revocation {
+            issuer: issuer.to_owned(),
+            jti: jti.to_owned(),
+            subject: self.optional(field::SUBJECT),
+            expires_at: self.number(field::EXPIRES_AT)?,
+            keep_until: self.number(field::KEEP_UNTIL)?,
+            provenance: self.provenance()?,
+        })
+    }
+
+    /// A subject cut-off of (issuer, subject).
+    pub(super) fn cutoff(&self, issuer: &str, subject: &str) -> Result<SubjectCutoff, Error> {
+        Ok(SubjectCutoff {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            not_before: self.number(field::NOT_BEFORE)?,
+            keep_until: self.number(field::KEEP_UNTIL)?,
+            provenance: self.provenance()?,
+        })
+    }
+
+    fn provenance(&self) -> Result<Provenance, Error> {
+        Ok(Provenance {
+            at: self.number(field::AT)?,
+            by: self.text(field::BY)?,
+            reason: self.text(field::REASON)?,
+            source: self.optional(field::SOURCE),
+        })
+    }
+
+    /// What a log entry names: the kind of record, its issuer and its id.
+    fn entry_head(&self) -> Result<(RecordKind, String, String), Error> {
+        let kind = match self.text(field::KIND)?.as_str() {
+            field::KIND_TOKEN => RecordKind::Token,
+            field::KIND_SUBJECT => RecordKind::Subject,
+            other => return Err(self.corrupt(format!("unknown kind {other:?}"))),
+        };
+        Ok((kind, self.text(field::ISSUER)?, self.text(field::ID)?))
+    }
+
+    /// A field added after the first layout: empty when missing.
+    fn optional(&self, name: &str) -> String {
+        self.source.field(name).unwrap_or_default()
+    }
+
+    fn text(&self, name: &str) -> Result<String, Error> {
+        self.source
+            .field(name)
+            .ok_or_else(|| self.corrupt(format!("field `{name}` is missing")))
+    }
+
+    fn number(&self, name: &str) -> Result<i64, Error> {
+        self.text(name)?
+            .parse()
+            .map_err(|_| self.corrupt(format!("field `{name}` is not an integer")))
+    }
+
+    fn corrupt(&self, detail: String) -> Error {
+        let key = match self.entry_id {
+            Some(id) => format!("{} {id}", self.key),
+            None => self.key.to_owned(),
+        };
+        Error::Corrupt { key, detail }
+    }
+}
+
+/// The record a log entry of the stream `log` wrote, as the audit trail
+/// shows it.
+pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error> {
+    let fields = Fields::entry(log, entry);
+    let (kind, issuer, id) = fields.entry_head()?;
+    fields.record(kind, &issuer, &id)
+}
+
+/// The change a log entry of the stream `log` made, as a follower applies
+/// it: only the fields a change needs.
+pub(super) fn entry_change(log: &str, entry: &StreamId) -> Result<Change, Error> {
+    let fields = Fields::entry(log, entry);
+    let (kind, issuer, id) = fields.entry_head()?;
+    let keep_until = fields.number(field::KEEP_UNTIL)?;
+    Ok(match kind {
+        RecordKind::Token => Change::Revoked {
+            issuer,
+            jti: id,
+            keep_until,
+        },
+        RecordKind::Subject => Change::SubjectCut {
+            issuer,
+            subject: id,
+            not_before: fields.number(field::NOT_BEFORE)?,
+            keep_until,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: "7-1".to_owned(),
+            map: fields
+                .iter()
+                .map(|(name, value)| {
+                    let value = redis::Value::BulkString(value.as_bytes().to_vec());
+                    ((*name).to_owned(), value)
+                })
+                .collect(),
+            ..StreamId::default()
+        }
+    }
+
+    #[test]
+    fn an_entry_reads_as_the_record_and_the_change_it_wrote() {
+        let entry = entry(&[
+            ("kind", "jti"),
+            ("iss", "https://issuer.test"),
+            ("id", "j1"),
+            ("sub", "alice"),
+            ("exp", "100"),
+            ("until", "160"),
+            ("at", "40"),
+            ("by", "ops"),
+            ("reason", "lost"),
+            ("from", "10.0.0.1:5000"),
+        ]);
+        let Record::Token(revocation) = entry_record("log", &entry).unwrap() else {
+            panic!("a token revocation's entry");
+        };
+        assert_eq!(
+            (revocation.jti.as_str(), revocation.subject.as_str()),
+            ("j1", "alice")
+        );
+        assert_eq!((revocation.expires_at, revocation.keep_until), (100, 160));
+        assert_eq!(revocation.provenance.source, "10.0.0.1:5000");
+        assert_eq!(
+            entry_change("log", &entry).unwrap(),
+            Record::Token(revocation).change()
+        );
+    }
+
+    #[test]
+    fn a_cutoff_entry_needs_no_provenance_to_be_applied() {
+        let entry = entry(&[
+            ("kind", "sub"),
+            ("iss", ""),
+            ("id", "bob"),
+            ("nbf", "50"),
+            ("until", "90"),
+        ]);
+        assert_eq!(
+            entry_change("log", &entry).unwrap(),
+            Change::SubjectCut {
+                issuer: String::new(),
+                subject: "bob".to_owned(),
+                not_before: 50,
+                keep_until: 90,
+            }
+        );
+        let missing = entry_record("log", &entry).unwrap_err().to_string();
+        assert_eq!(missing, "corrupt record log 7-1: field `at` is missing");
+    }
+
+    #[test]
+    fn an_unknown_kind_is_corrupt() {
+        let entry = entry(&[("kind", "x"), ("iss", ""), ("id", "y")]);
+        let error = entry_change("log", &entry).unwrap_err().to_string();
+        assert_eq!(error, "corrupt record log 7-1: unknown kind \"x\"");
+    }
+
+    #[test]
+    fn the_scripts_write_every_field_read_here() {
+        use super::super::{revoke, revoke_subject};
+        let scripts = [revoke::REVOKE_SCRIPT, revoke_subject::REVOKE_SUBJECT_SCRIPT].concat();
+        for name in [
+            field::KIND,
+            field::ISSUER,
+            field::ID,
+            field::SUBJECT,
+            field::EXPIRES_AT,
+            field::NOT_BEFORE,
+            field::KEEP_UNTIL,
+            field::AT,
+            field::BY,
+            field::REASON,
+            field::SOURCE,
+            field::KIND_TOKEN,
+            field::KIND_SUBJECT,
+        ] {
+            assert!(scripts.contains(&format!("'{name}'")), "{name}");
+        }
+    }
+}
