@@ -51,226 +51,36 @@
 //! made during the outage are missed until it reconnects — availability
 //! over the promise, to be chosen knowingly.
 
+mod config;
+mod confirm;
 mod layer;
 mod view;
 mod watch;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
-use crate::backoff::ExponentialBackoff;
 use crate::bounds::BoundsError;
-use crate::filter::Digest;
 use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::CheckRequest;
 use crate::tokens::{Claims, TokenError, TokenVerifier};
 
+pub use self::config::{Error, GatewayConfig, StalePolicy, DEFAULT_MAX_STALENESS};
 pub use self::layer::{
     bearer_token, challenge, refusal, token_of, RevocationLayer, RevocationService,
 };
 pub use self::view::{FilterView, FrameError, SnapshotAssembler};
 
+use self::confirm::ConfirmCache;
+
 /// Largest frame accepted from the server. Snapshot parts hold 16 KiB of
 /// filter and a delta at most 100,000 digests (about 1.8 MiB); the rest is
 /// room for servers configured otherwise.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
-/// Default staleness past which the [`StalePolicy`] applies.
-pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
-/// Most confirmed answers cached; the cache is cleared when full.
-const CONFIRM_CACHE_ENTRIES: usize = 100_000;
-
-/// What to do when the filter is stale or not loaded yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StalePolicy {
-    /// Keep answering from the last filter (revocations made meanwhile are
-    /// missed until the stream returns).
-    FailOpen,
-    /// Refuse every token.
-    FailClosed,
-    /// Ask the server about every token (the default: safe, and available
-    /// while any replica answers).
-    #[default]
-    CheckOnline,
-}
-
-impl std::str::FromStr for StalePolicy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "fail-open" => Ok(StalePolicy::FailOpen),
-            "fail-closed" => Ok(StalePolicy::FailClosed),
-            "check-online" => Ok(StalePolicy::CheckOnline),
-            other => Err(format!(
-                "{other:?} is not fail-open, fail-closed or check-online"
-            )),
-        }
-    }
-}
-
-/// How a gateway reaches revocd.
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    endpoints: Vec<String>,
-    /// Where `Check` calls (confirms) go; empty: `endpoints`.
-    confirm_endpoints: Vec<String>,
-    api_key: Option<MetadataValue<Ascii>>,
-    gateway_id: String,
-    max_staleness: Duration,
-    on_stale: StalePolicy,
-    /// A stream silent this long is dropped and re-established.
-    idle_timeout: Duration,
-    connect_timeout: Duration,
-    backoff: ExponentialBackoff,
-    tls: Option<ClientTlsConfig>,
-}
-
-/// Why a gateway could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// No endpoint, or one that is not a URL.
-    #[error("invalid endpoint {0:?}")]
-    Endpoint(String),
-    /// An API key that cannot be sent as metadata.
-    #[error("the API key contains characters not allowed in gRPC metadata")]
-    ApiKey,
-    /// A TLS configuration the transport refuses.
-    #[error("TLS: {0}")]
-    Tls(String),
-}
-
-impl GatewayConfig {
-    /// Endpoints to subscribe to, tried in turn (`http://host:port`).
-    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
-        GatewayConfig {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            confirm_endpoints: Vec::new(),
-            api_key: None,
-            gateway_id: "gateway".into(),
-            max_staleness: DEFAULT_MAX_STALENESS,
-            on_stale: StalePolicy::default(),
-            idle_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(3),
-            // Valid constants: min below max, jitter within [0, 1].
-            backoff: ExponentialBackoff::try_new(
-                Duration::from_millis(100),
-                Duration::from_secs(5),
-                0.3,
-            )
-            .expect("valid backoff"),
-            tls: None,
-        }
-    }
-
-    /// Endpoints for the `Check` calls that settle a filter "maybe"
-    /// (`http://host:port`, balanced over all of them), when they must
-    /// differ from the subscription endpoints: a path through another
-    /// proxy, or replicas kept for reads. By default confirms go to the
-    /// endpoints given to [`GatewayConfig::new`].
-    pub fn confirm_endpoints<S: Into<String>>(
-        mut self,
-        endpoints: impl IntoIterator<Item = S>,
-    ) -> Self {
-        self.confirm_endpoints = endpoints.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// TLS towards the servers (for `https://` endpoints): the CA to trust
-    /// and, for mutual TLS, the certificate to present.
-    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// The API key (role `subscribe`) sent with every call.
-    ///
-    /// # Errors
-    /// [`Error::ApiKey`] for a key that is not ASCII metadata.
-    pub fn api_key(mut self, key: &str) -> Result<Self, Error> {
-        let value = format!("Bearer {}", key.trim())
-            .parse()
-            .map_err(|_| Error::ApiKey)?;
-        self.api_key = Some(value);
-        Ok(self)
-    }
-
-    /// A name for this gateway in the server's logs.
-    pub fn gateway_id(mut self, id: impl Into<String>) -> Self {
-        self.gateway_id = id.into();
-        self
-    }
-
-    /// Staleness past which `on_stale` applies.
-    pub fn max_staleness(mut self, staleness: Duration) -> Self {
-        self.max_staleness = staleness;
-        self
-    }
-
-    /// What to do when stale.
-    pub fn on_stale(mut self, policy: StalePolicy) -> Self {
-        self.on_stale = policy;
-        self
-    }
-
-    /// The reconnect schedule.
-    pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// A stream silent this long is re-established (default 10 s; keep it
-    /// above the server's heartbeat interval).
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// The subscription endpoints, parsed.
-    fn parsed_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
-        self.parse(&self.endpoints)
-    }
-
-    /// The confirm endpoints, parsed, with their call timeout.
-    fn parsed_confirm_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
-        let urls = if self.confirm_endpoints.is_empty() {
-            &self.endpoints
-        } else {
-            &self.confirm_endpoints
-        };
-        let endpoints = self.parse(urls)?;
-        Ok(endpoints
-            .into_iter()
-            .map(|e| e.timeout(self.connect_timeout))
-            .collect())
-    }
-
-    fn parse(&self, urls: &[String]) -> Result<Vec<Endpoint>, Error> {
-        if urls.is_empty() {
-            return Err(Error::Endpoint(String::new()));
-        }
-        urls.iter()
-            .map(|url| {
-                let mut endpoint =
-                    Endpoint::from_shared(url.clone()).map_err(|_| Error::Endpoint(url.clone()))?;
-                if let Some(tls) = &self.tls {
-                    endpoint = endpoint
-                        .tls_config(tls.clone())
-                        .map_err(|e| Error::Tls(e.to_string()))?;
-                }
-                // No call timeout here: a subscription may wait for a
-                // replica's first load; confirm calls set their own.
-                Ok(endpoint.connect_timeout(self.connect_timeout))
-            })
-            .collect()
-    }
-}
-
 /// The answer for one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -355,91 +165,6 @@ impl Denial {
     /// answer is 503, not 401).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Denial::Stale | Denial::Unconfirmed(_))
-    }
-}
-
-/// A confirm cache entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Confirmed {
-    /// A `Check` is under way, started with this ticket.
-    Pending(u64),
-    /// The server's answer, kept until `until` (unix seconds).
-    Answer { revoked: bool, until: i64 },
-}
-
-/// Confirmed answers by token digest (the digest covers issuer and jti).
-///
-/// A "not revoked" answer is only as good as the moment the server read
-/// it: a delta naming the token may arrive while the call is under way,
-/// and caching the answer after that delta's [`ConfirmCache::forget`]
-/// would allow a revoked token until it expires. So a call takes a ticket
-/// first ([`ConfirmCache::begin`]); `forget` and `clear` drop tickets with
-/// the answers, and a "not revoked" answer is cached only if its own ticket
-/// is still there. "Revoked" is always cached: it cannot become wrong.
-#[derive(Default)]
-pub(crate) struct ConfirmCache {
-    entries: Mutex<HashMap<Digest, Confirmed>>,
-    next_ticket: AtomicU64,
-}
-
-impl ConfirmCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Confirmed>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, digest: &Digest, now: i64) -> Option<bool> {
-        match self.lock().get(digest) {
-            Some(Confirmed::Answer { revoked, until }) if *until > now => Some(*revoked),
-            _ => None,
-        }
-    }
-
-    /// Marks a `Check` of `digest` as under way; returns its ticket.
-    fn begin(&self, digest: Digest) -> u64 {
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        self.insert(digest, Confirmed::Pending(ticket));
-        ticket
-    }
-
-    /// Caches the answer of the call holding `ticket` (see the type doc).
-    fn put(&self, digest: Digest, ticket: u64, revoked: bool, until: i64) {
-        let answer = Confirmed::Answer { revoked, until };
-        if revoked {
-            self.insert(digest, answer);
-            return;
-        }
-        let mut cache = self.lock();
-        if let Some(entry) = cache.get_mut(&digest) {
-            if *entry == Confirmed::Pending(ticket) {
-                *entry = answer;
-            }
-        }
-    }
-
-    fn insert(&self, digest: Digest, entry: Confirmed) {
-        let mut cache = self.lock();
-        if cache.len() >= CONFIRM_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(digest, entry);
-    }
-
-    /// Drops the answers (and calls under way) for digests a delta reports
-    /// as revoked.
-    fn forget(&self, digests: &[bytes::Bytes]) {
-        let mut cache = self.lock();
-        if cache.is_empty() {
-            return;
-        }
-        for bytes in digests {
-            if let Ok(digest) = Digest::from_slice(bytes) {
-                cache.remove(&digest);
-            }
-        }
-    }
-
-    fn clear(&self) {
-        self.lock().clear();
     }
 }
 
