@@ -51,6 +51,7 @@
 //! made during the outage are missed until it reconnects — availability
 //! over the promise, to be chosen knowingly.
 
+mod clock;
 mod config;
 mod confirm;
 mod layer;

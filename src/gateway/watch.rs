@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
+use super::clock::LeadWindow;
 use super::view::{FilterView, FrameError, SnapshotAssembler};
 use super::{ConfirmCache, GatewayConfig};
 use crate::backoff::ExponentialBackoff;
@@ -27,18 +28,20 @@ use crate::pb::SubscribeRequest;
 pub(super) struct Shared {
     /// The current view; `None` until the first snapshot.
     pub view: ArcSwapOption<FilterView>,
-    /// Milliseconds since `epoch` when the last heartbeat arrived: the
-    /// server's word that every change up to its cursor is applied. Deltas
-    /// do not count: a replica catching up sends them while it still lacks
-    /// newer changes.
+    /// Milliseconds since `epoch` when the last heartbeat was sent (dated
+    /// as [`super::clock`] explains): the server's word that every change
+    /// up to its cursor is applied. Deltas do not count: a replica catching
+    /// up sends them while it still lacks newer changes.
     pub last_frame_ms: AtomicU64,
     /// Zero point of `last_frame_ms`.
     pub epoch: Instant,
-    /// How far the server's clock ran ahead of ours at the last heartbeat,
-    /// in milliseconds (its time when sent minus ours when received: never
-    /// more than the truth). Expiry is judged on the server's clock, which
-    /// is what drops its records.
+    /// How far the server's clock runs ahead of ours, in milliseconds, as
+    /// the least delayed recent heartbeat shows it (never more than the
+    /// truth). Expiry is judged on the server's clock, which is what drops
+    /// its records.
     pub server_lead_ms: AtomicI64,
+    /// The samples behind `server_lead_ms`; only the stream loop writes.
+    lead_window: std::sync::Mutex<LeadWindow>,
     /// Answers confirmed with the server; cleared of digests that deltas
     /// report and wholly on a new snapshot.
     pub confirmed: ConfirmCache,
@@ -51,6 +54,7 @@ impl Shared {
             last_frame_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             server_lead_ms: AtomicI64::new(0),
+            lead_window: std::sync::Mutex::default(),
             confirmed: ConfirmCache::default(),
         }
     }
@@ -72,9 +76,14 @@ impl Shared {
         (crate::time::unix_now_ms() + lead).div_euclid(1_000)
     }
 
-    fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis().max(1) as u64;
-        self.last_frame_ms.store(now, Ordering::Release);
+    /// Records a heartbeat sent at `server_time_ms`: the server's lead,
+    /// and freshness from when it was sent.
+    fn heartbeat(&self, server_time_ms: i64) {
+        let read_at = self.epoch.elapsed().as_millis().max(1) as u64;
+        let mut window = self.lead_window.lock().unwrap_or_else(|p| p.into_inner());
+        let (lead, sent_at) = window.record(server_time_ms, crate::time::unix_now_ms(), read_at);
+        self.server_lead_ms.store(lead, Ordering::Relaxed);
+        self.last_frame_ms.fetch_max(sent_at, Ordering::AcqRel);
     }
 }
 
@@ -156,12 +165,8 @@ async fn follow(
             Ok(Ok(None)) => return StreamError::Ended,
             Ok(Ok(Some(frame))) => frame,
         };
-        let heartbeat = matches!(frame.update, Some(Update::Heartbeat(_)));
         if let Err(error) = apply(shared, &mut assembler, frame.update, config.max_staleness) {
             return error.into();
-        }
-        if heartbeat {
-            shared.touch();
         }
         backoff.reset();
     }
@@ -218,7 +223,7 @@ fn apply(
         // stream runs (clock skew included).
         Some(Update::Heartbeat(heartbeat)) => {
             let lag_ms = crate::time::unix_now_ms() - heartbeat.server_time_ms;
-            shared.server_lead_ms.store(-lag_ms, Ordering::Relaxed);
+            shared.heartbeat(heartbeat.server_time_ms);
             let lag = lag_ms.max(0) as f64 / 1_000.0;
             metrics::gauge!("revocd_gateway_heartbeat_lag_seconds").set(lag);
         }
@@ -241,13 +246,40 @@ mod tests {
                 server_time_ms,
             }))
         };
-        let ahead = crate::time::unix_now_ms() + 600_000;
-        apply(&shared, &mut assembler, heartbeat(ahead), Duration::ZERO).unwrap();
-        assert!(shared.server_now() >= crate::time::unix_now() + 599);
         // A server behind us never moves expiry later than our own clock.
         let behind = crate::time::unix_now_ms() - 600_000;
         apply(&shared, &mut assembler, heartbeat(behind), Duration::ZERO).unwrap();
         assert!(shared.server_now() >= crate::time::unix_now());
         assert!(shared.server_now() <= crate::time::unix_now() + 1);
+        let ahead = crate::time::unix_now_ms() + 600_000;
+        apply(&shared, &mut assembler, heartbeat(ahead), Duration::ZERO).unwrap();
+        assert!(shared.server_now() >= crate::time::unix_now() + 599);
+    }
+
+    #[test]
+    fn a_heartbeat_read_long_after_it_was_sent_leaves_the_gateway_stale() {
+        let shared = Shared::new();
+        let mut assembler = SnapshotAssembler::default();
+        let heartbeat = |server_time_ms| {
+            Some(Update::Heartbeat(crate::pb::Heartbeat {
+                cursor: String::new(),
+                server_time_ms,
+            }))
+        };
+        let now = crate::time::unix_now_ms();
+        apply(&shared, &mut assembler, heartbeat(now), Duration::ZERO).unwrap();
+        assert!(shared.staleness().unwrap() < Duration::from_secs(1));
+        // A heartbeat sent 5 s ago, read only now (it sat in a buffer while
+        // the gateway was paused): it vouches for then, not for now. A
+        // fresh gateway already counts from the newest it had.
+        let fresh = Shared::new();
+        apply(&fresh, &mut assembler, heartbeat(now), Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1_100));
+        let sent = crate::time::unix_now_ms() - 5_000;
+        apply(&fresh, &mut assembler, heartbeat(sent), Duration::ZERO).unwrap();
+        assert!(
+            fresh.staleness().unwrap() >= Duration::from_secs(1),
+            "a late heartbeat made the gateway fresh"
+        );
     }
 }
