@@ -236,16 +236,18 @@ fn apply(
 mod tests {
     use super::*;
 
+    /// A heartbeat frame sent at `server_time_ms`.
+    fn heartbeat(server_time_ms: i64) -> Option<Update> {
+        Some(Update::Heartbeat(crate::pb::Heartbeat {
+            cursor: String::new(),
+            server_time_ms,
+        }))
+    }
+
     #[test]
     fn expiry_is_judged_on_the_servers_clock_when_it_runs_ahead() {
         let shared = Shared::new();
         let mut assembler = SnapshotAssembler::default();
-        let heartbeat = |server_time_ms| {
-            Some(Update::Heartbeat(crate::pb::Heartbeat {
-                cursor: String::new(),
-                server_time_ms,
-            }))
-        };
         // A server behind us never moves expiry later than our own clock.
         let behind = crate::time::unix_now_ms() - 600_000;
         apply(&shared, &mut assembler, heartbeat(behind), Duration::ZERO).unwrap();
@@ -260,12 +262,6 @@ mod tests {
     fn a_heartbeat_read_long_after_it_was_sent_leaves_the_gateway_stale() {
         let shared = Shared::new();
         let mut assembler = SnapshotAssembler::default();
-        let heartbeat = |server_time_ms| {
-            Some(Update::Heartbeat(crate::pb::Heartbeat {
-                cursor: String::new(),
-                server_time_ms,
-            }))
-        };
         let now = crate::time::unix_now_ms();
         apply(&shared, &mut assembler, heartbeat(now), Duration::ZERO).unwrap();
         assert!(shared.staleness().unwrap() < Duration::from_secs(1));
