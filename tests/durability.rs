@@ -24,7 +24,6 @@ use std::time::Duration;
 use revocd::gateway::{Denial, Gateway, Verdict};
 use revocd::pb::{CheckRequest, RevokeRequest};
 use revocd::time::unix_now;
-use serde_json::json;
 use support::{wait_for_health, Deployment, RedisServer, Replica, ServingStatus, ISSUER};
 use tokio::time::Instant;
 use tonic::Code;
@@ -119,10 +118,7 @@ async fn gateway(replica: &Replica, id: usize) -> Gateway {
 
 /// A token carrying `jti`, signed with the deployment's secret.
 fn token_with(jti: &str) -> String {
-    let now = unix_now();
-    support::sign(&json!({
-        "iss": ISSUER, "sub": "load", "jti": jti, "iat": now, "exp": now + 3600,
-    }))
+    support::token_for("load", jti)
 }
 
 /// The major and minor version of the Redis behind `redis`.

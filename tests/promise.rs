@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use revocd::backoff::ExponentialBackoff;
 use revocd::bounds::BoundsError;
-use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
+use revocd::gateway::{Denial, Gateway, Verdict};
 use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
 use revocd::time::unix_now;
 use serde_json::json;
@@ -36,14 +35,7 @@ async fn gateway(replica: &Replica, id: &str) -> Gateway {
 
 /// A gateway following the server at `address`, once it holds a snapshot.
 async fn gateway_at(address: SocketAddr, id: &str) -> Gateway {
-    let config = GatewayConfig::new([format!("http://{address}")])
-        .api_key("key-subscribe")
-        .expect("ascii key")
-        .gateway_id(id)
-        .backoff(
-            ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(200), 0.0)
-                .expect("valid backoff"),
-        );
+    let config = support::gateway_config([format!("http://{address}")]).gateway_id(id);
     let gateway = Gateway::spawn(config, support::verifier()).expect("gateway");
     assert!(gateway.ready(SOON).await, "{id}: no snapshot");
     gateway
@@ -51,10 +43,7 @@ async fn gateway_at(address: SocketAddr, id: &str) -> Gateway {
 
 /// A token carrying `jti`, signed with the deployment's secret.
 fn token_with(jti: &str) -> String {
-    let now = unix_now();
-    support::sign(&json!({
-        "iss": ISSUER, "sub": "user", "jti": jti, "iat": now, "exp": now + 3600,
-    }))
+    support::token_for("user", jti)
 }
 
 /// True when the gateway lets the token through from memory (its filter
