@@ -32,7 +32,7 @@
 //! production (expiry test, staleness clock, the `ArcSwap` load of the
 //! current view, subject cut-off lookup, token digest and filter probe), with
 //! nothing re-implemented here that could drift from it. The server is
-//! `revocd serve --dev` (memory store) built by `State::from_config`; its
+//! `revocd serve --dev` (memory store) built by `ServeConfig::start_state`; its
 //! store is filled with 1,000,000 revocations and 1,000 subject cut-offs
 //! through the store's own `revoke` methods before it serves, and a fresh
 //! filter hub loads them as at any start-up, so the gateway holds the filter a
@@ -51,7 +51,6 @@ use serde::{Deserialize, Serialize};
 
 use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
 use revocd::hub::FilterHub;
-use revocd::server::State;
 use revocd::store::{Provenance, Revocation, Store, SubjectCutoff};
 use revocd::time::unix_now;
 use revocd::tokens::{Claims, TokenVerifier};
@@ -246,7 +245,7 @@ impl Setup {
         let leeway = LEEWAY.to_string();
         let config = serve_config(&["--dev", "--jwt-issuer", ISSUER, "--leeway", &leeway])?;
         // The memory store, as `revocd serve --dev` without Redis has it.
-        let mut state = State::from_config(&config, None).await?;
+        let mut state = config.start_state(None).await?;
         fill(&state.store, now).await?;
         // The state's hub loaded the store while it was empty; a new one
         // loads the filled store as a replica does at start-up.

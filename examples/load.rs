@@ -62,7 +62,6 @@ use revocd::bounds::DEFAULT_LEEWAY_SECONDS;
 use revocd::config::DEFAULT_LOG_RETENTION;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{CheckRequest, RevokeRequest};
-use revocd::server::State;
 use revocd::time::unix_now;
 
 // Shared with the integration tests; the benchmark needs only `start` and `url`.
@@ -142,7 +141,7 @@ async fn benchmark(options: &Options, redis_url: &str, server_runtime: &Handle) 
     let serve_args = revocd_args(redis_url, &revocd_keys.prefix);
     let config = serve_config(&serve_args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let server = server_runtime
-        .spawn(async move { RunningServer::start(State::from_config(&config, None).await?).await })
+        .spawn(async move { RunningServer::start(config.start_state(None).await?).await })
         .await
         .context("revocd start-up panicked")??;
     let redis = redis::Client::open(redis_url)

@@ -89,7 +89,7 @@ use revocd::gateway::{FilterView, SnapshotAssembler, MAX_FRAME_BYTES};
 use revocd::pb::filter_update::Update;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::{GetStatsRequest, RevokeRequest, SubscribeRequest};
-use revocd::server::{State, MAX_CONCURRENT_STREAMS};
+use revocd::server::MAX_CONCURRENT_STREAMS;
 use revocd::time::unix_now;
 
 #[allow(dead_code)] // shared with the benchmarks; this uses a subset
@@ -222,7 +222,7 @@ async fn benchmark(options: &Options, redis_url: &str, server_runtime: &Handle) 
     ];
     let config = serve_config(&serve_args)?;
     let server = server_runtime
-        .spawn(async move { RunningServer::start(State::from_config(&config, None).await?).await })
+        .spawn(async move { RunningServer::start(config.start_state(None).await?).await })
         .await
         .context("revocd start-up panicked")??;
     let revocd = Revocd::connect(&server.url()).await?;

@@ -19,7 +19,7 @@
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
 //! - [`file`]: errors of files named by flags (keys, certificates, API keys).
 //! - [`redact`]: secrets hidden before they are printed or logged.
-//! - [`time`]: unix-time helpers shared by the parts below.
+//! - [`time`]: unix time, and the [`time::Clock`] tests control.
 //!
 //! The gateway library (feature `gateway`):
 //!
@@ -35,8 +35,9 @@
 //! - [`server`]: the gRPC service (handlers, error mapping, request limits) and [`server::run`].
 //! - [`agent`]: `revocd agent`, the sidecar for nginx, Traefik, Caddy and Envoy.
 //! - [`config`]: `revocd serve` and `revocd agent` flags and environment
-//!   variables; only the binaries and the start-up of [`server`] and
-//!   [`agent`] read it.
+//!   variables, and the start-up that builds a replica's [`server::State`]
+//!   and the [`agent::Agent`] from them. The top of the library: only the
+//!   binaries read it; no other module imports it.
 //! - [`settings`]: `--config` TOML files under the flags and environment, and `--print-config`.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.

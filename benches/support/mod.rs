@@ -249,7 +249,7 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Serves `state` (from `State::from_config`) on `127.0.0.1:0` with
+    /// Serves `state` (from `ServeConfig::start_state`) on `127.0.0.1:0` with
     /// [`server::run`], as `revocd serve` does.
     ///
     /// # Errors

@@ -24,9 +24,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::AgentConfig;
 use crate::file::FileError;
-use crate::gateway::{self, Decision, Gateway, GatewayConfig};
+use crate::gateway::{self, Decision, Gateway};
 use crate::tokens::{Claims, VerifierError};
 
 /// Why the agent could not start or stopped.
@@ -63,30 +62,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts following the servers of `config`.
-    ///
-    /// # Errors
-    /// [`AgentError`] for unusable keys, URLs or header names.
-    pub fn start(config: &AgentConfig) -> Result<Agent, AgentError> {
-        // Install the recorder before the first decision is counted.
-        crate::telemetry::prometheus();
-        let verifier = config.jwt.verifier(None)?;
-        let mut gateway_config = GatewayConfig::new(config.servers.clone())
-            .gateway_id(config.gateway_id.clone())
-            .max_staleness(config.max_staleness)
-            .on_stale(config.on_stale);
-        if let Some(key) = api_key(config)? {
-            gateway_config = gateway_config.api_key(&key)?;
-        }
-        if let Some(tls) = config.tls.client_config().map_err(AgentError::Tls)? {
-            gateway_config = gateway_config.tls(tls);
-        }
-        let token_header = ::http::HeaderName::try_from(config.token_header.as_str())
-            .map_err(|_| AgentError::TokenHeader(config.token_header.clone()))?;
-        Ok(Agent {
-            gateway: Gateway::spawn(gateway_config, verifier)?,
+    /// An agent deciding with `gateway`, reading the token from
+    /// `token_header`.
+    pub fn new(gateway: Gateway, token_header: ::http::HeaderName) -> Agent {
+        Agent {
+            gateway,
             token_header,
-        })
+        }
     }
 
     /// The name of the header that carries the token (lower case).
@@ -131,17 +113,6 @@ pub fn identity(claims: &Claims) -> [(&'static str, Option<&str>); 3] {
     ]
 }
 
-fn api_key(config: &AgentConfig) -> Result<Option<String>, AgentError> {
-    match (&config.api_key_file, &config.api_key) {
-        (Some(path), _) => {
-            let key = std::fs::read_to_string(path)
-                .map_err(|e| AgentError::ApiKey(FileError::read(path, e)))?;
-            Ok(Some(key.trim().to_owned()))
-        }
-        (None, key) => Ok(key.clone()),
-    }
-}
-
 /// The agent's sockets, bound before it starts (tests bind port 0).
 #[derive(Debug)]
 pub struct Listeners {
@@ -151,26 +122,6 @@ pub struct Listeners {
     pub ext_authz: Option<TcpListener>,
     /// `/healthz` and `/metrics`.
     pub metrics: Option<TcpListener>,
-}
-
-impl Listeners {
-    /// Binds the addresses of `config`.
-    ///
-    /// # Errors
-    /// An address that cannot be bound.
-    pub async fn bind(config: &AgentConfig) -> std::io::Result<Listeners> {
-        let optional = |address: Option<std::net::SocketAddr>| async move {
-            match address {
-                Some(address) => TcpListener::bind(address).await.map(Some),
-                None => Ok(None),
-            }
-        };
-        Ok(Listeners {
-            http: TcpListener::bind(config.http_listen).await?,
-            ext_authz: optional(config.ext_authz_listen).await?,
-            metrics: optional(config.metrics_listen).await?,
-        })
-    }
 }
 
 /// Serves the agent on `listeners` until `shutdown` completes.

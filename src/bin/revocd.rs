@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rand::RngCore;
 use tracing::{info, warn};
 
-use revocd::agent::{Agent, AgentError, Listeners};
-use revocd::config::{AgentConfig, ServeConfig};
-use revocd::server::{self, StartError, State};
+use revocd::agent::AgentError;
+use revocd::config::{AgentConfig, ServeConfig, StartError};
+use revocd::server;
 use revocd::settings;
 
 /// jemalloc returns freed pages to the system over time; glibc's malloc
@@ -120,8 +120,9 @@ fn is_config_error(error: &anyhow::Error) -> bool {
 }
 
 async fn agent(config: AgentConfig) -> anyhow::Result<()> {
-    let agent = Agent::start(&config)?;
-    let listeners = Listeners::bind(&config)
+    let agent = config.start_agent()?;
+    let listeners = config
+        .bind()
         .await
         .context("binding the agent's addresses")?;
     let servers: Vec<String> = config
@@ -163,7 +164,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             hex::encode(secret)
         });
     revocd::telemetry::prometheus();
-    let state = State::from_config(&config, dev_secret.as_deref().map(str::as_bytes)).await?;
+    let state = config
+        .start_state(dev_secret.as_deref().map(str::as_bytes))
+        .await?;
     if config.redis_url.is_none() && config.redis_cluster.is_empty() {
         warn!("no --redis-url: revocations live in this process's memory only and are lost when it exits");
     }

@@ -4,7 +4,12 @@
 //!
 //! - [`serve`]: `revocd serve` flags and their checks;
 //! - [`agent`]: `revocd agent` flags;
-//! - [`jwt`]: how tokens are verified, the same for both.
+//! - [`jwt`]: how tokens are verified, the same for both;
+//! - [`start`]: the running parts they describe: a replica's
+//!   [`State`](crate::server::State) and the [`Agent`](crate::agent::Agent).
+//!
+//! This is the top of the library: it builds the server, hub, store and
+//! agent, and none of them reads it.
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -17,13 +22,18 @@ use crate::hub::DEFAULT_HEARTBEAT_INTERVAL;
 mod agent;
 mod jwt;
 mod serve;
+mod start;
 
 pub use self::agent::{AgentConfig, DEFAULT_AGENT_HTTP_LISTEN};
 pub use self::jwt::{IssuerFile, JwtArgs};
 pub use self::serve::{
-    ServeConfig, DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
-    DEFAULT_KEYLESS_SUBJECT_PER_MINUTE, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN_ADDR,
-    DEFAULT_LOG_RETENTION, DEFAULT_REDIS_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, MIN_LOG_RETENTION,
+    ServeConfig, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN_ADDR, DEFAULT_LOG_RETENTION,
+    DEFAULT_REDIS_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, MIN_LOG_RETENTION,
+};
+pub use self::start::StartError;
+pub use crate::server::{
+    DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
+    DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
 };
 
 // Defaults kept as durations by the modules that use them, as flag text.

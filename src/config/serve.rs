@@ -10,6 +10,10 @@ use clap::Args;
 
 use super::{ConfigError, JwtArgs, HEARTBEAT_INTERVAL_TEXT, MAX_TOKEN_LIFETIME_TEXT};
 use crate::hub::DEFAULT_MAX_SUBSCRIBERS;
+use crate::server::{
+    DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
+    DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
+};
 use crate::store::Durability;
 
 /// Address served by default: loopback, the gRPC port revocd documents.
@@ -27,17 +31,6 @@ pub const MIN_LOG_RETENTION: u64 = 10_000;
 pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 /// Time given to open calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
-/// Keyless self-revocations per minute on one replica, all callers
-/// together, by default: 20 a second, the bound on how fast holders of
-/// valid tokens can grow the filter (bulk revokers use an API key).
-pub const DEFAULT_KEYLESS_PER_MINUTE: u32 = 1_200;
-/// Keyless self-revocations per minute of one (issuer, subject) by
-/// default: a person logs out a few times a minute at most.
-pub const DEFAULT_KEYLESS_SUBJECT_PER_MINUTE: u32 = 10;
-/// Keyless self-revocations per minute from one source address by default:
-/// a household or small office behind one address.
-pub const DEFAULT_KEYLESS_SOURCE_PER_MINUTE: u32 = 60;
-
 /// Flags of `revocd serve`.
 #[derive(Debug, Clone, Args)]
 #[deny(missing_docs)]

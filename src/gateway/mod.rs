@@ -197,7 +197,7 @@ impl Gateway {
     pub fn spawn(config: GatewayConfig, verifier: TokenVerifier) -> Result<Gateway, Error> {
         let endpoints = config.parsed_endpoints()?;
         let confirm_channel = Channel::balance_list(config.parsed_confirm_endpoints()?.into_iter());
-        let shared = Arc::new(watch::Shared::new());
+        let shared = Arc::new(watch::Shared::new(crate::time::Clock::System));
         let stop = CancellationToken::new();
         tokio::spawn(watch::run(
             Arc::clone(&shared),

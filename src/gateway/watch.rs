@@ -9,7 +9,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::pb::filter_update::Update;
 use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::SubscribeRequest;
+use crate::time::Clock;
 
 /// What the loop shares with the gateway's readers.
 pub(super) struct Shared {
@@ -35,6 +38,8 @@ pub(super) struct Shared {
     pub last_frame_ms: AtomicU64,
     /// Zero point of `last_frame_ms`.
     pub epoch: Instant,
+    /// Our unix time.
+    pub clock: Clock,
     /// How far the server's clock runs ahead of ours, in milliseconds, as
     /// the least delayed recent heartbeat shows it (never more than the
     /// truth). Expiry is judged on the server's clock, which is what drops
@@ -48,11 +53,12 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(clock: Clock) -> Self {
         Shared {
             view: ArcSwapOption::empty(),
             last_frame_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            clock,
             server_lead_ms: AtomicI64::new(0),
             lead_window: std::sync::Mutex::default(),
             confirmed: ConfirmCache::default(),
@@ -73,7 +79,7 @@ impl Shared {
     /// showed it ahead of ours (never behind ours).
     pub(super) fn server_now(&self) -> i64 {
         let lead = self.server_lead_ms.load(Ordering::Relaxed).max(0);
-        (crate::time::unix_now_ms() + lead).div_euclid(1_000)
+        (self.clock.now_ms() + lead).div_euclid(1_000)
     }
 
     /// Records a heartbeat sent at `server_time_ms`: the server's lead,
@@ -81,7 +87,7 @@ impl Shared {
     fn heartbeat(&self, server_time_ms: i64) {
         let read_at = self.epoch.elapsed().as_millis().max(1) as u64;
         let mut window = self.lead_window.lock().unwrap_or_else(|p| p.into_inner());
-        let (lead, sent_at) = window.record(server_time_ms, crate::time::unix_now_ms(), read_at);
+        let (lead, sent_at) = window.record(server_time_ms, self.clock.now_ms(), read_at);
         self.server_lead_ms.store(lead, Ordering::Relaxed);
         self.last_frame_ms.fetch_max(sent_at, Ordering::AcqRel);
     }
@@ -213,7 +219,7 @@ fn apply(
             // From the append to the store's log to use here (clock skew
             // between the hosts included); absent from older servers.
             if delta.logged_at_ms > 0 {
-                let delay_ms = crate::time::unix_now_ms() - delta.logged_at_ms;
+                let delay_ms = shared.clock.now_ms() - delta.logged_at_ms;
                 metrics::histogram!("revocd_propagation_delay_seconds")
                     .record(delay_ms.max(0) as f64 / 1_000.0);
             }
@@ -222,7 +228,7 @@ fn apply(
         // heartbeats refresh; its server time shows how far behind the
         // stream runs (clock skew included).
         Some(Update::Heartbeat(heartbeat)) => {
-            let lag_ms = crate::time::unix_now_ms() - heartbeat.server_time_ms;
+            let lag_ms = shared.clock.now_ms() - heartbeat.server_time_ms;
             shared.heartbeat(heartbeat.server_time_ms);
             let lag = lag_ms.max(0) as f64 / 1_000.0;
             metrics::gauge!("revocd_gateway_heartbeat_lag_seconds").set(lag);
@@ -244,34 +250,36 @@ mod tests {
         }))
     }
 
-    #[test]
-    fn expiry_is_judged_on_the_servers_clock_when_it_runs_ahead() {
-        let shared = Shared::new();
+    #[tokio::test(start_paused = true)]
+    async fn expiry_is_judged_on_the_servers_clock_when_it_runs_ahead() {
+        let shared = Shared::new(Clock::tokio());
+        let clock = shared.clock;
         let mut assembler = SnapshotAssembler::default();
         // A server behind us never moves expiry later than our own clock.
-        let behind = crate::time::unix_now_ms() - 600_000;
+        let behind = clock.now_ms() - 600_000;
         apply(&shared, &mut assembler, heartbeat(behind), Duration::ZERO).unwrap();
-        assert!(shared.server_now() >= crate::time::unix_now());
-        assert!(shared.server_now() <= crate::time::unix_now() + 1);
-        let ahead = crate::time::unix_now_ms() + 600_000;
+        assert!(shared.server_now() >= clock.now());
+        assert!(shared.server_now() <= clock.now() + 1);
+        let ahead = clock.now_ms() + 600_000;
         apply(&shared, &mut assembler, heartbeat(ahead), Duration::ZERO).unwrap();
-        assert!(shared.server_now() >= crate::time::unix_now() + 599);
+        assert!(shared.server_now() >= clock.now() + 599);
     }
 
-    #[test]
-    fn a_heartbeat_read_long_after_it_was_sent_leaves_the_gateway_stale() {
-        let shared = Shared::new();
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_read_long_after_it_was_sent_leaves_the_gateway_stale() {
+        let shared = Shared::new(Clock::tokio());
+        let clock = shared.clock;
         let mut assembler = SnapshotAssembler::default();
-        let now = crate::time::unix_now_ms();
+        let now = clock.now_ms();
         apply(&shared, &mut assembler, heartbeat(now), Duration::ZERO).unwrap();
         assert!(shared.staleness().unwrap() < Duration::from_secs(1));
         // A heartbeat sent 5 s ago, read only now (it sat in a buffer while
         // the gateway was paused): it vouches for then, not for now. A
         // fresh gateway already counts from the newest it had.
-        let fresh = Shared::new();
+        let fresh = Shared::new(clock);
         apply(&fresh, &mut assembler, heartbeat(now), Duration::ZERO).unwrap();
-        std::thread::sleep(Duration::from_millis(1_100));
-        let sent = crate::time::unix_now_ms() - 5_000;
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        let sent = clock.now_ms() - 5_000;
         apply(&fresh, &mut assembler, heartbeat(sent), Duration::ZERO).unwrap();
         assert!(
             fresh.staleness().unwrap() >= Duration::from_secs(1),

@@ -50,6 +50,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::filter::DigestKey;
 use crate::pb;
 use crate::store::{Change, LogTail, Store};
+use crate::time::Clock;
 
 use self::state::HubState;
 
@@ -111,6 +112,8 @@ pub struct HubConfig {
     /// The server's leeway and longest token lifetime, announced in every
     /// snapshot so gateways accept only what stays revocable.
     pub bounds: crate::bounds::TokenBounds,
+    /// Unix time, for expiry and heartbeats.
+    pub clock: Clock,
 }
 
 impl Default for HubConfig {
@@ -125,6 +128,7 @@ impl Default for HubConfig {
             headroom: DEFAULT_HEADROOM,
             snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
             bounds: crate::bounds::TokenBounds::default(),
+            clock: Clock::System,
         }
     }
 }
@@ -273,7 +277,7 @@ impl FilterHub {
         let stop = CancellationToken::new();
         let (events_tx, events) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(256);
-        let follower = follow(store, config.history, events_tx);
+        let follower = follow(store, config.history, config.clock, events_tx);
         let hub = HubState::new(digest_key, config).run(events, commands_rx, stop.clone());
         tokio::spawn(
             async move {
@@ -321,12 +325,12 @@ impl FilterHub {
 
 /// The follower: load, then tail; on a store error, back off and load
 /// again. Ends when the hub is gone.
-async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
+async fn follow(store: Store, history: usize, clock: Clock, events: mpsc::Sender<Event>) {
     // Valid constants: the first delay is above zero and below the last.
     let mut backoff = ExponentialBackoff::try_new(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, 0.3)
         .expect("valid backoff");
     loop {
-        match follow_once(&store, history, &events, &mut backoff).await {
+        match follow_once(&store, history, clock, &events, &mut backoff).await {
             Ok(()) => return, // the hub stopped listening
             Err(error) => {
                 metrics::counter!("revocd_change_log_errors_total").increment(1);
@@ -346,6 +350,7 @@ async fn follow(store: Store, history: usize, events: mpsc::Sender<Event>) {
 async fn follow_once(
     store: &Store,
     history: usize,
+    clock: Clock,
     events: &mpsc::Sender<Event>,
     backoff: &mut ExponentialBackoff,
 ) -> Result<(), crate::store::Error> {
@@ -354,7 +359,7 @@ async fn follow_once(
     if events.send(Event::LoadStarted(tail)).await.is_err() {
         return Ok(());
     }
-    let mut scan = store.scan_live(crate::time::unix_now());
+    let mut scan = store.scan_live(clock.now());
     let mut loaded = 0usize;
     while let Some(page) = scan.next_page().await? {
         loaded += page.len();

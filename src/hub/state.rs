@@ -46,7 +46,6 @@ use super::{
 use crate::filter::{DigestKey, RevocationFilter};
 use crate::pb::{self, filter_update::Update};
 use crate::store::{Change, LogTail, LoggedChange};
-use crate::time::unix_now;
 
 /// A cached snapshot is reused (with a catch-up delta) for this long.
 const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -197,7 +196,7 @@ impl HubState {
             }
             Event::LoadPage(page) => {
                 if let Some(loading) = &mut self.loading {
-                    let now = unix_now();
+                    let now = self.config.clock.now();
                     for change in &page {
                         let keep_until = change.keep_until();
                         if keep_until > now {
@@ -273,11 +272,14 @@ impl HubState {
         };
         self.cursor.clone_from(&last.cursor);
         let logged_at_ms = last.logged_at_ms;
-        let lag_ms = crate::time::unix_now_ms()
+        let lag_ms = self
+            .config
+            .clock
+            .now_ms()
             .saturating_sub(logged_at_ms)
             .max(0);
         metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
-        let now = unix_now();
+        let now = self.config.clock.now();
         let mut digests = DigestBuffer::default();
         let mut subjects = Vec::new();
         for entry in entries {
@@ -366,7 +368,7 @@ impl HubState {
     }
 
     fn on_tick(&mut self) {
-        self.expire(unix_now());
+        self.expire(self.config.clock.now());
         if self.expired_in_filter >= self.live.token_count().max(self.config.min_capacity) {
             self.rebuild("expired entries outnumber live ones");
         }

@@ -22,7 +22,6 @@ mod quota;
 mod service;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,16 +35,16 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::auth::Access;
-use crate::config::{ConfigError, ServeConfig};
-use crate::file::FileError;
-use crate::filter::DigestKey;
 use crate::hub::FilterHub;
 use crate::pb::revocation_service_server::RevocationServiceServer;
-use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
-use crate::tokens::{TokenVerifier, VerifierError};
+use crate::store::Store;
+use crate::tokens::TokenVerifier;
 
 pub use self::handlers::RevocationApi;
-pub use self::quota::{KeylessLimits, KeylessRefusal};
+pub use self::quota::{
+    KeylessLimits, KeylessRefusal, DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
+    DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
+};
 
 /// Largest request message accepted, in bytes; every request is small.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -91,114 +90,6 @@ pub struct State {
     pub started: Instant,
     /// TLS of the gRPC server; `None` serves plain HTTP/2.
     pub tls: Option<ServerTlsConfig>,
-}
-
-/// Why a replica could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The flags do not fit together.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The token verifier cannot be built.
-    #[error(transparent)]
-    Verifier(#[from] VerifierError),
-    /// The API-keys file is unusable.
-    #[error("API keys: {0}")]
-    ApiKeys(FileError),
-    /// Redis cannot be reached.
-    #[error("connecting to Redis: {0}")]
-    Store(#[from] store::Error),
-    /// The digest key file is unusable.
-    #[error("--digest-key-file: {0}")]
-    DigestKey(FileError),
-    /// A TLS file is unusable.
-    #[error("TLS: {0}")]
-    Tls(FileError),
-}
-
-// === impl State ===
-
-impl State {
-    /// Builds the state a configuration describes: loads keys and connects
-    /// the store. `dev_secret` is an extra HS256 secret trusted in `--dev`
-    /// (the generated one).
-    ///
-    /// # Errors
-    /// Invalid flags, unusable key files, or a Redis that does not answer.
-    pub async fn from_config(
-        config: &ServeConfig,
-        dev_secret: Option<&[u8]>,
-    ) -> Result<Self, StartError> {
-        config.validate()?;
-        // Key files first: a configuration mistake is reported before any
-        // connection is attempted.
-        let verifier = config.jwt.verifier(dev_secret)?;
-        let tls = config.tls.server_config().map_err(StartError::Tls)?;
-        if let Some(tls) = &tls {
-            // Certificates and keys are parsed here: refuse bad ones now,
-            // not at the first connection.
-            let path = config.tls.tls_cert.as_deref().unwrap_or(Path::new(""));
-            tonic::transport::Server::builder()
-                .tls_config(tls.clone())
-                .map_err(|e| StartError::Tls(FileError::invalid(path, e.to_string())))?;
-        }
-        let preset_key = config
-            .digest_key_file
-            .as_deref()
-            .map(read_digest_key)
-            .transpose()?;
-        let store = open_store(config).await?;
-        let digest_key = store.digest_key(preset_key).await?;
-        Ok(State {
-            verifier,
-            access: match (config.dev, &config.api_keys_file) {
-                (true, _) => Access::Open,
-                (false, Some(path)) => Access::from_keys_file(path).map_err(StartError::ApiKeys)?,
-                (false, None) => return Err(ConfigError::NoApiKeys.into()),
-            },
-            store: store.clone(),
-            hub: FilterHub::spawn(store, digest_key, config.hub_config()),
-            policy: Policy {
-                leeway: config.jwt.leeway as i64,
-                max_token_lifetime: config.max_token_lifetime.as_secs() as i64,
-                default_issuer: config.jwt.default_issuer().to_owned(),
-                max_streams_per_key: config.max_streams_per_key,
-                keyless: config.keyless_limits(),
-            },
-            started: Instant::now(),
-            tls,
-        })
-    }
-}
-
-fn read_digest_key(path: &std::path::Path) -> Result<DigestKey, StartError> {
-    let text = std::fs::read_to_string(path).map_err(|e| FileError::read(path, e));
-    let text = text.map_err(StartError::DigestKey)?;
-    let invalid = |detail: String| StartError::DigestKey(FileError::invalid(path, detail));
-    let bytes = hex::decode(text.trim()).map_err(|_| invalid("not hex digits".into()))?;
-    DigestKey::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
-}
-
-async fn open_store(config: &ServeConfig) -> Result<Store, store::Error> {
-    let (nodes, default_partitions) = match (&config.redis_url, &config.redis_cluster) {
-        (Some(url), _) => (RedisNodes::Single(url.clone()), 1),
-        (None, urls) if !urls.is_empty() => (RedisNodes::Cluster(urls.clone()), 16),
-        (None, _) => {
-            return Ok(Store::Memory(MemoryStore::new(
-                config.log_retention as usize,
-            )))
-        }
-    };
-    let options = RedisStoreOptions {
-        nodes,
-        key_prefix: config.key_prefix.clone(),
-        partitions: config.log_partitions.unwrap_or(default_partitions),
-        log_retention: config.log_retention,
-        response_timeout: config.redis_timeout,
-        durability: config.durability,
-        wait_replicas: config.wait_replicas,
-    };
-    Ok(Store::Redis(RedisStore::connect(&options).await?))
 }
 
 /// Serves on `listener` until `shutdown` completes, then gives open calls

@@ -21,7 +21,7 @@ use revocd::config::ServeConfig;
 use revocd::gateway::GatewayConfig;
 use revocd::pb::revocation_service_client::RevocationServiceClient;
 use revocd::pb::RevokeRequest;
-use revocd::server::{self, State};
+use revocd::server;
 use revocd::time::unix_now;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -251,9 +251,7 @@ impl TestServer {
     /// Starts a server with `revocd serve` flags on `127.0.0.1:0`.
     pub async fn start(args: &[String]) -> Self {
         let config = serve_config(args);
-        let state = State::from_config(&config, None)
-            .await
-            .expect("server state");
+        let state = config.start_state(None).await.expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

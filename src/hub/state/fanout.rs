@@ -61,7 +61,7 @@ impl HubState {
     pub(super) fn heartbeat(&self) -> pb::FilterUpdate {
         update(Update::Heartbeat(pb::Heartbeat {
             cursor: self.cursor.clone(),
-            server_time_ms: crate::time::unix_now_ms(),
+            server_time_ms: self.config.clock.now_ms(),
         }))
     }
 

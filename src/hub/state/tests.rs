@@ -1,10 +1,14 @@
+use std::time::Duration;
+
 use super::*;
 use crate::filter::Digest;
 use crate::gateway::FilterView;
+use crate::time::{unix_now, Clock};
 
 fn hub() -> HubState {
     let config = HubConfig {
         min_capacity: 1_000,
+        clock: Clock::tokio(),
         ..HubConfig::default()
     };
     let mut hub = HubState::new(DigestKey::random(), config);
@@ -283,4 +287,34 @@ fn an_overfilling_filter_is_rebuilt_before_its_rate_passes_one_and_a_half_times_
         );
     }
     assert_eq!(hub.live.token_count(), 100_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ticks_drop_revocations_once_the_clock_passes_their_end_and_date_heartbeats_by_it() {
+    let mut hub = hub();
+    let clock = hub.config.clock;
+    let now = clock.now();
+    let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+    queued(&mut updates);
+    let entries = vec![revoked("short", now + 5, 1), revoked("long", now + 600, 2)];
+    hub.on_event(tail(entries, true));
+    hub.on_tick();
+    assert_eq!(hub.live.token_count(), 2);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    hub.on_event(tail(Vec::new(), true));
+    hub.on_tick();
+    assert_eq!(hub.live.token_count(), 2, "dropped before its end");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    hub.on_event(tail(Vec::new(), true));
+    hub.on_tick();
+    assert_eq!(hub.live.token_count(), 1, "kept past its end");
+    let mut sent_at = Vec::new();
+    while let Ok(Outgoing::Frames(frames)) = updates.queue.try_recv() {
+        for frame in frames.iter() {
+            if let Some(Update::Heartbeat(heartbeat)) = &frame.update {
+                sent_at.push(heartbeat.server_time_ms);
+            }
+        }
+    }
+    assert_eq!(sent_at.last(), Some(&clock.now_ms()), "{sent_at:?}");
 }

@@ -140,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_needs_the_revoke_role_and_a_key() {
-        let api = api(&[]).await;
+        let api = api().await;
         let items = || batch(vec![item("j", unix_now() + 60)]);
         let read = api.revoke_batch(request(items(), testing::READ)).await;
         assert_eq!(refusal(read).0, Code::PermissionDenied);
@@ -150,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_over_the_item_limit_is_refused_whole() {
-        let api = api(&[]).await;
+        let api = api().await;
         let items = vec![item("j", unix_now() + 60); MAX_BATCH_ITEMS + 1];
         let (code, message) = refusal(
             api.revoke_batch(request(batch(items), testing::REVOKE))
@@ -167,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_item_gets_its_own_answer() {
-        let api = api(&[]).await;
+        let api = api().await;
         let now = unix_now();
         let items = vec![
             item("fresh", now + 60),
@@ -187,7 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn items_past_the_rate_quota_are_refused_one_by_one() {
-        let api = api(&[]).await;
+        let api = api().await;
         let expires_at = unix_now() + 60;
         let items = (0..5)
             .map(|n| item(&format!("q-{n}"), expires_at))

@@ -94,7 +94,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_needs_the_read_or_subscribe_role() {
-        let api = api(&[]).await;
+        let api = api().await;
         let check = |key| api.check(request(by_token(token("alice", "a")), key));
         assert_eq!(
             refusal(check(testing::REVOKE).await).0,
@@ -110,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_revoked_token_is_seen_by_token_and_by_jti() {
-        let api = api(&[]).await;
+        let api = api().await;
         let revoke = RevokeRequest {
             token: token("alice", "a-1"),
             reason: "logout".into(),
@@ -138,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_gateways_refuse_gets_no_answer() {
-        let api = api(&[]).await;
+        let api = api().await;
         let now = unix_now();
         let long_lived = sign(&json!({
             "iss": ISSUER, "sub": "alice", "jti": "long", "iat": now, "exp": now + 30 * 86_400,
@@ -160,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_names_its_token_one_way_and_something_revocable() {
-        let api = api(&[]).await;
+        let api = api().await;
         let both = CheckRequest {
             jti: "a".into(),
             ..by_token(token("alice", "a"))

@@ -146,7 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn listings_need_the_read_role() {
-        let api = api(&[]).await;
+        let api = api().await;
         for key in [testing::REVOKE, testing::SUBSCRIBE] {
             let list = api.list_revocations(request(Default::default(), key)).await;
             assert_eq!(refusal(list).0, Code::PermissionDenied);
@@ -159,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_and_changes_show_who_revoked() {
-        let api = api(&[]).await;
+        let api = api().await;
         let revoke = pb::RevokeRequest {
             token: token("alice", "a-1"),
             ..Default::default()
@@ -177,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_token_not_handed_out_is_an_invalid_argument() {
-        let api = api(&[]).await;
+        let api = api().await;
         let forged = pb::ListRevocationsRequest {
             page_token: "forged".into(),
             ..Default::default()

@@ -210,7 +210,7 @@ mod tests {
     use serde_json::json;
     use tonic::Code;
 
-    use super::super::testing::{self, api, refusal, request, sign, token, ISSUER};
+    use super::super::testing::{self, api, api_with, refusal, request, sign, token, ISSUER};
     use super::*;
 
     fn by_jti(jti: &str) -> RevokeRequest {
@@ -230,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_by_jti_needs_the_revoke_role() {
-        let api = api(&[]).await;
+        let api = api().await;
         let refused = |key| api.revoke(request(by_jti("j-1"), key));
         assert_eq!(
             refusal(refused(testing::READ).await).0,
@@ -258,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_token_is_an_invalid_argument() {
-        let api = api(&[]).await;
+        let api = api().await;
         let malformed = api.revoke(request(by_token("not-a-jwt".into()), testing::REVOKE));
         let (code, message) = refusal(malformed.await);
         assert_eq!(code, Code::InvalidArgument);
@@ -279,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_token_is_answered_and_nothing_stored() {
-        let api = api(&[]).await;
+        let api = api().await;
         let now = unix_now();
         let expired = sign(&json!({
             "iss": ISSUER, "sub": "alice", "jti": "old", "iat": now - 7_200, "exp": now - 3_600,
@@ -295,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_revokes_itself_without_a_key_within_the_keyless_quota() {
-        let api = api(&["--keyless-subject-per-minute", "1"]).await;
+        let api = api_with(|policy| policy.keyless.per_subject_per_minute = 1).await;
         let own = request(by_token(token("alice", "a-1")), testing::KEYLESS);
         assert!(api.revoke(own).await.unwrap().newly_revoked);
         let status = api
@@ -321,7 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_keyless_caller_cannot_revoke_by_jti() {
-        let api = api(&[]).await;
+        let api = api().await;
         let (code, message) = refusal(api.revoke(request(by_jti("j"), testing::KEYLESS)).await);
         assert_eq!(code, Code::Unauthenticated);
         assert!(message.contains("needs an API key"), "{message}");
@@ -329,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn fields_are_checked_before_anything_is_stored() {
-        let api = api(&[]).await;
+        let api = api().await;
         let mixed = RevokeRequest {
             jti: "j".into(),
             ..by_token(token("alice", "j"))

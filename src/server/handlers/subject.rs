@@ -118,7 +118,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cutoff_needs_the_revoke_role_and_revokes_older_tokens() {
-        let api = api(&[]).await;
+        let api = api().await;
         let read = api.revoke_subject(request(subject("alice", 0), testing::READ));
         assert_eq!(refusal(read.await).0, Code::PermissionDenied);
         let keyless = api.revoke_subject(request(subject("alice", 0), testing::KEYLESS));
@@ -139,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cutoff_older_than_any_live_token_is_answered_not_stored() {
-        let api = api(&[]).await;
+        let api = api().await;
         let answer = api.revoke_subject(request(subject("alice", 1), testing::REVOKE));
         let answer = answer.await.unwrap();
         assert_eq!((answer.not_before, answer.cursor.as_str()), (1, ""));
@@ -149,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cutoff_names_a_subject_and_an_accepted_issuer() {
-        let api = api(&[]).await;
+        let api = api().await;
         let nameless = api.revoke_subject(request(subject("", 0), testing::REVOKE));
         assert_eq!(
             refusal(nameless.await),

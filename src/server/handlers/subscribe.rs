@@ -108,7 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_needs_the_subscribe_role() {
-        let api = api(&[]).await;
+        let api = api().await;
         assert_eq!(
             refusal(subscribe(&api, testing::READ).await).0,
             Code::PermissionDenied
@@ -122,7 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_holds_at_most_its_streams_until_one_ends() {
-        let api = api(&[]).await;
+        let api = api().await;
         let first = subscribe(&api, testing::QUOTA).await.expect("first stream");
         let (code, message) = refusal(subscribe(&api, testing::QUOTA).await);
         assert_eq!(code, Code::ResourceExhausted);
@@ -140,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversize_gateway_id_is_refused() {
-        let api = api(&[]).await;
+        let api = api().await;
         let request = request(
             pb::SubscribeRequest {
                 gateway_id: "g".repeat(limits::MAX_ID_BYTES + 1),
@@ -156,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn stats_need_the_read_role_and_count_live_records() {
-        let api = api(&[]).await;
+        let api = api().await;
         let denied = api
             .stats(request(GetStatsRequest {}, testing::SUBSCRIBE))
             .await;

@@ -1,19 +1,22 @@
-//! What the handler tests share: a [`RevocationApi`] over the memory store,
-//! built from `revocd serve` flags as the binary builds it; requests from
-//! keys of each role (or none); and signed tokens.
+//! What the handler tests share: a [`RevocationApi`] over the memory store
+//! with `revocd serve`'s defaults; requests from keys of each role (or
+//! none); and signed tokens.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use clap::Parser;
 use serde_json::json;
 use tonic::{Code, Request};
 
 use super::RevocationApi;
 use crate::auth::{key_digest_hex, Access};
-use crate::config::ServeConfig;
+use crate::bounds::{DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME};
+use crate::hub::{FilterHub, HubConfig};
 use crate::server::error::ApiError;
-use crate::server::State;
+use crate::server::{KeylessLimits, Policy, State};
+use crate::store::{MemoryStore, Store};
 use crate::time::unix_now;
+use crate::tokens::TokenVerifier;
 
 /// The HS256 secret the API trusts.
 pub const SECRET: &str = "handler-test-secret-0123456789abcdef";
@@ -47,29 +50,40 @@ pub const QUOTA: Option<&str> = Some("key-quota");
 /// No key: a keyless caller.
 pub const KEYLESS: Option<&str> = None;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    serve: ServeConfig,
+/// An API over a fresh memory store with the default policy, trusting
+/// [`SECRET`] from [`ISSUER`] and answering [`KEYS`].
+pub async fn api() -> RevocationApi {
+    api_with(|_| {}).await
 }
 
-/// An API over a fresh memory store, configured by `revocd serve --dev`
-/// and `flags`, with [`KEYS`] in place of `--dev`'s open access.
-pub async fn api(flags: &[&str]) -> RevocationApi {
-    let dev = [
-        "revocd",
-        "--dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--jwt-issuer",
-        ISSUER,
-    ];
-    let argv = dev.iter().chain(flags);
-    let config = Cli::try_parse_from(argv).expect("valid flags").serve;
-    let mut state = State::from_config(&config, Some(SECRET.as_bytes()))
-        .await
-        .expect("server state");
-    state.access = Access::from_toml(&keys_toml()).expect("valid keys");
+/// [`api`] with its policy changed by `adjust`.
+pub async fn api_with(adjust: impl FnOnce(&mut Policy)) -> RevocationApi {
+    let store = Store::Memory(MemoryStore::new(10_000));
+    let digest_key = store.digest_key(None).await.expect("digest key");
+    let verifier = TokenVerifier::builder()
+        .issuers(&[ISSUER.to_owned()])
+        .leeway_seconds(DEFAULT_LEEWAY_SECONDS)
+        .hs256_secret(SECRET.as_bytes())
+        .expect("HMAC key")
+        .build()
+        .expect("verifier");
+    let mut policy = Policy {
+        leeway: DEFAULT_LEEWAY_SECONDS as i64,
+        max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME.as_secs() as i64,
+        default_issuer: ISSUER.to_owned(),
+        max_streams_per_key: 1_000,
+        keyless: KeylessLimits::default(),
+    };
+    adjust(&mut policy);
+    let state = State {
+        store: store.clone(),
+        verifier,
+        access: Access::from_toml(&keys_toml()).expect("valid keys"),
+        policy,
+        hub: FilterHub::spawn(store, digest_key, HubConfig::default()),
+        started: Instant::now(),
+        tls: None,
+    };
     RevocationApi::new(Arc::new(state))
 }
 

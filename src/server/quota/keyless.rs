@@ -46,6 +46,17 @@ pub const MAX_TRACKED: usize = 100_000;
 /// How often idle (full) buckets are dropped.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Keyless self-revocations per minute on one replica, all callers
+/// together, by default: 20 a second, the bound on how fast holders of
+/// valid tokens can grow the filter (bulk revokers use an API key).
+pub const DEFAULT_KEYLESS_PER_MINUTE: u32 = 1_200;
+/// Keyless self-revocations per minute of one (issuer, subject) by
+/// default: a person logs out a few times a minute at most.
+pub const DEFAULT_KEYLESS_SUBJECT_PER_MINUTE: u32 = 10;
+/// Keyless self-revocations per minute from one source address by default:
+/// a household or small office behind one address.
+pub const DEFAULT_KEYLESS_SOURCE_PER_MINUTE: u32 = 60;
+
 /// Limits of keyless self-revocation on one replica, each a number per
 /// minute with a burst of one minute's worth. Zero is refused by the flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +67,16 @@ pub struct KeylessLimits {
     pub per_subject_per_minute: u32,
     /// Those from one source address (an IPv6 /64 counts as one).
     pub per_source_per_minute: u32,
+}
+
+impl Default for KeylessLimits {
+    fn default() -> Self {
+        KeylessLimits {
+            per_minute: DEFAULT_KEYLESS_PER_MINUTE,
+            per_subject_per_minute: DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
+            per_source_per_minute: DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
+        }
+    }
 }
 
 /// Which limit refused a keyless self-revocation; the message is for the

@@ -17,7 +17,10 @@ use std::time::Instant;
 
 use crate::auth::Caller;
 
-pub use self::keyless::{KeylessLimits, KeylessQuota, KeylessRefusal};
+pub use self::keyless::{
+    KeylessLimits, KeylessQuota, KeylessRefusal, DEFAULT_KEYLESS_PER_MINUTE,
+    DEFAULT_KEYLESS_SOURCE_PER_MINUTE, DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
+};
 
 /// A bucket's size and how fast it refills.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,0 +1,183 @@
+//! Start-up: the running parts a configuration describes. Key files are
+//! read and checked before any connection is attempted, so a mistake in a
+//! flag is reported as one (exit 64), not as a failure of Redis.
+
+use std::path::Path;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+
+use super::{AgentConfig, ConfigError, ServeConfig};
+use crate::agent::{Agent, AgentError, Listeners};
+use crate::auth::Access;
+use crate::file::FileError;
+use crate::filter::DigestKey;
+use crate::gateway::{Gateway, GatewayConfig};
+use crate::hub::FilterHub;
+use crate::server::{Policy, State};
+use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
+use crate::tokens::VerifierError;
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The flags do not fit together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The token verifier cannot be built.
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+    /// The API-keys file is unusable.
+    #[error("API keys: {0}")]
+    ApiKeys(FileError),
+    /// Redis cannot be reached.
+    #[error("connecting to Redis: {0}")]
+    Store(#[from] store::Error),
+    /// The digest key file is unusable.
+    #[error("--digest-key-file: {0}")]
+    DigestKey(FileError),
+    /// A TLS file is unusable.
+    #[error("TLS: {0}")]
+    Tls(FileError),
+}
+
+impl ServeConfig {
+    /// The state of a replica: loads keys, connects the store and starts
+    /// the filter hub. `dev_secret` is an extra HS256 secret trusted in
+    /// `--dev` (the generated one).
+    ///
+    /// # Errors
+    /// Invalid flags, unusable key files, or a Redis that does not answer.
+    pub async fn start_state(&self, dev_secret: Option<&[u8]>) -> Result<State, StartError> {
+        self.validate()?;
+        let verifier = self.jwt.verifier(dev_secret)?;
+        let tls = self.tls.server_config().map_err(StartError::Tls)?;
+        if let Some(tls) = &tls {
+            // Certificates and keys are parsed here: refuse bad ones now,
+            // not at the first connection.
+            let path = self.tls.tls_cert.as_deref().unwrap_or(Path::new(""));
+            tonic::transport::Server::builder()
+                .tls_config(tls.clone())
+                .map_err(|e| StartError::Tls(FileError::invalid(path, e.to_string())))?;
+        }
+        let access = match (self.dev, &self.api_keys_file) {
+            (true, _) => Access::Open,
+            (false, Some(path)) => Access::from_keys_file(path).map_err(StartError::ApiKeys)?,
+            (false, None) => return Err(ConfigError::NoApiKeys.into()),
+        };
+        let preset_key = self
+            .digest_key_file
+            .as_deref()
+            .map(read_digest_key)
+            .transpose()?;
+        let store = self.open_store().await?;
+        let digest_key = store.digest_key(preset_key).await?;
+        Ok(State {
+            verifier,
+            access,
+            store: store.clone(),
+            hub: FilterHub::spawn(store, digest_key, self.hub_config()),
+            policy: self.policy(),
+            started: Instant::now(),
+            tls,
+        })
+    }
+
+    /// The rules applied to every request.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            leeway: self.jwt.leeway as i64,
+            max_token_lifetime: self.max_token_lifetime.as_secs() as i64,
+            default_issuer: self.jwt.default_issuer().to_owned(),
+            max_streams_per_key: self.max_streams_per_key,
+            keyless: self.keyless_limits(),
+        }
+    }
+
+    /// The store the flags name: Redis (one node or a cluster), or memory.
+    async fn open_store(&self) -> Result<Store, store::Error> {
+        let (nodes, default_partitions) = match (&self.redis_url, &self.redis_cluster) {
+            (Some(url), _) => (RedisNodes::Single(url.clone()), 1),
+            (None, urls) if !urls.is_empty() => (RedisNodes::Cluster(urls.clone()), 16),
+            (None, _) => return Ok(Store::Memory(MemoryStore::new(self.log_retention as usize))),
+        };
+        let options = RedisStoreOptions {
+            nodes,
+            key_prefix: self.key_prefix.clone(),
+            partitions: self.log_partitions.unwrap_or(default_partitions),
+            log_retention: self.log_retention,
+            response_timeout: self.redis_timeout,
+            durability: self.durability,
+            wait_replicas: self.wait_replicas,
+        };
+        Ok(Store::Redis(RedisStore::connect(&options).await?))
+    }
+}
+
+/// The digest key of `--digest-key-file`: hex digits, surrounding
+/// whitespace ignored.
+fn read_digest_key(path: &Path) -> Result<DigestKey, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError::read(path, e));
+    let text = text.map_err(StartError::DigestKey)?;
+    let invalid = |detail: String| StartError::DigestKey(FileError::invalid(path, detail));
+    let bytes = hex::decode(text.trim()).map_err(|_| invalid("not hex digits".into()))?;
+    DigestKey::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
+}
+
+impl AgentConfig {
+    /// The agent: its gateway starts following the servers at once.
+    ///
+    /// # Errors
+    /// [`AgentError`] for unusable keys, URLs or header names.
+    pub fn start_agent(&self) -> Result<Agent, AgentError> {
+        // Install the recorder before the first decision is counted.
+        crate::telemetry::prometheus();
+        let verifier = self.jwt.verifier(None)?;
+        let mut gateway_config = GatewayConfig::new(self.servers.clone())
+            .gateway_id(self.gateway_id.clone())
+            .max_staleness(self.max_staleness)
+            .on_stale(self.on_stale);
+        if let Some(key) = self.read_api_key()? {
+            gateway_config = gateway_config.api_key(&key)?;
+        }
+        if let Some(tls) = self.tls.client_config().map_err(AgentError::Tls)? {
+            gateway_config = gateway_config.tls(tls);
+        }
+        let token_header = ::http::HeaderName::try_from(self.token_header.as_str())
+            .map_err(|_| AgentError::TokenHeader(self.token_header.clone()))?;
+        Ok(Agent::new(
+            Gateway::spawn(gateway_config, verifier)?,
+            token_header,
+        ))
+    }
+
+    /// The agent's sockets, bound to the configured addresses.
+    ///
+    /// # Errors
+    /// An address that cannot be bound.
+    pub async fn bind(&self) -> std::io::Result<Listeners> {
+        let optional = |address: Option<std::net::SocketAddr>| async move {
+            match address {
+                Some(address) => TcpListener::bind(address).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        Ok(Listeners {
+            http: TcpListener::bind(self.http_listen).await?,
+            ext_authz: optional(self.ext_authz_listen).await?,
+            metrics: optional(self.metrics_listen).await?,
+        })
+    }
+
+    /// The API key of `--api-key-file` (trimmed) or `--api-key`.
+    fn read_api_key(&self) -> Result<Option<String>, AgentError> {
+        match (&self.api_key_file, &self.api_key) {
+            (Some(path), _) => {
+                let key = std::fs::read_to_string(path)
+                    .map_err(|e| AgentError::ApiKey(FileError::read(path, e)))?;
+                Ok(Some(key.trim().to_owned()))
+            }
+            (None, key) => Ok(key.clone()),
+        }
+    }
+}
