@@ -179,16 +179,8 @@ async fn strict_mode_loses_no_acknowledged_revocation_when_redis_is_killed() {
     support::trace_init();
     let mut redis = RedisServer::start_with(&FSYNC_ALWAYS);
     let deployment = Deployment::new();
-    let args = deployment.args(&[
-        "--redis-url",
-        &redis.url(),
-        "--durability",
-        "strict",
-        "--redis-timeout",
-        "500ms",
-        "--heartbeat-interval",
-        "200ms",
-    ]);
+    let mut args = deployment.args(&[]);
+    args.extend(redis.strict_serve_flags());
     let replica = Replica::spawn(&args).await;
     let mut gateways = Vec::new();
     for id in 0..GATEWAYS {

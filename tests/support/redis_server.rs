@@ -65,6 +65,24 @@ impl RedisServer {
         }
     }
 
+    /// `revocd serve` flags for strict durability on this server, with a
+    /// 500 ms store timeout and heartbeats every 200 ms, so that a killed
+    /// Redis is noticed at once and its return within a second.
+    pub fn strict_serve_flags(&self) -> Vec<String> {
+        [
+            "--redis-url",
+            &self.url(),
+            "--durability",
+            "strict",
+            "--redis-timeout",
+            "500ms",
+            "--heartbeat-interval",
+            "200ms",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

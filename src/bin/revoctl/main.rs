@@ -27,10 +27,12 @@ mod progress;
 mod rpc;
 mod timestamp;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use tonic::{Request, Response, Status};
 
 use revocd::pb::filter_update::Update;
 use revocd::pb::{
@@ -231,11 +233,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 reason: args.reason,
                 issuer: args.issuer.unwrap_or_default(),
             };
-            let reply = client
-                .revoke(authorized(request, key)?)
-                .await
-                .map_err(describe)?;
-            let reply = reply.into_inner();
+            let reply = unary(&client, key, request, |mut client, request| async move {
+                client.revoke(request).await
+            })
+            .await?;
             print(
                 args.output.json,
                 json!({
@@ -257,11 +258,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 reason: args.reason,
                 issuer: args.issuer,
             };
-            let reply = client
-                .revoke_subject(authorized(request, key)?)
-                .await
-                .map_err(describe)?;
-            let reply = reply.into_inner();
+            let reply = unary(&client, key, request, |mut client, request| async move {
+                client.revoke_subject(request).await
+            })
+            .await?;
             print(
                 args.output.json,
                 json!({
@@ -280,11 +280,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 token: args.token.unwrap_or_default(),
                 issuer: args.issuer,
             };
-            let reply = client
-                .check(authorized(request, key)?)
-                .await
-                .map_err(describe)?;
-            let r = reply.into_inner();
+            let r = unary(&client, key, request, |mut client, request| async move {
+                client.check(request).await
+            })
+            .await?;
             print(
                 args.output.json,
                 json!({
@@ -308,11 +307,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             );
         }
         Command::Stats(output) => {
-            let reply = client
-                .get_stats(authorized(GetStatsRequest {}, key)?)
-                .await
-                .map_err(describe)?;
-            let s = reply.into_inner();
+            let s = unary(
+                &client,
+                key,
+                GetStatsRequest {},
+                |mut client, request| async move { client.get_stats(request).await },
+            )
+            .await?;
             print(
                 output.json,
                 json!({
@@ -344,6 +345,25 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Export(args) => export::export(&client, key, args).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes one call, not retried: `message` with the API key, sent through
+/// `send` on a handle to `client`'s connection. The reply, or one line
+/// saying why not.
+async fn unary<M, R, F, Fut>(
+    client: &Client,
+    key: Option<&str>,
+    message: M,
+    send: F,
+) -> Result<R, String>
+where
+    F: FnOnce(Client, Request<M>) -> Fut,
+    Fut: Future<Output = Result<Response<R>, Status>>,
+{
+    let reply = send(client.clone(), authorized(message, key)?)
+        .await
+        .map_err(describe)?;
+    Ok(reply.into_inner())
 }
 
 /// Prints each frame of the filter stream, one line (or JSON object) each.

@@ -213,8 +213,8 @@ pub async fn inject(
     let hold = rng.random_range(hold);
     let (bed, timeline) = (stage.bed, stage.timeline);
     let (count, detail) = match kind {
-        FaultKind::ReplicaKill => replica_kill(bed, timeline, rng, hold).await,
-        FaultKind::ReplicaStop => replica_stop(bed, timeline, rng, hold).await,
+        FaultKind::ReplicaKill => replica_down(bed, timeline, rng, hold, true).await,
+        FaultKind::ReplicaStop => replica_down(bed, timeline, rng, hold, false).await,
         FaultKind::RedisStop => redis_stop(bed, timeline, hold).await,
         FaultKind::RedisKill => redis_kill(bed, timeline, hold).await,
         FaultKind::SubscriberStop => subscriber_stop(bed, rng, hold).await,
@@ -236,42 +236,42 @@ pub fn secs(duration: Duration) -> String {
     format!("{:.1}s", duration.as_secs_f64())
 }
 
-async fn replica_kill(
+/// Takes a replica chosen at random down for `hold`, its outage window
+/// open meanwhile: SIGKILL and a restart on the same port when `kill`,
+/// else SIGSTOP and SIGCONT.
+async fn replica_down(
     bed: &Testbed,
     timeline: &Timeline,
     rng: &mut StdRng,
     hold: Duration,
+    kill: bool,
 ) -> (usize, String) {
     let index = rng.random_range(0..bed.replicas.len());
     let mut replica = bed.replicas[index].lock().await;
     let window = timeline.open(Target::Replica(index));
-    replica.kill();
+    if kill {
+        replica.kill();
+    } else {
+        bed.stop_process(replica.pid()).await;
+    }
     tokio::time::sleep(hold).await;
     let restart = Instant::now();
-    replica.restart_with(&bed.binary).await;
+    if kill {
+        replica.restart_with(&bed.binary).await;
+    } else {
+        bed.resume_process(replica.pid());
+    }
     timeline.close(window);
-    let detail = format!(
-        "r{index} {} (+{} restart)",
-        secs(hold),
-        secs(restart.elapsed())
-    );
+    let detail = if kill {
+        format!(
+            "r{index} {} (+{} restart)",
+            secs(hold),
+            secs(restart.elapsed())
+        )
+    } else {
+        format!("r{index} {}", secs(hold))
+    };
     (1, detail)
-}
-
-async fn replica_stop(
-    bed: &Testbed,
-    timeline: &Timeline,
-    rng: &mut StdRng,
-    hold: Duration,
-) -> (usize, String) {
-    let index = rng.random_range(0..bed.replicas.len());
-    let replica = bed.replicas[index].lock().await;
-    let window = timeline.open(Target::Replica(index));
-    bed.stop_process(replica.pid()).await;
-    tokio::time::sleep(hold).await;
-    bed.resume_process(replica.pid());
-    timeline.close(window);
-    (1, format!("r{index} {}", secs(hold)))
 }
 
 async fn redis_stop(bed: &Testbed, timeline: &Timeline, hold: Duration) -> (usize, String) {

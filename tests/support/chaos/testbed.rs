@@ -73,7 +73,7 @@ impl Testbed {
         let redis_url = redis.url();
         let deployment = Deployment::new();
         let jwt_flags = issuer::jwt_flags(&deployment);
-        let args = serve_args(&deployment, &jwt_flags, &redis_url, config);
+        let args = serve_args(&deployment, &jwt_flags, &redis, config);
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
         for _ in 0..config.replicas {
@@ -231,27 +231,20 @@ fn signal(pid: u32, name: &str) {
 fn serve_args(
     deployment: &Deployment,
     jwt_flags: &[String],
-    redis_url: &str,
+    redis: &RedisServer,
     config: &ChaosConfig,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--api-keys-file",
-        &deployment.path("api-keys.toml").display().to_string(),
-        "--redis-url",
-        redis_url,
-        "--durability",
-        "strict",
-        "--redis-timeout",
-        "500ms",
-        "--heartbeat-interval",
-        "200ms",
-        "--log-partitions",
-        &config.log_partitions.to_string(),
-        "--log-retention",
-        &LOG_RETENTION.to_string(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut args = vec![
+        "--api-keys-file".to_owned(),
+        deployment.path("api-keys.toml").display().to_string(),
+    ];
+    args.extend(redis.strict_serve_flags());
+    args.extend([
+        "--log-partitions".to_owned(),
+        config.log_partitions.to_string(),
+        "--log-retention".to_owned(),
+        LOG_RETENTION.to_string(),
+    ]);
     args.extend_from_slice(jwt_flags);
     args
 }
