@@ -141,6 +141,7 @@ impl Fixture {
             generation: 1,
             filter: self.filter.to_bytes().into(),
             subjects: Vec::new(),
+            claims: Vec::new(),
             cursor: "1700000000000-0".into(),
             digest_key: self.key.as_bytes().to_vec(),
             part: 0,

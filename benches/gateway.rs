@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use revocd::gateway::{Denial, Gateway, GatewayConfig, Verdict};
 use revocd::hub::FilterHub;
-use revocd::store::{Provenance, Revocation, Store, SubjectCutoff};
+use revocd::store::{Cutoff, Provenance, Revocation, Store};
 use revocd::time::unix_now;
 use revocd::tokens::{Claims, TokenVerifier};
 
@@ -219,14 +219,15 @@ async fn fill(store: &Store, now: i64) -> Result<()> {
         store.revoke(&revocation, now).await?;
     }
     for index in 0..SUBJECT_CUTOFFS {
-        let cutoff = SubjectCutoff {
+        let cutoff = Cutoff {
             issuer: ISSUER.into(),
-            subject: subject(index),
+            claim: "sub".into(),
+            value: subject(index),
             not_before: now - 10,
             keep_until: now + 2 * LIFETIME,
             provenance: provenance.clone(),
         };
-        store.revoke_subject(&cutoff, now).await?;
+        store.cut(&cutoff, now).await?;
     }
     Ok(())
 }

@@ -152,6 +152,7 @@ mod tests {
             subject: Some("alice".into()),
             expires_at: Some(expires_at),
             issued_at,
+            ..Claims::default()
         }
     }
 

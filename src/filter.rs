@@ -7,7 +7,9 @@
 //!
 //! - **Digest.** `SipHash-2-4` with 128-bit output, keyed by the deployment's
 //!   16-byte `digest_key`, over `issuer ‖ 0x00 ‖ id` (id = jti, or the
-//!   subject for a subject cut-off). The 16 output bytes are the reference
+//!   subject for a subject cut-off), or over
+//!   `issuer ‖ 0x00 ‖ claim ‖ 0x00 ‖ value` for a cut-off by another claim
+//!   (claim `*` with an empty value: issuer-wide). The 16 output bytes are the reference
 //!   implementation's byte order (its test vector for key `00..0f` and the
 //!   empty message is `a3 81 7f 04 ba 25 a8 e6 6d f6 72 14 c7 55 02 93`).
 //!   Gateways never learn token ids, only digests.
@@ -48,7 +50,8 @@ pub const MAX_BITMAP_BYTES: u64 = 1 << 30;
 #[derive(Clone, PartialEq, Eq)]
 pub struct DigestKey([u8; DIGEST_KEY_BYTES]);
 
-/// A keyed digest of (issuer, jti) or (issuer, subject).
+/// A keyed digest of (issuer, jti), (issuer, subject) or (issuer, claim,
+/// value).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Digest(pub [u8; DIGEST_BYTES]);
 
@@ -132,6 +135,18 @@ impl DigestKey {
     /// The digest of a subject, by its issuer and `sub`.
     pub fn subject(&self, issuer: &str, subject: &str) -> Digest {
         self.digest(issuer, subject)
+    }
+
+    /// The digest of a claim's value, by its issuer; `("*", "")` is the
+    /// issuer itself (an issuer-wide cut-off).
+    pub fn claim(&self, issuer: &str, claim: &str, value: &str) -> Digest {
+        let mut hasher = SipHasher24::new_with_key(&self.0);
+        hasher.write(issuer.as_bytes());
+        hasher.write(&[0]);
+        hasher.write(claim.as_bytes());
+        hasher.write(&[0]);
+        hasher.write(value.as_bytes());
+        Digest(hasher.finish128().as_bytes())
     }
 
     fn digest(&self, issuer: &str, id: &str) -> Digest {

@@ -17,10 +17,11 @@
 //!   (`RevocationFilter::to_bytes`), at most `part_bytes` each: in order
 //!   they are the whole filter.
 //! - `subjects` holds the subject cut-offs, spread over the parts, about
-//!   `part_bytes / 30` a part (a cut-off takes about 30 bytes encoded).
-//! - There are as many parts as the larger of the two needs, and at least
-//!   one, so a part may hold only filter bytes, only cut-offs, or neither
-//!   (the one part of an empty snapshot).
+//!   `part_bytes / 30` a part (a cut-off takes about 30 bytes encoded);
+//!   `claims` the claim cut-offs likewise, about `part_bytes / 48` a part.
+//! - There are as many parts as the largest of the three needs, and at
+//!   least one, so a part may hold only filter bytes, only cut-offs, or
+//!   neither (the one part of an empty snapshot).
 //!
 //! A whole snapshot is one `Snapshot` message of part 0 of 1: what
 //! [`split`] takes and [`join`] gives back.
@@ -30,9 +31,19 @@ use bytes::BytesMut;
 use crate::filter::{HEADER_BYTES, MAX_BITMAP_BYTES};
 use crate::pb;
 
+/// The newest stream protocol this build speaks (`SubscribeRequest.protocol`):
+/// 1, token digests and subject cut-offs; 2, claim cut-offs too.
+pub const STREAM_PROTOCOL: u32 = 2;
+/// The first protocol whose gateways enforce claim cut-offs; a server
+/// holding any refuses the streams of older gateways.
+pub const CLAIMS_PROTOCOL: u32 = 2;
+
 /// Bytes a subject cut-off takes on the wire, roughly: a 16-byte digest,
 /// an 8-byte time, and the protobuf tags and lengths around them.
 const SUBJECT_WIRE_BYTES: usize = 30;
+/// Bytes a claim cut-off takes on the wire, roughly: a subject cut-off's
+/// and a claim name of up to 16 bytes.
+const CLAIM_WIRE_BYTES: usize = 48;
 
 /// Largest filter a snapshot may carry, header included: the most the
 /// filter decoder accepts.
@@ -63,12 +74,15 @@ pub enum PartError {
 pub fn split(whole: pb::Snapshot, part_bytes: usize) -> Vec<pb::Snapshot> {
     let part_bytes = part_bytes.max(1);
     let subjects_per_part = (part_bytes / SUBJECT_WIRE_BYTES).max(1);
+    let claims_per_part = (part_bytes / CLAIM_WIRE_BYTES).max(1);
     let filter_bytes = whole.filter.len();
     let parts = filter_bytes
         .div_ceil(part_bytes)
         .max(whole.subjects.len().div_ceil(subjects_per_part))
+        .max(whole.claims.len().div_ceil(claims_per_part))
         .max(1);
     let mut subjects = whole.subjects.into_iter();
+    let mut claims = whole.claims.into_iter();
     (0..parts)
         .map(|part| {
             let start = (part * part_bytes).min(filter_bytes);
@@ -77,6 +91,7 @@ pub fn split(whole: pb::Snapshot, part_bytes: usize) -> Vec<pb::Snapshot> {
                 generation: whole.generation,
                 filter: whole.filter.slice(start..end),
                 subjects: subjects.by_ref().take(subjects_per_part).collect(),
+                claims: claims.by_ref().take(claims_per_part).collect(),
                 cursor: whole.cursor.clone(),
                 digest_key: whole.digest_key.clone(),
                 part: part as u32,
@@ -100,6 +115,7 @@ pub fn join(parts: Vec<pb::Snapshot>) -> Option<pb::Snapshot> {
     for part in parts {
         filter.extend_from_slice(&part.filter);
         whole.subjects.extend(part.subjects);
+        whole.claims.extend(part.claims);
     }
     whole.filter = filter.freeze();
     whole.part = 0;
@@ -179,11 +195,20 @@ mod tests {
         }
     }
 
+    fn claim(n: u8) -> pb::ClaimCutoff {
+        pb::ClaimCutoff {
+            digest: vec![n; 16],
+            not_before: i64::from(n),
+            claim: "sid".into(),
+        }
+    }
+
     fn whole(filter_bytes: usize, subjects: u8) -> pb::Snapshot {
         pb::Snapshot {
             generation: 7,
             filter: (0..filter_bytes).map(|i| i as u8).collect(),
             subjects: (0..subjects).map(cutoff).collect(),
+            claims: (0..subjects / 2).map(claim).collect(),
             cursor: "5-1".into(),
             digest_key: vec![9; 16],
             part: 0,
@@ -227,6 +252,12 @@ mod tests {
         assert_eq!(parts.len(), 5);
         assert_eq!(parts[0].filter.len(), 10);
         assert_eq!(parts[4].subjects, [cutoff(8)]);
+        // 96 bytes a part: three subject cut-offs or two claim cut-offs.
+        let mut claims_only = whole(0, 0);
+        claims_only.claims = (0..7).map(claim).collect();
+        let parts = split(claims_only, 96);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[3].claims, [claim(6)]);
     }
 
     #[test]

@@ -52,3 +52,20 @@ fn a_damaged_fixture_is_refused() {
         Err(DecodeError::BadLength { .. })
     ));
 }
+
+#[test]
+fn claim_digests_are_the_ones_the_reference_script_computes() {
+    // Made by `make_filter_v1.py --claim-digests`: claim, value, hex digest.
+    let fixture = include_str!("fixtures/claim-digests-v1.txt");
+    let key = digest_key();
+    let mut rows = 0;
+    for line in fixture.lines() {
+        let [claim, value, expected] = line.split('\t').collect::<Vec<_>>()[..] else {
+            panic!("malformed fixture line {line:?}");
+        };
+        let digest = key.claim(ISSUER, claim, value);
+        assert_eq!(hex::encode(digest.0), expected, "{claim} = {value:?}");
+        rows += 1;
+    }
+    assert_eq!(rows, 5);
+}

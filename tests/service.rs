@@ -759,6 +759,7 @@ fn record_id(record: &RevocationRecord) -> String {
     match &record.record {
         Some(revocation_record::Record::Token(t)) => format!("token {}", t.jti),
         Some(revocation_record::Record::Subject(s)) => format!("subject {}", s.subject),
+        Some(revocation_record::Record::Claim(c)) => format!("{} {}", c.claim, c.value),
         None => panic!("a record without its kind: {record:?}"),
     }
 }

@@ -22,6 +22,7 @@ async fn subscribe(client: &mut Client, cursor: &str, generation: u64) -> Stream
         cursor: cursor.to_owned(),
         generation,
         gateway_id: "test".into(),
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
     };
     client
         .subscribe(request)

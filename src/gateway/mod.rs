@@ -74,7 +74,7 @@ pub use self::config::{Error, GatewayConfig, StalePolicy, DEFAULT_MAX_STALENESS}
 pub use self::layer::{
     bearer_token, challenge, refusal, token_of, RevocationLayer, RevocationService,
 };
-pub use self::view::{FilterView, FrameError, SnapshotAssembler};
+pub use self::view::{FilterView, FrameError, SnapshotAssembler, MAX_CLAIMS, MAX_CLAIM_NAME_BYTES};
 
 use self::confirm::ConfirmCache;
 
@@ -138,6 +138,10 @@ pub enum Denial {
     /// Revoked by its subject's cut-off.
     #[error("the token has been revoked (all tokens of its subject issued before a cut-off)")]
     RevokedBySubject,
+    /// Revoked by a cut-off on another claim (`sid`, `client_id`, `azp`),
+    /// or issuer-wide (`*`).
+    #[error("the token has been revoked (all tokens of its {0} issued before a cut-off)")]
+    RevokedByClaim(String),
     /// The filter is stale and the policy is `FailClosed`.
     #[error("revocation data is stale; refusing tokens until it is current")]
     Stale,
@@ -157,6 +161,7 @@ impl Denial {
             Denial::Unrevocable(_) => "unrevocable",
             Denial::Revoked => "revoked",
             Denial::RevokedBySubject => "revoked_by_subject",
+            Denial::RevokedByClaim(_) => "revoked_by_claim",
             Denial::Stale => "stale",
             Denial::Unconfirmed(_) => "unconfirmed",
         }
@@ -254,18 +259,36 @@ impl Gateway {
             return Verdict::Deny(Denial::Stale);
         }
         // Cut-offs held are applied even when stale: they only ever deny.
-        if let (Some(view), Some(subject)) = (view, claims.subject.as_deref()) {
-            let digest = view.digest_key().subject(&claims.issuer, subject);
-            if let Some(cutoff) = view.subject_cutoff(&digest) {
-                // `iat < cut-off`, as everywhere: a "now" cut-off is stored
-                // as the next second, so it covers the whole second it was
-                // made in (see the server's `cutoff_time`).
-                if claims.issued_at.is_none_or(|iat| iat < cutoff) {
+        // `iat < cut-off`, as everywhere: a "now" cut-off is stored as the
+        // next second, so it covers the whole second it was made in (see
+        // the server's `cutoff_time`); a token without `iat` is covered.
+        let covers = |cutoff: Option<i64>| {
+            cutoff.is_some_and(|cutoff| claims.issued_at.is_none_or(|iat| iat < cutoff))
+        };
+        let mut unreadable_claim = false;
+        if let Some(view) = view {
+            if let Some(subject) = claims.subject.as_deref() {
+                let digest = view.digest_key().subject(&claims.issuer, subject);
+                if covers(view.subject_cutoff(&digest)) {
                     return Verdict::Deny(Denial::RevokedBySubject);
                 }
             }
+            for claim in view.claims_cut() {
+                match claims.cut_value(claim) {
+                    Some(Some(value)) => {
+                        let digest = view.digest_key().claim(&claims.issuer, claim, value);
+                        if covers(view.claim_cutoff(claim, &digest)) {
+                            return Verdict::Deny(Denial::RevokedByClaim(claim.to_owned()));
+                        }
+                    }
+                    Some(None) => {}
+                    // Cut-offs of a claim this library does not read: only
+                    // the server can tell.
+                    None => unreadable_claim = true,
+                }
+            }
         }
-        if stale && self.inner.on_stale == StalePolicy::CheckOnline {
+        if unreadable_claim || (stale && self.inner.on_stale == StalePolicy::CheckOnline) {
             return Verdict::Confirm(claims);
         }
         let Some(view) = view else {
@@ -352,6 +375,8 @@ impl Gateway {
         if answer.revoked {
             Decision::Deny(if answer.by_subject {
                 Denial::RevokedBySubject
+            } else if !answer.claim.is_empty() {
+                Denial::RevokedByClaim(answer.claim.chars().take(view::MAX_CLAIM_NAME_BYTES).collect())
             } else {
                 Denial::Revoked
             })

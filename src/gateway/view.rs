@@ -18,6 +18,10 @@ use crate::snapshot::{self, PartError};
 
 /// Recent digests kept beside the base filter before they are merged in.
 pub const MERGE_AT: usize = 1_024;
+/// Most distinct claims a view holds cut-offs of; a server has a handful.
+pub const MAX_CLAIMS: usize = 32;
+/// Longest claim name accepted from a server.
+pub const MAX_CLAIM_NAME_BYTES: usize = 64;
 
 /// Why a frame was refused; the view it would have changed stays as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +45,10 @@ pub enum FrameError {
     /// A delta before any snapshot.
     #[error("delta received before any snapshot")]
     NoSnapshot,
+    /// Cut-offs of more claims than [`MAX_CLAIMS`], or a claim name that
+    /// is empty or longer than [`MAX_CLAIM_NAME_BYTES`].
+    #[error("claim cut-off of an unacceptable claim name or of too many claims ({0:?})")]
+    BadClaim(String),
     /// A snapshot older than the filter held (from a lagging replica).
     #[error("the snapshot offered (cursor {offered}) is behind the filter held (cursor {held}); waiting for another replica")]
     Behind {
@@ -100,6 +108,35 @@ pub struct FilterView {
     base: Arc<RevocationFilter>,
     recent: DigestSet,
     subjects: Arc<DigestMap<i64>>,
+    claims: Arc<ClaimCutoffs>,
+}
+
+/// Claim cut-offs in force: a few claims, each with many values' digests.
+#[derive(Clone, Default)]
+struct ClaimCutoffs(Vec<(Box<str>, DigestMap<i64>)>);
+
+impl ClaimCutoffs {
+    /// Adds cut-offs; for a digest held already the later one stays.
+    fn extend(&mut self, cutoffs: &[pb::ClaimCutoff]) -> Result<(), FrameError> {
+        for cutoff in cutoffs {
+            let digest = Digest::from_slice(&cutoff.digest)?;
+            let claim = cutoff.claim.as_str();
+            let index = match self.0.iter().position(|(name, _)| &**name == claim) {
+                Some(index) => index,
+                None if self.0.len() < MAX_CLAIMS
+                    && !claim.is_empty()
+                    && claim.len() <= MAX_CLAIM_NAME_BYTES =>
+                {
+                    self.0.push((claim.into(), DigestMap::default()));
+                    self.0.len() - 1
+                }
+                None => return Err(FrameError::BadClaim(claim.chars().take(80).collect())),
+            };
+            let entry = self.0[index].1.entry(digest).or_insert(cutoff.not_before);
+            *entry = (*entry).max(cutoff.not_before);
+        }
+        Ok(())
+    }
 }
 
 impl FilterView {
@@ -120,6 +157,8 @@ impl FilterView {
             let entry = subjects.entry(digest).or_insert(cutoff.not_before);
             *entry = (*entry).max(cutoff.not_before);
         }
+        let mut claims = ClaimCutoffs::default();
+        claims.extend(&whole.claims)?;
         Ok(FilterView {
             generation: whole.generation,
             digest_key: DigestKey::from_slice(&whole.digest_key)?,
@@ -128,11 +167,12 @@ impl FilterView {
             cursor: whole.cursor,
             recent: DigestSet::default(),
             subjects: Arc::new(subjects),
+            claims: Arc::new(claims),
         })
     }
 
-    /// The view after a delta. Copies the recent set (and the subject map
-    /// when the delta moves a cut-off); merges recent digests into a new
+    /// The view after a delta. Copies the recent set (and the subject or
+    /// claim cut-offs when the delta moves one); merges recent digests into a new
     /// base when there are [`MERGE_AT`] of them.
     ///
     /// # Errors
@@ -152,6 +192,9 @@ impl FilterView {
                 let entry = subjects.entry(digest).or_insert(cutoff.not_before);
                 *entry = (*entry).max(cutoff.not_before);
             }
+        }
+        if !delta.claims.is_empty() {
+            Arc::make_mut(&mut next.claims).extend(&delta.claims)?;
         }
         if next.recent.len() >= MERGE_AT {
             let base = Arc::make_mut(&mut next.base);
@@ -196,6 +239,20 @@ impl FilterView {
     pub fn subject_cutoff(&self, digest: &Digest) -> Option<i64> {
         self.subjects.get(digest).copied()
     }
+
+    /// The claims that cut-offs are in force for (`*`: issuer-wide), in
+    /// the order their first cut-off arrived.
+    pub fn claims_cut(&self) -> impl Iterator<Item = &str> {
+        self.claims.0.iter().map(|(claim, _)| &**claim)
+    }
+
+    /// The cut-off of a claim value's digest ([`DigestKey::claim`]), if
+    /// one is in force.
+    #[inline]
+    pub fn claim_cutoff(&self, claim: &str, digest: &Digest) -> Option<i64> {
+        let (_, cutoffs) = self.claims.0.iter().find(|(name, _)| &**name == claim)?;
+        cutoffs.get(digest).copied()
+    }
 }
 
 impl std::fmt::Debug for FilterView {
@@ -206,6 +263,7 @@ impl std::fmt::Debug for FilterView {
             .field("bits", &self.base.bits())
             .field("recent", &self.recent.len())
             .field("subjects", &self.subjects.len())
+            .field("claims", &self.claims.0.len())
             .finish()
     }
 }
@@ -281,6 +339,7 @@ mod tests {
         let next = view.with_delta(&delta).unwrap();
         assert!(next.may_be_revoked(&key.token("iss", "new")));
         assert_eq!(next.subject_cutoff(&key.subject("iss", "alice")), Some(100));
+        assert_eq!(next.claims_cut().count(), 0);
         assert_eq!(next.cursor(), "c2");
         assert!(
             !view.may_be_revoked(&key.token("iss", "new")),
@@ -335,5 +394,58 @@ mod tests {
             ..Default::default()
         };
         assert!(view.with_delta(&bad_delta).is_err());
+    }
+
+    #[test]
+    fn claim_cutoffs_arrive_by_snapshot_and_delta_and_the_later_one_stays() {
+        let key = DigestKey::random();
+        let filter = RevocationFilter::new(1_000, 0.001);
+        let cut = |claim: &str, value: &str, not_before: i64| pb::ClaimCutoff {
+            digest: key.claim("iss", claim, value).0.to_vec(),
+            not_before,
+            claim: claim.into(),
+        };
+        let mut parts = snapshot(&filter, &key, 1 << 20);
+        parts[0].claims = vec![cut("sid", "s-1", 50), cut("*", "", 40)];
+        let view = FilterView::from_snapshot(&parts).unwrap();
+        assert_eq!(view.claims_cut().collect::<Vec<_>>(), ["sid", "*"]);
+        let sid = key.claim("iss", "sid", "s-1");
+        assert_eq!(view.claim_cutoff("sid", &sid), Some(50));
+        assert_eq!(view.claim_cutoff("client_id", &sid), None, "another claim");
+        let delta = pb::Delta {
+            cursor: "c2".into(),
+            claims: vec![cut("sid", "s-1", 30), cut("client_id", "app", 70)],
+            ..Default::default()
+        };
+        let next = view.with_delta(&delta).unwrap();
+        assert_eq!(next.claim_cutoff("sid", &sid), Some(50), "never moved back");
+        let app = key.claim("iss", "client_id", "app");
+        assert_eq!(next.claim_cutoff("client_id", &app), Some(70));
+        assert_eq!(view.claim_cutoff("client_id", &app), None, "the old view is unchanged");
+    }
+
+    #[test]
+    fn claim_cutoffs_of_unacceptable_claims_are_refused() {
+        let key = DigestKey::random();
+        let filter = RevocationFilter::new(1_000, 0.001);
+        let view = FilterView::from_snapshot(&snapshot(&filter, &key, 1 << 20)).unwrap();
+        let delta = |claims: Vec<String>| pb::Delta {
+            cursor: "c".into(),
+            claims: claims
+                .into_iter()
+                .map(|claim| pb::ClaimCutoff {
+                    digest: vec![1; 16],
+                    not_before: 1,
+                    claim,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let too_many = (0..=MAX_CLAIMS).map(|i| format!("c{i}")).collect();
+        assert!(matches!(view.with_delta(&delta(too_many)), Err(FrameError::BadClaim(_))));
+        let too_long = vec!["x".repeat(MAX_CLAIM_NAME_BYTES + 1)];
+        assert!(matches!(view.with_delta(&delta(too_long)), Err(FrameError::BadClaim(_))));
+        assert!(view.with_delta(&delta(vec![String::new()])).is_err());
+        assert!(view.with_delta(&delta((0..MAX_CLAIMS).map(|i| format!("c{i}")).collect())).is_ok());
     }
 }

@@ -25,6 +25,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::pb::filter_update::Update;
 use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::SubscribeRequest;
+use crate::snapshot::STREAM_PROTOCOL;
 use crate::time::Clock;
 
 /// What the loop shares with the gateway's readers.
@@ -154,6 +155,7 @@ async fn follow(
             .unwrap_or_default(),
         generation: held.as_ref().map_or(0, |v| v.generation()),
         gateway_id: config.gateway_id.clone(),
+        protocol: STREAM_PROTOCOL,
     });
     if let Some(key) = &config.api_key {
         request.metadata_mut().insert("authorization", key.clone());

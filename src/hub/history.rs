@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use super::live::FilterChange;
+use super::live::{ClaimTable, CutKey, FilterChange};
 use crate::filter::{Digest, DIGEST_BYTES};
 use crate::pb::{self, filter_update::Update};
 
@@ -67,6 +67,7 @@ impl History {
         &self,
         cursor: &str,
         current: &str,
+        claims: &ClaimTable,
     ) -> Option<Vec<pb::FilterUpdate>> {
         if cursor.is_empty() {
             return None;
@@ -81,8 +82,9 @@ impl History {
         for (entry_cursor, change) in self.entries.range(first..) {
             match change {
                 FilterChange::Token(digest) => digests.push(digest),
-                FilterChange::Subject(digest, not_before) => {
-                    delta.subjects.push(subject_cutoff(digest, *not_before));
+                FilterChange::Cut(key, not_before) => {
+                    let cutoffs = (&mut delta.subjects, &mut delta.claims);
+                    push_cutoff(cutoffs, claims, *key, *not_before);
                 }
             }
             delta.cursor.clone_from(entry_cursor);
@@ -130,11 +132,22 @@ pub(super) fn update(update: Update) -> pb::FilterUpdate {
     }
 }
 
-/// A subject cut-off as it travels.
-pub(super) fn subject_cutoff(digest: &Digest, not_before: i64) -> pb::SubjectCutoff {
-    pb::SubjectCutoff {
-        digest: digest.0.to_vec(),
-        not_before,
+/// Adds a cut-off as it travels to the subject cut-offs or to the claim
+/// cut-offs of a frame.
+pub(super) fn push_cutoff(
+    (subjects, others): (&mut Vec<pb::SubjectCutoff>, &mut Vec<pb::ClaimCutoff>),
+    claims: &ClaimTable,
+    key: CutKey,
+    not_before: i64,
+) {
+    let digest = key.digest.0.to_vec();
+    match key.claim {
+        ClaimTable::SUBJECT => subjects.push(pb::SubjectCutoff { digest, not_before }),
+        claim => others.push(pb::ClaimCutoff {
+            digest,
+            not_before,
+            claim: claims.name(claim).to_owned(),
+        }),
     }
 }
 
@@ -155,9 +168,9 @@ mod tests {
         }
         assert!(!history.holds("0"), "dropped past the limit");
         assert!(history.holds("1"), "the cursor before the oldest kept");
-        assert_eq!(history.deltas_since("0", "3"), None);
-        assert_eq!(history.deltas_since("3", "3"), Some(Vec::new()));
-        let frames = history.deltas_since("1", "3").expect("held");
+        assert_eq!(history.deltas_since("0", "3", &ClaimTable::default()), None);
+        assert_eq!(history.deltas_since("3", "3", &ClaimTable::default()), Some(Vec::new()));
+        let frames = history.deltas_since("1", "3", &ClaimTable::default()).expect("held");
         assert_eq!(frames.len(), 1);
         match &frames[0].update {
             Some(Update::Delta(delta)) => {

@@ -142,6 +142,9 @@ pub struct SubscribeParams {
     pub generation: u64,
     /// Its name, for logs.
     pub gateway_id: String,
+    /// The newest stream protocol it enforces
+    /// ([`STREAM_PROTOCOL`](crate::snapshot::STREAM_PROTOCOL)).
+    pub protocol: u32,
 }
 
 /// Why a subscription was refused.
@@ -160,6 +163,9 @@ pub enum SubscribeError {
     /// its filter may lack recent revocations.
     #[error("this replica has lost touch with the change log, so its filter may be behind; subscribe to another")]
     Lagging,
+    /// The gateway does not enforce claim cut-offs and some are live.
+    #[error("claim cut-offs (sid, client_id, azp or issuer-wide) are in force, and this gateway does not enforce them (it subscribes with stream protocol < 2): upgrade it; until then it follows its stale policy")]
+    Outdated,
 }
 
 /// What a subscriber's queue carries: frames shared by every subscriber

@@ -37,14 +37,15 @@ use tokio::time::Instant as ClockInstant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, trace, warn};
 
-use super::history::{subject_cutoff, update, DigestBuffer, History};
-use super::live::{FilterChange, LiveSet};
+use super::history::{push_cutoff, update, DigestBuffer, History};
+use super::live::{ClaimTable, CutKey, FilterChange, LiveSet};
 use super::{
     Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
     FOLLOWER_SILENCE,
 };
 use crate::filter::{DigestKey, RevocationFilter};
 use crate::pb::{self, filter_update::Update};
+use crate::snapshot::CLAIMS_PROTOCOL;
 use crate::store::{Change, LogTail, LoggedChange};
 
 /// A cached snapshot is reused (with a catch-up delta) for this long.
@@ -54,6 +55,8 @@ const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 struct Subscriber {
     id: u64,
     gateway_id: String,
+    /// The newest stream protocol it enforces.
+    protocol: u32,
     queue: mpsc::Sender<Outgoing>,
     /// Waiting for a snapshot (new, re-based, or new generation): gets no
     /// deltas until it has one.
@@ -89,6 +92,8 @@ pub(super) struct HubState {
     capacity: usize,
     /// What the filter is built from.
     live: LiveSet,
+    /// The claims of the cut-offs in `live`, `history` and a load.
+    claims: ClaimTable,
     /// Entries still in the filter whose tokens have expired.
     expired_in_filter: usize,
     /// Inserts since the fill was last measured.
@@ -126,6 +131,7 @@ impl HubState {
             generation: u64::from(rand::random::<u32>()) << 32,
             cursor: String::new(),
             live: LiveSet::default(),
+            claims: ClaimTable::default(),
             expired_in_filter: 0,
             inserts_since_measure: 0,
             snapshot: None,
@@ -200,7 +206,7 @@ impl HubState {
                     for change in &page {
                         let keep_until = change.keep_until();
                         if keep_until > now {
-                            let change = filter_change(&self.digest_key, change);
+                            let change = filter_change(&self.digest_key, &mut self.claims, change);
                             loading.live.track(change, keep_until);
                         }
                     }
@@ -239,10 +245,11 @@ impl HubState {
 
     /// A load beginning at the log's tail: the history pre-filled with the
     /// tail's entries, the live set empty until pages arrive.
-    fn start_loading(&self, tail: LogTail) -> Loading {
+    fn start_loading(&mut self, tail: LogTail) -> Loading {
         let mut history = History::new(self.config.history, tail.start);
         for entry in tail.entries {
-            history.remember(entry.cursor, filter_change(&self.digest_key, &entry.change));
+            let change = filter_change(&self.digest_key, &mut self.claims, &entry.change);
+            history.remember(entry.cursor, change);
         }
         Loading {
             cursor: tail.head,
@@ -281,13 +288,13 @@ impl HubState {
         metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
         let now = self.config.clock.now();
         let mut digests = DigestBuffer::default();
-        let mut subjects = Vec::new();
+        let (mut subjects, mut claims) = (Vec::new(), Vec::new());
         for entry in entries {
             let keep_until = entry.change.keep_until();
             if keep_until <= now {
                 continue;
             }
-            let change = filter_change(&self.digest_key, &entry.change);
+            let change = filter_change(&self.digest_key, &mut self.claims, &entry.change);
             self.live.track(change, keep_until);
             match change {
                 FilterChange::Token(digest) => {
@@ -295,19 +302,23 @@ impl HubState {
                     self.inserts_since_measure += 1;
                     digests.push(&digest);
                 }
-                FilterChange::Subject(digest, _) => {
+                FilterChange::Cut(key, _) => {
                     // The cut-off in force: a later one may be held already.
-                    let not_before = self.live.subject_cutoff(&digest).unwrap_or_default();
-                    subjects.push(subject_cutoff(&digest, not_before));
+                    let not_before = self.live.cutoff(&key).unwrap_or_default();
+                    push_cutoff((&mut subjects, &mut claims), &self.claims, key, not_before);
                 }
             }
             self.history.remember(entry.cursor, change);
+        }
+        if !claims.is_empty() {
+            self.end_outdated_subscribers();
         }
         let delta = pb::Delta {
             cursor: self.cursor.clone(),
             digests: digests.take(),
             subjects,
             logged_at_ms,
+            claims,
         };
         trace!(
             cursor = self.cursor,
@@ -315,7 +326,7 @@ impl HubState {
             "applied"
         );
         metrics::counter!("revocd_filter_changes_applied_total")
-            .increment((delta.digests.len() + delta.subjects.len()) as u64);
+            .increment((delta.digests.len() + delta.subjects.len() + delta.claims.len()) as u64);
         metrics::gauge!("revocd_revocations_live").set(self.live.token_count() as f64);
         self.broadcast(update(Update::Delta(delta)));
         metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
@@ -355,7 +366,9 @@ impl HubState {
         metrics::gauge!("revocd_filter_estimated_fp_rate").set(rate);
         metrics::gauge!("revocd_filter_fp_rate_target").set(self.config.fp_rate);
         metrics::gauge!("revocd_revocations_live").set(self.live.token_count() as f64);
-        metrics::gauge!("revocd_subject_cutoffs_live").set(self.live.subject_count() as f64);
+        let (subject_cutoffs, claim_cutoffs) = self.live.cutoff_counts();
+        metrics::gauge!("revocd_subject_cutoffs_live").set(subject_cutoffs as f64);
+        metrics::gauge!("revocd_claim_cutoffs_live").set(claim_cutoffs as f64);
         rate
     }
 
@@ -418,16 +431,25 @@ impl HubState {
     }
 }
 
-/// The change as the filter sees it: digests under the deployment's key.
-fn filter_change(key: &DigestKey, change: &Change) -> FilterChange {
+/// The change as the filter sees it: digests under the deployment's key,
+/// claims by their number in `claims`.
+fn filter_change(key: &DigestKey, claims: &mut ClaimTable, change: &Change) -> FilterChange {
     match change {
         Change::Revoked { issuer, jti, .. } => FilterChange::Token(key.token(issuer, jti)),
-        Change::SubjectCut {
+        Change::Cut {
             issuer,
-            subject,
+            claim,
+            value,
             not_before,
             ..
-        } => FilterChange::Subject(key.subject(issuer, subject), *not_before),
+        } => {
+            let claim = claims.id(claim);
+            let digest = match claim {
+                ClaimTable::SUBJECT => key.subject(issuer, value),
+                other => key.claim(issuer, claims.name(other), value),
+            };
+            FilterChange::Cut(CutKey { claim, digest }, *not_before)
+        }
     }
 }
 

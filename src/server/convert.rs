@@ -7,8 +7,8 @@ use tonic::Status;
 use super::error::ApiError;
 use crate::hub::SubscribeParams;
 use crate::pb;
-use crate::store::{AuditEntry, Record, RecordFilter, RecordKind, Revocation, RevokeOutcome};
-use crate::store::{SubjectCutoff, TokenStatus};
+use crate::store::{AuditEntry, Cutoff, Record, RecordFilter, RecordKind, Revocation};
+use crate::store::{RevokeOutcome, TokenStatus};
 
 // === out: store -> wire ===
 
@@ -23,9 +23,18 @@ impl From<&Record> for pb::RevocationRecord {
                 expires_at: r.expires_at,
                 keep_until: r.keep_until,
             }),
-            Record::Subject(c) => pb::revocation_record::Record::Subject(pb::SubjectRevocation {
+            Record::Cutoff(c) if c.is_subject() => {
+                pb::revocation_record::Record::Subject(pb::SubjectRevocation {
+                    issuer: c.issuer.clone(),
+                    subject: c.value.clone(),
+                    not_before: c.not_before,
+                    keep_until: c.keep_until,
+                })
+            }
+            Record::Cutoff(c) => pb::revocation_record::Record::Claim(pb::ClaimRevocation {
                 issuer: c.issuer.clone(),
-                subject: c.subject.clone(),
+                claim: c.claim.clone(),
+                value: c.value.clone(),
                 not_before: c.not_before,
                 keep_until: c.keep_until,
             }),
@@ -72,8 +81,8 @@ pub fn revoke_response(revocation: &Revocation, outcome: RevokeOutcome) -> pb::R
 }
 
 /// Builds the answer to `Check`. `issued_at` is `Some` for a check by token
-/// (then the subject cut-off applies); a token without `iat` cannot show it
-/// was issued after a cut-off, so any cut-off revokes it.
+/// (then the cut-offs apply, a subject's first); a token without `iat`
+/// cannot show it was issued after a cut-off, so any cut-off revokes it.
 pub fn check_response(status: &TokenStatus, issued_at: Option<Option<i64>>) -> pb::CheckResponse {
     if let Some(revocation) = &status.revocation {
         return pb::CheckResponse {
@@ -84,26 +93,34 @@ pub fn check_response(status: &TokenStatus, issued_at: Option<Option<i64>>) -> p
             revoked_by: revocation.provenance.by.clone(),
             by_subject: false,
             not_before: 0,
+            claim: String::new(),
         };
     }
-    match (&status.cutoff, issued_at) {
-        (Some(cutoff), Some(iat)) if iat.is_none_or(|iat| iat < cutoff.not_before) => {
-            cut_off(cutoff)
-        }
-        _ => pb::CheckResponse::default(),
+    let Some(iat) = issued_at else {
+        return pb::CheckResponse::default();
+    };
+    let mut covering = status
+        .cutoffs
+        .iter()
+        .filter(|cutoff| iat.is_none_or(|iat| iat < cutoff.not_before));
+    let first = covering.clone().find(|cutoff| cutoff.is_subject());
+    match first.or_else(|| covering.next()) {
+        Some(cutoff) => cut_off(cutoff),
+        None => pb::CheckResponse::default(),
     }
 }
 
-/// "Revoked by its subject's cut-off".
-fn cut_off(cutoff: &SubjectCutoff) -> pb::CheckResponse {
+/// "Revoked by a cut-off".
+fn cut_off(cutoff: &Cutoff) -> pb::CheckResponse {
     pb::CheckResponse {
         revoked: true,
         revoked_at: cutoff.provenance.at,
         expires_at: 0,
         reason: cutoff.provenance.reason.clone(),
         revoked_by: cutoff.provenance.by.clone(),
-        by_subject: true,
+        by_subject: cutoff.is_subject(),
         not_before: cutoff.not_before,
+        claim: cutoff.claim.clone(),
     }
 }
 
@@ -124,6 +141,7 @@ pub fn record_filter(filter: pb::RecordFilter) -> Result<RecordFilter, ApiError>
         Ok(pb::RecordKind::Any) => None,
         Ok(pb::RecordKind::Token) => Some(RecordKind::Token),
         Ok(pb::RecordKind::Subject) => Some(RecordKind::Subject),
+        Ok(pb::RecordKind::Claim) => Some(RecordKind::Claim),
         Err(_) => return Err(ApiError::invalid("`filter.kind` is not a known RecordKind")),
     };
     Ok(RecordFilter {
@@ -142,6 +160,7 @@ impl From<pb::SubscribeRequest> for SubscribeParams {
             cursor: request.cursor,
             generation: request.generation,
             gateway_id: request.gateway_id,
+            protocol: request.protocol,
         }
     }
 }
@@ -160,10 +179,11 @@ mod tests {
         }
     }
 
-    fn cutoff() -> SubjectCutoff {
-        SubjectCutoff {
+    fn cutoff() -> Cutoff {
+        Cutoff {
             issuer: "https://issuer.test".into(),
-            subject: "alice".into(),
+            claim: "sub".into(),
+            value: "alice".into(),
             not_before: 1_000,
             keep_until: 2_000,
             provenance: provenance(900, "auth-server"),
@@ -174,7 +194,7 @@ mod tests {
     fn a_cutoff_revokes_tokens_issued_before_it_not_at_it() {
         let status = TokenStatus {
             revocation: None,
-            cutoff: Some(cutoff()),
+            cutoffs: vec![cutoff()],
         };
         let revoked = |iat| check_response(&status, Some(iat)).revoked;
         assert!(revoked(Some(999)));
@@ -189,11 +209,37 @@ mod tests {
         );
         let answer = check_response(&status, Some(Some(999)));
         assert!(answer.by_subject && answer.not_before == 1_000 && answer.expires_at == 0);
+        assert_eq!(answer.claim, "sub");
+    }
+
+    #[test]
+    fn a_check_names_the_claim_of_the_cutoff_that_covers_the_token() {
+        let session = Cutoff {
+            claim: "sid".into(),
+            value: "s-1".into(),
+            not_before: 1_500,
+            ..cutoff()
+        };
+        let status = TokenStatus {
+            revocation: None,
+            cutoffs: vec![session.clone(), cutoff()],
+        };
+        let answer = check_response(&status, Some(Some(1_200)));
+        assert!(answer.revoked && !answer.by_subject);
+        assert_eq!((answer.claim.as_str(), answer.not_before), ("sid", 1_500));
+        let answer = check_response(&status, Some(Some(900)));
+        assert!(answer.by_subject, "the subject's comes first when both cover");
+        assert!(!check_response(&status, Some(Some(1_500))).revoked);
+        let message = pb::RevocationRecord::from(&Record::Cutoff(session));
+        let Some(pb::revocation_record::Record::Claim(claim)) = message.record else {
+            panic!("a claim record: {message:?}");
+        };
+        assert_eq!((claim.claim.as_str(), claim.value.as_str()), ("sid", "s-1"));
     }
 
     #[test]
     fn records_keep_their_provenance_on_the_wire() {
-        let message = pb::RevocationRecord::from(&Record::Subject(cutoff()));
+        let message = pb::RevocationRecord::from(&Record::Cutoff(cutoff()));
         assert_eq!(message.revoked_at, 900);
         assert_eq!(message.actor, "auth-server");
         assert_eq!(message.source, "10.0.0.1:4242");

@@ -85,6 +85,7 @@ impl From<SubscribeError> for ApiError {
             SubscribeError::NotReady | SubscribeError::Closed | SubscribeError::Lagging => {
                 ApiError::Unavailable(error.to_string())
             }
+            SubscribeError::Outdated => ApiError::FailedPrecondition(error.to_string()),
         }
     }
 }

@@ -32,6 +32,13 @@ impl RevocationService for RevocationApi {
         .await
     }
 
+    async fn revoke_claim(
+        &self,
+        request: Request<pb::RevokeClaimRequest>,
+    ) -> Result<Response<pb::RevokeClaimResponse>, Status> {
+        observed("RevokeClaim", RevocationApi::revoke_claim(self, request)).await
+    }
+
     async fn check(
         &self,
         request: Request<pb::CheckRequest>,

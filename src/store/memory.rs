@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{
-    record_name, AuditEntry, Change, Counts, CutoffOutcome, Error, LogTail, LoggedChange, Page,
-    Record, RecordFilter, RecordKind, Revocation, RevokeOutcome, SubjectCutoff, TokenStatus,
+    cutoff_name, record_name, AuditEntry, Change, Counts, Cutoff, CutoffOutcome, Error, LogTail,
+    LoggedChange, Page, Record, RecordFilter, RecordKind, Revocation, RevokeOutcome, TokenStatus,
 };
 use crate::filter::DigestKey;
 
@@ -33,7 +33,9 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct State {
     revocations: ExpiringMap<Revocation>,
-    cutoffs: ExpiringMap<SubjectCutoff>,
+    /// Cut-offs of every claim, by [`Cutoff::name`] and kind (a subject
+    /// cut-off's name may equal another claim's).
+    cutoffs: ExpiringMap<Cutoff>,
     /// The change log, oldest first; the cursor is the sequence number.
     log: VecDeque<LogEntry>,
     /// Entries kept in `log`.
@@ -136,9 +138,9 @@ impl MemoryStore {
         }
     }
 
-    pub(super) fn revoke_subject(&self, cutoff: &SubjectCutoff, now: i64) -> CutoffOutcome {
+    pub(super) fn cut(&self, cutoff: &Cutoff, now: i64) -> CutoffOutcome {
         let mut state = self.lock();
-        let name = record_name(&cutoff.issuer, &cutoff.subject);
+        let name = memory_cutoff_name(&cutoff.issuer, &cutoff.claim, &cutoff.value);
         if let Some(current) = state.cutoffs.get(&name, now) {
             if current.not_before >= cutoff.not_before {
                 return CutoffOutcome {
@@ -150,7 +152,7 @@ impl MemoryStore {
         state
             .cutoffs
             .insert(name, cutoff.keep_until, cutoff.clone(), now);
-        let cursor = state.append(Record::Subject(cutoff.clone()));
+        let cursor = state.append(Record::Cutoff(cutoff.clone()));
         self.appended.notify_waiters();
         CutoffOutcome {
             not_before: cutoff.not_before,
@@ -162,16 +164,18 @@ impl MemoryStore {
         &self,
         issuer: &str,
         jti: Option<&str>,
-        subject: Option<&str>,
+        claims: &[(&str, &str)],
         now: i64,
     ) -> TokenStatus {
         let state = self.lock();
         let revocation = jti.and_then(|jti| state.revocations.get(&record_name(issuer, jti), now));
-        let cutoff =
-            subject.and_then(|subject| state.cutoffs.get(&record_name(issuer, subject), now));
+        let cutoffs = claims.iter().filter_map(|(claim, value)| {
+            let name = memory_cutoff_name(issuer, claim, value);
+            state.cutoffs.get(&name, now).cloned()
+        });
         TokenStatus {
             revocation: revocation.cloned(),
-            cutoff: cutoff.cloned(),
+            cutoffs: cutoffs.collect(),
         }
     }
 
@@ -214,10 +218,8 @@ impl MemoryStore {
             .live_named(now)
             .map(|(name, r)| (ListKey(RecordKind::Token, name), Record::Token(r.clone())));
         let subjects = state.cutoffs.live_named(now).map(|(name, c)| {
-            (
-                ListKey(RecordKind::Subject, name),
-                Record::Subject(c.clone()),
-            )
+            let record = Record::Cutoff(c.clone());
+            (ListKey(record.kind(), name), record)
         });
         let mut matching: Vec<(ListKey<'_>, Record)> = tokens
             .chain(subjects)
@@ -283,20 +285,26 @@ impl MemoryStore {
                 jti: r.jti.clone(),
                 keep_until: r.keep_until,
             });
-        let cutoffs = state.cutoffs.live_records(now).map(|c| Change::SubjectCut {
-            issuer: c.issuer.clone(),
-            subject: c.subject.clone(),
-            not_before: c.not_before,
-            keep_until: c.keep_until,
-        });
+        let cutoffs = state
+            .cutoffs
+            .live_records(now)
+            .map(|c| Record::Cutoff(c.clone()).change());
         revocations.chain(cutoffs).collect()
     }
 
     pub(super) fn counts(&self, now: i64) -> Counts {
         let state = self.lock();
+        let (subject_cutoffs, claim_cutoffs) = state
+            .cutoffs
+            .live_records(now)
+            .fold((0, 0), |(subjects, claims), c| match c.is_subject() {
+                true => (subjects + 1, claims),
+                false => (subjects, claims + 1),
+            });
         Counts {
             revocations: state.revocations.live(now),
-            subject_cutoffs: state.cutoffs.live(now),
+            subject_cutoffs,
+            claim_cutoffs,
         }
     }
 }
@@ -334,6 +342,13 @@ impl State {
     }
 }
 
+/// The memory map's key of a cut-off: its record name, tagged with its
+/// kind, since a subject cut-off's name may equal another claim's.
+fn memory_cutoff_name(issuer: &str, claim: &str, value: &str) -> String {
+    let tag = if claim == super::SUBJECT_CLAIM { 's' } else { 'c' };
+    format!("{tag}{}", cutoff_name(issuer, claim, value))
+}
+
 fn logged(entry: &LogEntry) -> LoggedChange {
     LoggedChange {
         cursor: entry.sequence.to_string(),
@@ -351,6 +366,7 @@ impl ListKey<'_> {
         match self.0 {
             RecordKind::Token => format!("t:{}", self.1),
             RecordKind::Subject => format!("s:{}", self.1),
+            RecordKind::Claim => format!("c:{}", self.1),
         }
     }
 }
@@ -369,6 +385,7 @@ fn parse_list_token(token: &str) -> Option<OwnedListKey> {
     let kind = match tag {
         "t" => RecordKind::Token,
         "s" => RecordKind::Subject,
+        "c" => RecordKind::Claim,
         _ => return None,
     };
     Some(OwnedListKey(kind, name.to_owned()))

@@ -30,10 +30,10 @@ use std::time::Duration;
 use crate::filter::DigestKey;
 
 pub use self::memory::{MemoryLogReader, MemoryStore};
-pub(crate) use self::record::{parse_record_name, record_name};
+pub(crate) use self::record::{cutoff_name, parse_record_name, record_name};
 pub use self::record::{
-    AuditEntry, Change, Counts, CutoffOutcome, LogTail, LoggedChange, Page, Provenance, Record,
-    RecordFilter, RecordKind, Revocation, RevokeOutcome, SubjectCutoff, TokenStatus,
+    AuditEntry, Change, Counts, Cutoff, CutoffOutcome, LogTail, LoggedChange, Page, Provenance,
+    Record, RecordFilter, RecordKind, Revocation, RevokeOutcome, TokenStatus, SUBJECT_CLAIM,
 };
 pub use self::redis::{
     Durability, RedisLiveScan, RedisLogReader, RedisNodes, RedisStore, RedisStoreOptions,
@@ -237,25 +237,22 @@ impl Store {
         }
     }
 
-    /// Stores a subject cut-off unless an equal or later one is in force,
-    /// and appends it to the change log, atomically.
+    /// Stores a cut-off unless an equal or later one is in force on the
+    /// same (issuer, claim, value), and appends it to the change log,
+    /// atomically.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the backend cannot be reached.
-    pub async fn revoke_subject(
-        &self,
-        cutoff: &SubjectCutoff,
-        now: i64,
-    ) -> Result<CutoffOutcome, Error> {
+    pub async fn cut(&self, cutoff: &Cutoff, now: i64) -> Result<CutoffOutcome, Error> {
         match self {
-            Store::Redis(store) => store.revoke_subject(cutoff, now).await,
-            Store::Memory(store) => Ok(store.revoke_subject(cutoff, now)),
+            Store::Redis(store) => store.cut(cutoff, now).await,
+            Store::Memory(store) => Ok(store.cut(cutoff, now)),
         }
     }
 
-    /// Looks up a token's revocation and, when `subject` is given, its
-    /// subject's cut-off, in one round trip. Records past `keep_until` are
-    /// not returned.
+    /// Looks up a token's revocation and the cut-offs on each of its
+    /// `(claim, value)` pairs (`("*", "")` for the issuer-wide one), in one
+    /// round trip. Records past `keep_until` are not returned.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the backend cannot be reached;
@@ -264,12 +261,12 @@ impl Store {
         &self,
         issuer: &str,
         jti: Option<&str>,
-        subject: Option<&str>,
+        claims: &[(&str, &str)],
         now: i64,
     ) -> Result<TokenStatus, Error> {
         match self {
-            Store::Redis(store) => store.status(issuer, jti, subject, now).await,
-            Store::Memory(store) => Ok(store.status(issuer, jti, subject, now)),
+            Store::Redis(store) => store.status(issuer, jti, claims, now).await,
+            Store::Memory(store) => Ok(store.status(issuer, jti, claims, now)),
         }
     }
 

@@ -1,6 +1,11 @@
 //! The store's domain records, the same for every backend: what a
-//! revocation and a subject cut-off hold, the change-log forms of them, and
-//! what the store's calls answer.
+//! revocation and a cut-off hold, the change-log forms of them, and what the
+//! store's calls answer.
+//!
+//! A cut-off revokes every token of an issuer whose claim has a value and
+//! that was issued before a time: by `sub` (a subject cut-off, "log this
+//! user out everywhere"), by another claim (`sid`, `client_id`, `azp`), or
+//! by every token of the issuer (claim `*`, an empty value).
 
 /// Who made a change, when and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +37,20 @@ pub struct Revocation {
     pub provenance: Provenance,
 }
 
-/// "Every token of `subject` issued before `not_before` is revoked."
+/// The claim of subject cut-offs.
+pub const SUBJECT_CLAIM: &str = "sub";
+
+/// "Every token of `issuer` whose `claim` is `value` issued before
+/// `not_before` is revoked."
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubjectCutoff {
+pub struct Cutoff {
     /// The tokens' `iss` (empty when they have none).
     pub issuer: String,
-    /// The tokens' `sub`.
-    pub subject: String,
+    /// The claim matched: `sub`, `sid`, `client_id`, `azp`, or `*` for
+    /// every token of the issuer.
+    pub claim: String,
+    /// The claim's value; empty for `*`.
+    pub value: String,
     /// Tokens whose `iat` is earlier are revoked (unix seconds). A cut-off
     /// of "now" is stored as the next second, so it covers every token of
     /// the second it was made in.
@@ -50,13 +62,37 @@ pub struct SubjectCutoff {
     pub provenance: Provenance,
 }
 
+impl Cutoff {
+    /// True for a cut-off by `sub`.
+    pub fn is_subject(&self) -> bool {
+        self.claim == SUBJECT_CLAIM
+    }
+
+    /// The record name: a subject cut-off's is `record_name(issuer,
+    /// subject)`, as it always was; another claim's names the claim too,
+    /// `record_name(issuer, record_name(claim, value))`.
+    pub(crate) fn name(&self) -> String {
+        cutoff_name(&self.issuer, &self.claim, &self.value)
+    }
+}
+
+/// The record name of the cut-off on (issuer, claim, value); see
+/// [`Cutoff::name`].
+pub(crate) fn cutoff_name(issuer: &str, claim: &str, value: &str) -> String {
+    if claim == SUBJECT_CLAIM {
+        record_name(issuer, value)
+    } else {
+        record_name(issuer, &record_name(claim, value))
+    }
+}
+
 /// A stored record of either kind, as listings and the audit trail show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A revoked token.
     Token(Revocation),
-    /// A subject cut-off.
-    Subject(SubjectCutoff),
+    /// A cut-off.
+    Cutoff(Cutoff),
 }
 
 impl Record {
@@ -64,7 +100,7 @@ impl Record {
     pub fn provenance(&self) -> &Provenance {
         match self {
             Record::Token(r) => &r.provenance,
-            Record::Subject(c) => &c.provenance,
+            Record::Cutoff(c) => &c.provenance,
         }
     }
 
@@ -72,15 +108,26 @@ impl Record {
     pub fn issuer(&self) -> &str {
         match self {
             Record::Token(r) => &r.issuer,
-            Record::Subject(c) => &c.issuer,
+            Record::Cutoff(c) => &c.issuer,
         }
     }
 
-    /// The subject of the tokens it revokes (empty when unknown).
+    /// The subject of the tokens it revokes (empty when unknown, and for
+    /// cut-offs by another claim).
     pub fn subject(&self) -> &str {
         match self {
             Record::Token(r) => &r.subject,
-            Record::Subject(c) => &c.subject,
+            Record::Cutoff(c) if c.is_subject() => &c.value,
+            Record::Cutoff(_) => "",
+        }
+    }
+
+    /// Its kind, as listings filter by it.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Token(_) => RecordKind::Token,
+            Record::Cutoff(c) if c.is_subject() => RecordKind::Subject,
+            Record::Cutoff(_) => RecordKind::Claim,
         }
     }
 
@@ -92,9 +139,10 @@ impl Record {
                 jti: r.jti.clone(),
                 keep_until: r.keep_until,
             },
-            Record::Subject(c) => Change::SubjectCut {
+            Record::Cutoff(c) => Change::Cut {
                 issuer: c.issuer.clone(),
-                subject: c.subject.clone(),
+                claim: c.claim.clone(),
+                value: c.value.clone(),
                 not_before: c.not_before,
                 keep_until: c.keep_until,
             },
@@ -106,7 +154,8 @@ impl Record {
 /// zero times match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordFilter {
-    /// Only token revocations, only subject cut-offs, or both (`None`).
+    /// Only token revocations, only subject cut-offs, only other cut-offs,
+    /// or all (`None`).
     pub kind: Option<RecordKind>,
     /// Only records of this subject.
     pub subject: String,
@@ -120,24 +169,22 @@ pub struct RecordFilter {
     pub until: i64,
 }
 
-/// The two kinds of record.
+/// The kinds of record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RecordKind {
     /// Token revocations.
     Token,
     /// Subject cut-offs.
     Subject,
+    /// Cut-offs by another claim, and issuer-wide ones.
+    Claim,
 }
 
 impl RecordFilter {
     /// True when `record` passes every condition.
     pub fn matches(&self, record: &Record) -> bool {
-        let kind = match record {
-            Record::Token(_) => RecordKind::Token,
-            Record::Subject(_) => RecordKind::Subject,
-        };
         let provenance = record.provenance();
-        self.kind.is_none_or(|k| k == kind)
+        self.kind.is_none_or(|k| k == record.kind())
             && (self.subject.is_empty() || self.subject == record.subject())
             && (self.issuer.is_empty() || self.issuer == record.issuer())
             && (self.actor.is_empty() || self.actor == provenance.by)
@@ -179,7 +226,7 @@ pub struct RevokeOutcome {
     pub cursor: Option<String>,
 }
 
-/// The result of storing a subject cut-off.
+/// The result of storing a cut-off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CutoffOutcome {
     /// The cut-off in force afterwards (the stored one if it was later).
@@ -193,8 +240,8 @@ pub struct CutoffOutcome {
 pub struct TokenStatus {
     /// The token's own revocation, if any.
     pub revocation: Option<Revocation>,
-    /// Its subject's cut-off, if a subject was asked about and one exists.
-    pub cutoff: Option<SubjectCutoff>,
+    /// The cut-offs in force on the claim values asked about.
+    pub cutoffs: Vec<Cutoff>,
 }
 
 /// One change, as the change log records it.
@@ -209,12 +256,14 @@ pub enum Change {
         /// When the record may be forgotten.
         keep_until: i64,
     },
-    /// A subject cut-off was set.
-    SubjectCut {
+    /// A cut-off was set.
+    Cut {
         /// The tokens' issuer.
         issuer: String,
-        /// The tokens' subject.
-        subject: String,
+        /// The claim matched (`sub`, `sid`, ..., or `*`).
+        claim: String,
+        /// The claim's value; empty for `*`.
+        value: String,
         /// Tokens issued before this are revoked.
         not_before: i64,
         /// When the record may be forgotten.
@@ -226,7 +275,7 @@ impl Change {
     /// When the change stops mattering.
     pub fn keep_until(&self) -> i64 {
         match self {
-            Change::Revoked { keep_until, .. } | Change::SubjectCut { keep_until, .. } => {
+            Change::Revoked { keep_until, .. } | Change::Cut { keep_until, .. } => {
                 *keep_until
             }
         }
@@ -265,6 +314,9 @@ pub struct Counts {
     pub revocations: u64,
     /// Subject cut-offs not yet past `keep_until`.
     pub subject_cutoffs: u64,
+    /// Other cut-offs (by another claim, or issuer-wide) not yet past
+    /// `keep_until`.
+    pub claim_cutoffs: u64,
 }
 
 /// The record name of an (issuer, id) pair, unambiguous for any issuer:

@@ -65,6 +65,9 @@ fn expected(claims: &Value) -> Claims {
         subject: claims["sub"].as_str().map(str::to_owned),
         expires_at: claims["exp"].as_i64(),
         issued_at: claims["iat"].as_i64(),
+        session: claims["sid"].as_str().map(str::to_owned),
+        client_id: claims["client_id"].as_str().map(str::to_owned),
+        authorized_party: claims["azp"].as_str().map(str::to_owned),
     }
 }
 

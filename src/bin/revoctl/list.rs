@@ -12,9 +12,10 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use revocd::pb::revocation_record::Record;
 use revocd::pb::{
-    ChangeRecord, ListChangesRequest, ListRevocationsRequest, RecordFilter, RecordKind,
-    RevocationRecord,
+    ChangeRecord, ClaimRevocation, ListChangesRequest, ListRevocationsRequest, RecordFilter,
+    RecordKind, RevocationRecord,
 };
+use revocd::tokens::ISSUER_WIDE;
 
 use crate::rpc::{describe, retried, Client};
 use crate::timestamp::{format_millis, parse_moment};
@@ -54,6 +55,8 @@ enum Kind {
     Token,
     /// Subject cut-offs.
     Subject,
+    /// Cut-offs by another claim, and issuer-wide ones.
+    Claim,
 }
 
 /// Arguments of `list` and `audit`.
@@ -84,6 +87,7 @@ impl FilterArgs {
                 None => RecordKind::Any,
                 Some(Kind::Token) => RecordKind::Token,
                 Some(Kind::Subject) => RecordKind::Subject,
+                Some(Kind::Claim) => RecordKind::Claim,
             } as i32,
         }
     }
@@ -161,18 +165,22 @@ impl<'a> RecordWalk<'a> {
     }
 }
 
-/// A digest naming a record: its kind, issuer and jti or subject.
+/// A digest naming a record: its kind, issuer, claim (cut-offs by another
+/// claim) and jti, subject or value.
 fn identity(record: &RevocationRecord) -> u128 {
     let mut hasher = SipHasher13::new();
-    let (kind, issuer, id) = match &record.record {
-        Some(Record::Token(t)) => (1u8, t.issuer.as_str(), t.jti.as_str()),
-        Some(Record::Subject(s)) => (2u8, s.issuer.as_str(), s.subject.as_str()),
-        None => (0u8, "", ""),
+    let (kind, issuer, claim, id) = match &record.record {
+        Some(Record::Token(t)) => (1u8, t.issuer.as_str(), "", t.jti.as_str()),
+        Some(Record::Subject(s)) => (2u8, s.issuer.as_str(), "", s.subject.as_str()),
+        Some(Record::Claim(c)) => (3u8, c.issuer.as_str(), c.claim.as_str(), c.value.as_str()),
+        None => (0u8, "", "", ""),
     };
     hasher.write_u8(kind);
-    // Length-prefixed, so no issuer/id split can collide with another.
-    hasher.write_usize(issuer.len());
-    hasher.write(issuer.as_bytes());
+    // Length-prefixed, so no issuer/claim/id split can collide with another.
+    for part in [issuer, claim] {
+        hasher.write_usize(part.len());
+        hasher.write(part.as_bytes());
+    }
     hasher.write(id.as_bytes());
     hasher.finish128().as_u128()
 }
@@ -220,6 +228,10 @@ fn record_json(record: &RevocationRecord) -> Value {
             "kind": "subject", "issuer": s.issuer, "subject": s.subject,
             "not_before": s.not_before, "keep_until": s.keep_until,
         }),
+        Some(Record::Claim(c)) => json!({
+            "kind": "claim", "issuer": c.issuer, "claim": c.claim, "value": c.value,
+            "not_before": c.not_before, "keep_until": c.keep_until,
+        }),
         None => json!({ "kind": "unknown" }),
     };
     object["revoked_at"] = json!(record.revoked_at);
@@ -233,7 +245,7 @@ fn record_json(record: &RevocationRecord) -> Value {
 const COLUMNS: [&str; 8] = [
     "KIND",
     "ISSUER",
-    "JTI/SUBJECT",
+    "JTI/SUBJECT/CLAIM",
     "EXPIRES/NOT BEFORE",
     "REVOKED AT",
     "BY",
@@ -243,8 +255,9 @@ const COLUMNS: [&str; 8] = [
 
 fn record_row(record: &RevocationRecord) -> [String; 8] {
     let (kind, issuer, id, time) = match &record.record {
-        Some(Record::Token(t)) => ("token", &t.issuer, &t.jti, t.expires_at),
-        Some(Record::Subject(s)) => ("subject", &s.issuer, &s.subject, s.not_before),
+        Some(Record::Token(t)) => ("token", &t.issuer, t.jti.clone(), t.expires_at),
+        Some(Record::Subject(s)) => ("subject", &s.issuer, s.subject.clone(), s.not_before),
+        Some(Record::Claim(c)) => ("claim", &c.issuer, claim_cell(c), c.not_before),
         None => return Default::default(),
     };
     let dash = |text: &str| {
@@ -257,13 +270,23 @@ fn record_row(record: &RevocationRecord) -> [String; 8] {
     [
         kind.to_owned(),
         dash(issuer),
-        id.clone(),
+        id,
         time_cell(time),
         time_cell(record.revoked_at),
         dash(&record.actor),
         dash(&record.reason),
         dash(&record.source),
     ]
+}
+
+/// A cut-off's claim and value as a cell: `sid=s-1`, or `*` for a whole
+/// issuer.
+fn claim_cell(cutoff: &ClaimRevocation) -> String {
+    if cutoff.claim == ISSUER_WIDE {
+        ISSUER_WIDE.to_owned()
+    } else {
+        format!("{}={}", cutoff.claim, cutoff.value)
+    }
 }
 
 /// Rows under a header, each column as wide as its widest cell.
@@ -378,6 +401,18 @@ fn change_line(change: &ChangeRecord) -> String {
             s.subject,
             s.issuer,
             time_cell(s.not_before)
+        ),
+        Some(Record::Claim(c)) if c.claim == ISSUER_WIDE => format!(
+            "cut off every token of issuer {:?} issued before {}",
+            c.issuer,
+            time_cell(c.not_before)
+        ),
+        Some(Record::Claim(c)) => format!(
+            "cut off {} {:?} (issuer {:?}) for tokens issued before {}",
+            c.claim,
+            c.value,
+            c.issuer,
+            time_cell(c.not_before)
         ),
         None => "(unknown change)".to_owned(),
     };

@@ -372,6 +372,7 @@ async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Resul
         cursor: args.cursor,
         generation: args.generation,
         gateway_id: args.gateway_id,
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
     };
     let mut stream = client
         .subscribe(authorized(request, key)?)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::*;
 
@@ -16,6 +16,9 @@ impl HubState {
         if !self.is_live() {
             return Err(SubscribeError::Lagging);
         }
+        if params.protocol < CLAIMS_PROTOCOL && self.live.cutoff_counts().1 > 0 {
+            return Err(SubscribeError::Outdated);
+        }
         self.subscribers.retain(|s| !s.queue.is_closed());
         if self.subscribers.len() >= self.config.max_subscribers {
             return Err(SubscribeError::Full);
@@ -26,11 +29,15 @@ impl HubState {
         let mut subscriber = Subscriber {
             id: self.next_subscriber,
             gateway_id: params.gateway_id,
+            protocol: params.protocol,
             queue,
             needs_snapshot: true,
         };
         let resumed = (params.generation == self.generation)
-            .then(|| self.history.deltas_since(&params.cursor, &self.cursor))
+            .then(|| {
+                self.history
+                    .deltas_since(&params.cursor, &self.cursor, &self.claims)
+            })
             .flatten();
         match resumed {
             Some(mut frames) => {
@@ -71,7 +78,7 @@ impl HubState {
         let (cursor, snapshot) = self.current_snapshot();
         let mut catch_up = self
             .history
-            .deltas_since(&cursor, &self.cursor)
+            .deltas_since(&cursor, &self.cursor, &self.claims)
             .unwrap_or_default();
         // Fresh from the start when the state sent is current.
         if self.is_live() {
@@ -107,14 +114,15 @@ impl HubState {
     /// The whole state as Snapshot frames of at most `snapshot_part_bytes`
     /// of filter each, subjects spread over the parts.
     pub(super) fn snapshot_frames(&self) -> Vec<pb::FilterUpdate> {
+        let (mut subjects, mut claims) = (Vec::new(), Vec::new());
+        for (key, not_before) in self.live.cutoffs() {
+            push_cutoff((&mut subjects, &mut claims), &self.claims, key, not_before);
+        }
         let whole = pb::Snapshot {
             generation: self.generation,
             filter: Bytes::from(self.filter.to_bytes()),
-            subjects: self
-                .live
-                .subjects()
-                .map(|(digest, not_before)| subject_cutoff(digest, not_before))
-                .collect(),
+            subjects,
+            claims,
             cursor: self.cursor.clone(),
             digest_key: self.digest_key.as_bytes().to_vec(),
             part: 0,
@@ -134,6 +142,26 @@ impl HubState {
             self.offer_snapshot(subscriber);
         }
         self.subscribers = subscribers;
+    }
+
+    /// Ends the streams of subscribers too old to enforce claim cut-offs,
+    /// which one has just arrived for: they would let those tokens through.
+    /// They go stale and follow their stale policy; their subscriptions
+    /// are refused while claim cut-offs are live.
+    pub(super) fn end_outdated_subscribers(&mut self) {
+        self.subscribers.retain(|subscriber| {
+            if subscriber.protocol >= CLAIMS_PROTOCOL {
+                return true;
+            }
+            warn!(
+                subscriber = subscriber.id,
+                gateway = subscriber.gateway_id,
+                "ending the stream of a gateway that cannot enforce claim cut-offs"
+            );
+            let status = tonic::Status::failed_precondition(SubscribeError::Outdated.to_string());
+            let _ = subscriber.queue.try_send(Outgoing::End(status));
+            false
+        });
     }
 
     /// Offers a frame to every up-to-date subscriber (shared, not copied); a

@@ -14,7 +14,7 @@ use crate::time::unix_now;
 
 impl RevocationApi {
     /// `Check`: by `jti` (its own revocation only) or by the token (its
-    /// revocation, then its subject's cut-off).
+    /// revocation, then the cut-offs on its claims and its issuer).
     pub(crate) async fn check(
         &self,
         request: Request<CheckRequest>,
@@ -41,7 +41,7 @@ impl RevocationApi {
         let status = self
             .state
             .store
-            .status(&issuer, Some(&request.jti), None, now)
+            .status(&issuer, Some(&request.jti), &[], now)
             .await?;
         Ok(check_response(&status, None))
     }
@@ -62,15 +62,11 @@ impl RevocationApi {
                 "the token has neither `jti` nor `sub`; nothing can revoke it",
             ));
         }
+        let cut_pairs: Vec<(&str, &str)> = claims.cut_pairs().collect();
         let status = self
             .state
             .store
-            .status(
-                &claims.issuer,
-                claims.jti.as_deref(),
-                claims.subject.as_deref(),
-                now,
-            )
+            .status(&claims.issuer, claims.jti.as_deref(), &cut_pairs, now)
             .await?;
         Ok(check_response(&status, Some(claims.issued_at)))
     }

@@ -2,7 +2,7 @@
 //!
 //! - `revoke.rs`: `Revoke`, and the checks of one item;
 //! - `batch.rs`: `RevokeBatch`, items checked as `Revoke` checks them;
-//! - `subject.rs`: `RevokeSubject` and its cut-off time;
+//! - `cutoff.rs`: `RevokeSubject`, `RevokeClaim` and their cut-off time;
 //! - `check.rs`: `Check`, by jti or by token;
 //! - `listing.rs`: `ListRevocations` and `ListChanges`;
 //! - `subscribe.rs`: `Subscribe` (the filter stream) and `GetStats`.
@@ -14,9 +14,9 @@
 
 mod batch;
 mod check;
+mod cutoff;
 mod listing;
 mod revoke;
-mod subject;
 mod subscribe;
 
 use std::net::IpAddr;

@@ -301,7 +301,7 @@ mod tests {
         let status = api
             .state
             .store
-            .status(ISSUER, Some("a-1"), None, unix_now());
+            .status(ISSUER, Some("a-1"), &[], unix_now());
         let revocation = status.await.unwrap().revocation.expect("stored");
         assert_eq!(
             (

@@ -73,6 +73,7 @@ impl RevocationApi {
         Ok(Stats {
             live_revocations: counts.revocations,
             live_subject_cutoffs: counts.subject_cutoffs,
+            live_claim_cutoffs: counts.claim_cutoffs,
             store: self.state.store.kind().to_owned(),
             version: crate::VERSION.to_owned(),
             uptime_seconds: self.state.started.elapsed().as_secs(),

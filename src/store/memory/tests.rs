@@ -72,7 +72,7 @@ fn expired_records_are_invisible_and_eventually_purged() {
     assert_eq!(store.counts(9).revocations, 100);
     assert_eq!(store.counts(10).revocations, 0);
     assert!(store
-        .status("iss", Some("old-1"), None, 10)
+        .status("iss", Some("old-1"), &[], 10)
         .revocation
         .is_none());
     // Writes after expiry trigger a purge once the map doubles.
@@ -95,7 +95,7 @@ fn a_later_expiry_extends_the_record_and_keeps_its_author() {
     assert!(!second.newly_revoked);
     assert!(second.cursor.is_some(), "an extension is a logged change");
     let stored = store
-        .status("iss", Some("a"), None, 150)
+        .status("iss", Some("a"), &[], 150)
         .revocation
         .unwrap();
     assert_eq!(stored.keep_until, 200);

@@ -11,21 +11,24 @@ use std::collections::HashMap;
 
 use redis::streams::StreamId;
 
-use crate::store::{Change, Error, Provenance, Record, RecordKind, Revocation, SubjectCutoff};
+use crate::store::{Change, Cutoff, Error, Provenance, Record, Revocation, SUBJECT_CLAIM};
 
 /// The field names, as the scripts write them.
 pub(super) mod field {
-    /// Log entries: `jti` ([`KIND_TOKEN`]) or `sub` ([`KIND_SUBJECT`]).
+    /// Log entries: `jti` ([`KIND_TOKEN`]), `sub` ([`KIND_SUBJECT`]) or
+    /// `claim` ([`KIND_CLAIM`]).
     pub const KIND: &str = "kind";
     /// Log entries: the record's issuer.
     pub const ISSUER: &str = "iss";
-    /// Log entries: the token's jti or the cut-off's subject.
+    /// Log entries: the token's jti, or the cut-off's subject or value.
     pub const ID: &str = "id";
+    /// Log entries of claim cut-offs: the claim (`sid`, ..., or `*`).
+    pub const CLAIM: &str = "claim";
     /// Token revocations: the token's subject, when known.
     pub const SUBJECT: &str = "sub";
     /// Token revocations: the token's `exp`.
     pub const EXPIRES_AT: &str = "exp";
-    /// Subject cut-offs: tokens issued earlier are revoked.
+    /// Cut-offs: tokens issued earlier are revoked.
     pub const NOT_BEFORE: &str = "nbf";
     /// When the record may be forgotten.
     pub const KEEP_UNTIL: &str = "until";
@@ -41,6 +44,29 @@ pub(super) mod field {
     pub const KIND_TOKEN: &str = "jti";
     /// The `kind` of a subject cut-off's entry.
     pub const KIND_SUBJECT: &str = "sub";
+    /// The `kind` of the entry of a cut-off by another claim.
+    pub const KIND_CLAIM: &str = "claim";
+}
+
+/// What a record or log entry is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Named {
+    /// The revocation of (issuer, jti).
+    Token {
+        /// The token's `iss`.
+        issuer: String,
+        /// The token's `jti`.
+        jti: String,
+    },
+    /// The cut-off on (issuer, claim, value).
+    Cutoff {
+        /// The tokens' `iss`.
+        issuer: String,
+        /// `sub`, another claim, or `*`.
+        claim: String,
+        /// The claim's value.
+        value: String,
+    },
 }
 
 /// Where fields are read from.
@@ -91,11 +117,15 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The record of `kind` named (issuer, id).
-    pub(super) fn record(&self, kind: RecordKind, issuer: &str, id: &str) -> Result<Record, Error> {
-        Ok(match kind {
-            RecordKind::Token => Record::Token(self.revocation(issuer, id)?),
-            RecordKind::Subject => Record::Subject(self.cutoff(issuer, id)?),
+    /// The record named.
+    pub(super) fn record(&self, named: Named) -> Result<Record, Error> {
+        Ok(match named {
+            Named::Token { issuer, jti } => Record::Token(self.revocation(&issuer, &jti)?),
+            Named::Cutoff {
+                issuer,
+                claim,
+                value,
+            } => Record::Cutoff(self.cutoff(issuer, claim, value)?),
         })
     }
 
@@ -111,11 +141,17 @@ impl<'a> Fields<'a> {
         })
     }
 
-    /// A subject cut-off of (issuer, subject).
-    pub(super) fn cutoff(&self, issuer: &str, subject: &str) -> Result<SubjectCutoff, Error> {
-        Ok(SubjectCutoff {
-            issuer: issuer.to_owned(),
-            subject: subject.to_owned(),
+    /// The cut-off on (issuer, claim, value).
+    pub(super) fn cutoff(
+        &self,
+        issuer: String,
+        claim: String,
+        value: String,
+    ) -> Result<Cutoff, Error> {
+        Ok(Cutoff {
+            issuer,
+            claim,
+            value,
             not_before: self.number(field::NOT_BEFORE)?,
             keep_until: self.number(field::KEEP_UNTIL)?,
             provenance: self.provenance()?,
@@ -131,14 +167,24 @@ impl<'a> Fields<'a> {
         })
     }
 
-    /// What a log entry names: the kind of record, its issuer and its id.
-    fn entry_head(&self) -> Result<(RecordKind, String, String), Error> {
-        let kind = match self.text(field::KIND)?.as_str() {
-            field::KIND_TOKEN => RecordKind::Token,
-            field::KIND_SUBJECT => RecordKind::Subject,
+    /// What a log entry names.
+    fn entry_head(&self) -> Result<Named, Error> {
+        let issuer = self.text(field::ISSUER)?;
+        let id = self.text(field::ID)?;
+        Ok(match self.text(field::KIND)?.as_str() {
+            field::KIND_TOKEN => Named::Token { issuer, jti: id },
+            field::KIND_SUBJECT => Named::Cutoff {
+                issuer,
+                claim: SUBJECT_CLAIM.to_owned(),
+                value: id,
+            },
+            field::KIND_CLAIM => Named::Cutoff {
+                issuer,
+                claim: self.text(field::CLAIM)?,
+                value: id,
+            },
             other => return Err(self.corrupt(format!("unknown kind {other:?}"))),
-        };
-        Ok((kind, self.text(field::ISSUER)?, self.text(field::ID)?))
+        })
     }
 
     /// A field added after the first layout: empty when missing.
@@ -171,25 +217,28 @@ impl<'a> Fields<'a> {
 /// shows it.
 pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error> {
     let fields = Fields::entry(log, entry);
-    let (kind, issuer, id) = fields.entry_head()?;
-    fields.record(kind, &issuer, &id)
+    fields.record(fields.entry_head()?)
 }
 
 /// The change a log entry of the stream `log` made, as a follower applies
 /// it: only the fields a change needs.
 pub(super) fn entry_change(log: &str, entry: &StreamId) -> Result<Change, Error> {
     let fields = Fields::entry(log, entry);
-    let (kind, issuer, id) = fields.entry_head()?;
     let keep_until = fields.number(field::KEEP_UNTIL)?;
-    Ok(match kind {
-        RecordKind::Token => Change::Revoked {
+    Ok(match fields.entry_head()? {
+        Named::Token { issuer, jti } => Change::Revoked {
             issuer,
-            jti: id,
+            jti,
             keep_until,
         },
-        RecordKind::Subject => Change::SubjectCut {
+        Named::Cutoff {
             issuer,
-            subject: id,
+            claim,
+            value,
+        } => Change::Cut {
+            issuer,
+            claim,
+            value,
             not_before: fields.number(field::NOT_BEFORE)?,
             keep_until,
         },
@@ -254,15 +303,40 @@ mod tests {
         ]);
         assert_eq!(
             entry_change("log", &entry).unwrap(),
-            Change::SubjectCut {
+            Change::Cut {
                 issuer: String::new(),
-                subject: "bob".to_owned(),
+                claim: "sub".to_owned(),
+                value: "bob".to_owned(),
                 not_before: 50,
                 keep_until: 90,
             }
         );
         let missing = entry_record("log", &entry).unwrap_err().to_string();
         assert_eq!(missing, "corrupt record log 7-1: field `at` is missing");
+    }
+
+    #[test]
+    fn a_claim_cutoff_entry_names_its_claim() {
+        let claim_entry = entry(&[
+            ("kind", "claim"),
+            ("iss", "iss"),
+            ("id", "s-1"),
+            ("claim", "sid"),
+            ("nbf", "50"),
+            ("until", "90"),
+            ("at", "40"),
+            ("by", "ops"),
+            ("reason", ""),
+        ]);
+        let Record::Cutoff(cutoff) = entry_record("log", &claim_entry).unwrap() else {
+            panic!("a cut-off's entry");
+        };
+        assert_eq!((cutoff.claim.as_str(), cutoff.value.as_str()), ("sid", "s-1"));
+        let change = entry_change("log", &claim_entry).unwrap();
+        assert_eq!(change, Record::Cutoff(cutoff).change());
+        let nameless = entry(&[("kind", "claim"), ("iss", ""), ("id", "y"), ("until", "9")]);
+        let error = entry_change("log", &nameless).unwrap_err().to_string();
+        assert_eq!(error, "corrupt record log 7-1: field `claim` is missing");
     }
 
     #[test]
@@ -274,8 +348,8 @@ mod tests {
 
     #[test]
     fn the_scripts_write_every_field_read_here() {
-        use super::super::{revoke, revoke_subject};
-        let scripts = [revoke::REVOKE_SCRIPT, revoke_subject::REVOKE_SUBJECT_SCRIPT].concat();
+        use super::super::{cutoff, revoke};
+        let scripts = [revoke::REVOKE_SCRIPT, cutoff::CUTOFF_SCRIPT].concat();
         for name in [
             field::KIND,
             field::ISSUER,
@@ -290,6 +364,8 @@ mod tests {
             field::SOURCE,
             field::KIND_TOKEN,
             field::KIND_SUBJECT,
+            field::CLAIM,
+            field::KIND_CLAIM,
         ] {
             assert!(scripts.contains(&format!("'{name}'")), "{name}");
         }

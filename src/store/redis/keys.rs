@@ -11,10 +11,14 @@ pub const MAX_PARTITIONS: u16 = 1_024;
 const JTI_RECORD: &str = "jti:";
 /// A subject cut-off's hash, by record name.
 const SUB_RECORD: &str = "sub:";
+/// A cut-off's hash by another claim than `sub`, by record name.
+const CUT_RECORD: &str = "cut:";
 /// The token revocations' expiry index.
 const JTI_EXPIRY: &str = "jti-expiry";
 /// The subject cut-offs' expiry index.
 const SUB_EXPIRY: &str = "sub-expiry";
+/// The other cut-offs' expiry index.
+const CUT_EXPIRY: &str = "cut-expiry";
 /// The partition's change-log stream.
 const LOG: &str = "log";
 /// An API key's live revocations, by key name.
@@ -44,8 +48,11 @@ pub(super) struct PartitionKeys {
     pub(super) jti_prefix: String,
     /// Followed by a record name: a subject cut-off's hash.
     pub(super) sub_prefix: String,
+    /// Followed by a record name: the hash of a cut-off by another claim.
+    pub(super) cut_prefix: String,
     pub(super) jti_expiry: String,
     pub(super) sub_expiry: String,
+    pub(super) cut_expiry: String,
     pub(super) log: String,
     /// Followed by an API key's name: its live revocations.
     pub(super) actor_prefix: String,
@@ -61,8 +68,10 @@ impl Keys {
                 PartitionKeys {
                     jti_prefix: format!("{base}{JTI_RECORD}"),
                     sub_prefix: format!("{base}{SUB_RECORD}"),
+                    cut_prefix: format!("{base}{CUT_RECORD}"),
                     jti_expiry: format!("{base}{JTI_EXPIRY}"),
                     sub_expiry: format!("{base}{SUB_EXPIRY}"),
+                    cut_expiry: format!("{base}{CUT_EXPIRY}"),
                     log: format!("{base}{LOG}"),
                     actor_prefix: format!("{base}{ACTOR_LIVE}"),
                 }
@@ -94,6 +103,11 @@ impl PartitionKeys {
     /// The hash of the subject cut-off named `name`.
     pub(super) fn sub(&self, name: &str) -> String {
         format!("{}{name}", self.sub_prefix)
+    }
+
+    /// The hash of the cut-off by another claim named `name`.
+    pub(super) fn cut(&self, name: &str) -> String {
+        format!("{}{name}", self.cut_prefix)
     }
 
     /// The live-revocation index of the API key named `actor`.
@@ -151,8 +165,10 @@ mod tests {
             for key in [
                 partition.jti("7:iss:{}x"),
                 partition.sub("7:iss:x"),
+                partition.cut("3:iss:5:3:sid:x"),
                 partition.jti_expiry.clone(),
                 partition.sub_expiry.clone(),
+                partition.cut_expiry.clone(),
                 partition.log.clone(),
                 partition.actor_live("auth-server"),
             ] {
@@ -170,6 +186,8 @@ mod tests {
         assert_eq!(p1.sub("3:iss:s"), "revocd:v1:{p1}:sub:3:iss:s");
         assert_eq!(p1.jti_expiry, "revocd:v1:{p1}:jti-expiry");
         assert_eq!(p1.sub_expiry, "revocd:v1:{p1}:sub-expiry");
+        assert_eq!(p1.cut("3:iss:s"), "revocd:v1:{p1}:cut:3:iss:s");
+        assert_eq!(p1.cut_expiry, "revocd:v1:{p1}:cut-expiry");
         assert_eq!(p1.log, "revocd:v1:{p1}:log");
         assert_eq!(p1.actor_live("ops"), "revocd:v1:{p1}:actor-live:ops");
         assert_eq!(keys.digest_key, "revocd:v1:digest-key");

@@ -10,7 +10,7 @@
 //! # Layout
 //!
 //! - `keys.rs`: the key names of the table below, and the partitions.
-//! - `revoke.rs`, `reserve.rs`, `revoke_subject.rs`: one write script each,
+//! - `revoke.rs`, `reserve.rs`, `cutoff.rs`: one write script each,
 //!   beside the Rust that fills its arguments.
 //! - `decode.rs`: the one reader of records and log entries.
 //! - `durability.rs`: when a write is acknowledged (`WAITAOF`, `WAIT`,
@@ -39,21 +39,24 @@
 //! |---------------------------------------|--------|--------------------------------------------|----------------------------------|
 //! | `{prefix}v1:{p<n>}:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`, `sub`, `from` | `EXPIREAT until` (`exp` + leeway) |
 //! | `{prefix}v1:{p<n>}:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`, `from` | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
+//! | `{prefix}v1:{p<n>}:cut:<record>`      | hash   | as `sub:`, for a cut-off by another claim; the record name is `record_name(issuer, record_name(claim, value))` | as `sub:` |
 //! | `{prefix}v1:{p<n>}:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
 //! | `{prefix}v1:{p<n>}:sub-expiry`        | zset   | the same for subject cut-offs              | permanent; pruned likewise       |
+//! | `{prefix}v1:{p<n>}:cut-expiry`        | zset   | the same for the other cut-offs            | permanent; pruned likewise       |
 //! | `{prefix}v1:{p<n>}:log`               | stream | one entry per change (see below)           | trimmed to about `retention` entries |
 //! | `{prefix}v1:{p<n>}:actor-live:<key name>` | zset | record names of the key's revocations, scored by `until` | kept only for keys with `max_live_revocations`; pruned on write |
 //! | `{prefix}v1:digest-key`               | string | the 16-byte key of filter digests          | permanent; set once with `SET NX` |
 //! | `{prefix}v1:partitions`               | string | the number of log partitions               | permanent; set once with `SET NX` |
 //!
-//! A log entry has the fields `kind` (`jti` or `sub`), `iss`, `id` (the jti
-//! or subject), `sub` (jti: the token's subject, when known), `exp` (jti) or
-//! `nbf` (sub), `until`, `at`, `by`, `reason` and `from` (the caller's
+//! A log entry has the fields `kind` (`jti`, `sub` or `claim`), `iss`, `id`
+//! (the jti, subject or claim value), `claim` (cut-offs: the claim), `sub`
+//! (jti: the token's subject, when known), `exp` (jti) or `nbf` (cut-offs),
+//! `until`, `at`, `by`, `reason` and `from` (the caller's
 //! address). Its stream ID's first part is the time of the append in
 //! milliseconds, which is what the audit trail's time range uses. `sub` and
 //! `from` may be missing from records written before they existed. The
 //! scripts that write records and entries are in `revoke.rs` and
-//! `revoke_subject.rs`; the one reader of both is `decode.rs`.
+//! `cutoff.rs`; the one reader of both is `decode.rs`.
 //!
 //! A log cursor is the stream ID of each partition, joined by `,` (with one
 //! partition, just the stream ID); see the `log` module.
@@ -77,7 +80,7 @@ mod keys;
 mod log;
 mod reserve;
 mod revoke;
-mod revoke_subject;
+mod cutoff;
 mod scan;
 
 use std::collections::HashMap;
@@ -89,7 +92,7 @@ use self::connection::Connection;
 use self::decode::Fields;
 use self::durability::WritePolicy;
 use self::keys::Keys;
-use super::{record_name, Counts, Error, TokenStatus};
+use super::{cutoff_name, record_name, Counts, Error, TokenStatus, SUBJECT_CLAIM};
 use crate::filter::DigestKey;
 
 pub use self::connection::RedisNodes;
@@ -228,46 +231,52 @@ impl RedisStore {
         &self,
         issuer: &str,
         jti: Option<&str>,
-        subject: Option<&str>,
+        claims: &[(&str, &str)],
         now: i64,
     ) -> Result<TokenStatus, Error> {
-        let jti_key = jti.map(|jti| {
+        // Keys of several partitions may live on several nodes: one command
+        // each, sent together over the multiplexed connection.
+        let read = |key: String| async move {
+            let fields = self.hash(&key).await?;
+            Ok::<_, Error>((key, fields))
+        };
+        let revocation = async {
+            let Some(jti) = jti else {
+                return Ok(None);
+            };
             let name = record_name(issuer, jti);
-            self.keys.partition_of(&name).1.jti(&name)
+            let (key, fields) = read(self.keys.partition_of(&name).1.jti(&name)).await?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            Fields::hash(&key, &fields).revocation(issuer, jti).map(Some)
+        };
+        let cutoffs = claims.iter().map(|&(claim, value)| async move {
+            let name = cutoff_name(issuer, claim, value);
+            let keys = self.keys.partition_of(&name).1;
+            let key = match claim {
+                SUBJECT_CLAIM => keys.sub(&name),
+                _ => keys.cut(&name),
+            };
+            let (key, fields) = read(key).await?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            let fields = Fields::hash(&key, &fields);
+            fields
+                .cutoff(issuer.to_owned(), claim.to_owned(), value.to_owned())
+                .map(Some)
         });
-        let sub_key = subject.map(|subject| {
-            let name = record_name(issuer, subject);
-            self.keys.partition_of(&name).1.sub(&name)
-        });
-        // Two keys of two partitions may live on two nodes: two commands,
-        // sent together over the multiplexed connection.
-        let read = |key: Option<String>| async move {
-            match key {
-                Some(key) => {
-                    let fields = self.hash(&key).await?;
-                    Ok::<_, Error>(Some((key, fields)).filter(|(_, f)| !f.is_empty()))
-                }
-                None => Ok(None),
-            }
-        };
-        let (revocation_fields, cutoff_fields) = tokio::try_join!(read(jti_key), read(sub_key))?;
-        let revocation = match (jti, revocation_fields) {
-            (Some(jti), Some((key, fields))) => {
-                Some(Fields::hash(&key, &fields).revocation(issuer, jti)?)
-            }
-            _ => None,
-        };
-        let cutoff = match (subject, cutoff_fields) {
-            (Some(subject), Some((key, fields))) => {
-                Some(Fields::hash(&key, &fields).cutoff(issuer, subject)?)
-            }
-            _ => None,
-        };
+        let (revocation, cutoffs) = tokio::try_join!(revocation, try_join_all(cutoffs))?;
         // Redis expires keys on its own clock; hide records our clock says
         // are past, so both backends answer alike.
         Ok(TokenStatus {
             revocation: revocation.filter(|r| r.keep_until > now),
-            cutoff: cutoff.filter(|c| c.keep_until > now),
+            cutoffs: cutoffs
+                .into_iter()
+                .flatten()
+                .filter(|c| c.keep_until > now)
+                .collect(),
         })
     }
 
@@ -277,9 +286,10 @@ impl RedisStore {
             let mut connection = self.connection.clone();
             let live_from = &live_from;
             async move {
-                let counts: (u64, u64) = redis::pipe()
+                let counts: (u64, u64, u64) = redis::pipe()
                     .zcount(&keys.jti_expiry, live_from, "+inf")
                     .zcount(&keys.sub_expiry, live_from, "+inf")
+                    .zcount(&keys.cut_expiry, live_from, "+inf")
                     .query_async(&mut connection)
                     .await?;
                 Ok::<_, Error>(counts)
@@ -289,6 +299,7 @@ impl RedisStore {
         Ok(Counts {
             revocations: counts.iter().map(|c| c.0).sum(),
             subject_cutoffs: counts.iter().map(|c| c.1).sum(),
+            claim_cutoffs: counts.iter().map(|c| c.2).sum(),
         })
     }
 

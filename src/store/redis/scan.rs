@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
-use super::decode::{field, Fields};
+use super::decode::{field, Fields, Named};
 use super::RedisStore;
-use crate::store::{parse_record_name, Change, Error, Page, Record, RecordFilter, RecordKind};
+use crate::store::{
+    parse_record_name, Change, Error, Page, Record, RecordFilter, RecordKind, SUBJECT_CLAIM,
+};
 
 /// Records asked for per `ZSCAN` call when walking the live set.
 const SCAN_PAGE: usize = 1_000;
@@ -17,11 +19,58 @@ const SCAN_PAGE: usize = 1_000;
 /// matches little cannot keep a call going for long.
 const MAX_SCANS_PER_PAGE: usize = 16;
 
-/// Which expiry index of a partition.
+/// Which expiry index of a partition, in the order a walk visits them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Index {
     Revocations,
-    Cutoffs,
+    Subjects,
+    Claims,
+}
+
+impl Index {
+    /// The index of the records of `kind`.
+    fn of(kind: RecordKind) -> Index {
+        match kind {
+            RecordKind::Token => Index::Revocations,
+            RecordKind::Subject => Index::Subjects,
+            RecordKind::Claim => Index::Claims,
+        }
+    }
+
+    /// The index a walk over `kind` (`None`: all) visits after this one
+    /// in the same partition.
+    fn next(self, kind: Option<RecordKind>) -> Option<Index> {
+        match (kind, self) {
+            (Some(_), _) | (None, Index::Claims) => None,
+            (None, Index::Revocations) => Some(Index::Subjects),
+            (None, Index::Subjects) => Some(Index::Claims),
+        }
+    }
+
+    /// The record name of one of this index's members: what it revokes.
+    fn named(self, name: &str) -> Option<Named> {
+        let (issuer, id) = parse_record_name(name)?;
+        let issuer = issuer.to_owned();
+        Some(match self {
+            Index::Revocations => Named::Token {
+                issuer,
+                jti: id.to_owned(),
+            },
+            Index::Subjects => Named::Cutoff {
+                issuer,
+                claim: SUBJECT_CLAIM.to_owned(),
+                value: id.to_owned(),
+            },
+            Index::Claims => {
+                let (claim, value) = parse_record_name(id)?;
+                Named::Cutoff {
+                    issuer,
+                    claim: claim.to_owned(),
+                    value: value.to_owned(),
+                }
+            }
+        })
+    }
 }
 
 /// Where a walk is: a partition, one of its indexes, a `ZSCAN` cursor.
@@ -37,7 +86,7 @@ impl Position {
     fn start(kind: Option<RecordKind>) -> Self {
         Position {
             partition: 0,
-            index: first_index(kind),
+            index: kind.map_or(Index::Revocations, Index::of),
             scan_cursor: 0,
         }
     }
@@ -51,25 +100,26 @@ impl Position {
                 ..self
             });
         }
-        if self.index == Index::Revocations && kind != Some(RecordKind::Token) {
+        if let Some(index) = self.index.next(kind) {
             return Some(Position {
-                index: Index::Cutoffs,
+                index,
                 scan_cursor: 0,
                 ..self
             });
         }
         (self.partition + 1 < partitions).then(|| Position {
             partition: self.partition + 1,
-            index: first_index(kind),
-            scan_cursor: 0,
+            ..Position::start(kind)
         })
     }
 
-    /// A page token: `t:<partition>:<cursor>` or `s:<partition>:<cursor>`.
+    /// A page token: `<t|s|c>:<partition>:<cursor>` for the revocations,
+    /// subject cut-offs and other cut-offs.
     fn token(self) -> String {
         let tag = match self.index {
             Index::Revocations => 't',
-            Index::Cutoffs => 's',
+            Index::Subjects => 's',
+            Index::Claims => 'c',
         };
         format!("{tag}:{}:{}", self.partition, self.scan_cursor)
     }
@@ -78,7 +128,8 @@ impl Position {
         let mut parts = token.splitn(3, ':');
         let index = match parts.next() {
             Some("t") => Index::Revocations,
-            Some("s") => Index::Cutoffs,
+            Some("s") => Index::Subjects,
+            Some("c") => Index::Claims,
             _ => return Err(Error::BadPageToken),
         };
         let mut number = || parts.next().and_then(|part| part.parse().ok());
@@ -93,13 +144,6 @@ impl Position {
             index,
             scan_cursor,
         })
-    }
-}
-
-fn first_index(kind: Option<RecordKind>) -> Index {
-    match kind {
-        Some(RecordKind::Subject) => Index::Cutoffs,
-        _ => Index::Revocations,
     }
 }
 
@@ -146,7 +190,8 @@ impl RedisStore {
         let keys = &self.keys.partitions[at.partition];
         let key = match at.index {
             Index::Revocations => &keys.jti_expiry,
-            Index::Cutoffs => &keys.sub_expiry,
+            Index::Subjects => &keys.sub_expiry,
+            Index::Claims => &keys.cut_expiry,
         };
         let mut connection = self.connection.clone();
         Ok(redis::cmd("ZSCAN")
@@ -170,11 +215,7 @@ impl RedisStore {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
         }
-        let keys = &self.keys.partitions[at.partition];
-        let prefix = match at.index {
-            Index::Revocations => &keys.jti_prefix,
-            Index::Cutoffs => &keys.sub_prefix,
-        };
+        let prefix = self.record_prefix(at);
         let mut pipe = redis::pipe();
         for name in names {
             pipe.hgetall(format!("{prefix}{name}"));
@@ -183,23 +224,29 @@ impl RedisStore {
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut connection).await?;
         let mut records = Vec::with_capacity(names.len());
         for (name, fields) in names.iter().zip(hashes) {
-            let Some((issuer, id)) = parse_record_name(name) else {
+            let Some(named) = at.index.named(name) else {
                 continue;
             };
             if fields.is_empty() {
                 continue;
             }
             let key = format!("{prefix}{name}");
-            let fields = Fields::hash(&key, &fields);
-            let record = match at.index {
-                Index::Revocations => Record::Token(fields.revocation(issuer, id)?),
-                Index::Cutoffs => Record::Subject(fields.cutoff(issuer, id)?),
-            };
+            let record = Fields::hash(&key, &fields).record(named)?;
             if record.change().keep_until() > now {
                 records.push(record);
             }
         }
         Ok(records)
+    }
+
+    /// The prefix of the record hashes of the index at `at`.
+    fn record_prefix(&self, at: Position) -> &str {
+        let keys = &self.keys.partitions[at.partition];
+        match at.index {
+            Index::Revocations => &keys.jti_prefix,
+            Index::Subjects => &keys.sub_prefix,
+            Index::Claims => &keys.cut_prefix,
+        }
     }
 
     pub(in crate::store) fn scan_live(&self, now: i64) -> RedisLiveScan {
@@ -212,8 +259,8 @@ impl RedisStore {
 }
 
 /// Walks every live record for the filter: revocations, then subject
-/// cut-offs (whose `nbf` is read with one pipelined `HGET` per page), in
-/// each partition.
+/// cut-offs, then the other cut-offs (whose `nbf` is read with one
+/// pipelined `HGET` per page), in each partition.
 pub struct RedisLiveScan {
     store: RedisStore,
     now: i64,
@@ -252,23 +299,19 @@ impl RedisLiveScan {
                     })
                 })
                 .collect(),
-            Index::Cutoffs => self.cutoffs(here.partition, &live).await?,
+            Index::Subjects | Index::Claims => self.cutoffs(here, &live).await?,
         };
         Ok(Some(page))
     }
 
     /// Reads the `nbf` of each live cut-off in one pipeline; a record that
     /// expired meanwhile is skipped.
-    async fn cutoffs(
-        &self,
-        partition: usize,
-        live: &[(String, i64)],
-    ) -> Result<Vec<Change>, Error> {
+    async fn cutoffs(&self, at: Position, live: &[(String, i64)]) -> Result<Vec<Change>, Error> {
         if live.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
         }
-        let prefix = &self.store.keys.partitions[partition].sub_prefix;
+        let prefix = self.store.record_prefix(at);
         let mut pipe = redis::pipe();
         for (name, _) in live {
             pipe.hget(format!("{prefix}{name}"), field::NOT_BEFORE);
@@ -279,10 +322,18 @@ impl RedisLiveScan {
             .iter()
             .zip(not_befores)
             .filter_map(|((name, keep_until), nbf)| {
-                let (issuer, subject) = parse_record_name(name)?;
-                Some(Change::SubjectCut {
-                    issuer: issuer.to_owned(),
-                    subject: subject.to_owned(),
+                let Named::Cutoff {
+                    issuer,
+                    claim,
+                    value,
+                } = at.index.named(name)?
+                else {
+                    return None;
+                };
+                Some(Change::Cut {
+                    issuer,
+                    claim,
+                    value,
                     not_before: nbf?,
                     keep_until: *keep_until,
                 })
@@ -294,6 +345,7 @@ impl RedisLiveScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record_name;
 
     #[test]
     fn a_walk_visits_each_partitions_indexes_for_the_kind_asked() {
@@ -308,11 +360,16 @@ mod tests {
             visited,
             [
                 (0, Revocations),
-                (0, Cutoffs),
+                (0, Subjects),
+                (0, Claims),
                 (1, Revocations),
-                (1, Cutoffs)
+                (1, Subjects),
+                (1, Claims)
             ]
         );
+        let claims_only =
+            Position::start(Some(RecordKind::Claim)).advance(0, Some(RecordKind::Claim), 2);
+        assert_eq!(claims_only.map(|p| (p.partition, p.index)), Some((1, Claims)));
         let tokens_only =
             Position::start(Some(RecordKind::Token)).advance(0, Some(RecordKind::Token), 2);
         assert_eq!(
@@ -325,15 +382,38 @@ mod tests {
     fn page_tokens_round_trip_and_strangers_are_refused() {
         let position = Position {
             partition: 3,
-            index: Index::Cutoffs,
+            index: Index::Claims,
             scan_cursor: 99,
         };
         assert_eq!(
             Position::parse_token(&position.token(), 4).unwrap(),
             position
         );
-        for bad in ["", "x:1:2", "t:1", "t:9:0", "t:a:b"] {
+        for bad in ["", "x:1:2", "t:1", "t:9:0", "t:a:b", "c:1"] {
             assert!(Position::parse_token(bad, 4).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn index_members_name_what_they_revoke() {
+        let named = |index: Index, issuer: &str, id: &str| index.named(&record_name(issuer, id));
+        assert_eq!(
+            named(Index::Claims, "iss", &record_name("sid", "a:b")),
+            Some(Named::Cutoff {
+                issuer: "iss".into(),
+                claim: "sid".into(),
+                value: "a:b".into()
+            })
+        );
+        assert_eq!(
+            named(Index::Subjects, "iss", "3:sid:x"),
+            Some(Named::Cutoff {
+                issuer: "iss".into(),
+                claim: "sub".into(),
+                value: "3:sid:x".into()
+            }),
+            "a subject that looks like a claim's id is a subject"
+        );
+        assert_eq!(named(Index::Claims, "iss", "not-a-name"), None);
     }
 }

@@ -99,6 +99,7 @@ pub fn token(
         subject: Some(subject.to_owned()),
         expires_at: Some(exp),
         issued_at: Some(iat),
+        ..Claims::default()
     };
     (jwt, claims)
 }

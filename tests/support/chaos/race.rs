@@ -183,6 +183,7 @@ fn false_positive(gateway: &Gateway, label: &str) -> Option<Token> {
             subject: Some("chaos-race".to_owned()),
             expires_at: Some(now + 3600),
             issued_at: Some(now),
+            ..Claims::default()
         };
         matches!(gateway.check_claims(claims), Verdict::Confirm(_))
             .then(|| Token::of(Issuer::A, "chaos-race", &jti))

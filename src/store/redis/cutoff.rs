@@ -1,21 +1,27 @@
-//! Subject cut-offs: [`REVOKE_SUBJECT_SCRIPT`] and the Rust that fills its
-//! arguments.
+//! Cut-offs: [`CUTOFF_SCRIPT`] and the Rust that fills its arguments.
+//!
+//! A subject cut-off lives in the `sub:` family with the log kind `sub`, as
+//! it always has; a cut-off by another claim (or issuer-wide) in the `cut:`
+//! family with the log kind `claim` and the claim in the entry's `claim`
+//! field. A replica too old to know `claim` entries stops at the first one
+//! (an unknown kind is a corrupt entry) instead of skipping it.
 
 use std::sync::LazyLock;
 
 use redis::{Script, ToRedisArgs};
 
+use super::decode::field;
 use super::{RedisStore, PRUNE_BATCH};
-use crate::store::{record_name, CutoffOutcome, Error, SubjectCutoff};
+use crate::store::{Cutoff, CutoffOutcome, Error};
 
-/// Stores a subject cut-off unless an equal or later one is in force.
+/// Stores a cut-off unless an equal or later one is in force.
 /// Returns `{not_before in force, cursor or false}`.
 ///
 /// KEYS: record, expiry index, log.
 /// ARGV: as [`args`] lists them.
-pub(super) const REVOKE_SUBJECT_SCRIPT: &str = r#"
-local name, nbf, keep_until, at, by, reason, iss, subject, retention, now, prune_batch, from =
-  unpack(ARGV, 1, 12)
+pub(super) const CUTOFF_SCRIPT: &str = r#"
+local name, nbf, keep_until, at, by, reason, iss, value, retention, now, prune_batch, from,
+  kind, claim = unpack(ARGV, 1, 14)
 local current = tonumber(redis.call('HGET', KEYS[1], 'nbf'))
 if current and current >= tonumber(nbf) then
   return {current, false}
@@ -27,13 +33,13 @@ redis.call('ZADD', KEYS[2], keep_until, name)
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, prune_batch)
 if #stale > 0 then redis.call('ZREM', KEYS[2], unpack(stale)) end
 local cursor = redis.call('XADD', KEYS[3], 'MAXLEN', '~', retention, '*',
-  'kind', 'sub', 'iss', iss, 'id', subject, 'nbf', nbf, 'until', keep_until,
+  'kind', kind, 'claim', claim, 'iss', iss, 'id', value, 'nbf', nbf, 'until', keep_until,
   'at', at, 'by', by, 'reason', reason, 'from', from)
 return {tonumber(nbf), cursor}
 "#;
 
-/// [`REVOKE_SUBJECT_SCRIPT`], hashed once.
-static REVOKE_SUBJECT: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_SUBJECT_SCRIPT));
+/// [`CUTOFF_SCRIPT`], hashed once.
+static CUTOFF: LazyLock<Script> = LazyLock::new(|| Script::new(CUTOFF_SCRIPT));
 
 /// The script's arguments, in the order it unpacks them:
 ///
@@ -46,54 +52,67 @@ static REVOKE_SUBJECT: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_SU
 /// | 5    | `by`          | `provenance.by`         | `by`                   |
 /// | 6    | `reason`      | `provenance.reason`     | `reason`               |
 /// | 7    | `iss`         | `issuer`                | log entry's `iss`      |
-/// | 8    | `subject`     | `subject`               | log entry's `id`       |
+/// | 8    | `value`       | `value`                 | log entry's `id`       |
 /// | 9    | `retention`   | the log's retention     | `XADD MAXLEN ~`        |
 /// | 10   | `now`         | the time (unix seconds) | prunes the index       |
 /// | 11   | `prune_batch` | [`PRUNE_BATCH`]         | prunes the index       |
 /// | 12   | `from`        | `provenance.source`     | `from`                 |
-fn args<'a>(
-    name: &'a str,
-    cutoff: &'a SubjectCutoff,
-    retention: u64,
-    now: i64,
-) -> impl ToRedisArgs + 'a {
-    let SubjectCutoff {
+/// | 13   | `kind`        | `sub` or `claim`        | log entry's `kind`     |
+/// | 14   | `claim`       | `claim`                 | log entry's `claim`    |
+fn args<'a>(name: &'a str, cutoff: &'a Cutoff, retention: u64, now: i64) -> impl ToRedisArgs + 'a {
+    let Cutoff {
         issuer,
-        subject,
+        claim,
+        value,
         not_before,
         keep_until,
         provenance,
     } = cutoff;
+    let kind = if cutoff.is_subject() {
+        field::KIND_SUBJECT
+    } else {
+        field::KIND_CLAIM
+    };
     (
-        name,
-        not_before,
-        keep_until,
-        provenance.at,
-        &provenance.by,
-        &provenance.reason,
-        issuer,
-        subject,
-        retention,
-        now,
-        PRUNE_BATCH,
-        &provenance.source,
+        (
+            name,
+            not_before,
+            keep_until,
+            provenance.at,
+            &provenance.by,
+            &provenance.reason,
+            issuer,
+            value,
+        ),
+        (
+            retention,
+            now,
+            PRUNE_BATCH,
+            &provenance.source,
+            kind,
+            claim,
+        ),
     )
 }
 
 // === impl RedisStore ===
 
 impl RedisStore {
-    pub(in crate::store) async fn revoke_subject(
+    pub(in crate::store) async fn cut(
         &self,
-        cutoff: &SubjectCutoff,
+        cutoff: &Cutoff,
         now: i64,
     ) -> Result<CutoffOutcome, Error> {
-        let name = record_name(&cutoff.issuer, &cutoff.subject);
+        let name = cutoff.name();
         let (partition, keys) = self.keys.partition_of(&name);
-        let mut invocation = REVOKE_SUBJECT.prepare_invoke();
+        let (record, expiry) = match cutoff.is_subject() {
+            true => (keys.sub(&name), &keys.sub_expiry),
+            false => (keys.cut(&name), &keys.cut_expiry),
+        };
+        let mut invocation = CUTOFF.prepare_invoke();
         invocation
-            .key(keys.sub(&name))
-            .key(&keys.sub_expiry)
+            .key(record)
+            .key(expiry)
             .key(&keys.log)
             .arg(args(&name, cutoff, self.log_retention, now));
         let (not_before, cursor): (i64, Option<String>) = self.write(&invocation).await?;
@@ -110,11 +129,11 @@ mod tests {
     use super::*;
     use crate::store::Provenance;
 
-    #[test]
-    fn the_arguments_are_the_ones_the_script_unpacks() {
-        let cutoff = SubjectCutoff {
+    fn cutoff(claim: &str, value: &str) -> Cutoff {
+        Cutoff {
             issuer: "iss".to_owned(),
-            subject: "alice".to_owned(),
+            claim: claim.to_owned(),
+            value: value.to_owned(),
             not_before: 50,
             keep_until: 90,
             provenance: Provenance {
@@ -123,10 +142,14 @@ mod tests {
                 reason: "left".to_owned(),
                 source: "10.0.0.1:5000".to_owned(),
             },
-        };
-        let args = args_as_text(args("3:iss:alice", &cutoff, 1_000, 49));
+        }
+    }
+
+    #[test]
+    fn the_arguments_are_the_ones_the_script_unpacks() {
+        let subject = args_as_text(args("3:iss:alice", &cutoff("sub", "alice"), 1_000, 49));
         assert_eq!(
-            args,
+            subject,
             [
                 "3:iss:alice",
                 "50",
@@ -139,9 +162,14 @@ mod tests {
                 "1000",
                 "49",
                 "64",
-                "10.0.0.1:5000"
+                "10.0.0.1:5000",
+                "sub",
+                "sub"
             ]
         );
-        assert!(REVOKE_SUBJECT_SCRIPT.contains(&format!("unpack(ARGV, 1, {})", args.len())));
+        assert!(CUTOFF_SCRIPT.contains(&format!("unpack(ARGV, 1, {})", subject.len())));
+        let claim = args_as_text(args("n", &cutoff("sid", "s-1"), 1_000, 49));
+        assert_eq!(claim[7], "s-1");
+        assert_eq!(claim[12..], ["claim", "sid"]);
     }
 }

@@ -1,76 +1,144 @@
-//! `RevokeSubject`: a cut-off revoking every token of a subject issued
-//! before a time, with a key holding `revoke`.
+//! `RevokeSubject` and `RevokeClaim`: cut-offs revoking every token of a
+//! subject, a session, a client (or every token of an issuer) issued
+//! before a time, with a key holding `revoke` (`admin` for issuer-wide).
 
 use tonic::Request;
 use tracing::debug;
 
 use super::{source_address, RevocationApi};
-use crate::auth::{Access, Role};
-use crate::pb::{RevokeSubjectRequest, RevokeSubjectResponse};
+use crate::auth::{Access, Caller, Role};
+use crate::pb::{RevokeClaimRequest, RevokeClaimResponse, RevokeSubjectRequest};
+use crate::pb::RevokeSubjectResponse;
 use crate::server::error::ApiError;
 use crate::server::limits;
-use crate::store::{Provenance, SubjectCutoff};
+use crate::store::{Cutoff, CutoffOutcome, Provenance, SUBJECT_CLAIM};
 use crate::time::unix_now;
+use crate::tokens::{CUT_CLAIMS, ISSUER_WIDE};
+
+/// What a cut-off request asks for, checked.
+struct CutoffRequest<'a> {
+    issuer: &'a str,
+    claim: &'a str,
+    value: &'a str,
+    not_before: i64,
+    reason: &'a str,
+}
 
 impl RevocationApi {
-    /// `RevokeSubject`: stores the cut-off, kept as long as a token issued
-    /// just before it may live. One that could cover no live token is
-    /// answered without being stored.
+    /// `RevokeSubject`: the cut-off on the subject's `sub`.
     pub(crate) async fn revoke_subject(
         &self,
         request: Request<RevokeSubjectRequest>,
     ) -> Result<RevokeSubjectResponse, ApiError> {
         let caller = self.caller(&request)?;
         let caller = Access::require(caller.as_ref(), &[Role::Revoke])?;
-        self.take_rate(caller)?;
         let source = source_address(&request);
         let request = request.get_ref();
         limits::identifier("subject", &request.subject)?;
-        limits::reason(&request.reason)?;
-        let issuer = self.issuer(&request.issuer)?;
+        let cut = CutoffRequest {
+            issuer: &request.issuer,
+            claim: SUBJECT_CLAIM,
+            value: &request.subject,
+            not_before: request.not_before,
+            reason: &request.reason,
+        };
+        let outcome = self.cut(caller, &cut, source).await?;
+        Ok(RevokeSubjectResponse {
+            not_before: outcome.not_before,
+            cursor: outcome.cursor.unwrap_or_default(),
+        })
+    }
+
+    /// `RevokeClaim`: the cut-off on a claim's value, or issuer-wide.
+    pub(crate) async fn revoke_claim(
+        &self,
+        request: Request<RevokeClaimRequest>,
+    ) -> Result<RevokeClaimResponse, ApiError> {
+        let caller = self.caller(&request)?;
+        let source = source_address(&request);
+        let request = request.get_ref();
+        let issuer_wide = request.claim == ISSUER_WIDE;
+        // Every token of an issuer is an operator's call, not an app's.
+        let roles: &[Role] = if issuer_wide { &[] } else { &[Role::Revoke] };
+        let caller = Access::require(caller.as_ref(), roles)?;
+        if issuer_wide {
+            if !request.value.is_empty() {
+                return Err(ApiError::invalid(
+                    "`value` must be empty with claim `*`: the cut-off covers every token of the issuer",
+                ));
+            }
+        } else if CUT_CLAIMS.contains(&request.claim.as_str()) {
+            limits::identifier("value", &request.value)?;
+        } else {
+            return Err(ApiError::invalid(format!(
+                "tokens cannot be revoked by claim {:?}; the revocable claims are {}, and `*` for every token of the issuer",
+                request.claim.chars().take(64).collect::<String>(),
+                CUT_CLAIMS.join(", ")
+            )));
+        }
+        let cut = CutoffRequest {
+            issuer: &request.issuer,
+            claim: &request.claim,
+            value: &request.value,
+            not_before: request.not_before,
+            reason: &request.reason,
+        };
+        let outcome = self.cut(caller, &cut, source).await?;
+        Ok(RevokeClaimResponse {
+            not_before: outcome.not_before,
+            cursor: outcome.cursor.unwrap_or_default(),
+        })
+    }
+
+    /// Stores a checked cut-off, kept as long as a token issued just before
+    /// it may live, and counts it. One that could cover no live token is
+    /// answered without being stored.
+    async fn cut(
+        &self,
+        caller: &Caller,
+        request: &CutoffRequest<'_>,
+        source: String,
+    ) -> Result<CutoffOutcome, ApiError> {
+        self.take_rate(caller)?;
+        limits::reason(request.reason)?;
+        let issuer = self.issuer(request.issuer)?;
         let now = unix_now();
         let policy = &self.state.policy;
         let not_before = cutoff_time(request.not_before, now, policy.leeway)?;
         let keep_until = not_before + policy.max_token_lifetime + policy.leeway;
         if keep_until <= now {
             // Every token it would cover has expired already.
-            return Ok(RevokeSubjectResponse {
+            return Ok(CutoffOutcome {
                 not_before,
-                cursor: String::new(),
+                cursor: None,
             });
         }
-        let cutoff = SubjectCutoff {
+        let cutoff = Cutoff {
             issuer,
-            subject: request.subject.clone(),
+            claim: request.claim.to_owned(),
+            value: request.value.to_owned(),
             not_before,
             keep_until,
             provenance: Provenance {
                 at: now,
                 by: caller.name.clone(),
-                reason: request.reason.clone(),
+                reason: request.reason.to_owned(),
                 source,
             },
         };
-        self.store_cutoff(&cutoff, now).await
-    }
-
-    /// Stores `cutoff` and counts it in `revocd_subject_cutoffs_total`.
-    async fn store_cutoff(
-        &self,
-        cutoff: &SubjectCutoff,
-        now: i64,
-    ) -> Result<RevokeSubjectResponse, ApiError> {
-        let outcome = self.state.store.revoke_subject(cutoff, now).await?;
-        metrics::counter!("revocd_subject_cutoffs_total").increment(1);
+        let outcome = self.state.store.cut(&cutoff, now).await?;
+        if cutoff.is_subject() {
+            metrics::counter!("revocd_subject_cutoffs_total").increment(1);
+        } else {
+            metrics::counter!("revocd_claim_cutoffs_total", "claim" => cutoff.claim.clone())
+                .increment(1);
+        }
         debug!(
-            subject = cutoff.subject,
+            claim = cutoff.claim,
             not_before = outcome.not_before,
-            "subject cut-off"
+            "cut-off"
         );
-        Ok(RevokeSubjectResponse {
-            not_before: outcome.not_before,
-            cursor: outcome.cursor.unwrap_or_default(),
-        })
+        Ok(outcome)
     }
 }
 
