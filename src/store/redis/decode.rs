@@ -224,8 +224,9 @@ pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error>
 /// it: only the fields a change needs.
 pub(super) fn entry_change(log: &str, entry: &StreamId) -> Result<Change, Error> {
     let fields = Fields::entry(log, entry);
+    let named = fields.entry_head()?;
     let keep_until = fields.number(field::KEEP_UNTIL)?;
-    Ok(match fields.entry_head()? {
+    Ok(match named {
         Named::Token { issuer, jti } => Change::Revoked {
             issuer,
             jti,
