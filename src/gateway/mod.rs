@@ -376,7 +376,13 @@ impl Gateway {
             Decision::Deny(if answer.by_subject {
                 Denial::RevokedBySubject
             } else if !answer.claim.is_empty() {
-                Denial::RevokedByClaim(answer.claim.chars().take(view::MAX_CLAIM_NAME_BYTES).collect())
+                Denial::RevokedByClaim(
+                    answer
+                        .claim
+                        .chars()
+                        .take(view::MAX_CLAIM_NAME_BYTES)
+                        .collect(),
+                )
             } else {
                 Denial::Revoked
             })

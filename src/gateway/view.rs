@@ -421,7 +421,11 @@ mod tests {
         assert_eq!(next.claim_cutoff("sid", &sid), Some(50), "never moved back");
         let app = key.claim("iss", "client_id", "app");
         assert_eq!(next.claim_cutoff("client_id", &app), Some(70));
-        assert_eq!(view.claim_cutoff("client_id", &app), None, "the old view is unchanged");
+        assert_eq!(
+            view.claim_cutoff("client_id", &app),
+            None,
+            "the old view is unchanged"
+        );
     }
 
     #[test]
@@ -442,10 +446,18 @@ mod tests {
             ..Default::default()
         };
         let too_many = (0..=MAX_CLAIMS).map(|i| format!("c{i}")).collect();
-        assert!(matches!(view.with_delta(&delta(too_many)), Err(FrameError::BadClaim(_))));
+        assert!(matches!(
+            view.with_delta(&delta(too_many)),
+            Err(FrameError::BadClaim(_))
+        ));
         let too_long = vec!["x".repeat(MAX_CLAIM_NAME_BYTES + 1)];
-        assert!(matches!(view.with_delta(&delta(too_long)), Err(FrameError::BadClaim(_))));
+        assert!(matches!(
+            view.with_delta(&delta(too_long)),
+            Err(FrameError::BadClaim(_))
+        ));
         assert!(view.with_delta(&delta(vec![String::new()])).is_err());
-        assert!(view.with_delta(&delta((0..MAX_CLAIMS).map(|i| format!("c{i}")).collect())).is_ok());
+        assert!(view
+            .with_delta(&delta((0..MAX_CLAIMS).map(|i| format!("c{i}")).collect()))
+            .is_ok());
     }
 }

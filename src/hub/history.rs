@@ -169,8 +169,13 @@ mod tests {
         assert!(!history.holds("0"), "dropped past the limit");
         assert!(history.holds("1"), "the cursor before the oldest kept");
         assert_eq!(history.deltas_since("0", "3", &ClaimTable::default()), None);
-        assert_eq!(history.deltas_since("3", "3", &ClaimTable::default()), Some(Vec::new()));
-        let frames = history.deltas_since("1", "3", &ClaimTable::default()).expect("held");
+        assert_eq!(
+            history.deltas_since("3", "3", &ClaimTable::default()),
+            Some(Vec::new())
+        );
+        let frames = history
+            .deltas_since("1", "3", &ClaimTable::default())
+            .expect("held");
         assert_eq!(frames.len(), 1);
         match &frames[0].update {
             Some(Update::Delta(delta)) => {

@@ -86,10 +86,7 @@ impl LiveSet {
                 self.token_expiry.insert((keep_until, digest));
             }
             FilterChange::Cut(key, not_before) => {
-                let entry = self
-                    .cutoffs
-                    .entry(key)
-                    .or_insert((not_before, keep_until));
+                let entry = self.cutoffs.entry(key).or_insert((not_before, keep_until));
                 *entry = (entry.0.max(not_before), entry.1.max(keep_until));
                 self.cutoff_expiry.insert((keep_until, key));
             }
@@ -209,7 +206,10 @@ mod tests {
     fn the_same_digest_under_two_claims_is_two_cutoffs() {
         let mut claims = ClaimTable::default();
         let sid = claims.id("sid");
-        assert_eq!((claims.id("sub"), claims.id("sid"), claims.name(sid)), (0, sid, "sid"));
+        assert_eq!(
+            (claims.id("sub"), claims.id("sid"), claims.name(sid)),
+            (0, sid, "sid")
+        );
         let mut live = LiveSet::default();
         live.track(FilterChange::Cut(key(ClaimTable::SUBJECT, 7), 100), 50);
         live.track(FilterChange::Cut(key(sid, 7), 200), 60);

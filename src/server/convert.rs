@@ -228,7 +228,10 @@ mod tests {
         assert!(answer.revoked && !answer.by_subject);
         assert_eq!((answer.claim.as_str(), answer.not_before), ("sid", 1_500));
         let answer = check_response(&status, Some(Some(900)));
-        assert!(answer.by_subject, "the subject's comes first when both cover");
+        assert!(
+            answer.by_subject,
+            "the subject's comes first when both cover"
+        );
         assert!(!check_response(&status, Some(Some(1_500))).revoked);
         let message = pb::RevocationRecord::from(&Record::Cutoff(session));
         let Some(pb::revocation_record::Record::Claim(claim)) = message.record else {

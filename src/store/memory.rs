@@ -294,13 +294,14 @@ impl MemoryStore {
 
     pub(super) fn counts(&self, now: i64) -> Counts {
         let state = self.lock();
-        let (subject_cutoffs, claim_cutoffs) = state
-            .cutoffs
-            .live_records(now)
-            .fold((0, 0), |(subjects, claims), c| match c.is_subject() {
-                true => (subjects + 1, claims),
-                false => (subjects, claims + 1),
-            });
+        let (subject_cutoffs, claim_cutoffs) =
+            state
+                .cutoffs
+                .live_records(now)
+                .fold((0, 0), |(subjects, claims), c| match c.is_subject() {
+                    true => (subjects + 1, claims),
+                    false => (subjects, claims + 1),
+                });
         Counts {
             revocations: state.revocations.live(now),
             subject_cutoffs,
@@ -345,7 +346,11 @@ impl State {
 /// The memory map's key of a cut-off: its record name, tagged with its
 /// kind, since a subject cut-off's name may equal another claim's.
 fn memory_cutoff_name(issuer: &str, claim: &str, value: &str) -> String {
-    let tag = if claim == super::SUBJECT_CLAIM { 's' } else { 'c' };
+    let tag = if claim == super::SUBJECT_CLAIM {
+        's'
+    } else {
+        'c'
+    };
     format!("{tag}{}", cutoff_name(issuer, claim, value))
 }
 

@@ -275,9 +275,7 @@ impl Change {
     /// When the change stops mattering.
     pub fn keep_until(&self) -> i64 {
         match self {
-            Change::Revoked { keep_until, .. } | Change::Cut { keep_until, .. } => {
-                *keep_until
-            }
+            Change::Revoked { keep_until, .. } | Change::Cut { keep_until, .. } => *keep_until,
         }
     }
 }

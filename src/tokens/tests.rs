@@ -226,6 +226,38 @@ fn unknown_claims_are_ignored() {
 }
 
 #[test]
+fn the_claims_cutoffs_match_are_read_and_other_shapes_of_them_ignored() {
+    let claims = claims_with(json!({ "sid": "s-1", "client_id": "app", "azp": "web" }));
+    let verified = hs256_verifier().verify(&hs256(&claims)).unwrap();
+    assert_eq!(verified, expected(&claims));
+    let pairs: Vec<(&str, &str)> = verified.cut_pairs().collect();
+    let subject = claims["sub"].as_str().unwrap();
+    assert_eq!(
+        pairs,
+        [
+            ("sub", subject),
+            ("sid", "s-1"),
+            ("client_id", "app"),
+            ("azp", "web"),
+            ("*", "")
+        ]
+    );
+    assert_eq!(verified.cut_value("groups"), None, "a claim not read here");
+    // A number, an array or an object where a string is expected can match
+    // no cut-off value: the token is not refused for it.
+    let odd = claims_with(json!({ "sid": 7, "client_id": ["a"], "azp": { "x": null } }));
+    let verified = hs256_verifier().verify(&hs256(&odd)).unwrap();
+    assert_eq!(
+        (
+            verified.session,
+            verified.client_id,
+            verified.authorized_party
+        ),
+        (None, None, None)
+    );
+}
+
+#[test]
 fn missing_exp_is_a_missing_claim() {
     let absent = claims_with(json!({ "exp": null }));
     let mut null = claims();

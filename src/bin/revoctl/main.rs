@@ -36,9 +36,11 @@ use tonic::{Request, Response, Status};
 
 use revocd::pb::filter_update::Update;
 use revocd::pb::{
-    CheckRequest, GetStatsRequest, RevokeRequest, RevokeSubjectRequest, SubscribeRequest,
+    CheckRequest, GetStatsRequest, RevokeClaimRequest, RevokeRequest, RevokeSubjectRequest,
+    SubscribeRequest,
 };
 use revocd::time::{format_unix, unix_now_ms};
+use revocd::tokens::ISSUER_WIDE;
 
 use rpc::{authorized, connect, describe, Client};
 
@@ -76,6 +78,13 @@ enum Command {
     /// Revoke every token of a subject issued before a time (default: every
     /// token issued up to and including the current second).
     RevokeSubject(RevokeSubjectArgs),
+    /// Revoke every token whose CLAIM (`sub`, `sid`, `client_id` or `azp`)
+    /// is VALUE, issued before a time (default: every token issued up to
+    /// and including the current second).
+    RevokeClaim(RevokeClaimArgs),
+    /// Revoke every token an issuer signed before a time, as after a leak
+    /// of its signing key (needs the `admin` role).
+    RevokeIssuer(RevokeIssuerArgs),
     /// Show whether a token is revoked, by jti or by the token itself.
     Status(StatusArgs),
     /// Show the server's counts and version.
@@ -117,9 +126,9 @@ enum Command {
     /// Write the live token revocations as CSV that `import` reads back
     /// (needs the `read` role).
     ///
-    /// Columns `jti,expires_at,issuer,reason` under a header. Subject
-    /// cut-offs are not exported (the format has no place for them; `list
-    /// --kind subject` shows them).
+    /// Columns `jti,expires_at,issuer,reason` under a header. Cut-offs are
+    /// not exported (the format has no place for them; `list --kind
+    /// subject` and `list --kind claim` show them).
     Export(export::ExportArgs),
 }
 
@@ -175,6 +184,42 @@ struct RevokeSubjectArgs {
     /// The tokens' issuer; default: the server's.
     #[arg(long, default_value = "")]
     issuer: String,
+    /// Why, for the record.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+struct RevokeClaimArgs {
+    /// The claim: `sub`, `sid`, `client_id` or `azp`.
+    claim: String,
+    /// The claim's value.
+    value: String,
+    /// Revoke tokens with `iat` before this time: `now` (every token issued
+    /// up to and including the current second), unix seconds, an RFC 3339
+    /// time, or a duration ago (`10m`).
+    #[arg(long, default_value = "now", value_parser = timestamp::parse_cutoff)]
+    before: i64,
+    /// The tokens' issuer; default: the server's.
+    #[arg(long, default_value = "")]
+    issuer: String,
+    /// Why, for the record.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+struct RevokeIssuerArgs {
+    /// The issuer (`iss`) whose tokens to revoke.
+    issuer: String,
+    /// Revoke tokens with `iat` before this time: `now`, unix seconds, an
+    /// RFC 3339 time, or a duration ago (`10m`).
+    #[arg(long, value_parser = timestamp::parse_cutoff)]
+    before: i64,
     /// Why, for the record.
     #[arg(long, default_value = "")]
     reason: String,
@@ -262,17 +307,27 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 client.revoke_subject(request).await
             })
             .await?;
-            print(
-                args.output.json,
-                json!({
-                    "not_before": reply.not_before,
-                    "cursor": reply.cursor,
-                }),
-                &[
-                    ("not before", time_cell(reply.not_before)),
-                    ("cursor", reply.cursor.clone()),
-                ],
-            );
+            print_cutoff(args.output.json, reply.not_before, &reply.cursor);
+        }
+        Command::RevokeClaim(args) => {
+            let request = RevokeClaimRequest {
+                issuer: args.issuer,
+                claim: args.claim,
+                value: args.value,
+                not_before: args.before,
+                reason: args.reason,
+            };
+            revoke_claim(&client, key, request, args.output.json).await?;
+        }
+        Command::RevokeIssuer(args) => {
+            let request = RevokeClaimRequest {
+                issuer: args.issuer,
+                claim: ISSUER_WIDE.to_owned(),
+                value: String::new(),
+                not_before: args.before,
+                reason: args.reason,
+            };
+            revoke_claim(&client, key, request, args.output.json).await?;
         }
         Command::Status(args) => {
             let request = CheckRequest {
@@ -294,10 +349,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     "revoked_by": r.revoked_by,
                     "by_subject": r.by_subject,
                     "not_before": r.not_before,
+                    "claim": r.claim,
                 }),
                 &[
                     ("revoked", yes_no(r.revoked)),
                     ("by subject", yes_no(r.by_subject)),
+                    ("by claim", r.claim.clone()),
                     ("revoked at", time_cell(r.revoked_at)),
                     ("expires at", time_cell(r.expires_at)),
                     ("not before", time_cell(r.not_before)),
@@ -319,6 +376,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 json!({
                     "live_revocations": s.live_revocations,
                     "live_subject_cutoffs": s.live_subject_cutoffs,
+                    "live_claim_cutoffs": s.live_claim_cutoffs,
                     "store": s.store,
                     "version": s.version,
                     "uptime_seconds": s.uptime_seconds,
@@ -329,6 +387,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 &[
                     ("live revocations", s.live_revocations.to_string()),
                     ("live subject cut-offs", s.live_subject_cutoffs.to_string()),
+                    ("live claim cut-offs", s.live_claim_cutoffs.to_string()),
                     ("store", s.store.clone()),
                     ("version", s.version.clone()),
                     ("uptime", format!("{} s", s.uptime_seconds)),
@@ -366,6 +425,34 @@ where
     Ok(reply.into_inner())
 }
 
+/// Sends a `RevokeClaim` and prints the cut-off in force.
+async fn revoke_claim(
+    client: &Client,
+    key: Option<&str>,
+    request: RevokeClaimRequest,
+    json: bool,
+) -> Result<(), String> {
+    let reply = unary(client, key, request, |mut client, request| async move {
+        client.revoke_claim(request).await
+    })
+    .await?;
+    print_cutoff(json, reply.not_before, &reply.cursor);
+    Ok(())
+}
+
+/// Prints the cut-off in force after a call, and its cursor (empty when an
+/// equal or later one was in force already).
+fn print_cutoff(json: bool, not_before: i64, cursor: &str) {
+    print(
+        json,
+        json!({ "not_before": not_before, "cursor": cursor }),
+        &[
+            ("not before", time_cell(not_before)),
+            ("cursor", cursor.to_owned()),
+        ],
+    );
+}
+
 /// Prints each frame of the filter stream, one line (or JSON object) each.
 async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Result<(), String> {
     let request = SubscribeRequest {
@@ -388,23 +475,27 @@ async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Resul
         let (object, line) = match frame.update {
             Some(Update::Snapshot(s)) => (
                 json!({"type": "snapshot", "generation": s.generation, "part": s.part, "parts": s.parts,
-                       "bytes": s.filter.len(), "subjects": s.subjects.len(), "cursor": s.cursor}),
+                       "bytes": s.filter.len(), "subjects": s.subjects.len(), "claims": s.claims.len(),
+                       "cursor": s.cursor}),
                 format!(
-                    "snapshot   generation={} part={}/{} bytes={} subjects={} cursor={}",
+                    "snapshot   generation={} part={}/{} bytes={} subjects={} claims={} cursor={}",
                     s.generation,
                     s.part + 1,
                     s.parts,
                     s.filter.len(),
                     s.subjects.len(),
+                    s.claims.len(),
                     s.cursor
                 ),
             ),
             Some(Update::Delta(d)) => (
-                json!({"type": "delta", "digests": d.digests.len(), "subjects": d.subjects.len(), "cursor": d.cursor}),
+                json!({"type": "delta", "digests": d.digests.len(), "subjects": d.subjects.len(),
+                       "claims": d.claims.len(), "cursor": d.cursor}),
                 format!(
-                    "delta      digests={} subjects={} cursor={}",
+                    "delta      digests={} subjects={} claims={} cursor={}",
                     d.digests.len(),
                     d.subjects.len(),
+                    d.claims.len(),
                     d.cursor
                 ),
             ),

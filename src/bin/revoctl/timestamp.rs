@@ -23,6 +23,18 @@ pub fn parse_moment(text: &str) -> Result<i64, String> {
     })
 }
 
+/// The time of a cut-off: `now` (0: the server takes its current second
+/// + 1), or what [`parse_moment`] reads. A clap value parser.
+///
+/// # Errors
+/// As [`parse_moment`].
+pub fn parse_cutoff(text: &str) -> Result<i64, String> {
+    match text.trim() {
+        "now" => Ok(0),
+        other => parse_moment(other),
+    }
+}
+
 /// Unix seconds (`1767225600`) or an RFC 3339 time (`2026-01-01T00:00:00Z`,
 /// `2026-01-01T01:00:00+01:00`; without an offset, UTC). Fractions of a
 /// second are dropped.

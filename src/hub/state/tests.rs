@@ -318,3 +318,82 @@ async fn ticks_drop_revocations_once_the_clock_passes_their_end_and_date_heartbe
     }
     assert_eq!(sent_at.last(), Some(&clock.now_ms()), "{sent_at:?}");
 }
+
+fn cut(claim: &str, value: &str, not_before: i64, cursor: u64) -> LoggedChange {
+    LoggedChange {
+        cursor: cursor.to_string(),
+        logged_at_ms: 0,
+        change: Change::Cut {
+            issuer: "iss".into(),
+            claim: claim.into(),
+            value: value.into(),
+            not_before,
+            keep_until: unix_now() + 600,
+        },
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn claim_cutoffs_travel_apart_from_subject_ones_and_end_older_gateways_streams() {
+    let mut hub = hub();
+    let current = SubscribeParams {
+        protocol: crate::snapshot::STREAM_PROTOCOL,
+        ..SubscribeParams::default()
+    };
+    let mut old = hub.subscribe(SubscribeParams::default()).unwrap();
+    let mut new = hub.subscribe(current.clone()).unwrap();
+    queued(&mut old);
+    queued(&mut new);
+    // A subject cut-off: every gateway can enforce it.
+    hub.on_event(tail(vec![cut("sub", "alice", 10, 1)], true));
+    assert_eq!(queued(&mut old), ["delta"]);
+    assert_eq!(queued(&mut new), ["delta"]);
+    hub.on_event(tail(vec![cut("sid", "s-1", 20, 2)], true));
+    match old.queue.try_recv() {
+        Ok(Outgoing::End(status)) => {
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        }
+        _ => panic!("the older gateway's stream goes on"),
+    }
+    let Ok(Outgoing::Frames(frames)) = new.queue.try_recv() else {
+        panic!("no delta for the current gateway");
+    };
+    let Some(Update::Delta(delta)) = &frames[0].update else {
+        panic!("not a delta: {frames:?}");
+    };
+    let key = hub.digest_key.clone();
+    assert!(delta.subjects.is_empty());
+    assert_eq!(delta.claims.len(), 1);
+    assert_eq!(delta.claims[0].claim, "sid");
+    assert_eq!(delta.claims[0].digest, key.claim("iss", "sid", "s-1").0);
+    assert_eq!(
+        hub.subscribe(SubscribeParams::default()).err(),
+        Some(SubscribeError::Outdated)
+    );
+    let view = decoded_view(&hub);
+    assert_eq!(view.subject_cutoff(&key.subject("iss", "alice")), Some(10));
+    assert_eq!(
+        view.claim_cutoff("sid", &key.claim("iss", "sid", "s-1")),
+        Some(20)
+    );
+    assert_eq!(
+        view.claim_cutoff("sid", &key.claim("iss", "sid", "alice")),
+        None
+    );
+    // Resuming from before the cut-off replays it from the history.
+    let resumed = hub
+        .subscribe(SubscribeParams {
+            cursor: "1".into(),
+            generation: hub.generation,
+            ..current
+        })
+        .unwrap();
+    let mut resumed = resumed;
+    let Ok(Outgoing::Frames(frames)) = resumed.queue.try_recv() else {
+        panic!("no frames on resume");
+    };
+    let Some(Update::Delta(replayed)) = &frames[0].update else {
+        panic!("not resumed with a delta: {frames:?}");
+    };
+    assert_eq!(replayed.claims.len(), 1);
+}

@@ -7,8 +7,8 @@ use tracing::debug;
 
 use super::{source_address, RevocationApi};
 use crate::auth::{Access, Caller, Role};
-use crate::pb::{RevokeClaimRequest, RevokeClaimResponse, RevokeSubjectRequest};
 use crate::pb::RevokeSubjectResponse;
+use crate::pb::{RevokeClaimRequest, RevokeClaimResponse, RevokeSubjectRequest};
 use crate::server::error::ApiError;
 use crate::server::limits;
 use crate::store::{Cutoff, CutoffOutcome, Provenance, SUBJECT_CLAIM};
@@ -241,5 +241,100 @@ mod tests {
         let late = cutoff_time(now + 62, now, leeway).unwrap_err().to_string();
         assert!(late.contains("future") && late.contains("60 s"), "{late}");
         assert!(cutoff_time(-1, now, leeway).is_err());
+    }
+
+    fn claim(claim: &str, value: &str, not_before: i64) -> RevokeClaimRequest {
+        RevokeClaimRequest {
+            claim: claim.into(),
+            value: value.into(),
+            not_before,
+            ..Default::default()
+        }
+    }
+
+    /// `claims` signed, with the handler tests' issuer, `jti` and an hour
+    /// to live from `iat`.
+    fn token_with(jti: &str, iat: i64, extra: serde_json::Value) -> String {
+        let mut claims = serde_json::json!({
+            "iss": ISSUER, "sub": "alice", "jti": jti, "iat": iat, "exp": iat + 3600,
+        });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        testing::sign(&claims)
+    }
+
+    async fn revoked_by(api: &RevocationApi, token: String) -> (bool, String) {
+        let check = CheckRequest {
+            token,
+            ..Default::default()
+        };
+        let answer = api.check(request(check, testing::READ)).await.unwrap();
+        (answer.revoked, answer.claim)
+    }
+
+    #[tokio::test]
+    async fn a_session_cutoff_revokes_that_sessions_older_tokens_only() {
+        let api = api().await;
+        let now = unix_now();
+        let first = token_with("a", now - 10, serde_json::json!({ "sid": "s-1" }));
+        let other = token_with("b", now - 10, serde_json::json!({ "sid": "s-2" }));
+        let answer = api.revoke_claim(request(claim("sid", "s-1", 0), testing::REVOKE));
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.not_before, now + 1);
+        assert!(!answer.cursor.is_empty());
+        assert_eq!(revoked_by(&api, first).await, (true, "sid".into()));
+        assert_eq!(revoked_by(&api, other).await, (false, String::new()));
+        let counts = api.state.store.counts(unix_now()).await.unwrap();
+        assert_eq!((counts.subject_cutoffs, counts.claim_cutoffs), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn an_issuer_wide_cutoff_needs_admin_and_covers_every_older_token() {
+        let api = api().await;
+        let now = unix_now();
+        let by_revoker = api.revoke_claim(request(claim("*", "", now), testing::REVOKE));
+        assert_eq!(refusal(by_revoker.await).0, Code::PermissionDenied);
+        let with_value = api.revoke_claim(request(claim("*", "x", now), testing::ADMIN));
+        assert_eq!(refusal(with_value.await).0, Code::InvalidArgument);
+        let cut = api.revoke_claim(request(claim("*", "", now - 5), testing::ADMIN));
+        assert_eq!(cut.await.unwrap().not_before, now - 5);
+        let older = token_with("old", now - 6, serde_json::json!({}));
+        let newer = token_with("new", now - 5, serde_json::json!({}));
+        assert_eq!(revoked_by(&api, older).await, (true, "*".into()));
+        assert_eq!(revoked_by(&api, newer).await, (false, String::new()));
+    }
+
+    #[tokio::test]
+    async fn only_the_revocable_claims_are_accepted_and_a_later_cutoff_stays() {
+        let api = api().await;
+        let now = unix_now();
+        let unknown = api.revoke_claim(request(claim("email", "a@b", 0), testing::REVOKE));
+        let (code, message) = refusal(unknown.await);
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(message.contains("sid, client_id, azp"), "{message}");
+        let empty = api.revoke_claim(request(claim("client_id", "", 0), testing::REVOKE));
+        assert_eq!(refusal(empty.await).0, Code::InvalidArgument);
+        let later = api.revoke_claim(request(claim("client_id", "app", now), testing::REVOKE));
+        assert_eq!(later.await.unwrap().not_before, now);
+        let earlier = claim("client_id", "app", now - 100);
+        let earlier = api
+            .revoke_claim(request(earlier, testing::REVOKE))
+            .await
+            .unwrap();
+        assert_eq!((earlier.not_before, earlier.cursor.as_str()), (now, ""));
+        let by_sub = api.revoke_claim(request(claim("sub", "alice", 0), testing::REVOKE));
+        assert!(
+            !by_sub.await.unwrap().cursor.is_empty(),
+            "`sub` is RevokeSubject"
+        );
+        let token = token_with("t", now - 1, serde_json::json!({}));
+        let check = CheckRequest {
+            token,
+            ..Default::default()
+        };
+        let answer = api.check(request(check, testing::READ)).await.unwrap();
+        assert!(answer.revoked && answer.by_subject && answer.claim == "sub");
     }
 }

@@ -298,10 +298,7 @@ mod tests {
         let api = api_with(|policy| policy.keyless.per_subject_per_minute = 1).await;
         let own = request(by_token(token("alice", "a-1")), testing::KEYLESS);
         assert!(api.revoke(own).await.unwrap().newly_revoked);
-        let status = api
-            .state
-            .store
-            .status(ISSUER, Some("a-1"), &[], unix_now());
+        let status = api.state.store.status(ISSUER, Some("a-1"), &[], unix_now());
         let revocation = status.await.unwrap().revocation.expect("stored");
         assert_eq!(
             (

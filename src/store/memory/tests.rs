@@ -94,10 +94,7 @@ fn a_later_expiry_extends_the_record_and_keeps_its_author() {
     let second = store.revoke(&later, 0, None);
     assert!(!second.newly_revoked);
     assert!(second.cursor.is_some(), "an extension is a logged change");
-    let stored = store
-        .status("iss", Some("a"), &[], 150)
-        .revocation
-        .unwrap();
+    let stored = store.status("iss", Some("a"), &[], 150).revocation.unwrap();
     assert_eq!(stored.keep_until, 200);
     assert_eq!(stored.provenance.by, "test");
 }

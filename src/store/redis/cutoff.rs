@@ -84,14 +84,7 @@ fn args<'a>(name: &'a str, cutoff: &'a Cutoff, retention: u64, now: i64) -> impl
             issuer,
             value,
         ),
-        (
-            retention,
-            now,
-            PRUNE_BATCH,
-            &provenance.source,
-            kind,
-            claim,
-        ),
+        (retention, now, PRUNE_BATCH, &provenance.source, kind, claim),
     )
 }
 
@@ -110,11 +103,12 @@ impl RedisStore {
             false => (keys.cut(&name), &keys.cut_expiry),
         };
         let mut invocation = CUTOFF.prepare_invoke();
-        invocation
-            .key(record)
-            .key(expiry)
-            .key(&keys.log)
-            .arg(args(&name, cutoff, self.log_retention, now));
+        invocation.key(record).key(expiry).key(&keys.log).arg(args(
+            &name,
+            cutoff,
+            self.log_retention,
+            now,
+        ));
         let (not_before, cursor): (i64, Option<String>) = self.write(&invocation).await?;
         Ok(CutoffOutcome {
             not_before,

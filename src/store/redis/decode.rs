@@ -332,7 +332,10 @@ mod tests {
         let Record::Cutoff(cutoff) = entry_record("log", &claim_entry).unwrap() else {
             panic!("a cut-off's entry");
         };
-        assert_eq!((cutoff.claim.as_str(), cutoff.value.as_str()), ("sid", "s-1"));
+        assert_eq!(
+            (cutoff.claim.as_str(), cutoff.value.as_str()),
+            ("sid", "s-1")
+        );
         let change = entry_change("log", &claim_entry).unwrap();
         assert_eq!(change, Record::Cutoff(cutoff).change());
         let nameless = entry(&[("kind", "claim"), ("iss", ""), ("id", "y"), ("until", "9")]);

@@ -73,6 +73,7 @@
 //! `durability.rs` for what each mode costs and checks.
 
 mod connection;
+mod cutoff;
 mod decode;
 mod durability;
 mod history;
@@ -80,7 +81,6 @@ mod keys;
 mod log;
 mod reserve;
 mod revoke;
-mod cutoff;
 mod scan;
 
 use std::collections::HashMap;
@@ -249,7 +249,9 @@ impl RedisStore {
             if fields.is_empty() {
                 return Ok(None);
             }
-            Fields::hash(&key, &fields).revocation(issuer, jti).map(Some)
+            Fields::hash(&key, &fields)
+                .revocation(issuer, jti)
+                .map(Some)
         };
         let cutoffs = claims.iter().map(|&(claim, value)| async move {
             let name = cutoff_name(issuer, claim, value);

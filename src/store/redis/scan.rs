@@ -369,7 +369,10 @@ mod tests {
         );
         let claims_only =
             Position::start(Some(RecordKind::Claim)).advance(0, Some(RecordKind::Claim), 2);
-        assert_eq!(claims_only.map(|p| (p.partition, p.index)), Some((1, Claims)));
+        assert_eq!(
+            claims_only.map(|p| (p.partition, p.index)),
+            Some((1, Claims))
+        );
         let tokens_only =
             Position::start(Some(RecordKind::Token)).advance(0, Some(RecordKind::Token), 2);
         assert_eq!(
