@@ -20,6 +20,11 @@
 //!   claims: the revocation part measured directly (inputs cloned and
 //!   outputs dropped outside the clock).
 //!
+//! A second round measures `check_claims` of the same HS256 token again
+//! after cut-offs of four claims came into force over the stream (100,000
+//! `sid` ones, a `client_id`, an `azp` and an issuer-wide one, none covering
+//! the token): what each claim in force adds, target <= 60 ns.
+//!
 //! The report gives the revocation part as a share of the bare decode, both
 //! measured directly (`check_claims / decode`) and as the difference
 //! `(check - verify) / decode`. Targets: <= 5% for ES256, <= 20% for HS256.
@@ -65,6 +70,14 @@ use support::{human, serve_config, token_id, verdict, Medians, RunningServer};
 const REVOCATIONS: u64 = 1_000_000;
 /// Subject cut-offs the server holds.
 const SUBJECT_CUTOFFS: u64 = 1_000;
+/// Session (`sid`) cut-offs added for the second round; with one
+/// `client_id`, one `azp` and one issuer-wide cut-off, four claims are
+/// then in force.
+const SESSION_CUTOFFS: u64 = 100_000;
+/// Claims with cut-offs in force in the second round.
+const CLAIMS_IN_FORCE: f64 = 4.0;
+/// Target: what each claim in force may add to `check_claims`.
+const PER_CLAIM_TARGET_NS: f64 = 60.0;
 /// The issuer of every token.
 const ISSUER: &str = "https://issuer.example";
 /// The audience of every token.
@@ -105,6 +118,9 @@ struct TokenClaims<'a> {
     nbf: i64,
     exp: i64,
     scope: &'a str,
+    sid: String,
+    client_id: &'a str,
+    azp: &'a str,
 }
 
 /// What the baseline decodes into: the five claims revocd reads, the same
@@ -198,6 +214,54 @@ fn subject(index: u64) -> String {
     format!("user-{index}")
 }
 
+/// The session of cut-off `index`.
+fn session(index: u64) -> String {
+    format!("session-{index}")
+}
+
+/// Adds [`SESSION_CUTOFFS`] session cut-offs, a `client_id`, an `azp` and
+/// an issuer-wide one (older than every benchmark token) to the running
+/// server's store; they reach the gateway as deltas.
+async fn add_claim_cutoffs(store: &Store, now: i64) -> Result<()> {
+    let provenance = Provenance {
+        at: now,
+        by: "bench".into(),
+        reason: String::new(),
+        source: String::new(),
+    };
+    let cutoff = |claim: &str, value: String, not_before: i64| Cutoff {
+        issuer: ISSUER.into(),
+        claim: claim.into(),
+        value,
+        not_before,
+        keep_until: now + 2 * LIFETIME,
+        provenance: provenance.clone(),
+    };
+    for index in 0..SESSION_CUTOFFS {
+        store.cut(&cutoff("sid", session(index), now - 10), now).await?;
+    }
+    store.cut(&cutoff("client_id", "leaked-app".into(), now - 10), now).await?;
+    store.cut(&cutoff("azp", "old-web".into(), now - 10), now).await?;
+    store.cut(&cutoff("*", String::new(), now - LIFETIME), now).await?;
+    Ok(())
+}
+
+/// Waits until the gateway holds every cut-off [`add_claim_cutoffs`] made.
+async fn claim_cutoffs_arrived(gateway: &Gateway) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let view = gateway.view().expect("the gateway is ready");
+        let last = view.digest_key().claim(ISSUER, "sid", &session(SESSION_CUTOFFS - 1));
+        if view.claims_cut().count() == CLAIMS_IN_FORCE as usize
+            && view.claim_cutoff("sid", &last).is_some()
+        {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "the claim cut-offs did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Fills a store with [`REVOCATIONS`] revocations and [`SUBJECT_CUTOFFS`]
 /// cut-offs (all subjects' tokens issued before now).
 async fn fill(store: &Store, now: i64) -> Result<()> {
@@ -235,6 +299,8 @@ async fn fill(store: &Store, now: i64) -> Result<()> {
 /// revocd serving the filled store, and a gateway subscribed to it.
 struct Setup {
     server: RunningServer,
+    /// The server's store, to add cut-offs while it serves.
+    store: Store,
     gateway: Gateway,
     /// Time from the gateway's start to its first snapshot applied.
     ready_after: Duration,
@@ -253,6 +319,7 @@ impl Setup {
         state.hub.shutdown();
         let digest_key = state.store.digest_key(None).await?;
         state.hub = FilterHub::spawn(state.store.clone(), digest_key, config.hub_config());
+        let store = state.store.clone();
         let server = RunningServer::start(state).await?;
         let started = Instant::now();
         let gateway = Gateway::spawn(GatewayConfig::new([server.url()]), verifier()?)?;
@@ -262,6 +329,7 @@ impl Setup {
         );
         Ok(Setup {
             server,
+            store,
             gateway,
             ready_after: started.elapsed(),
         })
@@ -281,6 +349,9 @@ fn unrevoked_claims(gateway: &Gateway, now: i64) -> TokenClaims<'static> {
         nbf: now,
         exp: now + LIFETIME,
         scope: "orders:read orders:write",
+        sid: session(SESSION_CUTOFFS + 1),
+        client_id: "orders-app",
+        azp: "orders-web",
     };
     let view = gateway.view().expect("the gateway is ready");
     claims.jti = (REVOCATIONS..)
@@ -321,6 +392,24 @@ fn sanity_check(gateway: &Gateway, cases: &[Case], now: i64) -> Result<()> {
     Ok(())
 }
 
+/// Fails unless the gateway applies the claim cut-offs and still allows
+/// the benchmark token.
+fn claim_sanity_check(gateway: &Gateway, claims: &Claims) -> Result<()> {
+    ensure!(
+        matches!(gateway.check_claims(claims.clone()), Verdict::Allow(_)),
+        "the benchmark token is not allowed under the claim cut-offs"
+    );
+    let cut_session = Claims {
+        session: Some(session(7)),
+        ..claims.clone()
+    };
+    ensure!(
+        gateway.check_claims(cut_session) == Verdict::Deny(Denial::RevokedByClaim("sid".into())),
+        "a session cut-off is not applied"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // Workers for the server and the gateway's stream; criterion measures
     // on the main thread.
@@ -352,10 +441,48 @@ fn main() -> Result<()> {
         );
         group.finish();
     }
+    // The second round: the same token with four claims' cut-offs in force.
+    runtime.block_on(async {
+        add_claim_cutoffs(&setup.store, now).await?;
+        claim_cutoffs_arrived(gateway).await
+    })?;
+    let verified = verifier.verify(&cases[0].token)?;
+    claim_sanity_check(gateway, &verified)?;
+    let mut group = medians.group(&mut criterion, "hs256-claim-rules");
+    group.bench_batched(
+        "check_claims",
+        CLAIMS_BATCH,
+        || verified.clone(),
+        |claims| gateway.check_claims(claims),
+    );
+    group.finish();
     criterion.final_summary();
 
     print_report(&medians, &cases, &setup);
+    print_claim_rules(&medians);
     runtime.block_on(setup.server.stop())
+}
+
+/// What the claim cut-offs in force add to the revocation part, per claim.
+fn print_claim_rules(medians: &Medians) {
+    let before = medians.ns("hs256/check_claims");
+    let after = medians.ns("hs256-claim-rules/check_claims");
+    let per_claim = before
+        .zip(after)
+        .map(|(before, after)| (after - before) / CLAIMS_IN_FORCE);
+    let target = per_claim.map_or(String::new(), |ns| {
+        format!(
+            "<= {PER_CLAIM_TARGET_NS:.0} ns {}",
+            verdict(ns <= PER_CLAIM_TARGET_NS)
+        )
+    });
+    println!();
+    println!(
+        "claim rules: check_claims of the HS256 token with cut-offs of {CLAIMS_IN_FORCE} claims in force ({SESSION_CUTOFFS} sid, 1 client_id, 1 azp, 1 issuer-wide): {} (without: {}); added per claim: {}  target {target}",
+        human(after),
+        human(before),
+        per_claim.map_or("-".to_owned(), |ns| format!("{ns:.1} ns")),
+    );
 }
 
 fn print_report(medians: &Medians, cases: &[Case], setup: &Setup) {
