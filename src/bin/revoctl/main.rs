@@ -181,6 +181,13 @@ struct RevokeSubjectArgs {
     /// second (a login in that same second must retry after it).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     not_before: i64,
+    #[command(flatten)]
+    cut: CutArgs,
+}
+
+/// What a subject or claim cut-off names besides its value and time.
+#[derive(Debug, Args)]
+struct CutArgs {
     /// The tokens' issuer; default: the server's.
     #[arg(long, default_value = "")]
     issuer: String,
@@ -202,14 +209,8 @@ struct RevokeClaimArgs {
     /// time, or a duration ago (`10m`).
     #[arg(long, default_value = "now", value_parser = timestamp::parse_cutoff)]
     before: i64,
-    /// The tokens' issuer; default: the server's.
-    #[arg(long, default_value = "")]
-    issuer: String,
-    /// Why, for the record.
-    #[arg(long, default_value = "")]
-    reason: String,
     #[command(flatten)]
-    output: JsonFlag,
+    cut: CutArgs,
 }
 
 #[derive(Debug, Args)]
@@ -300,24 +301,24 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let request = RevokeSubjectRequest {
                 subject: args.subject,
                 not_before: args.not_before,
-                reason: args.reason,
-                issuer: args.issuer,
+                reason: args.cut.reason,
+                issuer: args.cut.issuer,
             };
             let reply = unary(&client, key, request, |mut client, request| async move {
                 client.revoke_subject(request).await
             })
             .await?;
-            print_cutoff(args.output.json, reply.not_before, &reply.cursor);
+            print_cutoff(args.cut.output.json, reply.not_before, &reply.cursor);
         }
         Command::RevokeClaim(args) => {
             let request = RevokeClaimRequest {
-                issuer: args.issuer,
+                issuer: args.cut.issuer,
                 claim: args.claim,
                 value: args.value,
                 not_before: args.before,
-                reason: args.reason,
+                reason: args.cut.reason,
             };
-            revoke_claim(&client, key, request, args.output.json).await?;
+            revoke_claim(&client, key, request, args.cut.output.json).await?;
         }
         Command::RevokeIssuer(args) => {
             let request = RevokeClaimRequest {
