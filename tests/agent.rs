@@ -59,9 +59,14 @@ fn hs256_agent(deployment: &Deployment, replica: &Replica, extra: &[&str]) -> Ag
 
 /// The real `revoctl` with the revoke key; it must succeed.
 fn revoctl(replica: &Replica, args: &[&str]) -> Output {
+    revoctl_as("key-revoke", replica, args)
+}
+
+/// The real `revoctl` with `key`; it must succeed.
+fn revoctl_as(key: &str, replica: &Replica, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_revoctl"))
         .args(["--server", &replica.address.to_string()])
-        .args(["--api-key", "key-revoke"])
+        .args(["--api-key", key])
         .args(args)
         .env_remove("REVOCD_API_KEY")
         .env_remove("REVOCD_SERVER")
@@ -304,6 +309,53 @@ async fn nginx_refuses_a_subjects_tokens_issued_before_its_cutoff() {
     assert_invalid_token(&nginx.get("/", Some(&older)));
     assert_upstream(&nginx.get("/", Some(&new)), "alice", "alice-new");
     assert_upstream(&nginx.get("/", Some(&bob)), "bob", "bob-old");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_refuses_a_sessions_tokens_and_then_every_older_token_of_the_issuer() {
+    let (_redis, deployment, replica) = server().await;
+    let agent = hs256_agent(&deployment, &replica, &[]);
+    let nginx = Nginx::start(agent.http);
+    let now = unix_now();
+    let in_session = |sid: &str, jti: &str, issued_at: i64| {
+        support::sign(&json!({
+            "iss": ISSUER, "sub": "alice", "jti": jti, "sid": sid,
+            "iat": issued_at, "exp": unix_now() + 3600,
+        }))
+    };
+    let laptop = in_session("laptop", "alice-laptop", now - 60);
+    let phone = in_session("phone", "alice-phone", now - 60);
+    let fresh = in_session("tablet", "alice-tablet", now);
+    for (token, jti) in [(&laptop, "alice-laptop"), (&phone, "alice-phone")] {
+        assert_upstream(&nginx.get("/", Some(token)), "alice", jti);
+    }
+
+    revoctl(&replica, &["revoke-claim", "sid", "laptop"]);
+    let refused = eventually_blocking(
+        "the laptop session's token to be refused",
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || refusal(nginx.get("/", Some(&laptop))),
+    );
+    let challenge = assert_invalid_token(&refused);
+    assert!(challenge.contains("sid"), "{challenge}");
+    assert_upstream(&nginx.get("/", Some(&phone)), "alice", "alice-phone");
+
+    // The issuer's signing key leaked a few seconds ago: every older token
+    // goes, the ones issued since stay.
+    let before = (now - 5).to_string();
+    revoctl_as(
+        "key-admin",
+        &replica,
+        &["revoke-issuer", ISSUER, "--before", &before],
+    );
+    eventually_blocking(
+        "the phone session's token to be refused",
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || refusal(nginx.get("/", Some(&phone))),
+    );
+    assert_upstream(&nginx.get("/", Some(&fresh)), "alice", "alice-tablet");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
