@@ -90,8 +90,10 @@ pub fn token(
     // Issued a minute before `exp` at the latest, so a short-lived token
     // still has a plausible life.
     let iat = now.min(exp - 60);
+    // Each token is a session of its own, so the load can revoke it by
+    // `sid` as well as by `jti`.
     let jwt = signer.sign(&serde_json::json!({
-        "iss": claimed.name(), "sub": subject, "jti": jti, "iat": iat, "exp": exp,
+        "iss": claimed.name(), "sub": subject, "jti": jti, "sid": jti, "iat": iat, "exp": exp,
     }));
     let claims = Claims {
         issuer: claimed.name().to_owned(),
@@ -99,6 +101,7 @@ pub fn token(
         subject: Some(subject.to_owned()),
         expires_at: Some(exp),
         issued_at: Some(iat),
+        session: Some(jti.to_owned()),
         ..Claims::default()
     };
     (jwt, claims)

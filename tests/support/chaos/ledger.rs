@@ -24,6 +24,17 @@ pub struct Token {
     pub jwt: String,
     /// Its claims, as a gateway would read them.
     pub claims: Claims,
+    /// How the run revokes it.
+    pub rule: Rule,
+}
+
+/// How a token of the run is revoked, and so which record keeps it revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// By its jti (`Revoke`, `RevokeBatch`).
+    Jti,
+    /// By a cut-off on its session (`RevokeClaim` of its `sid`).
+    Session,
 }
 
 impl Token {
@@ -37,13 +48,21 @@ impl Token {
     /// already past; the token and its revocation then last the leeway).
     pub fn living(issuer: Issuer, subject: &str, jti: &str, lifetime: i64) -> Token {
         let (jwt, claims) = issuer::token(issuer, issuer, subject, jti, lifetime);
-        Token { jwt, claims }
+        Token {
+            jwt,
+            claims,
+            rule: Rule::Jti,
+        }
     }
 
     /// A forgery: signed with issuer A's key, claiming issuer B.
     pub fn forged(subject: &str, jti: &str) -> Token {
         let (jwt, claims) = issuer::token(Issuer::A, Issuer::B, subject, jti, issuer::LIFETIME);
-        Token { jwt, claims }
+        Token {
+            jwt,
+            claims,
+            rule: Rule::Jti,
+        }
     }
 
     /// Whether the token will have expired `margin` from now (past `exp`

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use revocd::pb::revocation_service_client::RevocationServiceClient;
-use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
+use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeClaimRequest, RevokeRequest};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use super::issuer::Issuer;
-use super::ledger::{Attempt, Entry, Ledger, Outcome, Token};
+use super::ledger::{Attempt, Entry, Ledger, Outcome, Rule, Token};
 use super::nemesis::Stage;
 use super::report::{Check, Tally, ViolationKind};
 use crate::support::{BearerKey, Client};
@@ -129,9 +129,40 @@ pub async fn revoke(client: &mut Client, replica: usize, token: Token) -> Attemp
     };
     let sent = Instant::now();
     let answer = client.revoke(request).await;
+    let outcome = answer.map(|reply| reply.into_inner().cursor);
+    attempt(token, replica, sent, outcome)
+}
+
+/// `RevokeClaim` of the session (`sid`) of `token`, cut off now, through
+/// `client` (replica `replica`), as an attempt for the ledger: the token
+/// must be refused everywhere once it is acknowledged, as if revoked by
+/// its jti.
+pub async fn revoke_session(client: &mut Client, replica: usize, mut token: Token) -> Attempt {
+    token.rule = Rule::Session;
+    let request = RevokeClaimRequest {
+        issuer: token.claims.issuer.clone(),
+        claim: "sid".into(),
+        value: token.claims.session.clone().unwrap_or_default(),
+        not_before: 0,
+        reason: "chaos session".into(),
+    };
+    let sent = Instant::now();
+    let answer = client.revoke_claim(request).await;
+    let outcome = answer.map(|reply| reply.into_inner().cursor);
+    attempt(token, replica, sent, outcome)
+}
+
+/// The ledger's attempt of a call sent at `sent` that answered `answer`
+/// (its cursor) just now.
+fn attempt(
+    token: Token,
+    replica: usize,
+    sent: Instant,
+    answer: Result<String, tonic::Status>,
+) -> Attempt {
     let answered = Instant::now();
     let outcome = match answer {
-        Ok(reply) => Outcome::Acked(reply.into_inner().cursor),
+        Ok(cursor) => Outcome::Acked(cursor),
         Err(status) => Outcome::Failed(status.code(), status.message().to_owned()),
     };
     Attempt {
@@ -233,7 +264,14 @@ impl LoadClient {
             let jti = format!("p{}-c{}-{n}", self.phase, self.id);
             let issuer = if n % 2 == 0 { Issuer::A } else { Issuer::B };
             let token = Token::of(issuer, &format!("chaos-{}", self.id), &jti);
-            let attempt = revoke(&mut self.channels[target], target, token).await;
+            // A third of the revocations cut the token's session off
+            // instead (both issuers take turns at it).
+            let client = &mut self.channels[target];
+            let attempt = if n % 3 == 2 {
+                revoke_session(client, target, token).await
+            } else {
+                revoke(client, target, token).await
+            };
             let failed = matches!(attempt.outcome, Outcome::Failed(..));
             if let Some(entry) = self.ledger.record(self.phase, attempt) {
                 let other = (target + 1) % self.channels.len();

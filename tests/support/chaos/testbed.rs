@@ -452,7 +452,9 @@ fn from_verdict(verdict: Verdict) -> Answer {
     match verdict {
         Verdict::Allow(_) => Answer::Allow,
         Verdict::Confirm(_) => Answer::Maybe,
-        Verdict::Deny(Denial::Revoked | Denial::RevokedBySubject) => Answer::Revoked,
+        Verdict::Deny(Denial::Revoked | Denial::RevokedBySubject | Denial::RevokedByClaim(_)) => {
+            Answer::Revoked
+        }
         Verdict::Deny(denial) if denial.is_unavailable() => Answer::Unavailable(denial.to_string()),
         Verdict::Deny(denial) => Answer::Refused(denial.to_string()),
     }

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use tonic::Code;
 
-use super::ledger::{Attempt, Entry, Outcome, Token};
+use super::ledger::{Attempt, Entry, Outcome, Rule, Token};
 use super::load::Checked;
 use super::nemesis::{Target, Window};
 use super::report::{Check, Tally, ViolationKind};
@@ -131,7 +131,7 @@ pub async fn stored(
     let url = bed.redis_url.clone();
     let keys: Vec<String> = tokens
         .iter()
-        .map(|t| record_key(&t.claims.issuer, t.jti(), partitions))
+        .map(|t| record_key(t, partitions))
         .collect();
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -150,21 +150,31 @@ pub async fn stored(
     .expect("Redis reader")
 }
 
-/// The key of the revocation record of (`issuer`, `jti`):
-/// `revocd:v1:{p<n>}:jti:<issuer length>:<issuer>:<jti>`.
-fn record_key(issuer: &str, jti: &str, partitions: u16) -> String {
-    let partition = partition_of(issuer, jti, partitions);
+/// The key of the record that keeps `token` revoked, as
+/// `src/store/redis/mod.rs` documents it: by jti,
+/// `revocd:v1:{p<n>}:jti:<issuer length>:<issuer>:<jti>`; by session,
+/// `revocd:v1:{p<n>}:cut:<issuer length>:<issuer>:3:sid:<sid>`.
+fn record_key(token: &Token, partitions: u16) -> String {
+    let issuer = &token.claims.issuer;
+    let (family, id) = match token.rule {
+        Rule::Jti => ("jti", token.jti().to_owned()),
+        Rule::Session => {
+            let sid = token.claims.session.as_deref().unwrap_or_default();
+            ("cut", format!("3:sid:{sid}"))
+        }
+    };
+    let partition = partition_of(issuer, &id, partitions);
     format!(
-        "revocd:v1:{{p{partition}}}:jti:{}:{issuer}:{jti}",
+        "revocd:v1:{{p{partition}}}:{family}:{}:{issuer}:{id}",
         issuer.len()
     )
 }
 
-/// The log partition of (`issuer`, `jti`)'s record, as
+/// The log partition of (`issuer`, `id`)'s record, as
 /// `src/store/redis/mod.rs` documents it: `fnv1a64(record name) mod
-/// partitions`, the record name being `<issuer length>:<issuer>:<jti>`.
-pub fn partition_of(issuer: &str, jti: &str, partitions: u16) -> u16 {
-    let record = format!("{}:{issuer}:{jti}", issuer.len());
+/// partitions`, the record name being `<issuer length>:<issuer>:<id>`.
+pub fn partition_of(issuer: &str, id: &str, partitions: u16) -> u16 {
+    let record = format!("{}:{issuer}:{id}", issuer.len());
     let hash = record
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
