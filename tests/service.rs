@@ -1776,3 +1776,30 @@ on_every_backend!(
     claim_cutoffs_are_listed_audited_and_counted,
     a_subject_named_like_a_claim_cutoff_is_no_claim_cutoff,
 );
+
+/// The wire contract (`ClaimCutoff` in the proto) says an array claim
+/// matches when any of its string elements does: a token whose `sid` or
+/// `client_id` is an array holding the cut-off value is revoked.
+#[tokio::test]
+async fn an_array_claim_is_cut_off_by_any_of_its_values() {
+    let harness = Harness::start(Backend::Memory).await;
+    let now = unix_now();
+    for (name, value) in [("sid", "arr-s"), ("client_id", "arr-c")] {
+        harness
+            .revoke_claim("key-revoke", claim(name, value, now))
+            .await
+            .expect("cut-off");
+    }
+    let sessions = token_with("ann", "arr-1", now - 30, json!({"sid": ["other", "arr-s"]}));
+    let clients = token_with("ann", "arr-2", now - 30, json!({"client_id": ["arr-c"]}));
+    let neither = token_with("ann", "arr-3", now - 30, json!({"sid": ["x", "y"]}));
+    for (name, token, revoked_by) in [
+        ("sid", &sessions, "sid"),
+        ("client_id", &clients, "client_id"),
+    ] {
+        let status = harness.check_token(token).await;
+        assert!(status.revoked, "{name} array holding the value: {status:?}");
+        assert_eq!(status.claim, revoked_by);
+    }
+    assert!(!harness.check_token(&neither).await.revoked);
+}
