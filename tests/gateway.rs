@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use revocd::backoff::ExponentialBackoff;
 use revocd::gateway::{Denial, Gateway, GatewayConfig, RevocationLayer, StalePolicy, Verdict};
-use revocd::pb::{RevokeRequest, RevokeSubjectRequest};
+use revocd::pb::{CheckRequest, RevokeClaimRequest, RevokeRequest, RevokeSubjectRequest};
 use revocd::time::unix_now;
 use revocd::tokens::{Claims, TokenError};
 use serde_json::json;
@@ -695,5 +695,348 @@ async fn check_online_sees_subject_cutoffs_while_stale() {
         Verdict::Deny(Denial::RevokedBySubject),
         "the server knows the cut-off; a confirmation must consult it"
     );
+    server.stop().await;
+}
+
+// === claim cut-offs (`RevokeClaim`) ===
+
+/// Cuts off the tokens whose `claim` is `value` at `not_before` (0: now)
+/// with `key`; returns the cut-off in force.
+async fn revoke_claim(
+    server: &TestServer,
+    key: &str,
+    claim: &str,
+    value: &str,
+    not_before: i64,
+) -> i64 {
+    server
+        .client(Some(key))
+        .await
+        .revoke_claim(RevokeClaimRequest {
+            claim: claim.to_owned(),
+            value: value.to_owned(),
+            not_before,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|status| panic!("revoke claim {claim} {value:?}: {status:?}"))
+        .into_inner()
+        .not_before
+}
+
+/// A token of `subject` with the given `iat`, valid an hour from now,
+/// with the `extra` claims (`sid`, `client_id`, `azp`).
+fn token_with(subject: &str, jti: &str, issued_at: i64, extra: serde_json::Value) -> String {
+    let mut claims = json!({
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
+    });
+    let (Some(claims_map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) else {
+        panic!("claims are JSON objects");
+    };
+    claims_map.extend(extra.clone());
+    support::sign(&claims)
+}
+
+/// Waits until `gateway` judges `token` `expected` from memory (`check`).
+async fn until_checked(gateway: &Gateway, token: &str, expected: Verdict) {
+    eventually(&format!("check = {expected:?}"), SOON, POLL, || {
+        let expected = expected.clone();
+        async move {
+            let verdict = gateway.check(token);
+            if verdict == expected {
+                Ok(())
+            } else {
+                Err(verdict)
+            }
+        }
+    })
+    .await;
+}
+
+fn by_claim(claim: &str) -> Verdict {
+    Verdict::Deny(Denial::RevokedByClaim(claim.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sid_claim_cutoff_denies_that_session_and_no_other() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+
+    let now = unix_now();
+    let session = token_with("alice", "sid-1-old", now - 30, json!({"sid": "sid-1"}));
+    let other_session = token_with("alice", "sid-2-old", now - 30, json!({"sid": "sid-2"}));
+    let no_session = token_with("alice", "no-sid-old", now - 30, json!({}));
+    let value_as_client = token_with("alice", "cid-old", now - 30, json!({"client_id": "sid-1"}));
+    assert!(allowed(&gateway.check(&session)).is_some());
+
+    let cut_off = revoke_claim(&server, "key-revoke", "sid", "sid-1", 0).await;
+    assert!(cut_off > now, "a cut-off of now covers the current second");
+    let next_login = token_with("alice", "sid-1-new", cut_off, json!({"sid": "sid-1"}));
+    until_checked(&gateway, &session, by_claim("sid")).await;
+
+    let view = gateway.view().expect("view");
+    let digest = view.digest_key().claim(ISSUER, "sid", "sid-1");
+    assert_eq!(view.claim_cutoff("sid", &digest), Some(cut_off));
+    assert_eq!(
+        gateway.check_confirmed(&session).await,
+        by_claim("sid"),
+        "confirmed the same"
+    );
+    for (name, token) in [
+        ("another session", &other_session),
+        ("no session", &no_session),
+        ("the value as client_id", &value_as_client),
+        ("the session's next login", &next_login),
+    ] {
+        let verdict = gateway.check(token);
+        assert!(allowed(&verdict).is_some(), "{name}: {verdict:?}");
+        let verdict = gateway.check_confirmed(token).await;
+        assert!(allowed(&verdict).is_some(), "{name}: {verdict:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_wide_claim_cutoff_denies_every_earlier_token() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let gateway = ready(config(&[&server])).await;
+
+    let now = unix_now();
+    let earlier = [
+        token_with("alice", "wide-alice", now - 30, json!({})),
+        token_with("bob", "wide-bob", now - 3000, json!({"sid": "b"})),
+        token_with("svc", "wide-svc", now - 1, json!({"client_id": "c"})),
+    ];
+    let at_cutoff = token_with("carol", "wide-carol", now, json!({}));
+    for token in &earlier {
+        assert!(allowed(&gateway.check(token)).is_some());
+    }
+    let cut_off = revoke_claim(&server, "key-admin", "*", "", now).await;
+    assert_eq!(cut_off, now);
+    for token in &earlier {
+        until_checked(&gateway, token, by_claim("*")).await;
+        assert_eq!(gateway.check_confirmed(token).await, by_claim("*"));
+    }
+    let verdict = gateway.check_confirmed(&at_cutoff).await;
+    assert!(allowed(&verdict).is_some(), "iat == cut-off: {verdict:?}");
+    let view = gateway.view().expect("view");
+    assert_eq!(view.claims_cut().collect::<Vec<_>>(), ["*"]);
+    server.stop().await;
+}
+
+/// A gateway that subscribes after the cut-offs were made holds them from
+/// its first snapshot, for every claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_subscribing_after_claim_cutoffs_gets_them_in_its_snapshot() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let now = unix_now();
+    let cuts = [
+        ("key-revoke", "sid", "s-snap", now - 100),
+        ("key-revoke", "client_id", "app-snap", now - 200),
+        ("key-revoke", "azp", "web-snap", now - 300),
+        ("key-admin", "*", "", now - 400),
+    ];
+    for (key, claim, value, not_before) in cuts {
+        assert_eq!(
+            revoke_claim(&server, key, claim, value, not_before).await,
+            not_before
+        );
+    }
+
+    let gateway = ready(config(&[&server])).await;
+    // No waiting: the first view is the snapshot, which must hold them.
+    let view = gateway.view().expect("view");
+    let mut claims: Vec<&str> = view.claims_cut().collect();
+    claims.sort_unstable();
+    assert_eq!(claims, ["*", "azp", "client_id", "sid"]);
+    for (_, claim, value, not_before) in cuts {
+        let digest = view.digest_key().claim(ISSUER, claim, value);
+        assert_eq!(
+            view.claim_cutoff(claim, &digest),
+            Some(not_before),
+            "{claim}"
+        );
+    }
+    let cases = [
+        ("sid", json!({"sid": "s-snap"}), now - 101, now - 100),
+        (
+            "client_id",
+            json!({"client_id": "app-snap"}),
+            now - 201,
+            now - 200,
+        ),
+        ("azp", json!({"azp": "web-snap"}), now - 301, now - 300),
+        ("*", json!({}), now - 401, now - 400),
+    ];
+    for (claim, extra, before, at) in cases {
+        let older = token_with("dave", &format!("{claim}-older"), before, extra.clone());
+        assert_eq!(gateway.check(&older), by_claim(claim), "{claim}");
+        let newer = token_with("dave", &format!("{claim}-at"), at, extra);
+        let verdict = gateway.check(&newer);
+        assert!(
+            allowed(&verdict).is_some(),
+            "{claim} at the cut-off: {verdict:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Claim cut-offs live in Redis: a gateway keeps enforcing them when its
+/// replica goes away and it fails over (a snapshot of another replica),
+/// a replica started afterwards loads them, and one made through a
+/// replica reaches a gateway following another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_cutoffs_survive_a_replica_restart_and_a_failover() {
+    support::trace_init();
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let (a, b) = two_replicas(&redis, &deployment).await;
+    let gateway = ready(config(&[&a, &b])).await;
+    let first_generation = gateway.view().expect("view").generation();
+
+    let now = unix_now();
+    let session = token_with("erin", "erin-s", now - 30, json!({"sid": "erin-sid"}));
+    let client = token_with("erin", "erin-c", now - 30, json!({"client_id": "erin-app"}));
+    let other = token_with("erin", "erin-o", now - 30, json!({"sid": "kept-sid"}));
+    revoke_claim(&a, "key-revoke", "sid", "erin-sid", now).await;
+    until_checked(&gateway, &session, by_claim("sid")).await;
+
+    a.stop().await;
+    eventually("the gateway to take B's snapshot", SOON, POLL, || {
+        let gateway = &gateway;
+        async move {
+            let view = gateway.view().expect("view");
+            if view.generation() == first_generation {
+                Err(view)
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        gateway.check(&session),
+        by_claim("sid"),
+        "B's snapshot holds the cut-off made through A"
+    );
+
+    // A replica started now loads the cut-off from Redis.
+    let restarted = TestServer::start(&deployment.args(&["--redis-url", &redis.url()])).await;
+    let fresh = ready(config(&[&restarted])).await;
+    assert_eq!(fresh.check(&session), by_claim("sid"));
+    let status = restarted
+        .client(Some("key-read"))
+        .await
+        .check(CheckRequest {
+            token: session.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(status.revoked && status.claim == "sid", "{status:?}");
+
+    // Made through the restarted replica, it reaches the gateway on B.
+    revoke_claim(&restarted, "key-revoke", "client_id", "erin-app", now).await;
+    until_checked(&gateway, &client, by_claim("client_id")).await;
+    until_checked(&fresh, &client, by_claim("client_id")).await;
+    for gateway in [&gateway, &fresh] {
+        let verdict = gateway.check_confirmed(&other).await;
+        assert!(allowed(&verdict).is_some(), "{verdict:?}");
+    }
+    b.stop().await;
+    restarted.stop().await;
+}
+
+/// A claim cut-off made while a gateway is away arrives on its resumed
+/// stream as a delta (same generation, its recent digests kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_cutoff_made_while_a_gateway_is_away_arrives_on_resume() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "30s"])).await;
+    let idle_timeout = Duration::from_millis(200);
+    let gateway = ready(
+        config(&[&server]).idle_timeout(idle_timeout).backoff(
+            ExponentialBackoff::try_new(
+                Duration::from_millis(300),
+                Duration::from_millis(300),
+                0.0,
+            )
+            .expect("valid backoff"),
+        ),
+    )
+    .await;
+    let generation = gateway.view().expect("view").generation();
+    let revoked = token_for("frank", "revoked-while-here");
+    revoke(&server, &revoked).await;
+    until_not_allowed(&gateway, &revoked).await;
+    assert_eq!(recent_digests(&gateway), 1, "a delta brought it");
+
+    let now = unix_now();
+    let session = token_with("frank", "frank-s", now - 30, json!({"sid": "frank-sid"}));
+    // No frame since that delta for longer than the idle timeout: the
+    // gateway has dropped the stream and waits out its backoff.
+    tokio::time::sleep(idle_timeout + Duration::from_millis(50)).await;
+    revoke_claim(&server, "key-admin", "sid", "frank-sid", now).await;
+    until_checked(&gateway, &session, by_claim("sid")).await;
+    let view = gateway.view().expect("view");
+    assert_eq!(view.generation(), generation, "{view:?}");
+    assert_eq!(
+        recent_digests(&gateway),
+        1,
+        "a snapshot replaced the deltas: {view:?}"
+    );
+    server.stop().await;
+}
+
+/// Under `CheckOnline` while stale, claim cut-offs held still deny, and a
+/// gateway without a view asks the server, which answers by claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_sees_claim_cutoffs_while_stale() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "60s"])).await;
+    let now = unix_now();
+    let older = token_with("gina", "gina-old", now - 30, json!({"azp": "gina-web"}));
+    let newer = token_with("gina", "gina-new", now, json!({"azp": "gina-web"}));
+    revoke_claim(&server, "key-revoke", "azp", "gina-web", now).await;
+
+    let max_staleness = Duration::from_millis(100);
+    let gateway = ready(
+        config(&[&server])
+            .max_staleness(max_staleness)
+            .idle_timeout(Duration::from_secs(120))
+            .on_stale(StalePolicy::CheckOnline),
+    )
+    .await;
+    until_stale(&gateway, max_staleness).await;
+    assert_eq!(gateway.check(&older), by_claim("azp"));
+    assert_eq!(gateway.check_confirmed(&older).await, by_claim("azp"));
+    let verdict = gateway.check_confirmed(&newer).await;
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
+
+    let streamless = Gateway::spawn(
+        config(&[&server])
+            .api_key("key-read")
+            .expect("ascii key")
+            .on_stale(StalePolicy::CheckOnline),
+        support::verifier(),
+    )
+    .expect("gateway");
+    assert!(streamless.view().is_none());
+    assert_eq!(
+        streamless.check_confirmed(&older).await,
+        by_claim("azp"),
+        "the server knows the cut-off; a confirmation must consult it"
+    );
+    let verdict = streamless.check_confirmed(&newer).await;
+    assert!(allowed(&verdict).is_some(), "{verdict:?}");
     server.stop().await;
 }

@@ -5,16 +5,17 @@
 mod support;
 
 use revocd::pb::{
-    revocation_record, CheckRequest, CheckResponse, GetStatsRequest, ListChangesRequest,
-    ListRevocationsRequest, RecordFilter, RecordKind, RevocationRecord, RevokeBatchRequest,
-    RevokeRequest, RevokeSubjectRequest,
+    revocation_record, CheckRequest, CheckResponse, ClaimRevocation, GetStatsRequest,
+    ListChangesRequest, ListRevocationsRequest, RecordFilter, RecordKind, RevocationRecord,
+    RevokeBatchRequest, RevokeClaimRequest, RevokeClaimResponse, RevokeRequest,
+    RevokeSubjectRequest, Stats,
 };
 use revocd::time::unix_now;
 use serde_json::json;
 use support::{
     by_jti, by_token, token_for, Client, Deployment, RedisCluster, RedisServer, TestServer, ISSUER,
 };
-use tonic::Code;
+use tonic::{Code, Status};
 
 /// Which store the server under test uses.
 #[derive(Clone, Copy)]
@@ -1029,6 +1030,711 @@ async fn quotas_refuse_only_the_key_over_them(backend: Backend) {
     assert!(status.message().contains("max_streams"), "{status:?}");
 }
 
+// === claim cut-offs (`RevokeClaim`) ===
+
+/// A `RevokeClaim` of the default issuer's tokens whose `claim` is `value`.
+fn claim(claim: &str, value: &str, not_before: i64) -> RevokeClaimRequest {
+    RevokeClaimRequest {
+        claim: claim.to_owned(),
+        value: value.to_owned(),
+        not_before,
+        ..Default::default()
+    }
+}
+
+/// Signs a token of `subject` issued at `issued_at`, valid an hour from
+/// now, with the `extra` claims (`sid`, `client_id`, `azp`...).
+fn token_with(subject: &str, jti: &str, issued_at: i64, extra: serde_json::Value) -> String {
+    let mut claims = json!({
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
+    });
+    let (Some(claims_map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) else {
+        panic!("claims are JSON objects");
+    };
+    claims_map.extend(extra.clone());
+    support::sign(&claims)
+}
+
+impl Harness {
+    /// `RevokeClaim` with `key`.
+    async fn revoke_claim(
+        &self,
+        key: &str,
+        request: RevokeClaimRequest,
+    ) -> Result<RevokeClaimResponse, Status> {
+        let reply = self.client(key).await.revoke_claim(request).await;
+        reply.map(tonic::Response::into_inner)
+    }
+
+    async fn stats(&self) -> Stats {
+        let stats = self
+            .client("key-read")
+            .await
+            .get_stats(GetStatsRequest {})
+            .await;
+        stats.expect("stats").into_inner()
+    }
+}
+
+/// The claim cut-offs of a listing, as (claim, value, not_before), sorted.
+fn claim_cutoffs(records: &[RevocationRecord]) -> Vec<(String, String, i64)> {
+    let mut cutoffs: Vec<(String, String, i64)> = records
+        .iter()
+        .filter_map(|record| match &record.record {
+            Some(revocation_record::Record::Claim(c)) => {
+                Some((c.claim.clone(), c.value.clone(), c.not_before))
+            }
+            _ => None,
+        })
+        .collect();
+    cutoffs.sort();
+    cutoffs
+}
+
+/// `sid`: a session's tokens are revoked, not those of the user's other
+/// sessions, nor tokens whose other claims happen to hold the same value.
+async fn a_sid_claim_cutoff_revokes_that_session_only(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let in_session = token_with("alice", "s1-a", now - 60, json!({"sid": "sess-1"}));
+    let other_user_same_session = token_with("bob", "s1-b", now - 60, json!({"sid": "sess-1"}));
+    let other_session = token_with("alice", "s2-a", now - 60, json!({"sid": "sess-2"}));
+    let no_session = token_with("alice", "none-a", now - 60, json!({}));
+    let same_value_elsewhere = token_with(
+        "sess-1",
+        "elsewhere",
+        now - 60,
+        json!({"client_id": "sess-1", "azp": "sess-1"}),
+    );
+    for token in [&in_session, &other_session, &same_value_elsewhere] {
+        assert!(!harness.check_token(token).await.revoked);
+    }
+
+    let mut request = claim("sid", "sess-1", 0);
+    request.reason = "session ended".into();
+    let before = unix_now();
+    let reply = harness
+        .revoke_claim("key-revoke", request)
+        .await
+        .expect("sid cut-off");
+    let after = unix_now();
+    assert!(
+        before < reply.not_before && reply.not_before <= after + 1,
+        "a cut-off of now ({}) is the second after the call's ({before}..={after})",
+        reply.not_before
+    );
+    assert!(!reply.cursor.is_empty(), "a new cut-off is logged");
+
+    for (name, token) in [("alice", &in_session), ("bob", &other_user_same_session)] {
+        let status = harness.check_token(token).await;
+        assert!(status.revoked, "{name}'s token of the session: {status:?}");
+        assert!(!status.by_subject, "{status:?}");
+        assert_eq!(status.claim, "sid", "{status:?}");
+        assert_eq!(status.not_before, reply.not_before, "{status:?}");
+        assert_eq!(status.revoked_by, "auth-server", "{status:?}");
+        assert_eq!(status.reason, "session ended", "{status:?}");
+        assert_eq!(status.expires_at, 0, "{status:?}");
+    }
+    for (name, token) in [
+        ("another session", &other_session),
+        ("no session", &no_session),
+        ("the value in sub, client_id and azp", &same_value_elsewhere),
+    ] {
+        let status = harness.check_token(token).await;
+        assert!(!status.revoked, "{name}: {status:?}");
+        assert_eq!(status.claim, "", "{name}: {status:?}");
+    }
+    let stats = harness.stats().await;
+    assert_eq!(
+        (stats.live_claim_cutoffs, stats.live_subject_cutoffs),
+        (1, 0)
+    );
+}
+
+/// `client_id` at T revokes `iat < T` only; an `azp` cut-off is another
+/// claim's, applied to `azp` only.
+async fn a_client_claim_cutoff_revokes_only_tokens_issued_before_it(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let cut_off = now - 100;
+    let app = |jti: &str, iat: i64| token_with("carol", jti, iat, json!({"client_id": "app-1"}));
+    let older = app("app-older", cut_off - 1);
+    let at = app("app-at", cut_off);
+    let newer = app("app-newer", cut_off + 50);
+    let other_app = token_with("carol", "app-2", cut_off - 1, json!({"client_id": "app-2"}));
+    let by_azp = token_with("carol", "azp-older", cut_off - 1, json!({"azp": "app-1"}));
+
+    let reply = harness
+        .revoke_claim("key-revoke", claim("client_id", "app-1", cut_off))
+        .await
+        .expect("client_id cut-off");
+    assert_eq!(reply.not_before, cut_off);
+    assert!(!reply.cursor.is_empty());
+
+    let status = harness.check_token(&older).await;
+    assert!(status.revoked && !status.by_subject, "{status:?}");
+    assert_eq!(
+        (status.claim.as_str(), status.not_before),
+        ("client_id", cut_off)
+    );
+    for (name, token) in [
+        ("iat == not_before", &at),
+        ("iat after the cut-off", &newer),
+        ("another client", &other_app),
+        ("the value as azp", &by_azp),
+    ] {
+        let status = harness.check_token(token).await;
+        assert!(!status.revoked, "{name}: {status:?}");
+    }
+
+    let reply = harness
+        .revoke_claim("key-revoke", claim("azp", "app-1", cut_off))
+        .await
+        .expect("azp cut-off");
+    assert_eq!(reply.not_before, cut_off);
+    let status = harness.check_token(&by_azp).await;
+    assert!(status.revoked && !status.by_subject, "{status:?}");
+    assert_eq!((status.claim.as_str(), status.not_before), ("azp", cut_off));
+    assert!(!harness.check_token(&newer).await.revoked);
+    assert_eq!(harness.stats().await.live_claim_cutoffs, 2);
+}
+
+/// `*` revokes every token of the issuer issued before the cut-off,
+/// whoever and whatever it was issued to; only an `admin` key may.
+async fn an_issuer_wide_claim_cutoff_needs_admin_and_covers_earlier_tokens(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let cut_off = now - 100;
+
+    for (key, code) in [
+        ("key-revoke", Code::PermissionDenied),
+        ("key-mixed", Code::PermissionDenied),
+        ("key-read", Code::PermissionDenied),
+        ("key-subscribe", Code::PermissionDenied),
+        ("bogus", Code::Unauthenticated),
+    ] {
+        let status = harness
+            .revoke_claim(key, claim("*", "", cut_off))
+            .await
+            .expect_err("issuer-wide needs admin");
+        assert_eq!(status.code(), code, "{key}: {status:?}");
+    }
+    let status = harness
+        .anonymous()
+        .await
+        .revoke_claim(claim("*", "", cut_off))
+        .await
+        .expect_err("no key");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        harness.stats().await.live_claim_cutoffs,
+        0,
+        "a refused cut-off is not stored"
+    );
+    let untouched = token_with("alice", "untouched", cut_off - 1, json!({}));
+    assert!(!harness.check_token(&untouched).await.revoked);
+
+    let reply = harness
+        .revoke_claim("key-admin", claim("*", "", cut_off))
+        .await
+        .expect("admin may");
+    assert_eq!(reply.not_before, cut_off);
+    assert!(!reply.cursor.is_empty());
+
+    let revoked = [
+        token_with("alice", "wide-alice", cut_off - 1, json!({})),
+        token_with("bob", "wide-bob", cut_off - 600, json!({"sid": "s"})),
+        token_with(
+            "svc",
+            "wide-svc",
+            cut_off - 30,
+            json!({"client_id": "c", "azp": "c"}),
+        ),
+    ];
+    for token in &revoked {
+        let status = harness.check_token(token).await;
+        assert!(status.revoked && !status.by_subject, "{status:?}");
+        assert_eq!((status.claim.as_str(), status.not_before), ("*", cut_off));
+        assert_eq!(status.revoked_by, "operator", "{status:?}");
+    }
+    for (name, iat) in [("at the cut-off", cut_off), ("after it", now)] {
+        let token = token_with("alice", &format!("wide-{iat}"), iat, json!({"sid": "s"}));
+        let status = harness.check_token(&token).await;
+        assert!(!status.revoked, "{name}: {status:?}");
+    }
+    assert_eq!(harness.stats().await.live_claim_cutoffs, 1);
+}
+
+/// Unknown claims, a value with `*`, no value otherwise: refused with a
+/// message saying what is allowed, and nothing stored.
+async fn claim_cutoffs_refuse_bad_input_naming_the_allowed_claims(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let mut failures = Vec::new();
+    let cases: [(&str, RevokeClaimRequest, &[&str]); 8] = [
+        (
+            "unknown claim",
+            claim("email", "a@example.test", 0),
+            &["email", "sub", "sid", "client_id", "azp", "`*`"],
+        ),
+        (
+            "empty claim",
+            claim("", "x", 0),
+            &["sub", "sid", "client_id", "azp", "`*`"],
+        ),
+        (
+            "a claim differing only in case",
+            claim("SID", "x", 0),
+            &["sid", "client_id"],
+        ),
+        ("a value with `*`", claim("*", "x", 0), &["`value`", "`*`"]),
+        ("no value", claim("sid", "", 0), &["`value`", "empty"]),
+        (
+            "value too long",
+            claim("client_id", &"v".repeat(300), 0),
+            &["limit is 256"],
+        ),
+        (
+            "value with a newline",
+            claim("sid", "a\nb", 0),
+            &["control"],
+        ),
+        (
+            "cut-off in the future",
+            claim("sid", "s", now + 3_600),
+            &["future"],
+        ),
+    ];
+    for (name, request, needles) in cases {
+        match harness.revoke_claim("key-admin", request).await {
+            Ok(reply) => failures.push(format!("{name}: accepted ({reply:?})")),
+            Err(status)
+                if status.code() != Code::InvalidArgument
+                    || !needles.iter().all(|n| status.message().contains(n)) =>
+            {
+                failures.push(format!(
+                    "{name}: {:?} {:?} (wanted InvalidArgument naming {needles:?})",
+                    status.code(),
+                    status.message()
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    let elsewhere = RevokeClaimRequest {
+        issuer: "https://other.test".into(),
+        ..claim("sid", "s", 0)
+    };
+    match harness.revoke_claim("key-admin", elsewhere).await {
+        Err(status) if status.code() == Code::InvalidArgument => {}
+        other => failures.push(format!("another issuer: {other:?}")),
+    }
+    assert!(failures.is_empty(), "bad input:\n{}", failures.join("\n"));
+    let stats = harness.stats().await;
+    assert_eq!(
+        (stats.live_claim_cutoffs, stats.live_subject_cutoffs),
+        (0, 0),
+        "nothing was stored"
+    );
+}
+
+/// As for subjects: a later cut-off replaces an earlier one (one record,
+/// moved), an earlier or equal one changes nothing and logs nothing.
+async fn a_later_claim_cutoff_wins_and_an_earlier_one_never_moves_it_back(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let first = harness
+        .revoke_claim("key-revoke", claim("sid", "s-9", now - 100))
+        .await
+        .expect("first");
+    assert_eq!(first.not_before, now - 100);
+    assert!(!first.cursor.is_empty());
+    for (name, not_before) in [("earlier", now - 200), ("equal", now - 100)] {
+        let reply = harness
+            .revoke_claim("key-revoke", claim("sid", "s-9", not_before))
+            .await
+            .expect(name);
+        assert_eq!(
+            reply.not_before,
+            now - 100,
+            "{name}: the later cut-off stays"
+        );
+        assert_eq!(reply.cursor, "", "{name}: nothing is logged");
+    }
+    let mid = token_with("dan", "s9-mid", now - 75, json!({"sid": "s-9"}));
+    let old = token_with("dan", "s9-old", now - 150, json!({"sid": "s-9"}));
+    assert!(!harness.check_token(&mid).await.revoked);
+    let status = harness.check_token(&old).await;
+    assert!(status.revoked, "{status:?}");
+    assert_eq!(status.not_before, now - 100, "not moved back: {status:?}");
+
+    let later = harness
+        .revoke_claim("key-revoke", claim("sid", "s-9", now - 50))
+        .await
+        .expect("later");
+    assert_eq!(later.not_before, now - 50);
+    assert!(!later.cursor.is_empty());
+    assert_ne!(later.cursor, first.cursor);
+    let status = harness.check_token(&mid).await;
+    assert!(status.revoked && status.claim == "sid", "{status:?}");
+    assert_eq!(status.not_before, now - 50);
+
+    // Issuer-wide, the same.
+    let wide = harness
+        .revoke_claim("key-admin", claim("*", "", now - 300))
+        .await
+        .expect("issuer-wide");
+    assert_eq!(wide.not_before, now - 300);
+    let earlier = harness
+        .revoke_claim("key-admin", claim("*", "", now - 400))
+        .await
+        .expect("earlier issuer-wide");
+    assert_eq!(
+        (earlier.not_before, earlier.cursor.as_str()),
+        (now - 300, "")
+    );
+
+    let listed = list_all(
+        &mut harness.client("key-read").await,
+        RecordFilter {
+            kind: RecordKind::Claim.into(),
+            ..Default::default()
+        },
+        100,
+    )
+    .await;
+    let mut listed = claim_cutoffs(&listed);
+    listed.dedup();
+    assert_eq!(
+        listed,
+        [
+            ("*".to_owned(), String::new(), now - 300),
+            ("sid".to_owned(), "s-9".to_owned(), now - 50),
+        ],
+        "one record per claim value, at the latest cut-off"
+    );
+    assert_eq!(harness.stats().await.live_claim_cutoffs, 2);
+}
+
+/// `RevokeClaim` by `sub` is `RevokeSubject`: the same record, answered
+/// `by_subject`, listed and counted as a subject cut-off.
+async fn a_claim_cutoff_by_sub_is_the_subject_cutoff(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let reply = harness
+        .revoke_claim("key-revoke", claim("sub", "erin", now - 100))
+        .await
+        .expect("sub cut-off");
+    assert_eq!(reply.not_before, now - 100);
+    let token = token_with("erin", "erin-old", now - 150, json!({}));
+    let status = harness.check_token(&token).await;
+    assert!(status.revoked && status.by_subject, "{status:?}");
+    assert_eq!(
+        (status.claim.as_str(), status.not_before),
+        ("sub", now - 100)
+    );
+
+    let earlier = harness
+        .client("key-revoke")
+        .await
+        .revoke_subject(subject("erin", now - 200))
+        .await
+        .expect("earlier subject cut-off")
+        .into_inner();
+    assert_eq!(
+        (earlier.not_before, earlier.cursor.as_str()),
+        (now - 100, ""),
+        "RevokeSubject sees the cut-off RevokeClaim made"
+    );
+    let later = harness
+        .client("key-revoke")
+        .await
+        .revoke_subject(subject("erin", now - 50))
+        .await
+        .expect("later subject cut-off")
+        .into_inner();
+    assert_eq!(later.not_before, now - 50);
+    let back = harness
+        .revoke_claim("key-revoke", claim("sub", "erin", now - 100))
+        .await
+        .expect("earlier sub cut-off");
+    assert_eq!((back.not_before, back.cursor.as_str()), (now - 50, ""));
+
+    let stats = harness.stats().await;
+    assert_eq!(
+        (stats.live_subject_cutoffs, stats.live_claim_cutoffs),
+        (1, 0)
+    );
+    let mut reader = harness.client("key-read").await;
+    let subjects = RecordFilter {
+        kind: RecordKind::Subject.into(),
+        ..Default::default()
+    };
+    let listed: Vec<String> = list_all(&mut reader, subjects, 100)
+        .await
+        .iter()
+        .map(record_id)
+        .collect();
+    assert_eq!(listed, ["subject erin"]);
+    let claims = RecordFilter {
+        kind: RecordKind::Claim.into(),
+        ..Default::default()
+    };
+    assert!(list_all(&mut reader, claims, 100).await.is_empty());
+}
+
+/// Listing by `RECORD_KIND_CLAIM` gives the claim cut-offs and nothing
+/// else, with their provenance; the audit trail shows each change; the
+/// stats count them apart from subject cut-offs.
+async fn claim_cutoffs_are_listed_audited_and_counted(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    harness
+        .client("key-revoke")
+        .await
+        .revoke(by_jti("listed-token", now + 600))
+        .await
+        .expect("token");
+    harness
+        .client("key-revoke")
+        .await
+        .revoke_subject(subject("grace", now - 10))
+        .await
+        .expect("subject");
+    let cuts = [
+        ("key-revoke", "sid", "s-1", now - 10),
+        ("key-revoke", "client_id", "app", now - 20),
+        ("key-mixed", "azp", "web", now - 30),
+        ("key-admin", "*", "", now - 40),
+    ];
+    for (key, name, value, not_before) in cuts {
+        let mut request = claim(name, value, not_before);
+        request.reason = format!("cut {name}");
+        harness
+            .revoke_claim(key, request)
+            .await
+            .unwrap_or_else(|status| panic!("{name}: {status:?}"));
+    }
+
+    let mut reader = harness.client("key-read").await;
+    let of_kind = |kind: RecordKind| RecordFilter {
+        kind: kind.into(),
+        ..Default::default()
+    };
+    let claims = list_all(&mut reader, of_kind(RecordKind::Claim), 100).await;
+    let mut expected: Vec<(String, String, i64)> = cuts
+        .iter()
+        .map(|&(_, name, value, nbf)| (name.to_owned(), value.to_owned(), nbf))
+        .collect();
+    expected.sort();
+    let mut listed = claim_cutoffs(&claims);
+    listed.dedup();
+    assert_eq!(listed, expected, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|r| matches!(r.record, Some(revocation_record::Record::Claim(_)))),
+        "only claim cut-offs: {claims:?}"
+    );
+    let paged = claim_cutoffs(&list_all(&mut reader, of_kind(RecordKind::Claim), 1).await);
+    let mut paged_unique = paged.clone();
+    paged_unique.dedup();
+    assert_eq!(paged_unique, expected, "pages of one list the same");
+
+    let leeway = revocd::bounds::DEFAULT_LEEWAY_SECONDS as i64;
+    let lifetime = revocd::bounds::DEFAULT_MAX_TOKEN_LIFETIME.as_secs() as i64;
+    for record in &claims {
+        let Some(revocation_record::Record::Claim(ClaimRevocation {
+            issuer,
+            claim,
+            value,
+            not_before,
+            keep_until,
+        })) = &record.record
+        else {
+            unreachable!("checked above");
+        };
+        assert_eq!(issuer, ISSUER);
+        assert_eq!(
+            *keep_until,
+            not_before + lifetime + leeway,
+            "{claim} {value}: kept while a token it covers may live"
+        );
+        let (key, ..) = cuts.iter().find(|c| c.1 == claim).expect("a cut-off made");
+        let actor = match *key {
+            "key-revoke" => "auth-server",
+            "key-mixed" => "mixed",
+            _ => "operator",
+        };
+        assert_eq!(record.actor, actor, "{record:?}");
+        assert_eq!(record.reason, format!("cut {claim}"));
+        assert!(record.source.starts_with("127.0.0.1:"), "{record:?}");
+        assert!(
+            (now..=unix_now()).contains(&record.revoked_at),
+            "{record:?}"
+        );
+    }
+
+    let kinds_of = |records: &[RevocationRecord]| {
+        let mut ids: Vec<String> = records.iter().map(record_id).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let subjects = list_all(&mut reader, of_kind(RecordKind::Subject), 100).await;
+    assert_eq!(kinds_of(&subjects), ["subject grace"]);
+    let tokens = list_all(&mut reader, of_kind(RecordKind::Token), 100).await;
+    assert_eq!(kinds_of(&tokens), ["token listed-token"]);
+    let everything = list_all(&mut reader, RecordFilter::default(), 100).await;
+    assert_eq!(kinds_of(&everything).len(), 6, "{everything:?}");
+    let by_operator = RecordFilter {
+        actor: "operator".into(),
+        ..of_kind(RecordKind::Claim)
+    };
+    assert_eq!(
+        kinds_of(&list_all(&mut reader, by_operator, 100).await),
+        ["* "]
+    );
+    let of_subject = RecordFilter {
+        subject: "s-1".into(),
+        ..Default::default()
+    };
+    assert!(
+        list_all(&mut reader, of_subject, 100).await.is_empty(),
+        "a claim's value is not a subject"
+    );
+
+    let stats = harness.stats().await;
+    assert_eq!(
+        (
+            stats.live_revocations,
+            stats.live_subject_cutoffs,
+            stats.live_claim_cutoffs
+        ),
+        (1, 1, 4)
+    );
+
+    // The audit trail: every change in order, then only the claim ones.
+    let audit = |filter: RecordFilter| {
+        let mut reader = reader.clone();
+        async move {
+            let mut changes = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let request = ListChangesRequest {
+                    filter: Some(filter.clone()),
+                    page_size: 2,
+                    page_token,
+                };
+                let page = reader
+                    .list_changes(request)
+                    .await
+                    .expect("audit")
+                    .into_inner();
+                changes.extend(page.changes);
+                if page.next_page_token.is_empty() {
+                    return changes;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    };
+    let since = RecordFilter {
+        since: now - 5,
+        ..Default::default()
+    };
+    let seen: Vec<(String, String)> = audit(since.clone())
+        .await
+        .iter()
+        .map(|change| {
+            let record = change.record.as_ref().expect("record");
+            (record_id(record), record.actor.clone())
+        })
+        .collect();
+    let expected_trail = [
+        ("token listed-token", "auth-server"),
+        ("subject grace", "auth-server"),
+        ("sid s-1", "auth-server"),
+        ("client_id app", "auth-server"),
+        ("azp web", "mixed"),
+        ("* ", "operator"),
+    ]
+    .map(|(id, actor)| (id.to_owned(), actor.to_owned()));
+    assert_eq!(seen, expected_trail);
+    let claim_changes = audit(RecordFilter {
+        kind: RecordKind::Claim.into(),
+        ..since
+    })
+    .await;
+    let claim_trail: Vec<String> = claim_changes
+        .iter()
+        .map(|c| record_id(c.record.as_ref().expect("record")))
+        .collect();
+    assert_eq!(claim_trail, ["sid s-1", "client_id app", "azp web", "* "]);
+    match claim_changes[0]
+        .record
+        .as_ref()
+        .and_then(|r| r.record.clone())
+    {
+        Some(revocation_record::Record::Claim(c)) => {
+            assert_eq!((c.issuer.as_str(), c.not_before), (ISSUER, now - 10));
+        }
+        other => panic!("the sid cut-off's change: {other:?}"),
+    }
+}
+
+/// Cut-off records of a subject and of another claim are named alike
+/// (`<issuer>:<subject>` and `<issuer>:<claim>:<value>`, length-prefixed):
+/// a subject spelled like a claim's name never stands for that claim's
+/// cut-off, nor the reverse.
+async fn a_subject_named_like_a_claim_cutoff_is_no_claim_cutoff(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let now = unix_now();
+    let mut revoker = harness.client("key-revoke").await;
+    revoker
+        .revoke_subject(subject("3:sid:sess-x", now - 100))
+        .await
+        .expect("subject cut-off");
+    harness
+        .revoke_claim("key-revoke", claim("sid", "sess-y", now - 100))
+        .await
+        .expect("sid cut-off");
+
+    let session_x = token_with("alice", "look-1", now - 150, json!({"sid": "sess-x"}));
+    let subject_y = token_with("3:sid:sess-y", "look-2", now - 150, json!({}));
+    for (name, token) in [
+        ("sid sess-x (a subject cut-off's look-alike)", &session_x),
+        (
+            "subject 3:sid:sess-y (a sid cut-off's look-alike)",
+            &subject_y,
+        ),
+    ] {
+        let status = harness.check_token(token).await;
+        assert!(!status.revoked, "{name}: {status:?}");
+    }
+    let subject_x = token_with("3:sid:sess-x", "look-3", now - 150, json!({}));
+    let status = harness.check_token(&subject_x).await;
+    assert!(status.revoked && status.by_subject, "{status:?}");
+    let session_y = token_with("bob", "look-4", now - 150, json!({"sid": "sess-y"}));
+    let status = harness.check_token(&session_y).await;
+    assert!(status.revoked && status.claim == "sid", "{status:?}");
+
+    let mut reader = harness.client("key-read").await;
+    let mut ids: Vec<String> = list_all(&mut reader, RecordFilter::default(), 100)
+        .await
+        .iter()
+        .map(record_id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["sid sess-y", "subject 3:sid:sess-x"]);
+    let stats = harness.stats().await;
+    assert_eq!(
+        (stats.live_subject_cutoffs, stats.live_claim_cutoffs),
+        (1, 1)
+    );
+}
+
 /// Runs each named test once per backend.
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
@@ -1061,4 +1767,39 @@ on_every_backend!(
     listings_page_through_every_record_and_filter,
     the_audit_trail_shows_every_change_in_order,
     quotas_refuse_only_the_key_over_them,
+    a_sid_claim_cutoff_revokes_that_session_only,
+    a_client_claim_cutoff_revokes_only_tokens_issued_before_it,
+    an_issuer_wide_claim_cutoff_needs_admin_and_covers_earlier_tokens,
+    claim_cutoffs_refuse_bad_input_naming_the_allowed_claims,
+    a_later_claim_cutoff_wins_and_an_earlier_one_never_moves_it_back,
+    a_claim_cutoff_by_sub_is_the_subject_cutoff,
+    claim_cutoffs_are_listed_audited_and_counted,
+    a_subject_named_like_a_claim_cutoff_is_no_claim_cutoff,
 );
+
+/// The wire contract (`ClaimCutoff` in the proto) says an array claim
+/// matches when any of its string elements does: a token whose `sid` or
+/// `client_id` is an array holding the cut-off value is revoked.
+#[tokio::test]
+async fn an_array_claim_is_cut_off_by_any_of_its_values() {
+    let harness = Harness::start(Backend::Memory).await;
+    let now = unix_now();
+    for (name, value) in [("sid", "arr-s"), ("client_id", "arr-c")] {
+        harness
+            .revoke_claim("key-revoke", claim(name, value, now))
+            .await
+            .expect("cut-off");
+    }
+    let sessions = token_with("ann", "arr-1", now - 30, json!({"sid": ["other", "arr-s"]}));
+    let clients = token_with("ann", "arr-2", now - 30, json!({"client_id": ["arr-c"]}));
+    let neither = token_with("ann", "arr-3", now - 30, json!({"sid": ["x", "y"]}));
+    for (name, token, revoked_by) in [
+        ("sid", &sessions, "sid"),
+        ("client_id", &clients, "client_id"),
+    ] {
+        let status = harness.check_token(token).await;
+        assert!(status.revoked, "{name} array holding the value: {status:?}");
+        assert_eq!(status.claim, revoked_by);
+    }
+    assert!(!harness.check_token(&neither).await.revoked);
+}

@@ -459,3 +459,271 @@ fn revocd_partition(jti: &str, partitions: usize) -> usize {
     });
     (hash % partitions as u64) as usize
 }
+
+// === claim cut-offs and the stream protocol ===
+
+/// Subscribes declaring stream `protocol`; the refusal, if any.
+async fn subscribe_as(
+    client: &mut Client,
+    protocol: u32,
+    cursor: &str,
+    generation: u64,
+) -> Result<Streaming<FilterUpdate>, tonic::Status> {
+    support::trace_init();
+    let request = SubscribeRequest {
+        cursor: cursor.to_owned(),
+        generation,
+        gateway_id: format!("protocol-{protocol}"),
+        protocol,
+    };
+    client
+        .subscribe(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The next delta; heartbeats are skipped, a snapshot fails the test.
+async fn next_delta(stream: &mut Streaming<FilterUpdate>) -> pb::Delta {
+    loop {
+        match next_update(stream).await {
+            Update::Delta(delta) => return delta,
+            Update::Heartbeat(_) => {}
+            Update::Snapshot(_) => panic!("a snapshot where a delta was expected"),
+        }
+    }
+}
+
+/// The next delta carrying claim cut-offs; others are skipped.
+async fn next_claims_delta(stream: &mut Streaming<FilterUpdate>) -> pb::Delta {
+    loop {
+        let delta = next_delta(stream).await;
+        if !delta.claims.is_empty() {
+            return delta;
+        }
+    }
+}
+
+/// The claim cut-offs a stream's first snapshot and its catch-up deltas
+/// hold, up to the first heartbeat (sent once the state is current).
+async fn claims_when_current(stream: &mut Streaming<FilterUpdate>) -> Vec<pb::ClaimCutoff> {
+    let (first, _) = snapshot(stream).await;
+    let mut claims = first.claims;
+    loop {
+        match next_update(stream).await {
+            Update::Delta(delta) => claims.extend(delta.claims),
+            Update::Heartbeat(_) => return claims,
+            Update::Snapshot(_) => panic!("a second snapshot before a heartbeat"),
+        }
+    }
+}
+
+/// The next delta carrying cut-offs (subject or claim ones).
+async fn next_cutoff_delta(stream: &mut Streaming<FilterUpdate>) -> pb::Delta {
+    loop {
+        let delta = next_delta(stream).await;
+        if !delta.subjects.is_empty() || !delta.claims.is_empty() {
+            return delta;
+        }
+    }
+}
+
+async fn revoke_claim(
+    client: &mut Client,
+    claim: &str,
+    value: &str,
+) -> revocd::pb::RevokeClaimResponse {
+    let request = pb::RevokeClaimRequest {
+        claim: claim.to_owned(),
+        value: value.to_owned(),
+        ..Default::default()
+    };
+    client
+        .revoke_claim(request)
+        .await
+        .expect("revoke claim")
+        .into_inner()
+}
+
+async fn revoke_subject(client: &mut Client, subject: &str) -> i64 {
+    let request = pb::RevokeSubjectRequest {
+        subject: subject.to_owned(),
+        ..Default::default()
+    };
+    client
+        .revoke_subject(request)
+        .await
+        .expect("revoke subject")
+        .into_inner()
+        .not_before
+}
+
+fn assert_outdated(status: &tonic::Status) {
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("protocol") && status.message().contains("claim"),
+        "the refusal says why: {status:?}"
+    );
+}
+
+/// Gateways of every protocol are served until a claim cut-off is live
+/// (a subject cut-off is no reason to refuse any); from then on, those
+/// below protocol 2 are refused, fresh or resuming, and protocol 2 gets
+/// a snapshot holding the cut-off.
+#[tokio::test]
+async fn an_outdated_subscriber_is_refused_once_a_claim_cutoff_is_live() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    let mut gateway = server.client(Some("key-subscribe")).await;
+    let mut admin = server.client(Some("key-admin")).await;
+    let mut current = subscribe(&mut gateway, "", 0).await;
+    let (first, _) = snapshot(&mut current).await;
+    let key = key_of(&first);
+    assert!(first.claims.is_empty(), "{first:?}");
+
+    let not_before = revoke_subject(&mut admin, "alice").await;
+    let delta = next_cutoff_delta(&mut current).await;
+    assert_eq!(
+        delta.subjects,
+        [pb::SubjectCutoff {
+            digest: key.subject(ISSUER, "alice").0.to_vec(),
+            not_before,
+        }]
+    );
+    let mut outdated = Vec::new();
+    for protocol in [0, 1] {
+        let mut stream = subscribe_as(&mut gateway, protocol, "", 0)
+            .await
+            .unwrap_or_else(|status| panic!("protocol {protocol} before any claim: {status:?}"));
+        let (held, _) = snapshot(&mut stream).await;
+        outdated.push((protocol, held));
+    }
+
+    let cut = revoke_claim(&mut admin, "sid", "s-1").await;
+    let expected = pb::ClaimCutoff {
+        digest: key.claim(ISSUER, "sid", "s-1").0.to_vec(),
+        not_before: cut.not_before,
+        claim: "sid".into(),
+    };
+    // Once this subscriber has it, the replica holds it.
+    let delta = next_cutoff_delta(&mut current).await;
+    assert_eq!(delta.claims, std::slice::from_ref(&expected));
+    assert_eq!(delta.cursor, cut.cursor);
+
+    let mut refusals = vec![
+        (0, String::new(), 0),
+        (1, String::new(), 0),
+        (0, delta.cursor.clone(), first.generation),
+    ];
+    for (protocol, held) in &outdated {
+        refusals.push((*protocol, held.cursor.clone(), held.generation));
+    }
+    for (protocol, cursor, generation) in refusals {
+        let status = subscribe_as(&mut gateway, protocol, &cursor, generation)
+            .await
+            .map(drop)
+            .expect_err(&format!("protocol {protocol} (cursor {cursor:?}) refused"));
+        assert_outdated(&status);
+    }
+
+    let mut fresh = subscribe_as(&mut gateway, 2, "", 0)
+        .await
+        .expect("protocol 2 is served");
+    assert_eq!(claims_when_current(&mut fresh).await, [expected]);
+    let mut resumed = subscribe_as(&mut gateway, 2, &first.cursor, first.generation)
+        .await
+        .expect("protocol 2 resumes");
+    let delta = next_cutoff_delta(&mut resumed).await;
+    assert_eq!(delta.subjects.len(), 1, "{delta:?}");
+    let delta = if delta.claims.is_empty() {
+        next_cutoff_delta(&mut resumed).await
+    } else {
+        delta
+    };
+    assert_eq!(delta.claims.len(), 1, "{delta:?}");
+    assert_eq!(delta.claims[0].claim, "sid");
+}
+
+/// A gateway below protocol 2 already connected keeps getting token
+/// revocations and subject cut-offs; the first claim cut-off ends its
+/// stream with FAILED_PRECONDITION before any frame carrying it, while a
+/// protocol 2 subscriber gets it and stays.
+async fn an_outdated_stream_ends_at_the_first_claim_cutoff(
+    subscribed: &TestServer,
+    writer: &TestServer,
+) {
+    let mut gateway = subscribed.client(Some("key-subscribe")).await;
+    let mut old = subscribe_as(&mut gateway, 0, "", 0)
+        .await
+        .expect("protocol 0 served while no claim cut-off is live");
+    let (old_first, _) = snapshot(&mut old).await;
+    let key = key_of(&old_first);
+    let mut current = subscribe(&mut gateway, "", 0).await;
+    snapshot(&mut current).await;
+
+    let mut admin = writer.client(Some("key-admin")).await;
+    revoke(&mut admin, "before-claims").await;
+    let (digests, _) = delta_digests(&mut old, 1).await;
+    assert_eq!(digests, [key.token(ISSUER, "before-claims").0.to_vec()]);
+    revoke_subject(&mut admin, "bob").await;
+    let delta = next_cutoff_delta(&mut old).await;
+    assert_eq!(delta.subjects.len(), 1, "{delta:?}");
+
+    let cut = revoke_claim(&mut admin, "client_id", "app-1").await;
+    let ended = tokio::time::timeout(FRAME_TIMEOUT, async {
+        loop {
+            match old.message().await {
+                Ok(Some(frame)) => {
+                    let claims = match &frame.update {
+                        Some(Update::Delta(delta)) => delta.claims.len(),
+                        Some(Update::Snapshot(part)) => part.claims.len(),
+                        _ => 0,
+                    };
+                    assert_eq!(claims, 0, "a claim cut-off sent to protocol 0: {frame:?}");
+                }
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the outdated stream ended in time");
+    let status = ended.expect("ended with a status saying why, not silently");
+    assert_outdated(&status);
+
+    let delta = next_claims_delta(&mut current).await;
+    assert_eq!(
+        delta.claims,
+        [pb::ClaimCutoff {
+            digest: key.claim(ISSUER, "client_id", "app-1").0.to_vec(),
+            not_before: cut.not_before,
+            claim: "client_id".into(),
+        }]
+    );
+    revoke(&mut admin, "after-claims").await;
+    let (digests, _) = delta_digests(&mut current, 1).await;
+    assert_eq!(digests, [key.token(ISSUER, "after-claims").0.to_vec()]);
+    let status = subscribe_as(&mut gateway, 0, &old_first.cursor, old_first.generation)
+        .await
+        .map(drop)
+        .expect_err("the outdated gateway's reconnect is refused");
+    assert_outdated(&status);
+}
+
+#[tokio::test]
+async fn an_outdated_stream_ends_at_the_first_claim_cutoff_in_memory() {
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&[])).await;
+    an_outdated_stream_ends_at_the_first_claim_cutoff(&server, &server).await;
+}
+
+/// The same with the cut-off made through another replica: the replica
+/// serving the old gateway learns it from the shared change log.
+#[tokio::test]
+async fn an_outdated_stream_ends_at_a_claim_cutoff_made_through_another_replica() {
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let args = deployment.args(&["--redis-url", &redis.url()]);
+    let a = TestServer::start(&args).await;
+    let b = TestServer::start(&args).await;
+    an_outdated_stream_ends_at_the_first_claim_cutoff(&a, &b).await;
+}
