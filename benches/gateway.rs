@@ -407,13 +407,14 @@ fn sanity_check(gateway: &Gateway, cases: &[Case], now: i64) -> Result<()> {
 
 /// Fails unless the gateway applies the claim cut-offs and still allows
 /// the benchmark token.
-fn claim_sanity_check(gateway: &Gateway, claims: &Claims) -> Result<()> {
+fn claim_sanity_check(gateway: &Gateway, claims: &Claims, now: i64) -> Result<()> {
     ensure!(
         matches!(gateway.check_claims(claims.clone()), Verdict::Allow(_)),
         "the benchmark token is not allowed under the claim cut-offs"
     );
     let cut_session = Claims {
-        session: Some(session(7)),
+        session: Some(session(7).as_str().into()),
+        issued_at: Some(now - 60),
         ..claims.clone()
     };
     ensure!(
@@ -463,7 +464,7 @@ fn main() -> Result<()> {
         claim_cutoffs_arrived(gateway).await
     })?;
     let verified = verifier.verify(&cases[0].token)?;
-    claim_sanity_check(gateway, &verified)?;
+    claim_sanity_check(gateway, &verified, now)?;
     let mut group = medians.group(&mut criterion, "hs256-claim-rules");
     check_claims(&mut group, &verified);
     group.finish();

@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use crate::tokens::Claims;
+use crate::tokens::{ClaimValue, Claims};
 
 /// Clock leeway for `exp` and `nbf` by default, in seconds (`--leeway`).
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
@@ -33,6 +33,9 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600)
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest issuer the server stores, in bytes (issuers are URLs).
 pub const MAX_ISSUER_BYTES: usize = 512;
+/// Most values an array claim that cut-offs match (`sid`, `client_id`,
+/// `azp`) may hold: each is one lookup of every check.
+pub const MAX_CLAIM_VALUES: usize = 16;
 
 /// The server's retention numbers, as its snapshots announce them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +65,7 @@ pub enum BoundsError {
         max: i64,
     },
     /// A claim the server could not store.
-    #[error("the token's `{0}` is longer than the revocation service stores or holds control characters")]
+    #[error("the token's `{0}` is longer than the revocation service stores, holds control characters, or has more than 16 values")]
     Unstorable(&'static str),
 }
 
@@ -111,6 +114,16 @@ impl TokenBounds {
         }
         if !storable(&claims.issuer, MAX_ISSUER_BYTES) {
             return Err(BoundsError::Unstorable("iss"));
+        }
+        // A value no cut-off could name would leave its session or client
+        // unrevocable; so would more values than a check may look up.
+        for (claim, value) in claims.cut_claims() {
+            let values = value.map_or(&[][..], ClaimValue::values);
+            if values.len() > MAX_CLAIM_VALUES
+                || !values.iter().all(|value| storable(value, MAX_ID_BYTES))
+            {
+                return Err(BoundsError::Unstorable(claim));
+            }
         }
         let issued_at = claims.issued_at.ok_or(BoundsError::NoIssuedAt)?;
         if issued_at > now + self.leeway {
@@ -190,6 +203,21 @@ mod tests {
         assert_eq!(
             BOUNDS.judge(&odd_subject, NOW),
             Err(BoundsError::Unstorable("sub"))
+        );
+        let sessions = |count: usize| ClaimValue::Many((0..count).map(|i| i.to_string()).collect());
+        let mut many_sessions = claims(Some(NOW), NOW + 60);
+        many_sessions.session = Some(sessions(MAX_CLAIM_VALUES));
+        assert_eq!(BOUNDS.judge(&many_sessions, NOW), Ok(()));
+        many_sessions.session = Some(sessions(MAX_CLAIM_VALUES + 1));
+        assert_eq!(
+            BOUNDS.judge(&many_sessions, NOW),
+            Err(BoundsError::Unstorable("sid"))
+        );
+        let mut long_client = claims(Some(NOW), NOW + 60);
+        long_client.client_id = Some("c".repeat(MAX_ID_BYTES + 1).as_str().into());
+        assert_eq!(
+            BOUNDS.judge(&long_client, NOW),
+            Err(BoundsError::Unstorable("client_id"))
         );
     }
 

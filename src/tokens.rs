@@ -49,7 +49,7 @@ mod tests;
 mod verifier;
 
 pub use self::builder::TokenVerifierBuilder;
-pub use self::claims::{Claims, CUT_CLAIMS, ISSUER_WIDE};
+pub use self::claims::{ClaimValue, Claims, CUT_CLAIMS, ISSUER_WIDE};
 pub use self::error::{
     ensure_crypto_backend, KeyError, NoCryptoBackend, TokenError, UnboundKeys, VerifierError,
 };

@@ -274,14 +274,13 @@ impl Gateway {
                 }
             }
             for claim in view.claims_cut() {
-                match claims.cut_value(claim) {
-                    Some(Some(value)) => {
-                        let digest = view.digest_key().claim(&claims.issuer, claim, value);
-                        if covers(view.claim_cutoff(claim, &digest)) {
-                            return Verdict::Deny(Denial::RevokedByClaim(claim.to_owned()));
-                        }
-                    }
-                    Some(None) => {}
+                let cut_off = claims.any_cut_value(claim, |value| {
+                    let digest = view.digest_key().claim(&claims.issuer, claim, value);
+                    covers(view.claim_cutoff(claim, &digest))
+                });
+                match cut_off {
+                    Some(true) => return Verdict::Deny(Denial::RevokedByClaim(claim.to_owned())),
+                    Some(false) => {}
                     // Cut-offs of a claim this library does not read: only
                     // the server can tell.
                     None => unreadable_claim = true,

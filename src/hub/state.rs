@@ -263,6 +263,11 @@ impl HubState {
         self.cursor = loading.cursor;
         self.live = loading.live;
         self.history = loading.history;
+        if self.live.cutoff_counts().1 > 0 {
+            // A load is how a replica restarted (or reconnected) meets
+            // claim cut-offs made meanwhile: no older gateway stays.
+            self.end_outdated_subscribers();
+        }
         self.ready = true;
         self.following = true;
         self.caught_up_at = ClockInstant::now();

@@ -20,12 +20,38 @@ pub struct Claims {
     pub expires_at: Option<i64>,
     /// `iat` in unix seconds, if present.
     pub issued_at: Option<i64>,
-    /// `sid` (the session), when it is a string.
-    pub session: Option<String>,
-    /// `client_id`, when it is a string.
-    pub client_id: Option<String>,
-    /// `azp` (the authorized party), when it is a string.
-    pub authorized_party: Option<String>,
+    /// `sid` (the session), when it is a string or an array of strings.
+    pub session: Option<ClaimValue>,
+    /// `client_id`, likewise.
+    pub client_id: Option<ClaimValue>,
+    /// `azp` (the authorized party), likewise.
+    pub authorized_party: Option<ClaimValue>,
+}
+
+/// A claim that cut-offs match: a string, or the strings of an array, any
+/// of which a cut-off may match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimValue {
+    /// A string.
+    One(String),
+    /// The strings of an array (other elements are left out).
+    Many(Vec<String>),
+}
+
+impl ClaimValue {
+    /// Its strings.
+    pub fn values(&self) -> &[String] {
+        match self {
+            ClaimValue::One(value) => std::slice::from_ref(value),
+            ClaimValue::Many(values) => values,
+        }
+    }
+}
+
+impl From<&str> for ClaimValue {
+    fn from(value: &str) -> Self {
+        ClaimValue::One(value.to_owned())
+    }
 }
 
 /// The claims a cut-off may match, besides the issuer-wide `*`: what
@@ -35,28 +61,49 @@ pub const CUT_CLAIMS: [&str; 4] = ["sub", "sid", "client_id", "azp"];
 pub const ISSUER_WIDE: &str = "*";
 
 impl Claims {
-    /// The value a cut-off on `claim` matches: `Some(None)` when the token
-    /// lacks the claim (or it is not a string), `Some(Some(""))` for the
-    /// issuer-wide `*`, and `None` for a claim this library does not read.
-    pub fn cut_value(&self, claim: &str) -> Option<Option<&str>> {
-        let value = match claim {
-            ISSUER_WIDE => Some(""),
-            "sub" => self.subject.as_deref(),
-            "sid" => self.session.as_deref(),
-            "client_id" => self.client_id.as_deref(),
-            "azp" => self.authorized_party.as_deref(),
+    /// True when `matches` holds for a value of `claim` that a cut-off may
+    /// match: each string of the claim (none when the token lacks it), and
+    /// `""` for the issuer-wide `*`. `None` for a claim this library does
+    /// not read.
+    pub fn any_cut_value(
+        &self,
+        claim: &str,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> Option<bool> {
+        let values = match claim {
+            ISSUER_WIDE => return Some(matches("")),
+            "sub" => return Some(self.subject.as_deref().is_some_and(matches)),
+            "sid" => &self.session,
+            "client_id" => &self.client_id,
+            "azp" => &self.authorized_party,
             _ => return None,
         };
-        Some(value)
+        let values = values.as_ref().map_or(&[][..], ClaimValue::values);
+        Some(values.iter().any(|value| matches(value)))
+    }
+
+    /// The claims a cut-off may match other than `sub`, by name.
+    pub fn cut_claims(&self) -> [(&'static str, Option<&ClaimValue>); 3] {
+        [
+            ("sid", self.session.as_ref()),
+            ("client_id", self.client_id.as_ref()),
+            ("azp", self.authorized_party.as_ref()),
+        ]
     }
 
     /// Every (claim, value) of the token a cut-off may match: its `sub`,
-    /// `sid`, `client_id` and `azp` when present, and `("*", "")`.
-    pub fn cut_pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        CUT_CLAIMS
-            .into_iter()
-            .chain([ISSUER_WIDE])
-            .filter_map(|claim| Some((claim, self.cut_value(claim)??)))
+    /// each string of its `sid`, `client_id` and `azp`, and `("*", "")`.
+    pub fn cut_pairs(&self) -> Vec<(&'static str, &str)> {
+        let mut pairs = Vec::new();
+        if let Some(subject) = &self.subject {
+            pairs.push(("sub", subject.as_str()));
+        }
+        for (claim, value) in self.cut_claims() {
+            let values = value.map_or(&[][..], ClaimValue::values);
+            pairs.extend(values.iter().map(|value| (claim, value.as_str())));
+        }
+        pairs.push((ISSUER_WIDE, ""));
+        pairs
     }
 }
 
@@ -70,34 +117,34 @@ pub(super) struct RawClaims {
     /// NumericDate may be fractional (RFC 7519 §2); whole seconds are kept.
     exp: Option<f64>,
     iat: Option<f64>,
-    #[serde(default, deserialize_with = "string_or_nothing")]
-    sid: Option<String>,
-    #[serde(default, deserialize_with = "string_or_nothing")]
-    client_id: Option<String>,
-    #[serde(default, deserialize_with = "string_or_nothing")]
-    azp: Option<String>,
+    #[serde(default, deserialize_with = "claim_value")]
+    sid: Option<ClaimValue>,
+    #[serde(default, deserialize_with = "claim_value")]
+    client_id: Option<ClaimValue>,
+    #[serde(default, deserialize_with = "claim_value")]
+    azp: Option<ClaimValue>,
 }
 
-/// A claim that cut-offs match as a string: any other JSON value (a number,
-/// an object) is read as absent rather than refusing the token, since no
-/// cut-off value can equal it.
-fn string_or_nothing<'de, D: serde::Deserializer<'de>>(
+/// A claim that cut-offs match: a string, or an array whose strings are
+/// kept. Any other JSON value (a number, an object) is read as absent
+/// rather than refusing the token, since no cut-off value can equal it.
+fn claim_value<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Option<String>, D::Error> {
+) -> Result<Option<ClaimValue>, D::Error> {
     struct StringOrNothing;
     impl<'de> serde::de::Visitor<'de> for StringOrNothing {
-        type Value = Option<String>;
+        type Value = Option<ClaimValue>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("any JSON value")
         }
 
         fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
-            Ok(Some(value.to_owned()))
+            Ok(Some(ClaimValue::One(value.to_owned())))
         }
 
         fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Self::Value, E> {
-            Ok(Some(value))
+            Ok(Some(ClaimValue::One(value)))
         }
 
         fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -124,8 +171,11 @@ fn string_or_nothing<'de, D: serde::Deserializer<'de>>(
             self,
             mut seq: A,
         ) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(None)
+            let mut values = Vec::new();
+            while let Some(element) = seq.next_element::<ArrayElement>()? {
+                values.extend(element.0);
+            }
+            Ok((!values.is_empty()).then_some(ClaimValue::Many(values)))
         }
 
         fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -140,6 +190,19 @@ fn string_or_nothing<'de, D: serde::Deserializer<'de>>(
         }
     }
     deserializer.deserialize_any(StringOrNothing)
+}
+
+/// An element of an array claim: its string, or nothing for another value.
+struct ArrayElement(Option<String>);
+
+impl<'de> Deserialize<'de> for ArrayElement {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(ArrayElement(match claim_value(deserializer)? {
+            Some(ClaimValue::One(value)) => Some(value),
+            // A nested array is no value of the claim.
+            _ => None,
+        }))
+    }
 }
 
 /// The one claim read before the signature is checked: the issuer, which

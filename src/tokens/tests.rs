@@ -65,9 +65,9 @@ fn expected(claims: &Value) -> Claims {
         subject: claims["sub"].as_str().map(str::to_owned),
         expires_at: claims["exp"].as_i64(),
         issued_at: claims["iat"].as_i64(),
-        session: claims["sid"].as_str().map(str::to_owned),
-        client_id: claims["client_id"].as_str().map(str::to_owned),
-        authorized_party: claims["azp"].as_str().map(str::to_owned),
+        session: claims["sid"].as_str().map(ClaimValue::from),
+        client_id: claims["client_id"].as_str().map(ClaimValue::from),
+        authorized_party: claims["azp"].as_str().map(ClaimValue::from),
     }
 }
 
@@ -230,7 +230,7 @@ fn the_claims_cutoffs_match_are_read_and_other_shapes_of_them_ignored() {
     let claims = claims_with(json!({ "sid": "s-1", "client_id": "app", "azp": "web" }));
     let verified = hs256_verifier().verify(&hs256(&claims)).unwrap();
     assert_eq!(verified, expected(&claims));
-    let pairs: Vec<(&str, &str)> = verified.cut_pairs().collect();
+    let pairs = verified.cut_pairs();
     let subject = claims["sub"].as_str().unwrap();
     assert_eq!(
         pairs,
@@ -242,10 +242,26 @@ fn the_claims_cutoffs_match_are_read_and_other_shapes_of_them_ignored() {
             ("*", "")
         ]
     );
-    assert_eq!(verified.cut_value("groups"), None, "a claim not read here");
+    assert_eq!(
+        verified.any_cut_value("groups", |_| true),
+        None,
+        "a claim not read here"
+    );
+    let sessions = claims_with(json!({ "sid": ["s-1", 7, ["s-2"], "s-3"] }));
+    let verified = hs256_verifier().verify(&hs256(&sessions)).unwrap();
+    let many = ClaimValue::Many(vec!["s-1".into(), "s-3".into()]);
+    assert_eq!(verified.session, Some(many), "the strings of an array");
+    assert_eq!(
+        verified.any_cut_value("sid", |value| value == "s-3"),
+        Some(true)
+    );
+    assert_eq!(
+        verified.any_cut_value("sid", |value| value == "s-2"),
+        Some(false)
+    );
     // A number, an array or an object where a string is expected can match
     // no cut-off value: the token is not refused for it.
-    let odd = claims_with(json!({ "sid": 7, "client_id": ["a"], "azp": { "x": null } }));
+    let odd = claims_with(json!({ "sid": 7, "client_id": [7, {}], "azp": { "x": null } }));
     let verified = hs256_verifier().verify(&hs256(&odd)).unwrap();
     assert_eq!(
         (

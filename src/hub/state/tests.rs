@@ -397,3 +397,23 @@ async fn claim_cutoffs_travel_apart_from_subject_ones_and_end_older_gateways_str
     };
     assert_eq!(replayed.claims.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_brings_claim_cutoffs_ends_older_gateways_streams() {
+    let mut hub = hub();
+    let mut old = hub.subscribe(SubscribeParams::default()).unwrap();
+    queued(&mut old);
+    hub.on_event(Event::LoadStarted(crate::store::LogTail {
+        head: "9".into(),
+        entries: Vec::new(),
+        start: None,
+    }));
+    hub.on_event(Event::LoadPage(vec![cut("client_id", "app", 20, 9).change]));
+    hub.on_event(Event::LoadDone);
+    match old.queue.try_recv() {
+        Ok(Outgoing::End(status)) => {
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        }
+        _ => panic!("the older gateway's stream goes on after the load"),
+    }
+}

@@ -62,7 +62,7 @@ impl RevocationApi {
                 "the token has neither `jti` nor `sub`; nothing can revoke it",
             ));
         }
-        let cut_pairs: Vec<(&str, &str)> = claims.cut_pairs().collect();
+        let cut_pairs = claims.cut_pairs();
         let status = self
             .state
             .store

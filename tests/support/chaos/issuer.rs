@@ -101,7 +101,7 @@ pub fn token(
         subject: Some(subject.to_owned()),
         expires_at: Some(exp),
         issued_at: Some(iat),
-        session: Some(jti.to_owned()),
+        session: Some(jti.into()),
         ..Claims::default()
     };
     (jwt, claims)

@@ -142,7 +142,8 @@ pub async fn revoke_session(client: &mut Client, replica: usize, mut token: Toke
     let request = RevokeClaimRequest {
         issuer: token.claims.issuer.clone(),
         claim: "sid".into(),
-        value: token.claims.session.clone().unwrap_or_default(),
+        // Every token of the run is a session of its own, named by its jti.
+        value: token.jti().to_owned(),
         not_before: 0,
         reason: "chaos session".into(),
     };

@@ -129,10 +129,7 @@ pub async fn stored(
 ) -> Vec<bool> {
     tally.checked(Check::Redis, tokens.len() as u64);
     let url = bed.redis_url.clone();
-    let keys: Vec<String> = tokens
-        .iter()
-        .map(|t| record_key(t, partitions))
-        .collect();
+    let keys: Vec<String> = tokens.iter().map(|t| record_key(t, partitions)).collect();
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -159,8 +156,8 @@ fn record_key(token: &Token, partitions: u16) -> String {
     let (family, id) = match token.rule {
         Rule::Jti => ("jti", token.jti().to_owned()),
         Rule::Session => {
-            let sid = token.claims.session.as_deref().unwrap_or_default();
-            ("cut", format!("3:sid:{sid}"))
+            // Every token of the run is a session named by its jti.
+            ("cut", format!("3:sid:{}", token.jti()))
         }
     };
     let partition = partition_of(issuer, &id, partitions);
