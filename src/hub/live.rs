@@ -16,7 +16,7 @@ pub(super) enum FilterChange {
 }
 
 /// A cut-off's claim, by its number in the hub's [`ClaimTable`].
-pub(super) type ClaimId = u16;
+pub(super) type ClaimId = u32;
 
 /// What a cut-off is on: a claim and the digest of its value (for `sub`,
 /// [`DigestKey::subject`](crate::filter::DigestKey::subject); for others,
@@ -55,7 +55,7 @@ impl ClaimTable {
 
     /// The name of claim number `id`.
     pub(super) fn name(&self, id: ClaimId) -> &str {
-        &self.0[usize::from(id)]
+        &self.0[id as usize]
     }
 }
 
