@@ -318,10 +318,7 @@ async fn nginx_refuses_a_sessions_tokens_and_then_every_older_token_of_the_issue
     let nginx = Nginx::start(agent.http);
     let now = unix_now();
     let in_session = |sid: &str, jti: &str, issued_at: i64| {
-        support::sign(&json!({
-            "iss": ISSUER, "sub": "alice", "jti": jti, "sid": sid,
-            "iat": issued_at, "exp": unix_now() + 3600,
-        }))
+        support::token_with("alice", jti, issued_at, json!({ "sid": sid }))
     };
     let laptop = in_session("laptop", "alice-laptop", now - 60);
     let phone = in_session("phone", "alice-phone", now - 60);

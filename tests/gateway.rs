@@ -12,7 +12,7 @@ use revocd::pb::{CheckRequest, RevokeClaimRequest, RevokeRequest, RevokeSubjectR
 use revocd::time::unix_now;
 use revocd::tokens::{Claims, TokenError};
 use serde_json::json;
-use support::{eventually, token_for, Deployment, RedisServer, TestServer, ISSUER};
+use support::{eventually, token_for, token_with, Deployment, RedisServer, TestServer, ISSUER};
 
 /// Bound on anything that should happen "soon" (a delta, a reconnect).
 const SOON: Duration = Duration::from_secs(10);
@@ -722,19 +722,6 @@ async fn revoke_claim(
         .unwrap_or_else(|status| panic!("revoke claim {claim} {value:?}: {status:?}"))
         .into_inner()
         .not_before
-}
-
-/// A token of `subject` with the given `iat`, valid an hour from now,
-/// with the `extra` claims (`sid`, `client_id`, `azp`).
-fn token_with(subject: &str, jti: &str, issued_at: i64, extra: serde_json::Value) -> String {
-    let mut claims = json!({
-        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
-    });
-    let (Some(claims_map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) else {
-        panic!("claims are JSON objects");
-    };
-    claims_map.extend(extra.clone());
-    support::sign(&claims)
 }
 
 /// Waits until `gateway` judges `token` `expected` from memory (`check`).

@@ -13,7 +13,8 @@ use revocd::pb::{
 use revocd::time::unix_now;
 use serde_json::json;
 use support::{
-    by_jti, by_token, token_for, Client, Deployment, RedisCluster, RedisServer, TestServer, ISSUER,
+    by_jti, by_token, token_for, token_with, Client, Deployment, RedisCluster, RedisServer,
+    TestServer, ISSUER,
 };
 use tonic::{Code, Status};
 
@@ -1040,19 +1041,6 @@ fn claim(claim: &str, value: &str, not_before: i64) -> RevokeClaimRequest {
         not_before,
         ..Default::default()
     }
-}
-
-/// Signs a token of `subject` issued at `issued_at`, valid an hour from
-/// now, with the `extra` claims (`sid`, `client_id`, `azp`...).
-fn token_with(subject: &str, jti: &str, issued_at: i64, extra: serde_json::Value) -> String {
-    let mut claims = json!({
-        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
-    });
-    let (Some(claims_map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) else {
-        panic!("claims are JSON objects");
-    };
-    claims_map.extend(extra.clone());
-    support::sign(&claims)
 }
 
 impl Harness {

@@ -97,6 +97,7 @@ fn snapshot_parts(
         generation,
         filter: filter.to_bytes().into(),
         subjects: vec![cutoff("alice", 1_700_000_000)],
+        claims: vec![claim_cutoff("sid", "session-1", 1_700_000_000)],
         cursor: "1700000000000-0".into(),
         digest_key: key().as_bytes().to_vec(),
         part: 0,
@@ -114,6 +115,14 @@ fn cutoff(subject: &str, not_before: i64) -> pb::SubjectCutoff {
     }
 }
 
+fn claim_cutoff(claim: &str, value: &str, not_before: i64) -> pb::ClaimCutoff {
+    pb::ClaimCutoff {
+        digest: key().claim(ISSUER, claim, value).0.to_vec(),
+        not_before,
+        claim: claim.into(),
+    }
+}
+
 fn delta(
     cursor: &str,
     jtis: impl IntoIterator<Item = String>,
@@ -127,6 +136,7 @@ fn delta(
             .collect(),
         subjects,
         logged_at_ms: 1_700_000_000_123,
+        claims: vec![claim_cutoff("*", "", 1_700_000_000)],
     }
 }
 

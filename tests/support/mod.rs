@@ -391,6 +391,19 @@ pub fn token_for(subject: &str, jti: &str) -> String {
     }))
 }
 
+/// A token of `subject` issued at `issued_at`, valid an hour from now,
+/// with the `extra` claims (`sid`, `client_id`, `azp`...).
+pub fn token_with(subject: &str, jti: &str, issued_at: i64, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
+    });
+    let (Some(claims_map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) else {
+        panic!("claims are JSON objects");
+    };
+    claims_map.extend(extra.clone());
+    sign(&claims)
+}
+
 /// `binary subcommand args...`, logging errors only, with no `REVOCD_*`
 /// client settings from the environment.
 fn revocd_command(binary: &Path, args: &[String]) -> std::process::Command {
