@@ -346,12 +346,14 @@ async fn nginx_refuses_a_sessions_tokens_and_then_every_older_token_of_the_issue
         &replica,
         &["revoke-issuer", ISSUER, "--before", &before],
     );
-    eventually_blocking(
+    let refused = eventually_blocking(
         "the phone session's token to be refused",
         Duration::from_secs(5),
         Duration::from_millis(5),
         || refusal(nginx.get("/", Some(&phone))),
     );
+    let challenge = assert_invalid_token(&refused);
+    assert!(challenge.contains("its issuer"), "{challenge}");
     assert_upstream(&nginx.get("/", Some(&fresh)), "alice", "alice-tablet");
 }
 

@@ -140,7 +140,7 @@ pub enum Denial {
     RevokedBySubject,
     /// Revoked by a cut-off on another claim (`sid`, `client_id`, `azp`),
     /// or issuer-wide (`*`).
-    #[error("the token has been revoked (all tokens of its {0} issued before a cut-off)")]
+    #[error("the token has been revoked (all tokens of {} issued before a cut-off)", claim_scope(.0))]
     RevokedByClaim(String),
     /// The filter is stale and the policy is `FailClosed`.
     #[error("revocation data is stale; refusing tokens until it is current")]
@@ -148,6 +148,15 @@ pub enum Denial {
     /// The server could not confirm (`CheckOnline`, or a filter "maybe").
     #[error("the revocation service could not be asked: {0}")]
     Unconfirmed(String),
+}
+
+/// What a cut-off on `claim` covers, for people: "its sid", or "its
+/// issuer" for an issuer-wide one.
+fn claim_scope(claim: &str) -> String {
+    match claim {
+        crate::tokens::ISSUER_WIDE => "its issuer".to_owned(),
+        claim => format!("its {claim}"),
+    }
 }
 
 impl Denial {

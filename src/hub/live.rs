@@ -69,6 +69,8 @@ pub(super) struct LiveSet {
     tokens_room: usize,
     /// Live cut-offs: key → (not_before, keep_until).
     cutoffs: HashMap<CutKey, (i64, i64)>,
+    /// How many of `cutoffs` are on another claim than `sub`.
+    claim_cutoffs: usize,
     /// (keep_until, digest) of tokens and cut-offs, to expire them in order.
     token_expiry: BTreeSet<(i64, Digest)>,
     cutoff_expiry: BTreeSet<(i64, CutKey)>,
@@ -86,7 +88,12 @@ impl LiveSet {
                 self.token_expiry.insert((keep_until, digest));
             }
             FilterChange::Cut(key, not_before) => {
-                let entry = self.cutoffs.entry(key).or_insert((not_before, keep_until));
+                let entry = self.cutoffs.entry(key).or_insert_with(|| {
+                    if key.claim != ClaimTable::SUBJECT {
+                        self.claim_cutoffs += 1;
+                    }
+                    (not_before, keep_until)
+                });
                 *entry = (entry.0.max(not_before), entry.1.max(keep_until));
                 self.cutoff_expiry.insert((keep_until, key));
             }
@@ -130,6 +137,9 @@ impl LiveSet {
             self.cutoff_expiry.pop_first();
             if self.cutoffs.get(&key).map(|(_, until)| *until) == Some(keep_until) {
                 self.cutoffs.remove(&key);
+                if key.claim != ClaimTable::SUBJECT {
+                    self.claim_cutoffs -= 1;
+                }
             }
         }
         tokens_expired
@@ -142,12 +152,7 @@ impl LiveSet {
 
     /// Live cut-offs: (subject ones, the others).
     pub(super) fn cutoff_counts(&self) -> (usize, usize) {
-        let subjects = self
-            .cutoffs
-            .keys()
-            .filter(|key| key.claim == ClaimTable::SUBJECT)
-            .count();
-        (subjects, self.cutoffs.len() - subjects)
+        (self.cutoffs.len() - self.claim_cutoffs, self.claim_cutoffs)
     }
 
     /// The live token digests.
