@@ -66,7 +66,7 @@ pub enum BoundsError {
     },
     /// A claim the server could not store.
     #[error("the token's `{0}` is longer than the revocation service stores, holds control characters, or has more than 16 values")]
-    Unstorable(&'static str),
+    Unstorable(String),
 }
 
 impl Default for TokenBounds {
@@ -103,17 +103,17 @@ impl TokenBounds {
             .as_deref()
             .is_none_or(|v| storable(v, MAX_ID_BYTES))
         {
-            return Err(BoundsError::Unstorable("jti"));
+            return Err(BoundsError::Unstorable("jti".into()));
         }
         if !claims
             .subject
             .as_deref()
             .is_none_or(|v| storable(v, MAX_ID_BYTES))
         {
-            return Err(BoundsError::Unstorable("sub"));
+            return Err(BoundsError::Unstorable("sub".into()));
         }
         if !storable(&claims.issuer, MAX_ISSUER_BYTES) {
-            return Err(BoundsError::Unstorable("iss"));
+            return Err(BoundsError::Unstorable("iss".into()));
         }
         // A value no cut-off could name would leave its session or client
         // unrevocable; so would more values than a check may look up.
@@ -122,7 +122,7 @@ impl TokenBounds {
             if values.len() > MAX_CLAIM_VALUES
                 || !values.iter().all(|value| storable(value, MAX_ID_BYTES))
             {
-                return Err(BoundsError::Unstorable(claim));
+                return Err(BoundsError::Unstorable(claim.to_owned()));
             }
         }
         let issued_at = claims.issued_at.ok_or(BoundsError::NoIssuedAt)?;
@@ -196,13 +196,13 @@ mod tests {
         long_jti.jti = Some("x".repeat(MAX_ID_BYTES + 1));
         assert_eq!(
             BOUNDS.judge(&long_jti, NOW),
-            Err(BoundsError::Unstorable("jti"))
+            Err(BoundsError::Unstorable("jti".into()))
         );
         let mut odd_subject = claims(Some(NOW), NOW + 60);
         odd_subject.subject = Some("a\nb".into());
         assert_eq!(
             BOUNDS.judge(&odd_subject, NOW),
-            Err(BoundsError::Unstorable("sub"))
+            Err(BoundsError::Unstorable("sub".into()))
         );
         let sessions = |count: usize| ClaimValue::Many((0..count).map(|i| i.to_string()).collect());
         let mut many_sessions = claims(Some(NOW), NOW + 60);
@@ -211,13 +211,13 @@ mod tests {
         many_sessions.session = Some(sessions(MAX_CLAIM_VALUES + 1));
         assert_eq!(
             BOUNDS.judge(&many_sessions, NOW),
-            Err(BoundsError::Unstorable("sid"))
+            Err(BoundsError::Unstorable("sid".into()))
         );
         let mut long_client = claims(Some(NOW), NOW + 60);
         long_client.client_id = Some("c".repeat(MAX_ID_BYTES + 1).as_str().into());
         assert_eq!(
             BOUNDS.judge(&long_client, NOW),
-            Err(BoundsError::Unstorable("client_id"))
+            Err(BoundsError::Unstorable("client_id".into()))
         );
     }
 

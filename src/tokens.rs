@@ -43,13 +43,14 @@
 mod builder;
 mod claims;
 mod error;
+mod extra;
 mod keys;
 #[cfg(test)]
 mod tests;
 mod verifier;
 
 pub use self::builder::TokenVerifierBuilder;
-pub use self::claims::{ClaimValue, Claims, CUT_CLAIMS, ISSUER_WIDE};
+pub use self::claims::{ClaimValue, Claims, OtherClaims, CUT_CLAIMS, ISSUER_WIDE};
 pub use self::error::{
     ensure_crypto_backend, KeyError, NoCryptoBackend, TokenError, UnboundKeys, VerifierError,
 };

@@ -785,6 +785,36 @@ async fn a_sid_claim_cutoff_denies_that_session_and_no_other() {
     server.stop().await;
 }
 
+/// A claim the deployment made revocable (`--revocable-claim groups`):
+/// the gateway was built knowing nothing of it, learns it from the first
+/// cut-off it receives, and denies a token whose array holds the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployments_own_array_claim_is_enforced_once_its_first_cutoff_arrives() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--revocable-claim", "groups"])).await;
+    let gateway = ready(config(&[&server])).await;
+
+    let now = unix_now();
+    let in_ops = token_with(
+        "ops-1",
+        "ops-1",
+        now - 30,
+        json!({"groups": ["admins", "ops"]}),
+    );
+    let in_dev = token_with("dev-1", "dev-1", now - 30, json!({"groups": ["dev"]}));
+    let no_groups = token_with("none-1", "none-1", now - 30, json!({}));
+    assert!(allowed(&gateway.check(&in_ops)).is_some());
+
+    revoke_claim(&server, "key-revoke", "groups", "ops", 0).await;
+    until_checked(&gateway, &in_ops, by_claim("groups")).await;
+    for (name, token) in [("another group", &in_dev), ("no groups", &no_groups)] {
+        let verdict = gateway.check(token);
+        assert!(allowed(&verdict).is_some(), "{name}: {verdict:?}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_wide_claim_cutoff_denies_every_earlier_token() {
     support::trace_init();

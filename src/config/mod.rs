@@ -28,7 +28,7 @@ pub use self::agent::{AgentConfig, DEFAULT_AGENT_HTTP_LISTEN};
 pub use self::jwt::{IssuerFile, JwtArgs};
 pub use self::serve::{
     ServeConfig, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN_ADDR, DEFAULT_LOG_RETENTION,
-    DEFAULT_REDIS_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, MIN_LOG_RETENTION,
+    DEFAULT_REDIS_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, MAX_REVOCABLE_CLAIMS, MIN_LOG_RETENTION,
 };
 pub use self::start::StartError;
 pub use crate::server::{
@@ -78,6 +78,9 @@ pub enum ConfigError {
     /// A key prefix that would change the keys' cluster hash tags.
     #[error("--key-prefix may not contain `{{` or `}}` on a Redis Cluster: they would change which slot each key lands in")]
     BracesInPrefix,
+    /// A `--revocable-claim` that cannot be one.
+    #[error("--revocable-claim {0:?}: a claim name of 1 to 64 printable bytes, other than `sub`, `sid`, `client_id` and `azp` (always revocable) and `*`")]
+    RevocableClaim(String),
     /// A zero or absurd duration.
     #[error("--{flag} must be between {min} and {max}")]
     OutOfRange {

@@ -9,12 +9,18 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{ConfigError, JwtArgs, HEARTBEAT_INTERVAL_TEXT, MAX_TOKEN_LIFETIME_TEXT};
+use crate::gateway::MAX_CLAIM_NAME_BYTES;
 use crate::hub::DEFAULT_MAX_SUBSCRIBERS;
 use crate::server::{
     DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
     DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
 };
 use crate::store::Durability;
+use crate::tokens::{CUT_CLAIMS, ISSUER_WIDE};
+
+/// Most `--revocable-claim`s: each one a gateway holds cut-offs of costs a
+/// lookup of every check.
+pub const MAX_REVOCABLE_CLAIMS: usize = 16;
 
 /// Address served by default: loopback, the gRPC port revocd documents.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
@@ -148,6 +154,17 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_MAX_STREAMS_PER_KEY", default_value_t = 1_000)]
     pub max_streams_per_key: usize,
 
+    /// A claim besides `sub`, `sid`, `client_id` and `azp` that
+    /// `RevokeClaim` may name (repeatable, e.g. `groups`, `email`); a token
+    /// matches when the claim equals the value or, for an array, holds it.
+    /// Fixed per deployment; gateways learn it from the cut-offs they get.
+    #[arg(
+        long = "revocable-claim",
+        env = "REVOCD_REVOCABLE_CLAIM",
+        value_delimiter = ','
+    )]
+    pub revocable_claim: Vec<String>,
+
     /// Keyless self-revocations (`Revoke` of a token by itself, without an
     /// API key) per minute on this replica, all callers together; a burst
     /// of one minute's worth. Over it: RESOURCE_EXHAUSTED.
@@ -254,6 +271,22 @@ impl ServeConfig {
                 min: "10ms / 2",
                 max: "any",
             });
+        }
+        if self.revocable_claim.len() > MAX_REVOCABLE_CLAIMS {
+            return Err(ConfigError::OutOfRange {
+                flag: "revocable-claim (how many)",
+                min: "0",
+                max: "16",
+            });
+        }
+        if let Some(claim) = self.revocable_claim.iter().find(|claim| {
+            claim.is_empty()
+                || claim.len() > MAX_CLAIM_NAME_BYTES
+                || !crate::bounds::is_printable(claim)
+                || CUT_CLAIMS.contains(&claim.as_str())
+                || claim.as_str() == ISSUER_WIDE
+        }) {
+            return Err(ConfigError::RevocableClaim(claim.clone()));
         }
         if self.redis_timeout.is_zero() {
             return Err(ConfigError::OutOfRange {

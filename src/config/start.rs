@@ -51,6 +51,12 @@ impl ServeConfig {
     pub async fn start_state(&self, dev_secret: Option<&[u8]>) -> Result<State, StartError> {
         self.validate()?;
         let verifier = self.jwt.verifier(dev_secret)?;
+        verifier.read_claims(
+            self.revocable_claim
+                .iter()
+                .map(|c| c.as_str().into())
+                .collect(),
+        );
         let tls = self.tls.server_config().map_err(StartError::Tls)?;
         if let Some(tls) = &tls {
             // Certificates and keys are parsed here: refuse bad ones now,
@@ -91,6 +97,7 @@ impl ServeConfig {
             default_issuer: self.jwt.default_issuer().to_owned(),
             max_streams_per_key: self.max_streams_per_key,
             keyless: self.keyless_limits(),
+            revocable_claims: self.revocable_claim.clone(),
         }
     }
 

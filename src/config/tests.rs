@@ -178,3 +178,29 @@ fn unbound_keys_beside_two_issuers_stop_the_verifier() {
         "{message}"
     );
 }
+
+#[test]
+fn revocable_claims_are_names_other_than_the_built_in_ones() {
+    let claims = |list: &str| parse(&["--dev", "--revocable-claim", list]).validate();
+    assert_eq!(claims("groups,email"), Ok(()));
+    assert_eq!(
+        parse(&["--dev", "--revocable-claim", "groups,email"])
+            .policy()
+            .revocable_claims,
+        ["groups", "email"]
+    );
+    for bad in ["sid", "*", "sub", "a\u{7}b", &"x".repeat(65)] {
+        assert_eq!(
+            claims(bad),
+            Err(ConfigError::RevocableClaim(bad.to_owned())),
+            "{bad:?}"
+        );
+    }
+    let many: Vec<String> = (0..=MAX_REVOCABLE_CLAIMS)
+        .map(|i| format!("c{i}"))
+        .collect();
+    assert!(matches!(
+        claims(&many.join(",")),
+        Err(ConfigError::OutOfRange { .. })
+    ));
+}

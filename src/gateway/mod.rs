@@ -192,7 +192,7 @@ pub struct Gateway {
 
 struct Inner {
     shared: Arc<watch::Shared>,
-    verifier: TokenVerifier,
+    verifier: Arc<TokenVerifier>,
     leeway: i64,
     max_staleness: Duration,
     on_stale: StalePolicy,
@@ -213,8 +213,10 @@ impl Gateway {
         let confirm_channel = Channel::balance_list(config.parsed_confirm_endpoints()?.into_iter());
         let shared = Arc::new(watch::Shared::new(crate::time::Clock::System));
         let stop = CancellationToken::new();
+        let verifier = Arc::new(verifier);
         tokio::spawn(watch::run(
             Arc::clone(&shared),
+            Arc::clone(&verifier),
             config.clone(),
             endpoints,
             stop.clone(),

@@ -27,6 +27,7 @@ use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::SubscribeRequest;
 use crate::snapshot::STREAM_PROTOCOL;
 use crate::time::Clock;
+use crate::tokens::{TokenVerifier, CUT_CLAIMS, ISSUER_WIDE};
 
 /// What the loop shares with the gateway's readers.
 pub(super) struct Shared {
@@ -112,6 +113,7 @@ enum StreamError {
 /// Runs until `stop` is cancelled.
 pub(super) async fn run(
     shared: Arc<Shared>,
+    verifier: Arc<TokenVerifier>,
     config: GatewayConfig,
     endpoints: Vec<Endpoint>,
     stop: CancellationToken,
@@ -122,7 +124,7 @@ pub(super) async fn run(
         let endpoint = &endpoints[next % endpoints.len()];
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = follow(&shared, &config, endpoint, &mut backoff) => outcome,
+            outcome = follow(&shared, &verifier, &config, endpoint, &mut backoff) => outcome,
         };
         next += 1;
         let delay = backoff.next_delay();
@@ -137,6 +139,7 @@ pub(super) async fn run(
 /// One subscription, until it fails.
 async fn follow(
     shared: &Shared,
+    verifier: &TokenVerifier,
     config: &GatewayConfig,
     endpoint: &Endpoint,
     backoff: &mut ExponentialBackoff,
@@ -176,7 +179,26 @@ async fn follow(
         if let Err(error) = apply(shared, &mut assembler, frame.update, config.max_staleness) {
             return error.into();
         }
+        learn_claims(shared, verifier);
         backoff.reset();
+    }
+}
+
+/// Has `verifier` read the deployment's own revocable claims (those other
+/// than `sub`, `sid`, `client_id`, `azp`) that the view holds cut-offs of,
+/// so the gateway can judge tokens on them rather than ask the server.
+fn learn_claims(shared: &Shared, verifier: &TokenVerifier) {
+    let Some(view) = shared.view.load_full() else {
+        return;
+    };
+    let wanted: Vec<Box<str>> = view
+        .claims_cut()
+        .filter(|claim| !CUT_CLAIMS.contains(claim) && *claim != ISSUER_WIDE)
+        .map(Box::from)
+        .collect();
+    if *verifier.claims_read() != wanted {
+        info!(claims = ?wanted, "reading the deployment's own revocable claims from tokens");
+        verifier.read_claims(wanted);
     }
 }
 

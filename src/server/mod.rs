@@ -71,6 +71,9 @@ pub struct Policy {
     pub max_streams_per_key: usize,
     /// Quotas of revoking a token by itself without an API key.
     pub keyless: KeylessLimits,
+    /// Claims `RevokeClaim` may name besides the built-in ones
+    /// (`--revocable-claim`).
+    pub revocable_claims: Vec<String>,
 }
 
 /// Everything a replica serves from; shared by all calls.

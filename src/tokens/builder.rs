@@ -174,6 +174,7 @@ impl TokenVerifierBuilder {
             algorithms,
             leeway_seconds: self.leeway_seconds,
             issuers,
+            other_claims: arc_swap::ArcSwap::default(),
         })
     }
 

@@ -26,7 +26,15 @@ pub struct Claims {
     pub client_id: Option<ClaimValue>,
     /// `azp` (the authorized party), likewise.
     pub authorized_party: Option<ClaimValue>,
+    /// The deployment's own revocable claims (`--revocable-claim`) the
+    /// verifier was asked to read, each with its value if the token has
+    /// one.
+    pub other: OtherClaims,
 }
+
+/// The deployment's own revocable claims of a token: each claim read, with
+/// its value if the token has one.
+pub type OtherClaims = Vec<(Box<str>, Option<ClaimValue>)>;
 
 /// A claim that cut-offs match: a string, or the strings of an array, any
 /// of which a cut-off may match.
@@ -76,24 +84,34 @@ impl Claims {
             "sid" => &self.session,
             "client_id" => &self.client_id,
             "azp" => &self.authorized_party,
-            _ => return None,
+            other => {
+                let (_, value) = self.other.iter().find(|(name, _)| &**name == other)?;
+                value
+            }
         };
         let values = values.as_ref().map_or(&[][..], ClaimValue::values);
         Some(values.iter().any(|value| matches(value)))
     }
 
-    /// The claims a cut-off may match other than `sub`, by name.
-    pub fn cut_claims(&self) -> [(&'static str, Option<&ClaimValue>); 3] {
+    /// The claims a cut-off may match other than `sub`, by name: the
+    /// built-in ones and those the verifier read for the deployment.
+    pub fn cut_claims(&self) -> impl Iterator<Item = (&str, Option<&ClaimValue>)> {
         [
             ("sid", self.session.as_ref()),
             ("client_id", self.client_id.as_ref()),
             ("azp", self.authorized_party.as_ref()),
         ]
+        .into_iter()
+        .chain(
+            self.other
+                .iter()
+                .map(|(name, value)| (&**name, value.as_ref())),
+        )
     }
 
     /// Every (claim, value) of the token a cut-off may match: its `sub`,
     /// each string of its `sid`, `client_id` and `azp`, and `("*", "")`.
-    pub fn cut_pairs(&self) -> Vec<(&'static str, &str)> {
+    pub fn cut_pairs(&self) -> Vec<(&str, &str)> {
         let mut pairs = Vec::new();
         if let Some(subject) = &self.subject {
             pairs.push(("sub", subject.as_str()));
@@ -128,7 +146,7 @@ pub(super) struct RawClaims {
 /// A claim that cut-offs match: a string, or an array whose strings are
 /// kept. Any other JSON value (a number, an object) is read as absent
 /// rather than refusing the token, since no cut-off value can equal it.
-fn claim_value<'de, D: serde::Deserializer<'de>>(
+pub(super) fn claim_value<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<ClaimValue>, D::Error> {
     struct StringOrNothing;
@@ -223,6 +241,7 @@ impl From<RawClaims> for Claims {
             session: raw.sid,
             client_id: raw.client_id,
             authorized_party: raw.azp,
+            other: Vec::new(),
         }
     }
 }

@@ -68,6 +68,7 @@ fn expected(claims: &Value) -> Claims {
         session: claims["sid"].as_str().map(ClaimValue::from),
         client_id: claims["client_id"].as_str().map(ClaimValue::from),
         authorized_party: claims["azp"].as_str().map(ClaimValue::from),
+        other: Vec::new(),
     }
 }
 
@@ -1229,5 +1230,49 @@ fn a_duplicated_iss_is_malformed_before_any_key_is_picked() {
     assert!(
         matches!(&result, Err(TokenError::Malformed(m)) if m.contains("duplicate field")),
         "{result:?}"
+    );
+}
+
+#[test]
+fn a_deployments_own_claims_are_read_once_asked_for() {
+    let verifier = hs256_verifier();
+    let claims = claims_with(json!({ "groups": ["admins", 7, "ops"], "email": "a@b.c" }));
+    let token = hs256(&claims);
+    assert!(
+        verifier.verify(&token).unwrap().other.is_empty(),
+        "nothing asked yet"
+    );
+    assert_eq!(
+        verifier
+            .verify(&token)
+            .unwrap()
+            .any_cut_value("groups", |_| true),
+        None
+    );
+    verifier.read_claims(vec!["groups".into(), "team".into()]);
+    let verified = verifier.verify(&token).unwrap();
+    let groups = ClaimValue::Many(vec!["admins".into(), "ops".into()]);
+    assert_eq!(
+        verified.other,
+        [("groups".into(), Some(groups)), ("team".into(), None)]
+    );
+    assert_eq!(
+        verified.any_cut_value("groups", |value| value == "ops"),
+        Some(true)
+    );
+    assert_eq!(
+        verified.any_cut_value("team", |_| true),
+        Some(false),
+        "absent"
+    );
+    let pairs = verified.cut_pairs();
+    assert!(pairs.contains(&("groups", "admins")) && pairs.contains(&("groups", "ops")));
+    // A wanted claim given twice is as malformed as a built-in one.
+    let exp = now() + 3600;
+    let twice = format!(r#"{{"jti":"a","exp":{exp},"groups":["a"],"groups":["b"]}}"#);
+    let outcome = verifier.verify(&hs256_raw(&twice, SECRET));
+    assert!(
+        matches!(&outcome, Err(TokenError::Malformed(m)) if m.contains("duplicate field")),
+        "{outcome:?}"
     );
 }

@@ -35,6 +35,9 @@ pub struct TokenVerifier {
     pub(super) algorithms: Vec<Algorithm>,
     pub(super) leeway_seconds: u64,
     pub(super) issuers: Vec<String>,
+    /// The deployment's own revocable claims to read from every token
+    /// (see [`TokenVerifier::read_claims`]).
+    pub(super) other_claims: arc_swap::ArcSwap<Vec<Box<str>>>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -69,6 +72,20 @@ impl TokenVerifier {
     /// The issuers accepted (listed, or bound to a key); empty means any.
     pub fn issuers(&self) -> &[String] {
         &self.issuers
+    }
+
+    /// Reads `names` too from every token verified from now on, into
+    /// [`Claims::other`]: the claims a deployment made revocable
+    /// (`--revocable-claim`). A gateway learns them from the cut-offs it
+    /// receives; tokens verified before cannot be judged on them, and the
+    /// gateway asks the server about those.
+    pub fn read_claims(&self, names: Vec<Box<str>>) {
+        self.other_claims.store(std::sync::Arc::new(names));
+    }
+
+    /// The claims [`TokenVerifier::read_claims`] set.
+    pub fn claims_read(&self) -> std::sync::Arc<Vec<Box<str>>> {
+        self.other_claims.load_full()
     }
 
     /// Verifies a token's signature, `iss`, `aud` and `nbf` and returns its
@@ -109,9 +126,13 @@ impl TokenVerifier {
                 break;
             }
         }
-        let claims = outcome?;
+        let mut claims = outcome?;
         if claims.expires_at.is_none() {
             return Err(TokenError::MissingClaim("exp"));
+        }
+        let other = self.other_claims.load();
+        if !other.is_empty() {
+            claims.other = super::extra::read(token, &other)?;
         }
         Ok(claims)
     }

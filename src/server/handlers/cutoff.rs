@@ -67,13 +67,18 @@ impl RevocationApi {
                     "`value` must be empty with claim `*`: the cut-off covers every token of the issuer",
                 ));
             }
-        } else if CUT_CLAIMS.contains(&request.claim.as_str()) {
+        } else if self.is_revocable(&request.claim) {
             limits::identifier("value", &request.value)?;
         } else {
+            let configured = &self.state.policy.revocable_claims;
+            let allowed: Vec<&str> = CUT_CLAIMS
+                .into_iter()
+                .chain(configured.iter().map(String::as_str))
+                .collect();
             return Err(ApiError::invalid(format!(
-                "tokens cannot be revoked by claim {:?}; the revocable claims are {}, and `*` for every token of the issuer",
+                "tokens cannot be revoked by claim {:?}; the revocable claims are {} (more with --revocable-claim), and `*` for every token of the issuer",
                 request.claim.chars().take(64).collect::<String>(),
-                CUT_CLAIMS.join(", ")
+                allowed.join(", ")
             )));
         }
         let cut = CutoffRequest {
@@ -88,6 +93,18 @@ impl RevocationApi {
             not_before: outcome.not_before,
             cursor: outcome.cursor.unwrap_or_default(),
         })
+    }
+
+    /// True for a claim `RevokeClaim` may name with a value: a built-in one
+    /// or one of `--revocable-claim`.
+    fn is_revocable(&self, claim: &str) -> bool {
+        CUT_CLAIMS.contains(&claim)
+            || self
+                .state
+                .policy
+                .revocable_claims
+                .iter()
+                .any(|c| c == claim)
     }
 
     /// Stores a checked cut-off, kept as long as a token issued just before
@@ -336,5 +353,25 @@ mod tests {
         };
         let answer = api.check(request(check, testing::READ)).await.unwrap();
         assert!(answer.revoked && answer.by_subject && answer.claim == "sub");
+    }
+
+    #[tokio::test]
+    async fn a_deployments_own_claim_is_revocable_and_an_array_matches_any_value() {
+        let api = testing::api_with(|policy| policy.revocable_claims = vec!["groups".into()]).await;
+        let now = unix_now();
+        let ops = token_with(
+            "o",
+            now - 10,
+            serde_json::json!({ "groups": ["admins", "ops"] }),
+        );
+        let dev = token_with("d", now - 10, serde_json::json!({ "groups": ["dev"] }));
+        let cut = api.revoke_claim(request(claim("groups", "ops", 0), testing::REVOKE));
+        assert!(!cut.await.unwrap().cursor.is_empty());
+        assert_eq!(revoked_by(&api, ops).await, (true, "groups".into()));
+        assert_eq!(revoked_by(&api, dev).await, (false, String::new()));
+        let email = api.revoke_claim(request(claim("email", "a@b", 0), testing::REVOKE));
+        let (code, message) = refusal(email.await);
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(message.contains("azp, groups"), "{message}");
     }
 }

@@ -73,8 +73,16 @@ pub async fn api_with(adjust: impl FnOnce(&mut Policy)) -> RevocationApi {
         default_issuer: ISSUER.to_owned(),
         max_streams_per_key: 1_000,
         keyless: KeylessLimits::default(),
+        revocable_claims: Vec::new(),
     };
     adjust(&mut policy);
+    verifier.read_claims(
+        policy
+            .revocable_claims
+            .iter()
+            .map(|c| c.as_str().into())
+            .collect(),
+    );
     let state = State {
         store: store.clone(),
         verifier,
