@@ -191,12 +191,13 @@ fn learn_claims(shared: &Shared, verifier: &TokenVerifier) {
     let Some(view) = shared.view.load_full() else {
         return;
     };
-    let wanted: Vec<Box<str>> = view
-        .claims_cut()
-        .filter(|claim| !CUT_CLAIMS.contains(claim) && *claim != ISSUER_WIDE)
-        .map(Box::from)
-        .collect();
-    if *verifier.claims_read() != wanted {
+    let wanted = || {
+        view.claims_cut()
+            .filter(|claim| !CUT_CLAIMS.contains(claim) && *claim != ISSUER_WIDE)
+    };
+    // Every frame passes here: compare first, allocate only on a change.
+    if !wanted().eq(verifier.claims_read().iter().map(|claim| &**claim)) {
+        let wanted: Vec<Box<str>> = wanted().map(Box::from).collect();
         info!(claims = ?wanted, "reading the deployment's own revocable claims from tokens");
         verifier.read_claims(wanted);
     }

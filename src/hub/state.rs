@@ -448,12 +448,12 @@ fn filter_change(key: &DigestKey, claims: &mut ClaimTable, change: &Change) -> F
             not_before,
             ..
         } => {
-            let claim = claims.id(claim);
-            let digest = match claim {
+            let id = claims.id(claim);
+            let digest = match id {
                 ClaimTable::SUBJECT => key.subject(issuer, value),
-                other => key.claim(issuer, claims.name(other), value),
+                _ => key.claim(issuer, claim, value),
             };
-            FilterChange::Cut(CutKey { claim, digest }, *not_before)
+            FilterChange::Cut(CutKey { claim: id, digest }, *not_before)
         }
     }
 }

@@ -250,15 +250,26 @@ impl From<RawClaims> for Claims {
 /// is checked: only to pick the keys, whose validation then requires that
 /// same issuer.
 pub(super) fn unverified_issuer(token: &str) -> Result<Option<String>, TokenError> {
+    let claims: UnverifiedIssuer =
+        serde_json::from_slice(&payload_json(token)?).map_err(unreadable_claims)?;
+    Ok(claims.iss)
+}
+
+/// The JSON bytes of a token's payload (claims), decoded from base64url.
+///
+/// # Errors
+/// [`TokenError::Malformed`] when the token has no payload or it does not
+/// decode.
+pub(super) fn payload_json(token: &str) -> Result<Vec<u8>, TokenError> {
     // header.payload.signature, split as jsonwebtoken splits it.
     let mut parts = token.rsplitn(3, '.');
     let payload = parts.nth(1).ok_or_else(|| {
         TokenError::Malformed("not a JWT (expected header.payload.signature in base64url)".into())
     })?;
-    let json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|e| TokenError::Malformed(format!("unreadable claims: {e}")))?;
-    let claims: UnverifiedIssuer = serde_json::from_slice(&json)
-        .map_err(|e| TokenError::Malformed(format!("unreadable claims: {e}")))?;
-    Ok(claims.iss)
+    URL_SAFE_NO_PAD.decode(payload).map_err(unreadable_claims)
+}
+
+/// A payload that does not read as claims.
+pub(super) fn unreadable_claims(error: impl std::fmt::Display) -> TokenError {
+    TokenError::Malformed(format!("unreadable claims: {error}"))
 }

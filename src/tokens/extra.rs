@@ -2,11 +2,9 @@
 //! (`--revocable-claim groups`), read from a verified token's payload only
 //! when some are wanted, so tokens of deployments without any pay nothing.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::claims::{claim_value, ClaimValue, OtherClaims};
+use super::claims::{claim_value, payload_json, unreadable_claims, ClaimValue, OtherClaims};
 use super::TokenError;
 
 /// The values of the `wanted` claims of `token` (whose signature has been
@@ -17,18 +15,11 @@ use super::TokenError;
 /// [`TokenError::Malformed`] for an unreadable payload or a wanted claim
 /// given twice.
 pub(super) fn read(token: &str, wanted: &[Box<str>]) -> Result<OtherClaims, TokenError> {
-    let malformed = |detail: String| TokenError::Malformed(format!("unreadable claims: {detail}"));
-    let payload = token
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| malformed("no payload".into()))?;
-    let json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|e| malformed(e.to_string()))?;
+    let json = payload_json(token)?;
     let mut deserializer = serde_json::Deserializer::from_slice(&json);
     let values = Wanted(wanted)
         .deserialize(&mut deserializer)
-        .map_err(|e| malformed(e.to_string()))?;
+        .map_err(unreadable_claims)?;
     Ok(wanted.iter().cloned().zip(values).collect())
 }
 
