@@ -717,3 +717,86 @@ async fn roles_bound_the_bulk_commands() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).starts_with("error: cannot open"));
 }
+
+#[tokio::test]
+async fn a_json_export_carries_cutoffs_and_import_restores_every_rule() {
+    let first = Setup::start().await;
+    let exp = unix_now() + 3_600;
+    let before = (unix_now() - 60).to_string();
+    assert_success(&first.revoctl(
+        Some("key-revoke"),
+        &["revoke", "--jti", "jt-1", "--expires-at", &exp.to_string()],
+    ));
+    assert_success(&first.revoctl(
+        Some("key-revoke"),
+        &[
+            "revoke-subject",
+            "bob",
+            "--not-before",
+            &before,
+            "--reason",
+            "left",
+        ],
+    ));
+    assert_success(&first.revoctl(
+        Some("key-revoke"),
+        &["revoke-claim", "sid", "laptop", "--before", &before],
+    ));
+    assert_success(&first.revoctl(
+        Some("key-admin"),
+        &["revoke-issuer", ISSUER, "--before", &before],
+    ));
+
+    let exported = first.revoctl(Some("key-read"), &["export", "--json"]);
+    assert_success(&exported);
+    assert!(
+        String::from_utf8_lossy(&exported.stderr)
+            .contains("exported 1 token revocations and 3 cut-offs"),
+        "{exported:?}"
+    );
+    let text = String::from_utf8(exported.stdout).expect("UTF-8 JSON lines");
+    let path = first.file("rules.jsonl", &text);
+
+    // The revoke key may not restore the issuer-wide cut-off: that line,
+    // and only that one, is rejected.
+    let second = Setup::start().await;
+    let partial = second.import(&path);
+    assert_eq!(partial.status.code(), Some(2), "{partial:?}");
+    let partial = summary(&partial);
+    assert_eq!(partial.counts, "imported 3, already revoked 0, rejected 1");
+    let reasons: Vec<&String> = partial.rejected.values().collect();
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("permission denied"),
+        "{reasons:?}"
+    );
+    let again = second.revoctl(Some("key-admin"), &["import", &path]);
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert_eq!(
+        summary(&again).counts,
+        "imported 1, already revoked 3, rejected 0"
+    );
+
+    let rules = |setup: &Setup| {
+        let mut rules: Vec<String> = setup
+            .list(&[])
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {} {}",
+                    r["kind"],
+                    r["issuer"],
+                    r["jti"],
+                    r["subject"],
+                    r["claim"],
+                    r["value"],
+                    r["not_before"]
+                )
+            })
+            .collect();
+        rules.sort();
+        rules
+    };
+    let restored = rules(&second);
+    assert_eq!(restored.len(), 4, "{restored:?}");
+    assert_eq!(restored, rules(&first));
+}

@@ -1,4 +1,5 @@
-//! `import`: revoke the tokens a file lists, in `RevokeBatch` calls.
+//! `import`: revoke the tokens a file lists, in `RevokeBatch` calls, and
+//! restore its cut-offs, one `RevokeClaim` call each.
 //!
 //! A reader thread turns the file into batches ([`crate::input`]); this
 //! side keeps up to `--concurrency` batches in flight on one HTTP/2
@@ -9,7 +10,8 @@
 //! the second time. Items the server refuses for the key's quota
 //! (`RESOURCE_EXHAUSTED`: revocations per second, live revocations) are sent
 //! again after a pause for as long as it keeps taking some. A line counts
-//! as taken only once its batch was acknowledged.
+//! as taken only once its batch was acknowledged. A cut-off the server
+//! refuses (e.g. issuer-wide without the `admin` role) rejects its line.
 
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -21,12 +23,14 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use revocd::pb::{RevokeBatchRequest, RevokeBatchResult, RevokeRequest};
+use revocd::pb::{
+    RevokeBatchRequest, RevokeBatchResult, RevokeClaimRequest, RevokeRequest, RevokeResponse,
+};
 
 use crate::input::{self, Batch, BatchLimits, Chunk};
 
 use crate::progress::{grouped, Progress};
-use crate::rpc::{describe, retried, warn_retry, Client, RETRY_SCHEDULE};
+use crate::rpc::{self, describe, retried, warn_retry, Client, RETRY_SCHEDULE};
 
 /// Room left under the server's request limit for gRPC's own framing.
 const REQUEST_MARGIN_BYTES: usize = 1_024;
@@ -92,7 +96,7 @@ pub async fn import(
             chunk = chunks.recv(), if !input_done && in_flight.len() < concurrency => match chunk {
                 None => input_done = true,
                 Some(Err(error)) => break Some(error),
-                Some(Ok(Chunk { batch, rejected, lines_read, bytes_read })) => {
+                Some(Ok(Chunk { batch, cutoffs, rejected, lines_read, bytes_read })) => {
                     for (line, reason) in rejected {
                         summary.reject(line, reason);
                     }
@@ -100,6 +104,10 @@ pub async fn import(
                     if !batch.items.is_empty() {
                         let key = key.map(str::to_owned);
                         in_flight.spawn(send(client.clone(), key, batch));
+                    }
+                    if !cutoffs.is_empty() {
+                        let key = key.map(str::to_owned);
+                        in_flight.spawn(send_cutoffs(client.clone(), key, cutoffs));
                     }
                 }
             },
@@ -231,6 +239,54 @@ async fn call(
     .await
     .map_err(|status| format!("{} ({what})", describe(status)))?;
     Ok(reply.results)
+}
+
+/// Sends cut-offs one `RevokeClaim` call each (they are few: one per
+/// user, session or client logged out everywhere); returns their lines
+/// and one result each, shaped as a batch's so one summary counts both.
+/// A call the server answers with an error rejects its line; a call that
+/// cannot reach the server is retried like a batch.
+async fn send_cutoffs(
+    client: Client,
+    key: Option<String>,
+    cutoffs: Vec<(u64, RevokeClaimRequest)>,
+) -> Result<(Vec<u64>, Vec<RevokeBatchResult>), String> {
+    let mut lines = Vec::with_capacity(cutoffs.len());
+    let mut results = Vec::with_capacity(cutoffs.len());
+    for (line, cutoff) in cutoffs {
+        let what = format!("the cut-off on line {line}");
+        let reply = retried(
+            &client,
+            key.as_deref(),
+            cutoff,
+            &what,
+            |mut client, request| async move { client.revoke_claim(request).await },
+        )
+        .await;
+        let result = match reply {
+            Ok(reply) => RevokeBatchResult {
+                response: Some(RevokeResponse {
+                    // An empty cursor: an equal or later cut-off was in force.
+                    newly_revoked: !reply.cursor.is_empty(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Err(status)
+                if rpc::should_retry(&status) || status.code() == tonic::Code::Unauthenticated =>
+            {
+                return Err(format!("{} ({what})", describe(status)));
+            }
+            Err(status) => RevokeBatchResult {
+                code: status.code() as i32,
+                error: describe(status),
+                response: None,
+            },
+        };
+        lines.push(line);
+        results.push(result);
+    }
+    Ok((lines, results))
 }
 
 /// What became of the lines.

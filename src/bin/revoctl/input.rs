@@ -9,11 +9,14 @@
 //!   the last two optional. A first line whose first field is `jti` is a
 //!   header; it may name the same columns in another order (`jti` and
 //!   `expires_at` required).
-//! - **JSON lines**: one object per line with the keys `jti`, `expires_at`
-//!   (a number, or a string as below), `issuer` and `reason` (strings,
-//!   optional); other keys are ignored.
+//! - **JSON lines**: one object per line. A token revocation has the keys
+//!   `jti`, `expires_at` (a number, or a string as below), `issuer` and
+//!   `reason` (strings, optional). A cut-off (what `export --json` writes
+//!   for subject, claim and issuer-wide cut-offs) has `claim` (`sub`, `sid`,
+//!   …, or `*`), `value` (empty with `*`), `not_before`, `issuer` and
+//!   `reason`, and is sent as a `RevokeClaim` call. Other keys are ignored.
 //!
-//! `expires_at` is unix seconds or an RFC 3339 time. An empty issuer means
+//! `expires_at` and `not_before` are unix seconds or an RFC 3339 time. An empty issuer means
 //! the server's default. Blank lines are skipped. Lines are numbered from 1,
 //! header and blank lines included, so a number points into the file.
 //!
@@ -27,7 +30,7 @@ use prost::Message;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use revocd::pb::RevokeRequest;
+use revocd::pb::{RevokeClaimRequest, RevokeRequest};
 
 use crate::csv;
 use crate::timestamp::parse_unix_or_rfc3339;
@@ -40,8 +43,10 @@ pub const COLUMNS: [&str; 4] = ["jti", "expires_at", "issuer", "reason"];
 pub enum Line {
     /// Nothing (blank, or a CSV header).
     Skip,
-    /// A revocation to send.
+    /// A token revocation to send.
     Item(RevokeRequest),
+    /// A cut-off to send.
+    Cutoff(RevokeClaimRequest),
     /// Why the line cannot be a revocation.
     Rejected(String),
 }
@@ -163,18 +168,19 @@ impl LineParser {
                 self.format.insert(Format::Csv(Columns::POSITIONAL))
             }
         };
-        let item = match format {
-            Format::JsonLines => json_item(line),
+        let line = match format {
+            Format::JsonLines => json_line(line),
             Format::Csv(columns) => csv::parse_line(line)
                 .map_err(|e| e.to_string())
-                .and_then(|fields| columns.item(fields)),
+                .and_then(|fields| columns.item(fields))
+                .map(Line::Item),
         };
-        Ok(item.map_or_else(Line::Rejected, Line::Item))
+        Ok(line.unwrap_or_else(Line::Rejected))
     }
 }
 
-/// The revocation one JSON line names.
-fn json_item(line: &str) -> Result<RevokeRequest, String> {
+/// The token revocation or the cut-off one JSON line names.
+fn json_line(line: &str) -> Result<Line, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
         // serde's text ends with "at line 1 column N"; the line is ours.
         let text = e.to_string();
@@ -191,27 +197,49 @@ fn json_item(line: &str) -> Result<RevokeRequest, String> {
         Some(Value::String(text)) => Ok(text.clone()),
         Some(_) => Err(format!("`{key}` is not a string")),
     };
-    let expires_at = match object.get("expires_at") {
-        None | Some(Value::Null) => return Err("`expires_at` is missing".to_owned()),
+    let time = |key: &str| match object.get(key) {
+        None | Some(Value::Null) => Err(format!("`{key}` is missing")),
         Some(Value::Number(n)) => n
             .as_i64()
             .filter(|&seconds| seconds >= 0)
-            .ok_or_else(|| format!("`expires_at` {n} is not whole unix seconds"))?,
-        Some(Value::String(text)) => expiry(text)?,
-        Some(_) => return Err("`expires_at` is not a number or a string".to_owned()),
+            .ok_or_else(|| format!("`{key}` {n} is not whole unix seconds")),
+        Some(Value::String(text)) => unix_time(key, text),
+        Some(_) => Err(format!("`{key}` is not a number or a string")),
     };
+    if object.contains_key("claim") {
+        if object.contains_key("jti") {
+            return Err("a line holds either `jti` (a token) or `claim` (a cut-off)".to_owned());
+        }
+        let claim = text("claim")?;
+        if claim.is_empty() {
+            return Err("`claim` is empty".to_owned());
+        }
+        return Ok(Line::Cutoff(RevokeClaimRequest {
+            issuer: text("issuer")?,
+            claim,
+            value: text("value")?,
+            // Required: a cut-off at "now" would move with every import.
+            not_before: time("not_before")?,
+            reason: text("reason")?,
+        }));
+    }
     require_jti(RevokeRequest {
         token: String::new(),
         jti: text("jti")?,
-        expires_at,
+        expires_at: time("expires_at")?,
         reason: text("reason")?,
         issuer: text("issuer")?,
     })
+    .map(Line::Item)
 }
 
 fn expiry(text: &str) -> Result<i64, String> {
+    unix_time("expires_at", text)
+}
+
+fn unix_time(key: &str, text: &str) -> Result<i64, String> {
     parse_unix_or_rfc3339(text)
-        .map_err(|()| format!("`expires_at` {text:?} is neither unix seconds nor an RFC 3339 time"))
+        .map_err(|()| format!("`{key}` {text:?} is neither unix seconds nor an RFC 3339 time"))
 }
 
 fn require_jti(request: RevokeRequest) -> Result<RevokeRequest, String> {
@@ -243,11 +271,14 @@ pub struct Batch {
     bytes: usize,
 }
 
-/// What the reader hands over: a batch to send, the lines rejected while
-/// filling it, and how far the reader got (totals so far).
+/// What the reader hands over: a batch to send, the cut-offs and the
+/// rejected lines met while filling it, and how far the reader got
+/// (totals so far).
 #[derive(Debug, Default)]
 pub struct Chunk {
     pub batch: Batch,
+    /// Cut-offs, each with its line: one `RevokeClaim` call each.
+    pub cutoffs: Vec<(u64, RevokeClaimRequest)>,
     pub rejected: Vec<(u64, String)>,
     pub lines_read: u64,
     pub bytes_read: u64,
@@ -294,6 +325,7 @@ pub fn read_batches(
             Ok(Line::Skip) => None,
             Ok(Line::Rejected(reason)) => batcher.reject(number, reason),
             Ok(Line::Item(item)) => batcher.add(number, item),
+            Ok(Line::Cutoff(cutoff)) => batcher.add_cutoff(number, cutoff),
         };
         if let Some(mut chunk) = ready {
             (chunk.lines_read, chunk.bytes_read) = (number, bytes_read);
@@ -339,11 +371,22 @@ impl Batcher {
         })
     }
 
+    /// Adds a cut-off; returns a chunk to send when many piled up.
+    fn add_cutoff(&mut self, number: u64, cutoff: RevokeClaimRequest) -> Option<Chunk> {
+        self.chunk.cutoffs.push((number, cutoff));
+        self.full_of(self.chunk.cutoffs.len())
+    }
+
     /// Notes a rejected line; returns a chunk to hand over when many
     /// piled up, so a file of bad lines still shows progress.
     fn reject(&mut self, number: u64, reason: String) -> Option<Chunk> {
         self.chunk.rejected.push((number, reason));
-        (self.chunk.rejected.len() >= self.limits.items).then(|| std::mem::take(&mut self.chunk))
+        self.full_of(self.chunk.rejected.len())
+    }
+
+    /// The chunk, taken, once `count` of one kind fills a batch.
+    fn full_of(&mut self, count: usize) -> Option<Chunk> {
+        (count >= self.limits.items).then(|| std::mem::take(&mut self.chunk))
     }
 }
 

@@ -104,16 +104,19 @@ enum Command {
     /// One line per change: time, actor, source address, what, reason.
     /// Goes back as far as the server's change log (--log-retention).
     Audit(list::ListArgs),
-    /// Revoke many tokens from a CSV or JSON-lines file (needs the `revoke`
-    /// role).
+    /// Revoke many tokens, and restore cut-offs, from a CSV or JSON-lines
+    /// file (needs the `revoke` role; issuer-wide cut-offs need `admin`).
     ///
     /// CSV: `jti,expires_at,issuer,reason` per line, fields quoted as in
     /// RFC 4180 (a reason may hold commas and doubled quotes), issuer and
     /// reason optional; a first line starting with `jti` is a header (its
     /// columns may come in any order). JSON lines: one object per line with
-    /// those keys. The first non-blank character decides: `{` means JSON
-    /// lines. `expires_at` is unix seconds or an RFC 3339 time; an empty
-    /// issuer is the server's default. Blank lines are skipped.
+    /// those keys, or a cut-off with `claim`, `value`, `not_before`,
+    /// `issuer` and `reason` (sent as RevokeClaim; what `export --json`
+    /// writes). The first non-blank character decides: `{` means JSON
+    /// lines. `expires_at` and `not_before` are unix seconds or an RFC 3339
+    /// time; an empty issuer is the server's default. Blank lines are
+    /// skipped.
     ///
     /// Lines go in RevokeBatch calls of up to 1,000, several in flight;
     /// calls that fail to reach the server are retried (revocations are
@@ -123,12 +126,12 @@ enum Command {
     /// already revoked, or already expired), 2 when some were rejected, 1
     /// when the import could not finish.
     Import(import::ImportArgs),
-    /// Write the live token revocations as CSV that `import` reads back
-    /// (needs the `read` role).
+    /// Write the live revocations in a form `import` reads back (needs the
+    /// `read` role).
     ///
-    /// Columns `jti,expires_at,issuer,reason` under a header. Cut-offs are
-    /// not exported (the format has no place for them; `list --kind
-    /// subject` and `list --kind claim` show them).
+    /// CSV: the token revocations, columns `jti,expires_at,issuer,reason`
+    /// under a header (CSV has no place for cut-offs). `--json`: every live
+    /// record, cut-offs included, as JSON lines.
     Export(export::ExportArgs),
 }
 

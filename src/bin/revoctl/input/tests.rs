@@ -186,3 +186,58 @@ fn an_unreadable_header_stops_the_reading() {
     assert!(first.unwrap_err().starts_with("line 1: "));
     assert!(receiver.blocking_recv().is_none());
 }
+
+#[test]
+fn json_lines_with_a_claim_are_cutoffs() {
+    let lines = parse_all(concat!(
+        "{\"claim\": \"sid\", \"value\": \"s-1\", \"not_before\": 50, \"issuer\": \"i\", \"reason\": \"r\"}\n",
+        "{\"claim\": \"*\", \"not_before\": \"2026-01-01T00:00:00Z\"}\n",
+        "{\"claim\": \"sid\", \"value\": \"s-1\"}\n",
+        "{\"claim\": \"sid\", \"jti\": \"a\", \"not_before\": 1}\n",
+        "{\"claim\": \"\", \"not_before\": 1}\n",
+        "{\"jti\": \"a\", \"expires_at\": 100}\n",
+    ));
+    assert_eq!(
+        lines[0],
+        Line::Cutoff(RevokeClaimRequest {
+            issuer: "i".into(),
+            claim: "sid".into(),
+            value: "s-1".into(),
+            not_before: 50,
+            reason: "r".into(),
+        })
+    );
+    let Line::Cutoff(issuer_wide) = &lines[1] else {
+        panic!("{:?}", lines[1]);
+    };
+    assert_eq!(
+        (issuer_wide.claim.as_str(), issuer_wide.value.as_str()),
+        ("*", "")
+    );
+    assert_eq!(issuer_wide.not_before, 1_767_225_600);
+    assert_eq!(rejected(&lines[2]), "`not_before` is missing");
+    assert!(rejected(&lines[3]).contains("either `jti`"));
+    assert_eq!(rejected(&lines[4]), "`claim` is empty");
+    assert_eq!(lines[5], item("a", 100, "", ""));
+}
+
+#[test]
+fn cutoffs_travel_in_chunks_beside_the_batches() {
+    let text = concat!(
+        "{\"jti\": \"a\", \"expires_at\": 100}\n",
+        "{\"claim\": \"sid\", \"value\": \"s\", \"not_before\": 5}\n",
+        "{\"claim\": \"sid\", \"value\": \"t\", \"not_before\": 5}\n",
+    );
+    let limits = BatchLimits {
+        items: 2,
+        bytes: 1 << 16,
+    };
+    let read = chunks(text, limits);
+    let cutoff_lines: Vec<u64> = read
+        .iter()
+        .flat_map(|c| c.cutoffs.iter().map(|(line, _)| *line))
+        .collect();
+    assert_eq!(cutoff_lines, [2, 3]);
+    let item_lines: Vec<u64> = read.iter().flat_map(|c| c.batch.lines.clone()).collect();
+    assert_eq!(item_lines, [1]);
+}
