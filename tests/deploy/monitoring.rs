@@ -332,6 +332,8 @@ fn grafana_dashboard_queries_metrics_the_code_records() {
         "revocd_filter_estimated_fp_rate",
         "revocd_filter_fp_rate_target",
         "revocd_revocations_live",
+        "revocd_claim_cutoffs_live",
+        "revocd_outdated_gateways_total",
         "revocd_subscribers_connected",
         "revocd_filter_snapshots_sent_total",
         "revocd_filter_deltas_sent_total",
@@ -430,6 +432,8 @@ fn prometheus_alerts_are_complete_and_use_metrics_the_code_records() {
         "revocd_store_errors_total",
         "revocd_change_log_errors_total",
         "revocd_propagation_delay_seconds_bucket",
+        "revocd_outdated_gateways_total",
+        "revocd_claim_cutoffs_total",
     ] {
         assert!(read.contains(metric), "no alert reads {metric}");
     }

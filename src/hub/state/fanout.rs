@@ -17,6 +17,7 @@ impl HubState {
             return Err(SubscribeError::Lagging);
         }
         if params.protocol < CLAIMS_PROTOCOL && self.live.cutoff_counts().1 > 0 {
+            metrics::counter!("revocd_outdated_gateways_total").increment(1);
             return Err(SubscribeError::Outdated);
         }
         self.subscribers.retain(|s| !s.queue.is_closed());
@@ -158,6 +159,7 @@ impl HubState {
                 gateway = subscriber.gateway_id,
                 "ending the stream of a gateway that cannot enforce claim cut-offs"
             );
+            metrics::counter!("revocd_outdated_gateways_total").increment(1);
             let status = tonic::Status::failed_precondition(SubscribeError::Outdated.to_string());
             let _ = subscriber.queue.try_send(Outgoing::End(status));
             false
