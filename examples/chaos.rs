@@ -14,7 +14,8 @@
 //! restart it, SIGSTOP a replica, SIGSTOP Redis, kill -9 Redis and restart
 //! it from its AOF, SIGSTOP an agent, cut streams at the proxies, stall a
 //! replica past the log's retention, hold confirms across a revocation,
-//! `CLIENT KILL` Redis's connections, forged cross-issuer tokens), now and
+//! `CLIENT KILL` Redis's connections, forged cross-issuer tokens, a gateway
+//! too old for claim cut-offs subscribing), now and
 //! then with a subscriber stop or stream drop on top, then checks strict
 //! durability, the answers given during the outage and convergence within
 //! 8 s; `REVOCD_CHAOS_FAULTS` (labels, comma separated) draws from some

@@ -279,6 +279,13 @@ impl Ledger {
             .collect()
     }
 
+    /// When the earliest entry revoked by `rule` was acknowledged.
+    pub fn first_acked(&self, rule: Rule) -> Option<Instant> {
+        let inner = self.lock();
+        let entry = inner.acked.iter().find(|e| e.token.rule == rule)?;
+        Some(entry.acked_at)
+    }
+
     /// Every entry.
     pub fn all(&self) -> Vec<Arc<Entry>> {
         self.lock().acked.clone()

@@ -107,6 +107,13 @@ pub fn keyless_client(address: SocketAddr) -> Client {
     client_with(address, None)
 }
 
+/// [`lazy_client`] with the API key "key-subscribe": it may follow the
+/// filter stream.
+pub fn subscriber_client(address: SocketAddr) -> Client {
+    let key = "Bearer key-subscribe".parse().expect("ascii key");
+    client_with(address, Some(key))
+}
+
 fn client_with(
     address: SocketAddr,
     key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,

@@ -25,7 +25,8 @@
 //! log is trimmed past it ([`trim`]); hold a gateway's "not revoked"
 //! confirm until the delta revoking the token has arrived ([`race`]);
 //! `CLIENT KILL` every Redis connection again and again; forged
-//! cross-issuer tokens ([`forgery`])), heals it, keeps the load up half a
+//! cross-issuer tokens ([`forgery`]); a gateway too old for claim
+//! cut-offs subscribing ([`outdated`])), heals it, keeps the load up half a
 //! second more, stops it and checks ([`verify`]).
 //!
 //! # Invariants
@@ -44,6 +45,9 @@
 //! - **One issuer, one key**: a token signed with one issuer's key that
 //!   claims the other is refused by every subscriber, and a keyless
 //!   `Revoke` of it by every replica.
+//! - **No filter for a gateway that cannot enforce it**: once a session
+//!   cut-off has been acknowledged for the propagation bound, no replica
+//!   sends a single frame to a gateway of stream protocol 0.
 //! - **Serving through a Redis outage**: every subscriber keeps answering
 //!   from its filter.
 //! - **Convergence**: within the bound after the faults end, every replica
@@ -61,6 +65,7 @@ mod ledger;
 mod load;
 mod monitor;
 mod nemesis;
+mod outdated;
 mod proxy;
 mod race;
 mod report;
@@ -417,6 +422,7 @@ async fn inject_all(
         tally: &context.tally,
         phase,
         partitions: context.config.log_partitions,
+        propagation_bound: context.config.propagation_bound,
     };
     let stage = &stage;
     let injections = faults

@@ -14,7 +14,7 @@ use rand::Rng;
 use super::ledger::Ledger;
 use super::report::Tally;
 use super::testbed::Testbed;
-use super::{forgery, race, trim};
+use super::{forgery, outdated, race, trim};
 
 /// How long `CLIENT KILL`s go on: longer than the propagation bound, so a
 /// replica that keeps heartbeating while its follower reloads again and
@@ -55,11 +55,14 @@ pub enum FaultKind {
     /// Tokens signed with issuer A's key claiming issuer B: asked of every
     /// subscriber, and revoked without an API key through every replica.
     ForgedIssuer,
+    /// A gateway of stream protocol 0 subscribes to every replica while
+    /// session cut-offs are live: it must be refused.
+    OutdatedGateway,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::ReplicaKill,
         FaultKind::ReplicaStop,
         FaultKind::RedisStop,
@@ -70,6 +73,7 @@ impl FaultKind {
         FaultKind::ConfirmRace,
         FaultKind::ClientKill,
         FaultKind::ForgedIssuer,
+        FaultKind::OutdatedGateway,
     ];
 
     /// A short label for the table.
@@ -85,6 +89,7 @@ impl FaultKind {
             FaultKind::ConfirmRace => "confirm-race",
             FaultKind::ClientKill => "client-kill",
             FaultKind::ForgedIssuer => "forged-issuer",
+            FaultKind::OutdatedGateway => "outdated-gateway",
         }
     }
 
@@ -199,6 +204,9 @@ pub struct Stage<'a> {
     pub phase: usize,
     /// The replicas' `--log-partitions`.
     pub partitions: u16,
+    /// Time from an acknowledgement within which every replica and
+    /// subscriber must have acted on it.
+    pub propagation_bound: Duration,
 }
 
 /// Injects `kind`, holds it for a time drawn from `hold`, heals it, and
@@ -223,6 +231,7 @@ pub async fn inject(
         FaultKind::ConfirmRace => race::inject(stage, rng).await,
         FaultKind::ClientKill => client_kill(stage, rng).await,
         FaultKind::ForgedIssuer => forgery::inject(stage, rng, hold).await,
+        FaultKind::OutdatedGateway => outdated::inject(stage, rng, hold).await,
     };
     FaultRecord {
         kind,

@@ -43,6 +43,9 @@ pub enum ViolationKind {
     ForgedAccepted,
     /// A replica acknowledged a keyless `Revoke` of such a token.
     ForgedRevoked,
+    /// A replica sent a frame to a gateway too old to enforce the claim
+    /// cut-offs in force.
+    OutdatedServed,
 }
 
 impl ViolationKind {
@@ -60,6 +63,7 @@ impl ViolationKind {
             ViolationKind::NotConverged => "not-converged",
             ViolationKind::ForgedAccepted => "forged-accepted",
             ViolationKind::ForgedRevoked => "forged-revoked",
+            ViolationKind::OutdatedServed => "outdated-served",
         }
     }
 }
