@@ -50,7 +50,9 @@ mod tests;
 mod verifier;
 
 pub use self::builder::TokenVerifierBuilder;
-pub use self::claims::{ClaimValue, Claims, OtherClaims, CUT_CLAIMS, ISSUER_WIDE};
+pub use self::claims::{
+    payload_object, ClaimValue, Claims, OtherClaims, Payload, CUT_CLAIMS, ISSUER_WIDE,
+};
 pub use self::error::{
     ensure_crypto_backend, KeyError, NoCryptoBackend, TokenError, UnboundKeys, VerifierError,
 };

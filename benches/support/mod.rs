@@ -265,6 +265,7 @@ impl RunningServer {
         };
         let serving = tokio::spawn(server::run(
             listener,
+            None,
             Arc::new(state),
             shutdown,
             SHUTDOWN_GRACE,

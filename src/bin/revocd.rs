@@ -59,11 +59,11 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the revocation API over gRPC.
-    Serve(ServeConfig),
+    /// Serve the revocation API over gRPC (and its HTTP doors).
+    Serve(Box<ServeConfig>),
     /// Run the gateway sidecar: forward-auth (nginx, Traefik, Caddy) and
     /// Envoy ext_authz answered from the streamed filter.
-    Agent(AgentConfig),
+    Agent(Box<AgentConfig>),
 }
 
 fn main() -> ExitCode {
@@ -88,8 +88,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Serve(config) => runtime.block_on(serve(config)),
-        Command::Agent(config) => runtime.block_on(agent(config)),
+        Command::Serve(config) => runtime.block_on(serve(*config)),
+        Command::Agent(config) => runtime.block_on(agent(*config)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,8 +189,19 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         info!(%address, "metrics listening");
         tokio::spawn(revocd::telemetry::serve_metrics(metrics, metrics_stop));
     }
+    let http = match config.http_listen {
+        Some(address) => {
+            let http = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding --http-listen {address}"))?;
+            info!(address = %http.local_addr()?, "HTTP doors listening");
+            Some(http)
+        }
+        None => None,
+    };
     server::run(
         listener,
+        http,
         Arc::new(state),
         revocd::shutdown::signal(),
         config.shutdown_grace,

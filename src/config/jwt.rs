@@ -82,10 +82,24 @@ impl JwtArgs {
     /// An unusable key file, unbound keys beside several issuers, or a
     /// build without a crypto backend.
     pub fn verifier(&self, extra_secret: Option<&[u8]>) -> Result<TokenVerifier, VerifierError> {
+        self.verifier_for(&self.jwt_audience, extra_secret)
+    }
+
+    /// The verifier of these flags' keys and issuers for tokens of other
+    /// `audiences`: OpenID back-channel logout tokens, which name this
+    /// deployment's client id.
+    ///
+    /// # Errors
+    /// As [`JwtArgs::verifier`].
+    pub fn verifier_for(
+        &self,
+        audiences: &[String],
+        extra_secret: Option<&[u8]>,
+    ) -> Result<TokenVerifier, VerifierError> {
         crate::tokens::ensure_crypto_backend()?;
         let mut builder = TokenVerifier::builder()
             .issuers(&self.jwt_issuer)
-            .audiences(&self.jwt_audience)
+            .audiences(audiences)
             .leeway_seconds(self.leeway);
         if let Some(path) = &self.jwt_hs256_secret_file {
             builder = builder.hs256_secret_file(path)?;

@@ -186,6 +186,47 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Address of the HTTP doors (off unless given): `POST /oauth2/revoke`
+    /// (RFC 7009), `/oauth2/introspect` (RFC 7662),
+    /// `/oidc/backchannel-logout` and `/ssf/events`. Plain HTTP: put TLS
+    /// in front of it (it refuses to start beside --tls-cert).
+    #[arg(long, env = "REVOCD_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// An audience OpenID back-channel logout tokens may name: the client
+    /// id this deployment is registered under at the provider;
+    /// repeatable. Without one, `/oidc/backchannel-logout` is closed.
+    #[arg(
+        long = "backchannel-audience",
+        env = "REVOCD_BACKCHANNEL_AUDIENCE",
+        value_delimiter = ','
+    )]
+    pub backchannel_audience: Vec<String>,
+
+    /// Issuer (`iss`) of the Shared Signals transmitter whose security
+    /// events `/ssf/events` applies (with --ssf-jwks-file and
+    /// --ssf-audience).
+    #[arg(long, env = "REVOCD_SSF_ISSUER", requires_all = ["ssf_jwks_file", "ssf_audience"])]
+    pub ssf_issuer: Option<String>,
+
+    /// The transmitter's public keys: a JWKS (or a PEM public key) file.
+    #[arg(long, env = "REVOCD_SSF_JWKS_FILE", requires = "ssf_issuer")]
+    pub ssf_jwks_file: Option<PathBuf>,
+
+    /// The audience the transmitter's events must name (this receiver).
+    #[arg(long, env = "REVOCD_SSF_AUDIENCE", requires = "ssf_issuer")]
+    pub ssf_audience: Option<String>,
+
+    /// An issuer of access tokens the transmitter's events may cut off;
+    /// repeatable. Default: the transmitter's own issuer only.
+    #[arg(
+        long = "ssf-token-issuer",
+        env = "REVOCD_SSF_TOKEN_ISSUER",
+        value_delimiter = ',',
+        requires = "ssf_issuer"
+    )]
+    pub ssf_token_issuer: Vec<String>,
+
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -271,6 +312,9 @@ impl ServeConfig {
                 min: "10ms / 2",
                 max: "any",
             });
+        }
+        if self.http_listen.is_some() && self.tls.tls_cert.is_some() {
+            return Err(ConfigError::HttpWithTls);
         }
         if self.revocable_claim.len() > MAX_REVOCABLE_CLAIMS {
             return Err(ConfigError::OutOfRange {

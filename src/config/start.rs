@@ -14,9 +14,10 @@ use crate::file::FileError;
 use crate::filter::DigestKey;
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::hub::FilterHub;
+use crate::server::http::{Doors, Transmitter};
 use crate::server::{Policy, State};
 use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
-use crate::tokens::VerifierError;
+use crate::tokens::{TokenVerifier, VerifierError};
 
 /// Why a replica could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,46 @@ impl ServeConfig {
             policy: self.policy(),
             started: Instant::now(),
             tls,
+            doors: self.doors(dev_secret)?,
+        })
+    }
+
+    /// What the HTTP doors verify with: the JWT keys for back-channel
+    /// logout tokens (when an audience is given), and the transmitter.
+    fn doors(&self, dev_secret: Option<&[u8]>) -> Result<Doors, StartError> {
+        let logout_tokens = if self.backchannel_audience.is_empty() {
+            None
+        } else {
+            Some(
+                self.jwt
+                    .verifier_for(&self.backchannel_audience, dev_secret)?,
+            )
+        };
+        let mut transmitters = Vec::new();
+        if let (Some(issuer), Some(keys), Some(audience)) =
+            (&self.ssf_issuer, &self.ssf_jwks_file, &self.ssf_audience)
+        {
+            let verifier = TokenVerifier::builder()
+                .audiences(std::slice::from_ref(audience))
+                .leeway_seconds(self.jwt.leeway)
+                .issuer_key_file(issuer, keys)
+                .map_err(VerifierError::from)?
+                .build()
+                .map_err(VerifierError::from)?;
+            let token_issuers = if self.ssf_token_issuer.is_empty() {
+                vec![issuer.clone()]
+            } else {
+                self.ssf_token_issuer.clone()
+            };
+            transmitters.push(Transmitter {
+                issuer: issuer.clone(),
+                verifier,
+                token_issuers,
+            });
+        }
+        Ok(Doors {
+            logout_tokens,
+            transmitters,
         })
     }
 

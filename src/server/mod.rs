@@ -2,8 +2,9 @@
 //! ([`run`]).
 //!
 //! Beside `revocation.v1.RevocationService` it serves `grpc.health.v1.Health`
-//! (SERVING only while the store answers) and gRPC reflection, both without
-//! authentication.
+//! (SERVING only while the store answers) and gRPC reflection describing
+//! both, without authentication; and, on a port of their own, the HTTP
+//! doors of [`http`].
 //!
 //! The service, in layers:
 //!
@@ -12,11 +13,14 @@
 //! - `error.rs`: `ApiError` and its one mapping to a gRPC status;
 //! - `limits.rs`: limits of request fields, batches, pages and streams;
 //! - `convert.rs`: store types to and from the wire types;
-//! - `quota/`: rate quotas of keys and of keyless self-revocation.
+//! - `quota/`: rate quotas of keys and of keyless self-revocation;
+//! - `http/`: the HTTP doors (RFC 7009, RFC 7662, back-channel logout,
+//!   Shared Signals), calling the same handlers.
 
 mod convert;
 mod error;
 mod handlers;
+pub mod http;
 mod limits;
 mod quota;
 mod service;
@@ -93,15 +97,18 @@ pub struct State {
     pub started: Instant,
     /// TLS of the gRPC server; `None` serves plain HTTP/2.
     pub tls: Option<ServerTlsConfig>,
+    /// What the HTTP doors verify logout tokens and security events with.
+    pub doors: http::Doors,
 }
 
-/// Serves on `listener` until `shutdown` completes, then gives open calls
-/// `grace` to finish.
+/// Serves gRPC on `listener` (and the HTTP doors on `http`, if given)
+/// until `shutdown` completes, then gives open calls `grace` to finish.
 ///
 /// # Errors
 /// A transport error of the gRPC server.
 pub async fn run(
     listener: TcpListener,
+    http: Option<TcpListener>,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -113,6 +120,7 @@ pub async fn run(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -120,10 +128,20 @@ pub async fn run(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("embedded descriptor set is valid");
-    let revocation = RevocationServiceServer::new(RevocationApi::new(Arc::clone(&state)))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let api = RevocationApi::new(Arc::clone(&state));
+    let revocation =
+        RevocationServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let stopping = CancellationToken::new();
+    // Shares the API (and so its quotas) with gRPC; stops with it.
+    let doors = http.map(|listener| {
+        let doors = http::serve(listener, api, stopping.clone());
+        tokio::spawn(async move {
+            if let Err(error) = doors.await {
+                warn!(%error, "the HTTP doors stopped");
+            }
+        })
+    });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &state.tls {
         builder = builder.tls_config(tls.clone())?;
@@ -165,6 +183,9 @@ pub async fn run(
         }
     };
     monitor.abort();
+    if let Some(doors) = doors {
+        doors.abort();
+    }
     result
 }
 

@@ -269,6 +269,18 @@ pub(super) fn payload_json(token: &str) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD.decode(payload).map_err(unreadable_claims)
 }
 
+/// A token's whole payload: its claims by name.
+pub type Payload = serde_json::Map<String, serde_json::Value>;
+
+/// The payload of `token` as a JSON object, read without checking the
+/// signature: only for a token a verifier has accepted.
+///
+/// # Errors
+/// [`TokenError::Malformed`] for a payload that is not a JSON object.
+pub fn payload_object(token: &str) -> Result<Payload, TokenError> {
+    serde_json::from_slice(&payload_json(token)?).map_err(unreadable_claims)
+}
+
 /// A payload that does not read as claims.
 pub(super) fn unreadable_claims(error: impl std::fmt::Display) -> TokenError {
     TokenError::Malformed(format!("unreadable claims: {error}"))

@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::builder::TokenVerifierBuilder;
-use super::claims::{unverified_issuer, Claims, RawClaims};
+use super::claims::{payload_object, unverified_issuer, Claims, Payload, RawClaims};
 use super::error::token_error;
 use super::keys::TrustedKey;
 use super::TokenError;
@@ -95,6 +95,32 @@ impl TokenVerifier {
     /// # Errors
     /// A [`TokenError`] saying what is wrong with the token.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut claims = self.verify_signed(token)?;
+        if claims.expires_at.is_none() {
+            return Err(TokenError::MissingClaim("exp"));
+        }
+        let other = self.other_claims.load();
+        if !other.is_empty() {
+            claims.other = super::extra::read(token, &other)?;
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a signed event (an OpenID back-channel logout token, a
+    /// Security Event Token) as [`TokenVerifier::verify`] verifies a token
+    /// (signature, `iss`, `aud`, `nbf`), except that `exp` may be absent
+    /// (a SET carries none), and returns its claims with its whole payload,
+    /// for the caller to read as the event's specification says.
+    ///
+    /// # Errors
+    /// A [`TokenError`] saying what is wrong with the token.
+    pub fn verify_event(&self, token: &str) -> Result<(Claims, Payload), TokenError> {
+        let claims = self.verify_signed(token)?;
+        Ok((claims, payload_object(token)?))
+    }
+
+    /// The signature, `iss`, `aud` and `nbf` checks of `verify`.
+    fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge(token.len()));
         }
@@ -126,15 +152,7 @@ impl TokenVerifier {
                 break;
             }
         }
-        let mut claims = outcome?;
-        if claims.expires_at.is_none() {
-            return Err(TokenError::MissingClaim("exp"));
-        }
-        let other = self.other_claims.load();
-        if !other.is_empty() {
-            claims.other = super::extra::read(token, &other)?;
-        }
-        Ok(claims)
+        outcome
     }
 
     /// The keys that may verify `token`: those of the issuer its (not yet

@@ -261,9 +261,15 @@ impl TestServer {
             let stop = async {
                 let _ = stopped.await;
             };
-            server::run(listener, Arc::new(state), stop, Duration::from_secs(1))
-                .await
-                .expect("server runs");
+            server::run(
+                listener,
+                None,
+                Arc::new(state),
+                stop,
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("server runs");
         });
         TestServer {
             address,

@@ -1,5 +1,6 @@
 //! `Check`: whether a token is revoked, answered from the store, for keys
-//! holding `read` or `subscribe`.
+//! holding `read` or `subscribe`; and the same verdict as RFC 7662
+//! introspection for the HTTP door.
 
 use tonic::Request;
 
@@ -11,6 +12,7 @@ use crate::server::convert::check_response;
 use crate::server::error::ApiError;
 use crate::server::limits;
 use crate::time::unix_now;
+use crate::tokens::{payload_object, Claims, Payload};
 
 impl RevocationApi {
     /// `Check`: by `jti` (its own revocation only) or by the token (its
@@ -46,9 +48,42 @@ impl RevocationApi {
         Ok(check_response(&status, None))
     }
 
-    /// A check by token. What gateways refuse, because no record could be
-    /// kept for its whole life, gets no "not revoked" from here either.
+    /// A check by token.
     async fn check_token(&self, token: &str, now: i64) -> Result<CheckResponse, ApiError> {
+        let (_claims, verdict) = self.judge_token(token, now).await?;
+        Ok(verdict)
+    }
+
+    /// RFC 7662 introspection of a token, for a caller already authorised:
+    /// its payload when it verifies, has not expired and no rule revokes
+    /// it; `None` for anything else (revoked, expired, a bad signature, a
+    /// foreign issuer, a token gateways refuse).
+    ///
+    /// # Errors
+    /// Only when the store cannot say whether the token is revoked.
+    pub(crate) async fn introspect(&self, token: &str) -> Result<Option<Payload>, ApiError> {
+        let now = unix_now();
+        let (claims, verdict) = match self.judge_token(token, now).await {
+            Ok(judged) => judged,
+            Err(error @ (ApiError::Store(_) | ApiError::Unavailable(_))) => return Err(error),
+            Err(_) => return Ok(None),
+        };
+        let expired = claims.expires_at.is_none_or(|exp| exp <= now);
+        if verdict.revoked || expired {
+            return Ok(None);
+        }
+        Ok(payload_object(token).ok())
+    }
+
+    /// A token verified and judged, with the verdict of its revocation and
+    /// of the cut-offs on its claims and issuer. What gateways refuse,
+    /// because no record could be kept for its whole life, gets no "not
+    /// revoked" from here either.
+    async fn judge_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(Claims, CheckResponse), ApiError> {
         let claims = self.state.verifier.verify(token)?;
         let bounds = TokenBounds {
             leeway: self.state.policy.leeway,
@@ -68,7 +103,8 @@ impl RevocationApi {
             .store
             .status(&claims.issuer, claims.jti.as_deref(), &cut_pairs, now)
             .await?;
-        Ok(check_response(&status, Some(claims.issued_at)))
+        let verdict = check_response(&status, Some(claims.issued_at));
+        Ok((claims, verdict))
     }
 }
 

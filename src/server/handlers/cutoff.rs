@@ -15,13 +15,15 @@ use crate::store::{Cutoff, CutoffOutcome, Provenance, SUBJECT_CLAIM};
 use crate::time::unix_now;
 use crate::tokens::{CUT_CLAIMS, ISSUER_WIDE};
 
-/// What a cut-off request asks for, checked.
-struct CutoffRequest<'a> {
-    issuer: &'a str,
-    claim: &'a str,
-    value: &'a str,
-    not_before: i64,
-    reason: &'a str,
+/// What a cut-off request asks for.
+pub(crate) struct CutoffRequest<'a> {
+    /// Empty: the default issuer.
+    pub issuer: &'a str,
+    pub claim: &'a str,
+    pub value: &'a str,
+    /// 0: now.
+    pub not_before: i64,
+    pub reason: &'a str,
 }
 
 impl RevocationApi {
@@ -107,9 +109,27 @@ impl RevocationApi {
                 .any(|c| c == claim)
     }
 
-    /// Stores a checked cut-off, kept as long as a token issued just before
-    /// it may live, and counts it. One that could cover no live token is
-    /// answered without being stored.
+    /// A cut-off a signed event asks for (an OpenID back-channel logout
+    /// token, a security event), already verified: no API key, so no
+    /// key's quota; `actor` names the event's issuer in the audit trail
+    /// (`backchannel:<iss>`, `ssf:<iss>`). The claim must be revocable.
+    pub(crate) async fn cut_for_event(
+        &self,
+        actor: &str,
+        request: &CutoffRequest<'_>,
+        source: String,
+    ) -> Result<CutoffOutcome, ApiError> {
+        if !self.is_revocable(request.claim) {
+            return Err(ApiError::invalid(format!(
+                "claim {:?} is not revocable here (--revocable-claim)",
+                request.claim
+            )));
+        }
+        limits::identifier("value", request.value)?;
+        self.store_cut(actor, request, source).await
+    }
+
+    /// Takes the caller's rate quota, then stores the cut-off.
     async fn cut(
         &self,
         caller: &Caller,
@@ -117,6 +137,18 @@ impl RevocationApi {
         source: String,
     ) -> Result<CutoffOutcome, ApiError> {
         self.take_rate(caller)?;
+        self.store_cut(&caller.name, request, source).await
+    }
+
+    /// Stores a checked cut-off made by `actor`, kept as long as a token
+    /// issued just before it may live, and counts it. One that could cover
+    /// no live token is answered without being stored.
+    async fn store_cut(
+        &self,
+        actor: &str,
+        request: &CutoffRequest<'_>,
+        source: String,
+    ) -> Result<CutoffOutcome, ApiError> {
         limits::reason(request.reason)?;
         let issuer = self.issuer(request.issuer)?;
         let now = unix_now();
@@ -138,7 +170,7 @@ impl RevocationApi {
             keep_until,
             provenance: Provenance {
                 at: now,
-                by: caller.name.clone(),
+                by: actor.to_owned(),
                 reason: request.reason.to_owned(),
                 source,
             },

@@ -33,7 +33,13 @@ use super::State;
 use crate::auth::Caller;
 use crate::store::{Revocation, RevokeOutcome};
 
+pub(crate) use self::cutoff::CutoffRequest;
 pub use self::subscribe::FilterStream;
+
+/// The HTTP door a call came through (`oauth2`), carried in the call's
+/// extensions: the audit trail records it before the caller's address.
+#[derive(Debug, Clone)]
+pub(crate) struct Door(pub String);
 
 /// The revocation gRPC API over a shared [`State`]: the handlers, and the
 /// per-replica bookkeeping they need (open streams, rate quotas).
@@ -58,6 +64,11 @@ impl RevocationApi {
             rate: Arc::default(),
             keyless: Arc::new(keyless),
         }
+    }
+
+    /// What the API serves from.
+    pub(crate) fn state(&self) -> &Arc<State> {
+        &self.state
     }
 
     /// The caller identified by the request's `authorization` metadata, or
@@ -146,12 +157,18 @@ fn over_live_quota(actor: &str, quota: Option<u64>) -> ApiError {
     ))
 }
 
-/// The caller's address as `ip:port`, empty when the transport has none.
+/// The caller's address as `ip:port`, empty when the transport has none;
+/// after the [`Door`]'s name for a call that came over HTTP
+/// (`oauth2 127.0.0.1:50000`).
 fn source_address<T>(request: &Request<T>) -> String {
-    request
+    let address = request
         .remote_addr()
         .map(|address| address.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match request.extensions().get::<Door>() {
+        Some(Door(door)) => format!("{door} {address}").trim_end().to_owned(),
+        None => address,
+    }
 }
 
 /// Counts a stored revocation in `revocd_revocations_total{result}`.

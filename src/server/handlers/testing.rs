@@ -91,6 +91,7 @@ pub async fn api_with(adjust: impl FnOnce(&mut Policy)) -> RevocationApi {
         hub: FilterHub::spawn(store, digest_key, HubConfig::default()),
         started: Instant::now(),
         tls: None,
+        doors: Default::default(),
     };
     RevocationApi::new(Arc::new(state))
 }

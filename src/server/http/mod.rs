@@ -1,0 +1,204 @@
+//! The HTTP doors of a replica (`revocd serve --http-listen`): the
+//! standards identity providers and gateways already speak, each mapped
+//! onto the same handlers as the gRPC API.
+//!
+//! - `POST /oauth2/revoke` (RFC 7009) and `POST /oauth2/introspect`
+//!   (RFC 7662): `oauth2.rs`;
+//! - `POST /oidc/backchannel-logout` (OpenID Connect Back-Channel Logout
+//!   1.0): `backchannel.rs`;
+//! - `POST /ssf/events` (OpenID Shared Signals push delivery, RFC 8935):
+//!   `ssf.rs`.
+//!
+//! Callers authenticate with `Authorization: Bearer <api key>`, or HTTP
+//! Basic with the key's name as user and the key as password (what
+//! introspection clients send); a logout token or a security event is
+//! authenticated by its own signature instead. Bodies are limited to
+//! [`MAX_BODY_BYTES`]. Every answer is counted in
+//! `revocd_http_requests_total{door, status}`, and every change made
+//! through a door is audited with the door in front of the caller's
+//! address (`oauth2 127.0.0.1:50000`).
+
+mod backchannel;
+mod oauth2;
+mod ssf;
+
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpConnectInfo;
+
+use super::handlers::{Door, RevocationApi};
+use crate::auth::{Access, Caller};
+use crate::tokens::TokenVerifier;
+
+pub use self::ssf::Transmitter;
+
+/// Largest request body accepted, in bytes: a form with one token, a
+/// logout token or a security event is far smaller.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the event doors verify with, fixed at start-up.
+#[derive(Debug, Default)]
+pub struct Doors {
+    /// Verifies back-channel logout tokens: the JWT keys, with the
+    /// `--backchannel-audience` audiences. `None` (no audience
+    /// configured) closes the door.
+    pub logout_tokens: Option<TokenVerifier>,
+    /// The Shared Signals transmitters whose security events are applied.
+    pub transmitters: Vec<Transmitter>,
+}
+
+/// Serves the doors on `listener` until `stop`.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: TcpListener,
+    api: RevocationApi,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/oauth2/revoke", post(oauth2::revoke))
+        .route("/oauth2/introspect", post(oauth2::introspect))
+        .route("/oidc/backchannel-logout", post(backchannel::logout))
+        .route("/ssf/events", post(ssf::push))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
+}
+
+// === answers ===
+
+/// An answer: a status and a JSON body, never cached, counted by door.
+fn answer(door: &'static str, status: StatusCode, body: &Value) -> Response {
+    metrics::counter!("revocd_http_requests_total", "door" => door, "status" => status.as_str().to_owned())
+        .increment(1);
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    (status, headers, body.to_string()).into_response()
+}
+
+/// An OAuth error (RFC 6749 §5.2 shape): `{"error", "error_description"}`.
+fn oauth_error(door: &'static str, status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({"error": error, "error_description": description});
+    let mut response = answer(door, status, &body);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="revocd", Bearer realm="revocd""#),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+// === callers ===
+
+/// Why a caller is not authenticated.
+#[derive(Debug)]
+struct Unauthenticated(String);
+
+/// Who calls, from the `Authorization` header: `None` without one. The
+/// key goes on as gRPC metadata carries it (`Bearer <key>`), so the
+/// handlers authenticate it as they do any call.
+struct HttpCaller {
+    caller: Caller,
+    /// `Bearer <key>`.
+    authorization: String,
+}
+
+/// Authenticates the caller of an HTTP request, if it presents a key:
+/// `Bearer <key>`, or Basic with the key's name and the key.
+fn authenticate(
+    access: &Access,
+    headers: &HeaderMap,
+) -> Result<Option<HttpCaller>, Unauthenticated> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Unauthenticated("the Authorization header is not ASCII".into()))?;
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    let (authorization, name) = if scheme.eq_ignore_ascii_case("basic") {
+        let (name, key) = basic_credentials(credentials.trim())?;
+        (format!("Bearer {key}"), Some(name))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        (format!("Bearer {}", credentials.trim()), None)
+    } else {
+        return Err(Unauthenticated(
+            "the Authorization header is neither Bearer nor Basic".into(),
+        ));
+    };
+    let caller = access
+        .caller(Some(authorization.as_bytes()), None)
+        .map_err(|e| Unauthenticated(e.to_string()))?
+        .ok_or_else(|| Unauthenticated("no API key presented".into()))?;
+    let keyed = matches!(access, Access::Keys(_));
+    if keyed && name.is_some_and(|name| name != caller.name) {
+        return Err(Unauthenticated(
+            "the Basic user name is not the name of the key given as password".into(),
+        ));
+    }
+    Ok(Some(HttpCaller {
+        caller,
+        authorization,
+    }))
+}
+
+/// `name:key` of HTTP Basic credentials.
+fn basic_credentials(encoded: &str) -> Result<(String, String), Unauthenticated> {
+    let unreadable = || Unauthenticated("the Basic credentials are not base64 of name:key".into());
+    let decoded = STANDARD.decode(encoded).map_err(|_| unreadable())?;
+    let text = String::from_utf8(decoded).map_err(|_| unreadable())?;
+    let (name, key) = text.split_once(':').ok_or_else(unreadable)?;
+    Ok((name.to_owned(), key.to_owned()))
+}
+
+/// `message` as a call of the gRPC handlers: with the caller's key, its
+/// address and the door it came through.
+fn call<T>(
+    message: T,
+    caller: Option<&HttpCaller>,
+    peer: SocketAddr,
+    door: &str,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = caller.and_then(|c| MetadataValue::try_from(&c.authorization).ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    let extensions = request.extensions_mut();
+    extensions.insert(TcpConnectInfo {
+        local_addr: None,
+        remote_addr: Some(peer),
+    });
+    extensions.insert(Door(door.to_owned()));
+    request
+}
+
+/// The API the doors call, as their shared state.
+type Api = axum::extract::State<RevocationApi>;
