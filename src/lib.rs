@@ -38,6 +38,7 @@
 //!   variables, and the start-up that builds a replica's [`server::State`]
 //!   and the [`agent::Agent`] from them. The top of the library: only the
 //!   binaries read it; no other module imports it.
+//! - [`oauth`]: callers of the HTTP doors and the RFC 7662 answer, shared by the server and the agent.
 //! - [`settings`]: `--config` TOML files under the flags and environment, and `--print-config`.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.
@@ -66,6 +67,8 @@ pub mod auth;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod hub;
+#[cfg(feature = "server")]
+pub mod oauth;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -15,8 +15,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use revocd::pb::{CheckRequest, ListRevocationsRequest, RevocationRecord};
 use revocd::time::unix_now;
 use serde_json::{json, Value};
-use support::nginx::{http_post, loopback, HttpResponse};
-use support::{free_port, token_for, token_with, Deployment, RedisServer, Replica, ISSUER};
+use support::nginx::{http_post, loopback, HttpResponse, Nginx};
+use support::{
+    free_port, token_for, token_with, AgentProcess, Deployment, RedisServer, Replica, ISSUER,
+};
 
 /// The client id this deployment is registered under at the provider.
 const RP_CLIENT: &str = "revocd-rp";
@@ -532,4 +534,135 @@ async fn a_transmitter_pushes_caep_events_that_cut_off_subjects_and_sessions() {
         .to_owned();
     assert!(why.contains("may not cut off tokens of issuer"), "{why}");
     assert_eq!(doors.records().await, records, "nothing refused was stored");
+}
+
+// === end to end: each door ends in a token nginx refuses ===
+
+impl Doors {
+    /// A `revocd agent` following the replica (keys bound as the server's),
+    /// with the introspection keys, and nginx in front of it.
+    fn agent_behind_nginx(&self) -> (AgentProcess, Nginx) {
+        let deployment = &self._deployment;
+        let own = format!(
+            "{ISSUER}={}",
+            deployment.path("secret").to_str().expect("UTF-8 path")
+        );
+        let keys = deployment.path("api-keys.toml");
+        let extra = [
+            "--jwt-issuer-hs256-secret-file",
+            &own,
+            "--introspection-keys-file",
+            keys.to_str().expect("UTF-8 path"),
+        ];
+        let agent = AgentProcess::spawn(&deployment.agent_args(self.replica.address, &extra));
+        let nginx = Nginx::start(agent.http);
+        (agent, nginx)
+    }
+}
+
+/// Waits until nginx refuses `token` (401), as the agent learns of its
+/// revocation from the stream.
+fn refused_by_nginx(nginx: &Nginx, token: &str) {
+    let refused = support::eventually_blocking(
+        "nginx to refuse the token",
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(5),
+        || match nginx.get("/", Some(token)) {
+            response if response.status == 401 => Ok(response),
+            response => Err(response.status),
+        },
+    );
+    assert!(refused.header("www-authenticate").is_some(), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_door_ends_in_a_token_a_real_agent_behind_nginx_refuses() {
+    let doors = Doors::start().await;
+    let (agent, nginx) = doors.agent_behind_nginx();
+    let before = unix_now() - 10;
+    let tokens: Vec<String> = ["oauth2", "backchannel", "ssf", "untouched"]
+        .iter()
+        .map(|name| {
+            token_with(
+                name,
+                &format!("e2e-{name}"),
+                before,
+                json!({"sid": format!("s-{name}")}),
+            )
+        })
+        .collect();
+    for token in &tokens {
+        assert_eq!(nginx.get("/", Some(token)).status, 200);
+    }
+
+    // RFC 7009, keyless.
+    let answer = doors.post("/oauth2/revoke", &[FORM], &form(&[("token", &tokens[0])]));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    refused_by_nginx(&nginx, &tokens[0]);
+    // Back-channel logout of the session.
+    let logout = logout_token(
+        Some("s-backchannel"),
+        "e2e-logout",
+        json!({"sub": "backchannel"}),
+    );
+    let answer = doors.post(
+        "/oidc/backchannel-logout",
+        &[FORM],
+        &form(&[("logout_token", &logout)]),
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    refused_by_nginx(&nginx, &tokens[1]);
+    // A CAEP session-revoked event.
+    let set = doors.set(
+        &doors.transmitter_key,
+        &json!({"iss": TRANSMITTER, "aud": RECEIVER, "iat": unix_now(), "jti": "e2e-set",
+            "events": {SESSION_REVOKED: {"subject": {"format": "iss_sub", "iss": ISSUER, "sub": "ssf"}}}}),
+    );
+    let answer = doors.post("/ssf/events", &[SET], &set);
+    assert_eq!(answer.status, 202, "{answer:?}");
+    refused_by_nginx(&nginx, &tokens[2]);
+    assert_eq!(
+        nginx.get("/", Some(&tokens[3])).status,
+        200,
+        "the others stay"
+    );
+
+    // The agent's own introspection agrees, from its filter.
+    let introspect = |token: &str| {
+        let auth = basic("edge-gateway", "key-subscribe");
+        let answer = http_post(
+            agent.http,
+            "/oauth2/introspect",
+            &[FORM, ("Authorization", &auth)],
+            form(&[("token", token)]).as_bytes(),
+        )
+        .expect("an HTTP answer");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        json_body(&answer)
+    };
+    for token in &tokens[..3] {
+        assert_eq!(introspect(token), json!({"active": false}));
+    }
+    let active = introspect(&tokens[3]);
+    assert_eq!(
+        (active["active"].clone(), active["sub"].clone()),
+        (json!(true), json!("untouched"))
+    );
+    let keyless = http_post(
+        agent.http,
+        "/oauth2/introspect",
+        &[FORM],
+        form(&[("token", &tokens[3])]).as_bytes(),
+    )
+    .expect("an HTTP answer");
+    assert_eq!(keyless.status, 401, "{keyless:?}");
+    let revoker = basic("auth-server", "key-revoke");
+    let forbidden = http_post(
+        agent.http,
+        "/oauth2/introspect",
+        &[FORM, ("Authorization", &revoker)],
+        form(&[("token", &tokens[3])]).as_bytes(),
+    )
+    .expect("an HTTP answer");
+    assert_eq!(forbidden.status, 403, "{forbidden:?}");
 }

@@ -1,18 +1,26 @@
-//! The agent's HTTP side: forward-auth on every path, and `/healthz` +
-//! `/metrics` on their own port (so a forward-auth path can never be
-//! mistaken for them).
+//! The agent's HTTP side: forward-auth on every path but `POST
+//! /oauth2/introspect` (RFC 7662), and `/healthz` + `/metrics` on their
+//! own port (so a forward-auth path can never be mistaken for them).
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Agent, Decision};
+use crate::auth::{Access, Role};
 use crate::gateway::refusal;
-use crate::tokens::Claims;
+use crate::oauth::{active, authenticate, CHALLENGE};
+use crate::tokens::{payload_object, Claims};
+
+/// Largest introspection request body: a form with one token.
+const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
 
 /// Serves forward-auth decisions on `listener` until `stop`.
 pub(super) async fn serve_forward_auth(
@@ -20,7 +28,11 @@ pub(super) async fn serve_forward_auth(
     agent: Agent,
     stop: CancellationToken,
 ) -> Result<(), super::AgentError> {
-    let router = Router::new().fallback(forward_auth).with_state(agent);
+    let router = Router::new()
+        .route("/oauth2/introspect", post(introspect))
+        .fallback(forward_auth)
+        .layer(DefaultBodyLimit::max(MAX_INTROSPECTION_BYTES))
+        .with_state(agent);
     axum::serve(listener, router)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await?;
@@ -52,6 +64,101 @@ async fn forward_auth(State(agent): State<Agent>, headers: HeaderMap) -> Respons
         Decision::Allow(claims) => (StatusCode::OK, identity_headers(&claims)).into_response(),
         Decision::Deny(denial) => refusal::<axum::body::Body>(&denial),
     }
+}
+
+/// The form of an introspection request.
+#[derive(Debug, Deserialize)]
+struct IntrospectionForm {
+    token: Option<String>,
+}
+
+/// `POST /oauth2/introspect`: the forward-auth decision on the form's
+/// `token`, as RFC 7662 says it. Needs a key of
+/// `--introspection-keys-file` holding `read` or `subscribe` (401 with a
+/// challenge, or 403). A token the filter and the cut-offs allow (a bloom
+/// "maybe" confirmed with the server, as for forward-auth) is
+/// `{"active": true, ...}` with its claims; a refused one `{"active":
+/// false}`; 503 when the agent cannot decide (a stale filter under
+/// `fail-closed`, or `check-online` with no server answering).
+async fn introspect(
+    State(agent): State<Agent>,
+    headers: HeaderMap,
+    form: Result<Form<IntrospectionForm>, FormRejection>,
+) -> Response {
+    let Some(access) = agent.introspection() else {
+        let why = "introspection is not set up on this agent (--introspection-keys-file)";
+        return oauth_error(StatusCode::NOT_FOUND, "invalid_request", why);
+    };
+    let caller = match authenticate(access, &headers) {
+        Ok(Some(caller)) => caller,
+        Ok(None) => {
+            let why = "introspection needs an API key (Bearer, or Basic with its name)";
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
+        }
+        Err(refusal) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &refusal.0),
+    };
+    if let Err(error) = Access::require(Some(&caller.caller), &[Role::Read, Role::Subscribe]) {
+        return oauth_error(
+            StatusCode::FORBIDDEN,
+            "unauthorized_client",
+            &error.to_string(),
+        );
+    }
+    let token = match form {
+        Ok(Form(IntrospectionForm { token: Some(token) })) if !token.is_empty() => token,
+        Ok(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the form has no `token`",
+            )
+        }
+        Err(rejection) => {
+            return oauth_error(
+                rejection.status(),
+                "invalid_request",
+                &rejection.body_text(),
+            )
+        }
+    };
+    match agent.decide(Some(&token)).await {
+        Decision::Allow(_) => {
+            let body =
+                payload_object(&token).map_or_else(|_| json!({"active": false}), |p| active(&p));
+            json_answer(StatusCode::OK, &body)
+        }
+        Decision::Deny(denial) if denial.is_unavailable() => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &denial.to_string(),
+        ),
+        Decision::Deny(_) => json_answer(StatusCode::OK, &json!({"active": false})),
+    }
+}
+
+/// A JSON answer, never cached.
+fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response {
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    (status, headers, body.to_string()).into_response()
+}
+
+/// An OAuth error body; a 401 carries the challenge.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({"error": error, "error_description": description});
+    let mut response = json_answer(status, &body);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(CHALLENGE),
+        );
+    }
+    response
 }
 
 /// `X-Auth-Subject`, `X-Auth-Jti`, `X-Auth-Issuer`; a claim that cannot be

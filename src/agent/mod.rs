@@ -9,6 +9,10 @@
 //!   `X-Auth-Subject`, `X-Auth-Jti`, `X-Auth-Issuer` for a valid, unrevoked
 //!   token; 401 with an RFC 6750 `WWW-Authenticate` challenge otherwise; 503
 //!   when the filter is stale under `fail-closed`.
+//! - RFC 7662 introspection on the same port, `POST /oauth2/introspect`
+//!   ([`http`]), for callers with a key of `--introspection-keys-file`:
+//!   the same decision, as `{"active": ...}`, so a gateway's
+//!   introspection plugin can point at the local sidecar.
 //! - Envoy `ext_authz` gRPC on `--ext-authz-listen` ([`ext_authz`]): the
 //!   same decision, as a `CheckResponse`.
 //! - `/healthz` (200 once a snapshot is loaded) and `/metrics` (Prometheus)
@@ -18,12 +22,14 @@ pub mod ext_authz;
 pub mod http;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::auth::Access;
 use crate::file::FileError;
 use crate::gateway::{self, Decision, Gateway};
 use crate::tokens::{Claims, VerifierError};
@@ -40,6 +46,9 @@ pub enum AgentError {
     /// A server URL or the API key is unusable.
     #[error(transparent)]
     Gateway(#[from] gateway::Error),
+    /// The introspection keys file is unusable.
+    #[error("--introspection-keys-file: {0}")]
+    IntrospectionKeys(FileError),
     /// A TLS file is unusable.
     #[error("TLS: {0}")]
     Tls(FileError),
@@ -59,6 +68,8 @@ pub enum AgentError {
 pub struct Agent {
     gateway: Gateway,
     token_header: ::http::HeaderName,
+    /// Who may introspect; `None`: introspection is closed.
+    introspection: Option<Arc<Access>>,
 }
 
 impl Agent {
@@ -68,7 +79,22 @@ impl Agent {
         Agent {
             gateway,
             token_header,
+            introspection: None,
         }
+    }
+
+    /// The agent, answering RFC 7662 introspection for callers with a key
+    /// of `access` holding `read` or `subscribe`.
+    pub fn with_introspection(self, access: Access) -> Agent {
+        Agent {
+            introspection: Some(Arc::new(access)),
+            ..self
+        }
+    }
+
+    /// Who may introspect, when introspection is open.
+    pub fn introspection(&self) -> Option<&Access> {
+        self.introspection.as_deref()
     }
 
     /// The name of the header that carries the token (lower case).

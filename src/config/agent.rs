@@ -40,9 +40,18 @@ pub struct AgentConfig {
     pub jwt: JwtArgs,
 
     /// Address of the HTTP forward-auth endpoint (nginx `auth_request`,
-    /// Traefik ForwardAuth, Caddy `forward_auth`); every path answers.
+    /// Traefik ForwardAuth, Caddy `forward_auth`); every path answers but
+    /// `POST /oauth2/introspect` (RFC 7662, see
+    /// --introspection-keys-file).
     #[arg(long, env = "REVOCD_HTTP_LISTEN", default_value = DEFAULT_AGENT_HTTP_LISTEN)]
     pub http_listen: SocketAddr,
+
+    /// API keys (the server's TOML format) that may call `POST
+    /// /oauth2/introspect` on --http-listen: keys with role `read` or
+    /// `subscribe`, as Bearer or HTTP Basic. Without it, introspection is
+    /// closed (404).
+    #[arg(long, env = "REVOCD_INTROSPECTION_KEYS_FILE")]
+    pub introspection_keys_file: Option<PathBuf>,
 
     /// Address of the Envoy `ext_authz` gRPC endpoint (off unless given).
     #[arg(long, env = "REVOCD_EXT_AUTHZ_LISTEN")]

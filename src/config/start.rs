@@ -193,10 +193,17 @@ impl AgentConfig {
         }
         let token_header = ::http::HeaderName::try_from(self.token_header.as_str())
             .map_err(|_| AgentError::TokenHeader(self.token_header.clone()))?;
-        Ok(Agent::new(
-            Gateway::spawn(gateway_config, verifier)?,
-            token_header,
-        ))
+        let introspection = self
+            .introspection_keys_file
+            .as_deref()
+            .map(Access::from_keys_file)
+            .transpose()
+            .map_err(AgentError::IntrospectionKeys)?;
+        let agent = Agent::new(Gateway::spawn(gateway_config, verifier)?, token_header);
+        Ok(match introspection {
+            Some(access) => agent.with_introspection(access),
+            None => agent,
+        })
     }
 
     /// The agent's sockets, bound to the configured addresses.

@@ -25,12 +25,10 @@ mod ssf;
 use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +36,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpConnectInfo;
 
 use super::handlers::{Door, RevocationApi};
-use crate::auth::{Access, Caller};
+use crate::oauth::{HttpCaller, CHALLENGE};
 use crate::tokens::TokenVerifier;
 
 pub use self::ssf::Transmitter;
@@ -105,7 +103,7 @@ fn oauth_error(door: &'static str, status: StatusCode, error: &str, description:
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Basic realm="revocd", Bearer realm="revocd""#),
+            HeaderValue::from_static(CHALLENGE),
         );
     }
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
@@ -114,69 +112,6 @@ fn oauth_error(door: &'static str, status: StatusCode, error: &str, description:
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
-}
-
-// === callers ===
-
-/// Why a caller is not authenticated.
-#[derive(Debug)]
-struct Unauthenticated(String);
-
-/// Who calls, from the `Authorization` header: `None` without one. The
-/// key goes on as gRPC metadata carries it (`Bearer <key>`), so the
-/// handlers authenticate it as they do any call.
-struct HttpCaller {
-    caller: Caller,
-    /// `Bearer <key>`.
-    authorization: String,
-}
-
-/// Authenticates the caller of an HTTP request, if it presents a key:
-/// `Bearer <key>`, or Basic with the key's name and the key.
-fn authenticate(
-    access: &Access,
-    headers: &HeaderMap,
-) -> Result<Option<HttpCaller>, Unauthenticated> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| Unauthenticated("the Authorization header is not ASCII".into()))?;
-    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
-    let (authorization, name) = if scheme.eq_ignore_ascii_case("basic") {
-        let (name, key) = basic_credentials(credentials.trim())?;
-        (format!("Bearer {key}"), Some(name))
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        (format!("Bearer {}", credentials.trim()), None)
-    } else {
-        return Err(Unauthenticated(
-            "the Authorization header is neither Bearer nor Basic".into(),
-        ));
-    };
-    let caller = access
-        .caller(Some(authorization.as_bytes()), None)
-        .map_err(|e| Unauthenticated(e.to_string()))?
-        .ok_or_else(|| Unauthenticated("no API key presented".into()))?;
-    let keyed = matches!(access, Access::Keys(_));
-    if keyed && name.is_some_and(|name| name != caller.name) {
-        return Err(Unauthenticated(
-            "the Basic user name is not the name of the key given as password".into(),
-        ));
-    }
-    Ok(Some(HttpCaller {
-        caller,
-        authorization,
-    }))
-}
-
-/// `name:key` of HTTP Basic credentials.
-fn basic_credentials(encoded: &str) -> Result<(String, String), Unauthenticated> {
-    let unreadable = || Unauthenticated("the Basic credentials are not base64 of name:key".into());
-    let decoded = STANDARD.decode(encoded).map_err(|_| unreadable())?;
-    let text = String::from_utf8(decoded).map_err(|_| unreadable())?;
-    let (name, key) = text.split_once(':').ok_or_else(unreadable)?;
-    Ok((name.to_owned(), key.to_owned()))
 }
 
 /// `message` as a call of the gRPC handlers: with the caller's key, its

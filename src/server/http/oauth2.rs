@@ -23,11 +23,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use tracing::debug;
 
-use super::{answer, authenticate, call, oauth_error, Api, HttpCaller};
+use super::{answer, call, oauth_error, Api};
 use crate::auth::{Access, Role};
+use crate::oauth::{active, authenticate, HttpCaller};
 use crate::pb::RevokeRequest;
 use crate::server::error::ApiError;
 
@@ -39,19 +40,6 @@ const INTROSPECT: &str = "oauth2_introspect";
 const ACCESS_TOKEN: &str = "access_token";
 /// The reason recorded for a revocation through this door.
 const REASON: &str = "RFC 7009 revocation";
-/// The claims an active introspection answer copies from the token.
-const INTROSPECTED: [&str; 9] = [
-    "iss",
-    "sub",
-    "exp",
-    "iat",
-    "jti",
-    "aud",
-    "client_id",
-    "scope",
-    "token_type",
-];
-
 /// The form both endpoints take.
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenForm {
@@ -222,28 +210,4 @@ async fn introspect_token(
         None => json!({"active": false}),
     };
     Ok(answer(INTROSPECT, StatusCode::OK, &body))
-}
-
-/// `{"active": true}` with the claims of [`INTROSPECTED`] the token has;
-/// `scope` as one space-separated string when the token holds a list.
-fn active(payload: &Map<String, Value>) -> Value {
-    let mut body = Map::new();
-    body.insert("active".into(), Value::Bool(true));
-    for name in INTROSPECTED {
-        let Some(value) = payload.get(name) else {
-            continue;
-        };
-        let value = match (name, value) {
-            ("scope", Value::Array(scopes)) => Value::String(
-                scopes
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => value.clone(),
-        };
-        body.insert(name.into(), value);
-    }
-    Value::Object(body)
 }
