@@ -14,7 +14,7 @@
 //! introspection clients send); a logout token or a security event is
 //! authenticated by its own signature instead. Bodies are limited to
 //! [`MAX_BODY_BYTES`]. Every answer is counted in
-//! `revocd_http_requests_total{door, status}`, and every change made
+//! `revocd_http_requests_total{door, code}`, and every change made
 //! through a door is audited with the door in front of the caller's
 //! address (`oauth2 127.0.0.1:50000`).
 
@@ -84,7 +84,7 @@ pub async fn serve(
 
 /// An answer: a status and a JSON body, never cached, counted by door.
 fn answer(door: &'static str, status: StatusCode, body: &Value) -> Response {
-    metrics::counter!("revocd_http_requests_total", "door" => door, "status" => status.as_str().to_owned())
+    metrics::counter!("revocd_http_requests_total", "door" => door, "code" => status.as_str().to_owned())
         .increment(1);
     let headers = [
         (
