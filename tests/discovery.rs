@@ -39,7 +39,7 @@ async fn health_reports_serving_for_the_server_and_the_service_without_a_key() {
 }
 
 #[tokio::test]
-async fn reflection_lists_the_revocation_service_without_a_key() {
+async fn reflection_lists_every_service_the_port_answers_without_a_key() {
     let deployment = Deployment::new();
     let server = TestServer::start(&deployment.args(&[])).await;
     let mut reflection = ServerReflectionClient::new(channel(&server).await);
@@ -60,9 +60,15 @@ async fn reflection_lists_the_revocation_service_without_a_key() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply: {reply:?}");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"revocation.v1.RevocationService".to_owned()),
-        "{names:?}"
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    // What `grpcurl list` shows: the API, health, and reflection itself.
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "revocation.v1.RevocationService",
+        ],
     );
 }
