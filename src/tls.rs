@@ -1,14 +1,21 @@
 //! TLS for gRPC, with rustls (aws-lc) through tonic: the server's
 //! certificate and, for mutual TLS, the CA that signs client certificates;
-//! a client's trusted CA and its own certificate. Every file is PEM.
+//! a client's trusted CA and its own certificate. Every file is PEM. The
+//! HTTP doors serve the same certificate, and require the same client
+//! certificates, with rustls directly ([`ServerTlsArgs::http_config`]).
 //!
 //! With `--tls-client-ca` every client must present a certificate that CA
 //! signed; an API-keys entry with `client_cert_cn` then grants its roles to
 //! a certificate with that subject common name, with no API key sent.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::file::FileError;
@@ -62,6 +69,57 @@ impl ServerTlsArgs {
         }
         Ok(Some(config))
     }
+}
+
+impl ServerTlsArgs {
+    /// The same TLS for the HTTP doors, as a rustls configuration offering
+    /// HTTP/2 and HTTP/1.1 by ALPN; `None` without `--tls-cert`.
+    ///
+    /// # Errors
+    /// An unreadable file, or one without the PEM blocks it should hold.
+    pub fn http_config(&self) -> Result<Option<Arc<rustls::ServerConfig>>, FileError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| FileError::invalid(cert, e.to_string()))?;
+        let builder = match &self.tls_client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in pem_certificates(ca)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|e| FileError::invalid(ca, e.to_string()))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| FileError::invalid(ca, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| FileError::invalid(key, e.to_string()))?;
+        let mut config = builder
+            .with_single_cert(pem_certificates(cert)?, key_der)
+            .map_err(|e| FileError::invalid(cert, e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+}
+
+/// The certificates of a PEM file, at least one.
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, FileError> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| FileError::invalid(path, e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(FileError::invalid(path, "no PEM certificate in it"));
+    }
+    Ok(certificates)
 }
 
 impl ClientTlsArgs {

@@ -278,3 +278,97 @@ async fn the_gateway_library_revoctl_and_the_agent_speak_mutual_tls() {
         .expect("asking the agent");
     assert_eq!(response.status, 401);
 }
+
+/// `POST path` over TLS to `address` (HTTP/1.1, trusting the test CA,
+/// presenting `identity`'s certificate if named), read to the end.
+async fn https_post(
+    pki: &Pki,
+    address: std::net::SocketAddr,
+    identity: Option<&str>,
+    path: &str,
+    body: &str,
+) -> std::io::Result<support::nginx::HttpResponse> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls::{crypto, ClientConfig, RootCertStore};
+
+    let certificates = |name: &str| -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(pki.path(name))
+            .expect("a PEM file")
+            .map(|c| c.expect("a certificate"))
+            .collect()
+    };
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates("ca.pem") {
+        roots.add(certificate).expect("the test CA");
+    }
+    let provider = Arc::new(crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let key =
+                PrivateKeyDer::from_pem_file(pki.path(&format!("{name}.key"))).expect("a PEM key");
+            builder
+                .with_client_auth_cert(certificates(&format!("{name}.pem")), key)
+                .expect("a client certificate")
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let mut tls = connector.connect(name, tcp).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw).await?;
+    support::nginx::parse_response(&raw)
+}
+
+#[tokio::test]
+async fn the_http_doors_serve_the_same_tls_and_want_the_same_client_certificates() {
+    let pki = Pki::new();
+    let http = support::nginx::loopback(support::free_port());
+    let mut args = pki.serve_args();
+    args.extend(["--http-listen".to_owned(), http.to_string()]);
+    let server = TestServer::start(&args).await;
+    let http = server.http.expect("the HTTP doors");
+
+    // A client the CA certified revokes a token by itself, over TLS.
+    let revoked = token("https-1");
+    let body = format!("token={revoked}");
+    let answer = https_post(&pki, http, Some("gateway"), "/oauth2/revoke", &body)
+        .await
+        .expect("an answer over TLS");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let mut gateway = tls_client(&server, pki.client_tls(Some("gateway")))
+        .await
+        .expect("connecting over mutual TLS");
+    let check = CheckRequest {
+        token: revoked.clone(),
+        ..Default::default()
+    };
+    let checked = gateway.check(check).await.expect("Check").into_inner();
+    assert!(checked.revoked, "{checked:?}");
+
+    // Without a certificate, or one of a stranger's CA, or in plain text:
+    // no answer at all.
+    for identity in [None, Some("stranger")] {
+        let refused = https_post(&pki, http, identity, "/oauth2/revoke", &body).await;
+        assert!(refused.is_err(), "{identity:?}: {refused:?}");
+    }
+    // (rustls waits for a whole record that never comes: the handshake
+    // times out, as the client's read does.)
+    let plain = support::nginx::http_post(http, "/oauth2/revoke", &[], body.as_bytes());
+    assert!(plain.is_err(), "plain HTTP on the TLS port: {plain:?}");
+}

@@ -63,10 +63,6 @@ fn duration_text(duration: Duration) -> String {
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// `--http-listen` beside `--tls-cert`: the HTTP doors serve plain
-    /// HTTP only, and would carry keys and tokens in the clear.
-    #[error("--http-listen serves plain HTTP, which would carry API keys and tokens in the clear beside a TLS gRPC port; terminate TLS in front of it and drop --tls-cert, or leave --http-listen out")]
-    HttpWithTls,
     /// No API keys and not `--dev`.
     #[error("no --api-keys-file given: every call must be authenticated. Create one (see README, \"API keys\") or pass --dev for a local trial")]
     NoApiKeys,

@@ -188,8 +188,9 @@ pub struct ServeConfig {
 
     /// Address of the HTTP doors (off unless given): `POST /oauth2/revoke`
     /// (RFC 7009), `/oauth2/introspect` (RFC 7662),
-    /// `/oidc/backchannel-logout` and `/ssf/events`. Plain HTTP: put TLS
-    /// in front of it (it refuses to start beside --tls-cert).
+    /// `/oidc/backchannel-logout` and `/ssf/events`; over TLS with
+    /// --tls-cert (and the client certificates of --tls-client-ca), as
+    /// gRPC.
     #[arg(long, env = "REVOCD_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
 
@@ -312,9 +313,6 @@ impl ServeConfig {
                 min: "10ms / 2",
                 max: "any",
             });
-        }
-        if self.http_listen.is_some() && self.tls.tls_cert.is_some() {
-            return Err(ConfigError::HttpWithTls);
         }
         if self.revocable_claim.len() > MAX_REVOCABLE_CLAIMS {
             return Err(ConfigError::OutOfRange {

@@ -127,6 +127,7 @@ impl ServeConfig {
         Ok(Doors {
             logout_tokens,
             transmitters,
+            tls: self.tls.http_config().map_err(StartError::Tls)?,
         })
     }
 

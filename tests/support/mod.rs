@@ -243,6 +243,8 @@ pub fn serve_config(args: &[String]) -> ServeConfig {
 pub struct TestServer {
     /// Where it listens.
     pub address: SocketAddr,
+    /// Where its HTTP doors listen, with `--http-listen` among its flags.
+    pub http: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -256,6 +258,17 @@ impl TestServer {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("bound address");
+        let http = match config.http_listen {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .expect("bind --http-listen"),
+            ),
+            None => None,
+        };
+        let http_address = http
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("bound address"));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let stop = async {
@@ -263,7 +276,7 @@ impl TestServer {
             };
             server::run(
                 listener,
-                None,
+                http,
                 Arc::new(state),
                 stop,
                 Duration::from_secs(1),
@@ -273,6 +286,7 @@ impl TestServer {
         });
         TestServer {
             address,
+            http: http_address,
             shutdown: Some(shutdown),
             task,
         }

@@ -21,20 +21,25 @@
 mod backchannel;
 mod oauth2;
 mod ssf;
+mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpConnectInfo;
 
+use self::tls::TlsListener;
 use super::handlers::{Door, RevocationApi};
 use crate::oauth::{HttpCaller, CHALLENGE};
 use crate::tokens::TokenVerifier;
@@ -54,9 +59,13 @@ pub struct Doors {
     pub logout_tokens: Option<TokenVerifier>,
     /// The Shared Signals transmitters whose security events are applied.
     pub transmitters: Vec<Transmitter>,
+    /// TLS of the port (the gRPC port's certificate); `None` serves plain
+    /// HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
-/// Serves the doors on `listener` until `stop`.
+/// Serves the doors on `listener` (over TLS when the doors have it) until
+/// `stop`.
 ///
 /// # Errors
 /// An I/O error of the listener.
@@ -65,6 +74,7 @@ pub async fn serve(
     api: RevocationApi,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let tls = api.state().doors.tls.clone();
     let router = Router::new()
         .route("/oauth2/revoke", post(oauth2::revoke))
         .route("/oauth2/introspect", post(oauth2::introspect))
@@ -72,12 +82,22 @@ pub async fn serve(
         .route("/ssf/events", post(ssf::push))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = stop.cancelled_owned();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(config) => {
+            // `tap_io` gives the listener's addresses to `ConnectInfo`.
+            let listener = TlsListener::new(listener, config).tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
 }
 
 // === answers ===
