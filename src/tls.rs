@@ -111,6 +111,31 @@ impl ServerTlsArgs {
     }
 }
 
+/// A TLS client trusting the system's CA certificates (for polling a
+/// Shared Signals transmitter); certificates the system store holds but
+/// rustls cannot use are skipped with a warning.
+pub fn system_roots_connector() -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "reading the system's CA certificates");
+    }
+    let (_added, skipped) = roots.add_parsable_certificates(native.certs);
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "system CA certificates rustls cannot use were skipped"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 /// The certificates of a PEM file, at least one.
 fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, FileError> {
     let certificates = CertificateDer::pem_file_iter(path)

@@ -44,6 +44,11 @@ struct Doors {
 
 impl Doors {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Doors::start`] with more `revocd serve` flags.
+    async fn start_with(extra: &[&str]) -> Self {
         let redis = RedisServer::start();
         let deployment = Deployment::new();
         let transmitter = rcgen::KeyPair::generate().expect("an EC key");
@@ -91,8 +96,10 @@ impl Doors {
             "--ssf-token-issuer",
             ISSUER,
         ]
-        .map(str::to_owned)
-        .to_vec();
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
         let replica = Replica::spawn(&args).await;
         Doors {
             replica,
@@ -665,4 +672,124 @@ async fn each_door_ends_in_a_token_a_real_agent_behind_nginx_refuses() {
     )
     .expect("an HTTP answer");
     assert_eq!(forbidden.status, 403, "{forbidden:?}");
+}
+
+// === SSF poll delivery: a transmitter revocd polls ===
+
+/// A Shared Signals transmitter's poll endpoint (RFC 8936), as a test
+/// serves it: SETs queued by the test go out until acknowledged or
+/// reported; what revocd says of them is kept.
+#[derive(Default)]
+struct PollEndpoint {
+    pending: std::collections::BTreeMap<String, String>,
+    acknowledged: Vec<String>,
+    errors: serde_json::Map<String, Value>,
+    polls: usize,
+    refused: usize,
+}
+
+type SharedEndpoint = std::sync::Arc<std::sync::Mutex<PollEndpoint>>;
+const POLL_TOKEN: &str = "poll-token-of-the-test";
+
+async fn poll_endpoint(
+    axum::extract::State(endpoint): axum::extract::State<SharedEndpoint>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, String) {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mut endpoint = endpoint.lock().unwrap();
+    let bearer = format!("Bearer {POLL_TOKEN}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        endpoint.refused += 1;
+        return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+    }
+    endpoint.polls += 1;
+    for jti in request["ack"].as_array().into_iter().flatten() {
+        let jti = jti.as_str().unwrap_or_default().to_owned();
+        endpoint.pending.remove(&jti);
+        endpoint.acknowledged.push(jti);
+    }
+    for (jti, error) in request["setErrs"].as_object().into_iter().flatten() {
+        endpoint.pending.remove(jti);
+        endpoint.errors.insert(jti.clone(), error.clone());
+    }
+    let sets = json!({"sets": endpoint.pending, "moreAvailable": false});
+    (axum::http::StatusCode::OK, sets.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_transmitter_has_its_events_applied_acknowledged_and_enforced_by_nginx() {
+    let endpoint = SharedEndpoint::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/poll", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/poll", axum::routing::post(poll_endpoint))
+        .with_state(endpoint.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), format!("{POLL_TOKEN}\n")).unwrap();
+    let doors = Doors::start_with(&[
+        "--ssf-poll-url",
+        &url,
+        "--ssf-poll-token-file",
+        token_file.path().to_str().unwrap(),
+        "--ssf-poll-interval",
+        "100ms",
+    ])
+    .await;
+    let (_agent, nginx) = doors.agent_behind_nginx();
+    let now = unix_now();
+    let dave = token_with("dave", "poll-dave", now - 10, json!({}));
+    let erin = token_with("erin", "poll-erin", now - 10, json!({}));
+    assert_eq!(nginx.get("/", Some(&dave)).status, 200);
+
+    let event = |sub: &str| json!({SESSION_REVOKED: {"subject": {"format": "iss_sub", "iss": ISSUER, "sub": sub}}});
+    let good = doors.set(
+        &doors.transmitter_key,
+        &json!({"iss": TRANSMITTER, "aud": RECEIVER, "iat": now, "jti": "poll-1", "events": event("dave")}),
+    );
+    let misaddressed = doors.set(
+        &doors.transmitter_key,
+        &json!({"iss": TRANSMITTER, "aud": "another-receiver", "iat": now, "jti": "poll-2", "events": event("erin")}),
+    );
+    {
+        let mut endpoint = endpoint.lock().unwrap();
+        endpoint.pending.insert("poll-1".into(), good);
+        endpoint.pending.insert("poll-2".into(), misaddressed);
+    }
+    refused_by_nginx(&nginx, &dave);
+    support::eventually(
+        "revocd to report both SETs",
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(20),
+        || async {
+            let endpoint = endpoint.lock().unwrap();
+            match endpoint.pending.is_empty() {
+                true => Ok(()),
+                false => Err(endpoint.pending.keys().cloned().collect::<Vec<_>>()),
+            }
+        },
+    )
+    .await;
+    let endpoint = endpoint.lock().unwrap();
+    assert_eq!(endpoint.acknowledged, ["poll-1"]);
+    assert_eq!(
+        endpoint.errors["poll-2"]["err"], "invalid_audience",
+        "{:?}",
+        endpoint.errors
+    );
+    assert_eq!(endpoint.refused, 0, "every poll carried the token");
+    assert!(endpoint.polls >= 2);
+    drop(endpoint);
+    assert_eq!(
+        nginx.get("/", Some(&erin)).status,
+        200,
+        "a refused SET changes nothing"
+    );
+    let records = doors.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].source.starts_with("ssf-poll http://127.0.0.1:"),
+        "{records:?}"
+    );
 }

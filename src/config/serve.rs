@@ -228,6 +228,20 @@ pub struct ServeConfig {
     )]
     pub ssf_token_issuer: Vec<String>,
 
+    /// The transmitter's RFC 8936 poll endpoint: revocd polls it for
+    /// events (beside or instead of push to `/ssf/events`), acknowledging
+    /// each once applied. `https` trusts the system's CA certificates.
+    #[arg(long, env = "REVOCD_SSF_POLL_URL", requires = "ssf_issuer")]
+    pub ssf_poll_url: Option<hyper::Uri>,
+
+    /// File holding the bearer token the poll endpoint expects.
+    #[arg(long, env = "REVOCD_SSF_POLL_TOKEN_FILE", requires = "ssf_poll_url")]
+    pub ssf_poll_token_file: Option<PathBuf>,
+
+    /// Pause between polls while the transmitter has nothing pending.
+    #[arg(long, env = "REVOCD_SSF_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub ssf_poll_interval: Duration,
+
     /// Time open calls get to finish at shutdown.
     #[arg(long, env = "REVOCD_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -14,7 +14,7 @@ use crate::file::FileError;
 use crate::filter::DigestKey;
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::hub::FilterHub;
-use crate::server::http::{Doors, Transmitter};
+use crate::server::http::{Doors, Poll, Transmitter};
 use crate::server::{Policy, State};
 use crate::store::{self, MemoryStore, RedisNodes, RedisStore, RedisStoreOptions, Store};
 use crate::tokens::{TokenVerifier, VerifierError};
@@ -40,6 +40,19 @@ pub enum StartError {
     /// A TLS file is unusable.
     #[error("TLS: {0}")]
     Tls(FileError),
+    /// The SSF poll token file is unusable.
+    #[error("--ssf-poll-token-file: {0}")]
+    SsfPoll(FileError),
+}
+
+/// A secret in a file, surrounding whitespace ignored; not empty.
+fn read_secret(path: &Path) -> Result<String, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError::read(path, e))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(FileError::invalid(path, "it is empty"));
+    }
+    Ok(secret.to_owned())
 }
 
 impl ServeConfig {
@@ -124,10 +137,25 @@ impl ServeConfig {
                 token_issuers,
             });
         }
+        let poll = match &self.ssf_poll_url {
+            None => None,
+            Some(url) => Some(Poll {
+                url: url.clone(),
+                token: self
+                    .ssf_poll_token_file
+                    .as_deref()
+                    .map(read_secret)
+                    .transpose()
+                    .map_err(StartError::SsfPoll)?,
+                interval: self.ssf_poll_interval,
+                tls: crate::tls::system_roots_connector(),
+            }),
+        };
         Ok(Doors {
             logout_tokens,
             transmitters,
             tls: self.tls.http_config().map_err(StartError::Tls)?,
+            poll,
         })
     }
 

@@ -133,6 +133,7 @@ pub async fn run(
         RevocationServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let stopping = CancellationToken::new();
+    let poller = tokio::spawn(http::poll(api.clone(), stopping.clone()));
     // Shares the API (and so its quotas) with gRPC; stops with it.
     let doors = http.map(|listener| {
         let doors = http::serve(listener, api, stopping.clone());
@@ -183,6 +184,7 @@ pub async fn run(
         }
     };
     monitor.abort();
+    poller.abort();
     if let Some(doors) = doors {
         doors.abort();
     }

@@ -7,7 +7,9 @@
 //! - `POST /oidc/backchannel-logout` (OpenID Connect Back-Channel Logout
 //!   1.0): `backchannel.rs`;
 //! - `POST /ssf/events` (OpenID Shared Signals push delivery, RFC 8935):
-//!   `ssf.rs`.
+//!   `ssf.rs`; and poll delivery (RFC 8936), where revocd is the client:
+//!   `poll.rs`;
+//! - TLS of the port: `tls.rs`.
 //!
 //! Callers authenticate with `Authorization: Bearer <api key>`, or HTTP
 //! Basic with the key's name as user and the key as password (what
@@ -20,6 +22,7 @@
 
 mod backchannel;
 mod oauth2;
+mod poll;
 mod ssf;
 mod tls;
 
@@ -44,6 +47,7 @@ use super::handlers::{Door, RevocationApi};
 use crate::oauth::{HttpCaller, CHALLENGE};
 use crate::tokens::TokenVerifier;
 
+pub use self::poll::Poll;
 pub use self::ssf::Transmitter;
 
 /// Largest request body accepted, in bytes: a form with one token, a
@@ -62,6 +66,16 @@ pub struct Doors {
     /// TLS of the port (the gRPC port's certificate); `None` serves plain
     /// HTTP.
     pub tls: Option<Arc<ServerConfig>>,
+    /// The transmitter to poll for its events (RFC 8936), if any.
+    pub poll: Option<Poll>,
+}
+
+/// Polls the transmitter of `api`'s doors, if one is configured, until
+/// `stop`.
+pub async fn poll(api: RevocationApi, stop: CancellationToken) {
+    if let Some(poll) = api.state().doors.poll.clone() {
+        poll::run(api, poll, stop).await;
+    }
 }
 
 /// Serves the doors on `listener` (over TLS when the doors have it) until

@@ -37,6 +37,7 @@ use serde_json::{json, Map, Value};
 use super::{answer, Api};
 use crate::server::error::ApiError;
 use crate::server::handlers::CutoffRequest;
+use crate::server::handlers::RevocationApi;
 use crate::store::SUBJECT_CLAIM;
 use crate::tokens::{Claims, Payload, TokenError, TokenVerifier};
 
@@ -67,7 +68,7 @@ pub struct Transmitter {
 
 /// Why a SET is refused: an RFC 8935 error code and a description.
 #[derive(Debug, PartialEq, Eq)]
-struct Refusal(&'static str, String);
+pub(super) struct Refusal(pub(super) &'static str, pub(super) String);
 
 impl Refusal {
     fn request(description: impl Into<String>) -> Self {
@@ -86,6 +87,15 @@ struct EventCut {
     event: &'static str,
 }
 
+/// Why a SET was not applied.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The SET is refused; sending it again changes nothing.
+    Refused(Refusal),
+    /// The store could not confirm a cut-off: apply it again later.
+    Unavailable(String),
+}
+
 /// `POST /ssf/events`.
 pub(super) async fn push(
     api: Api,
@@ -102,23 +112,39 @@ pub(super) async fn push(
         let why = format!("the body must be one SET, Content-Type {SET_MEDIA_TYPE}");
         return refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, Refusal::request(why));
     }
+    let Ok(set) = std::str::from_utf8(&body) else {
+        let why = Refusal::request("the SET is not UTF-8 text");
+        return refused(StatusCode::BAD_REQUEST, why);
+    };
+    match apply(&api, set.trim(), &format!("{DOOR} {peer}")).await {
+        Ok(()) => answer(DOOR, StatusCode::ACCEPTED, &json!({})),
+        Err(Failure::Refused(refusal)) => refused(StatusCode::BAD_REQUEST, refusal),
+        Err(Failure::Unavailable(why)) => {
+            let mut response = refused(StatusCode::SERVICE_UNAVAILABLE, Refusal::request(why));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// Verifies one SET and stores the cut-offs its events ask for, audited
+/// as made by `ssf:<transmitter>` from `source`.
+///
+/// # Errors
+/// [`Failure`]: refused, or not (wholly) stored yet.
+pub(super) async fn apply(api: &RevocationApi, set: &str, source: &str) -> Result<(), Failure> {
     let state = api.state();
     let email_revocable = state
         .policy
         .revocable_claims
         .iter()
         .any(|c| c == EMAIL_CLAIM);
-    let read = std::str::from_utf8(&body)
-        .map_err(|_| Refusal::request("the SET is not UTF-8 text"))
-        .and_then(|set| verify(&state.doors.transmitters, set.trim()))
-        .and_then(|(transmitter, claims, payload)| {
-            let cuts = cutoffs(transmitter, &claims, &payload, email_revocable)?;
-            Ok((transmitter, cuts))
-        });
-    let (transmitter, cuts) = match read {
-        Ok(read) => read,
-        Err(refusal) => return refused(StatusCode::BAD_REQUEST, refusal),
-    };
+    let (transmitter, claims, payload) =
+        verify(&state.doors.transmitters, set).map_err(Failure::Refused)?;
+    let cuts =
+        cutoffs(transmitter, &claims, &payload, email_revocable).map_err(Failure::Refused)?;
     let actor = format!("{DOOR}:{}", transmitter.issuer);
     for cut in &cuts {
         let reason = format!("CAEP {}", cut.event);
@@ -129,26 +155,19 @@ pub(super) async fn push(
             not_before: cut.at,
             reason: &reason,
         };
-        match api
-            .cut_for_event(&actor, &request, format!("{DOOR} {peer}"))
-            .await
-        {
+        match api.cut_for_event(&actor, &request, source.to_owned()).await {
             Ok(_) => {}
             Err(error @ (ApiError::Store(_) | ApiError::Unavailable(_))) => {
                 let status = tonic::Status::from(error);
-                let why = format!("not stored yet, retry: {}", status.message());
-                let mut response = refused(StatusCode::SERVICE_UNAVAILABLE, Refusal::request(why));
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return response;
+                return Err(Failure::Unavailable(format!(
+                    "not stored yet, retry: {}",
+                    status.message()
+                )));
             }
-            Err(error) => {
-                return refused(StatusCode::BAD_REQUEST, Refusal::request(error.to_string()))
-            }
+            Err(error) => return Err(Failure::Refused(Refusal::request(error.to_string()))),
         }
     }
-    answer(DOOR, StatusCode::ACCEPTED, &json!({}))
+    Ok(())
 }
 
 fn refused(status: StatusCode, Refusal(code, description): Refusal) -> Response {
