@@ -771,16 +771,17 @@ async fn a_polled_transmitter_has_its_events_applied_acknowledged_and_enforced_b
         },
     )
     .await;
-    let endpoint = endpoint.lock().unwrap();
-    assert_eq!(endpoint.acknowledged, ["poll-1"]);
-    assert_eq!(
-        endpoint.errors["poll-2"]["err"], "invalid_audience",
-        "{:?}",
-        endpoint.errors
-    );
-    assert_eq!(endpoint.refused, 0, "every poll carried the token");
-    assert!(endpoint.polls >= 2);
-    drop(endpoint);
+    {
+        let endpoint = endpoint.lock().unwrap();
+        assert_eq!(endpoint.acknowledged, ["poll-1"]);
+        assert_eq!(
+            endpoint.errors["poll-2"]["err"], "invalid_audience",
+            "{:?}",
+            endpoint.errors
+        );
+        assert_eq!(endpoint.refused, 0, "every poll carried the token");
+        assert!(endpoint.polls >= 2);
+    }
     assert_eq!(
         nginx.get("/", Some(&erin)).status,
         200,
