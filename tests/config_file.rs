@@ -398,6 +398,43 @@ fn issuer_tables_stand_for_the_flags_that_bind_keys() {
 }
 
 #[test]
+fn transmitter_tables_stand_for_the_ssf_transmitter_flags() {
+    let config = file(
+        "[serve]\nssf_audience = \"https://receiver\"\n\n\
+         [[ssf.transmitter]]\nissuer = \"https://tx-a\"\njwks_file = \"/keys/tx-a.json\"\n\
+         token_issuers = [\"https://a.example\", \"https://a2.example\"]\n\
+         poll_url = \"https://tx-a/poll?stream=1\"\npoll_token_file = \"/run/secrets/tx-a\"\n\n\
+         [[ssf.transmitter]]\nissuer = \"https://tx-b\"\njwks_file = \"/keys/tx-b.pem\"\n",
+    );
+    let printed = print_config("serve", path(&config), &[], &[]);
+    for entry in [
+        "ssf_transmitter = [\"https://tx-a=/keys/tx-a.json\", \"https://tx-b=/keys/tx-b.pem\"]\n",
+        "ssf_transmitter_token_issuer = [\"https://tx-a=https://a.example\", \"https://tx-a=https://a2.example\"]\n",
+        "ssf_transmitter_poll_url = [\"https://tx-a=https://tx-a/poll?stream=1\"]\n",
+        "ssf_transmitter_poll_token_file = [\"https://tx-a=/run/secrets/tx-a\"]\n",
+    ] {
+        assert!(printed.contains(entry), "{entry:?} missing:\n{printed}");
+    }
+    let printed_file = file(&printed);
+    let again = print_config("serve", path(&printed_file), &[], &[]);
+    assert_eq!(values(&printed), values(&again));
+
+    let keyless =
+        file("[[ssf.transmitter]]\nissuer = \"https://tx\"\npoll_url = \"https://tx/poll\"\n");
+    let refused = revocd(
+        &["serve", "--config", path(&keyless), "--print-config"],
+        &[],
+    );
+    assert_eq!(refused.code, Some(64), "{}", refused.stderr);
+    let stderr = &refused.stderr;
+    assert!(
+        stderr
+            .contains(":1: [[ssf.transmitter]]: issuer \"https://tx\" has no key: give jwks_file"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_wrong_issuer_table_exits_64_naming_the_line() {
     for (text, message) in [
         (

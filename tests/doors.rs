@@ -26,6 +26,8 @@ const RP_CLIENT: &str = "revocd-rp";
 const TRANSMITTER: &str = "https://ssf.transmitter.test";
 /// Another tenant's issuer, accepted by the server.
 const TENANT_B: &str = "https://tenant-b.test";
+/// Tenant B's own transmitter, which may cut off tenant B's tokens only.
+const TENANT_B_TRANSMITTER: &str = "https://ssf.tenant-b.test";
 /// Our audience at the transmitter.
 const RECEIVER: &str = "https://revocd.receiver.test";
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
@@ -38,6 +40,8 @@ struct Doors {
     replica: Replica,
     http: SocketAddr,
     transmitter_key: EncodingKey,
+    /// The key of tenant B's own transmitter ([`TENANT_B_TRANSMITTER`]).
+    tenant_b_transmitter_key: EncodingKey,
     _redis: RedisServer,
     _deployment: Deployment,
 }
@@ -51,11 +55,15 @@ impl Doors {
     async fn start_with(extra: &[&str]) -> Self {
         let redis = RedisServer::start();
         let deployment = Deployment::new();
-        let transmitter = rcgen::KeyPair::generate().expect("an EC key");
-        let public_key = deployment.path("transmitter.pem");
-        std::fs::write(&public_key, transmitter.public_key_pem()).expect("the public key");
-        let transmitter_key =
-            EncodingKey::from_ec_pem(transmitter.serialize_pem().as_bytes()).expect("EC key");
+        let transmitter_pair = |name: &str| {
+            let pair = rcgen::KeyPair::generate().expect("an EC key");
+            let public_key = deployment.path(name);
+            std::fs::write(&public_key, pair.public_key_pem()).expect("the public key");
+            let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key");
+            (key, public_key)
+        };
+        let (transmitter_key, public_key) = transmitter_pair("transmitter.pem");
+        let (tenant_b_transmitter_key, tenant_b_public_key) = transmitter_pair("tenant-b-tx.pem");
         let http = loopback(free_port());
         let (http_flag, redis_url, key_file) = (
             http.to_string(),
@@ -95,6 +103,10 @@ impl Doors {
             RECEIVER,
             "--ssf-token-issuer",
             ISSUER,
+            "--ssf-transmitter",
+            &bound(TENANT_B_TRANSMITTER, &tenant_b_public_key),
+            "--ssf-transmitter-token-issuer",
+            &format!("{TENANT_B_TRANSMITTER}={TENANT_B}"),
         ]
         .iter()
         .chain(extra)
@@ -105,6 +117,7 @@ impl Doors {
             replica,
             http,
             transmitter_key,
+            tenant_b_transmitter_key,
             _redis: redis,
             _deployment: deployment,
         }
@@ -792,5 +805,44 @@ async fn a_polled_transmitter_has_its_events_applied_acknowledged_and_enforced_b
     assert!(
         records[0].source.starts_with("ssf-poll http://127.0.0.1:"),
         "{records:?}"
+    );
+}
+
+#[tokio::test]
+async fn each_transmitter_cuts_off_the_tokens_of_its_own_tenant_only() {
+    let doors = Doors::start().await;
+    let now = unix_now();
+    let tenant_b_token = support::sign_with(
+        &json!({"iss": TENANT_B, "sub": "frank", "jti": "b-1", "iat": now - 10, "exp": now + 600}),
+        "the secret of tenant b, 32 bytes+",
+    );
+    let tenant_a_token = token_with("frank", "a-1", now - 10, json!({}));
+    let event = |issuer: &str, jti: &str| {
+        json!({"iss": TENANT_B_TRANSMITTER, "aud": RECEIVER, "iat": now, "jti": jti,
+            "events": {SESSION_REVOKED: {"subject": {"format": "iss_sub", "iss": issuer, "sub": "frank"}}}})
+    };
+    let key = &doors.tenant_b_transmitter_key;
+    let answer = doors.post(
+        "/ssf/events",
+        &[SET],
+        &doors.set(key, &event(TENANT_B, "b-set-1")),
+    );
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert!(doors.revoked(&tenant_b_token).await);
+    let answer = doors.post(
+        "/ssf/events",
+        &[SET],
+        &doors.set(key, &event(ISSUER, "b-set-2")),
+    );
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(
+        !doors.revoked(&tenant_a_token).await,
+        "tenant A's tokens are not B's to cut off"
+    );
+    // Signed with the other transmitter's key: not B's event.
+    let forged = doors.set(&doors.transmitter_key, &event(TENANT_B, "b-set-3"));
+    assert_eq!(
+        json_body(&doors.post("/ssf/events", &[SET], &forged))["err"],
+        "invalid_key"
     );
 }

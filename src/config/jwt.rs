@@ -165,18 +165,29 @@ impl std::str::FromStr for IssuerFile {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let Some((issuer, path)) = text.split_once('=') else {
-            return Err(
-                "expected ISSUER=PATH, e.g. https://auth.example.com=/etc/revocd/auth.pem".into(),
-            );
-        };
-        if issuer.trim().is_empty() || path.trim().is_empty() {
-            return Err("expected ISSUER=PATH with neither part empty".into());
-        }
+        let (issuer, path) = split_issuer(text, "PATH", "/etc/revocd/auth.pem")?;
         Ok(IssuerFile {
-            issuer: issuer.to_owned(),
+            issuer,
             path: PathBuf::from(path),
         })
+    }
+}
+
+/// `ISSUER=VALUE` split at the first `=`, neither part empty; `what` and
+/// `example` name the value in the error.
+pub(super) fn split_issuer(
+    text: &str,
+    what: &str,
+    example: &str,
+) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((issuer, value)) if !issuer.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((issuer.to_owned(), value.to_owned()))
+        }
+        Some(_) => Err(format!("expected ISSUER={what} with neither part empty")),
+        None => Err(format!(
+            "expected ISSUER={what}, e.g. https://auth.example.com={example}"
+        )),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::hub::DEFAULT_HEARTBEAT_INTERVAL;
 mod agent;
 mod jwt;
 mod serve;
+mod ssf;
 mod start;
 
 pub use self::agent::{AgentConfig, DEFAULT_AGENT_HTTP_LISTEN};
@@ -30,6 +31,7 @@ pub use self::serve::{
     ServeConfig, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN_ADDR, DEFAULT_LOG_RETENTION,
     DEFAULT_REDIS_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, MAX_REVOCABLE_CLAIMS, MIN_LOG_RETENTION,
 };
+pub use self::ssf::{TransmitterSpec, TransmitterValue};
 pub use self::start::StartError;
 pub use crate::server::{
     DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
@@ -63,6 +65,9 @@ fn duration_text(duration: Duration) -> String {
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The Shared Signals transmitters do not fit together.
+    #[error("Shared Signals: {0}")]
+    Transmitter(String),
     /// No API keys and not `--dev`.
     #[error("no --api-keys-file given: every call must be authenticated. Create one (see README, \"API keys\") or pass --dev for a local trial")]
     NoApiKeys,

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{ConfigError, JwtArgs, HEARTBEAT_INTERVAL_TEXT, MAX_TOKEN_LIFETIME_TEXT};
+use super::{
+    ConfigError, IssuerFile, JwtArgs, TransmitterValue, HEARTBEAT_INTERVAL_TEXT,
+    MAX_TOKEN_LIFETIME_TEXT,
+};
 use crate::gateway::MAX_CLAIM_NAME_BYTES;
 use crate::hub::DEFAULT_MAX_SUBSCRIBERS;
 use crate::server::{
@@ -204,22 +207,23 @@ pub struct ServeConfig {
     )]
     pub backchannel_audience: Vec<String>,
 
-    /// Issuer (`iss`) of the Shared Signals transmitter whose security
-    /// events `/ssf/events` applies (with --ssf-jwks-file and
-    /// --ssf-audience).
-    #[arg(long, env = "REVOCD_SSF_ISSUER", requires_all = ["ssf_jwks_file", "ssf_audience"])]
+    /// Issuer (`iss`) of a Shared Signals transmitter whose security
+    /// events are applied (with --ssf-jwks-file); more with
+    /// --ssf-transmitter or `[[ssf.transmitter]]` tables.
+    #[arg(long, env = "REVOCD_SSF_ISSUER", requires = "ssf_jwks_file")]
     pub ssf_issuer: Option<String>,
 
-    /// The transmitter's public keys: a JWKS (or a PEM public key) file.
+    /// The --ssf-issuer transmitter's public keys: a JWKS (or a PEM public
+    /// key) file.
     #[arg(long, env = "REVOCD_SSF_JWKS_FILE", requires = "ssf_issuer")]
     pub ssf_jwks_file: Option<PathBuf>,
 
-    /// The audience the transmitter's events must name (this receiver).
-    #[arg(long, env = "REVOCD_SSF_AUDIENCE", requires = "ssf_issuer")]
+    /// The audience every transmitter's events must name (this receiver).
+    #[arg(long, env = "REVOCD_SSF_AUDIENCE")]
     pub ssf_audience: Option<String>,
 
-    /// An issuer of access tokens the transmitter's events may cut off;
-    /// repeatable. Default: the transmitter's own issuer only.
+    /// An issuer of access tokens the --ssf-issuer transmitter's events
+    /// may cut off; repeatable. Default: the transmitter's own issuer only.
     #[arg(
         long = "ssf-token-issuer",
         env = "REVOCD_SSF_TOKEN_ISSUER",
@@ -228,9 +232,10 @@ pub struct ServeConfig {
     )]
     pub ssf_token_issuer: Vec<String>,
 
-    /// The transmitter's RFC 8936 poll endpoint: revocd polls it for
-    /// events (beside or instead of push to `/ssf/events`), acknowledging
-    /// each once applied. `https` trusts the system's CA certificates.
+    /// The --ssf-issuer transmitter's RFC 8936 poll endpoint: revocd polls
+    /// it for events (beside or instead of push to `/ssf/events`),
+    /// acknowledging each once applied. `https` trusts the system's CA
+    /// certificates.
     #[arg(long, env = "REVOCD_SSF_POLL_URL", requires = "ssf_issuer")]
     pub ssf_poll_url: Option<hyper::Uri>,
 
@@ -238,7 +243,47 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_SSF_POLL_TOKEN_FILE", requires = "ssf_poll_url")]
     pub ssf_poll_token_file: Option<PathBuf>,
 
-    /// Pause between polls while the transmitter has nothing pending.
+    /// Another transmitter and its public keys, as `ISSUER=PATH` (a JWKS
+    /// or PEM public key file); repeatable. The `--ssf-transmitter-*`
+    /// flags give it what --ssf-token-issuer, --ssf-poll-url and
+    /// --ssf-poll-token-file give --ssf-issuer's.
+    #[arg(
+        long,
+        env = "REVOCD_SSF_TRANSMITTER",
+        value_delimiter = ',',
+        value_name = "ISSUER=PATH"
+    )]
+    pub ssf_transmitter: Vec<IssuerFile>,
+
+    /// An issuer of access tokens a --ssf-transmitter's events may cut
+    /// off, as `TRANSMITTER=ISSUER`; repeatable.
+    #[arg(
+        long,
+        env = "REVOCD_SSF_TRANSMITTER_TOKEN_ISSUER",
+        value_delimiter = ',',
+        value_name = "TRANSMITTER=ISSUER"
+    )]
+    pub ssf_transmitter_token_issuer: Vec<TransmitterValue>,
+
+    /// A --ssf-transmitter's poll endpoint, as `TRANSMITTER=URL`.
+    #[arg(
+        long,
+        env = "REVOCD_SSF_TRANSMITTER_POLL_URL",
+        value_name = "TRANSMITTER=URL"
+    )]
+    pub ssf_transmitter_poll_url: Vec<TransmitterValue>,
+
+    /// A --ssf-transmitter's poll bearer token file, as
+    /// `TRANSMITTER=PATH`.
+    #[arg(
+        long,
+        env = "REVOCD_SSF_TRANSMITTER_POLL_TOKEN_FILE",
+        value_delimiter = ',',
+        value_name = "TRANSMITTER=PATH"
+    )]
+    pub ssf_transmitter_poll_token_file: Vec<IssuerFile>,
+
+    /// Pause between polls while a transmitter has nothing pending.
     #[arg(long, env = "REVOCD_SSF_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub ssf_poll_interval: Duration,
 
@@ -328,6 +373,7 @@ impl ServeConfig {
                 max: "any",
             });
         }
+        self.transmitters()?;
         if self.revocable_claim.len() > MAX_REVOCABLE_CLAIMS {
             return Err(ConfigError::OutOfRange {
                 flag: "revocable-claim (how many)",

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::net::TcpListener;
 
-use super::{AgentConfig, ConfigError, ServeConfig};
+use super::{AgentConfig, ConfigError, ServeConfig, TransmitterSpec};
 use crate::agent::{Agent, AgentError, Listeners};
 use crate::auth::Access;
 use crate::file::FileError;
@@ -40,9 +40,50 @@ pub enum StartError {
     /// A TLS file is unusable.
     #[error("TLS: {0}")]
     Tls(FileError),
-    /// The SSF poll token file is unusable.
-    #[error("--ssf-poll-token-file: {0}")]
+    /// A Shared Signals poll token file is unusable.
+    #[error("the poll token of a Shared Signals transmitter: {0}")]
     SsfPoll(FileError),
+}
+
+/// The transmitter `spec` describes: its keys bound to its issuer, events
+/// naming `audience`, and where to poll it.
+fn transmitter(
+    spec: TransmitterSpec,
+    audience: &[String],
+    leeway: u64,
+) -> Result<Transmitter, StartError> {
+    let verifier = TokenVerifier::builder()
+        .audiences(audience)
+        .leeway_seconds(leeway)
+        .issuer_key_file(&spec.issuer, &spec.keys)
+        .map_err(VerifierError::from)?
+        .build()
+        .map_err(VerifierError::from)?;
+    let poll = match spec.poll_url {
+        None => None,
+        Some(url) => Some(Poll {
+            url,
+            token: spec
+                .poll_token_file
+                .as_deref()
+                .map(read_secret)
+                .transpose()
+                .map_err(StartError::SsfPoll)?,
+            interval: spec.poll_interval,
+            tls: crate::tls::system_roots_connector(),
+        }),
+    };
+    let token_issuers = if spec.token_issuers.is_empty() {
+        vec![spec.issuer.clone()]
+    } else {
+        spec.token_issuers
+    };
+    Ok(Transmitter {
+        issuer: spec.issuer,
+        verifier,
+        token_issuers,
+        poll,
+    })
 }
 
 /// A secret in a file, surrounding whitespace ignored; not empty.
@@ -115,47 +156,16 @@ impl ServeConfig {
                     .verifier_for(&self.backchannel_audience, dev_secret)?,
             )
         };
-        let mut transmitters = Vec::new();
-        if let (Some(issuer), Some(keys), Some(audience)) =
-            (&self.ssf_issuer, &self.ssf_jwks_file, &self.ssf_audience)
-        {
-            let verifier = TokenVerifier::builder()
-                .audiences(std::slice::from_ref(audience))
-                .leeway_seconds(self.jwt.leeway)
-                .issuer_key_file(issuer, keys)
-                .map_err(VerifierError::from)?
-                .build()
-                .map_err(VerifierError::from)?;
-            let token_issuers = if self.ssf_token_issuer.is_empty() {
-                vec![issuer.clone()]
-            } else {
-                self.ssf_token_issuer.clone()
-            };
-            transmitters.push(Transmitter {
-                issuer: issuer.clone(),
-                verifier,
-                token_issuers,
-            });
-        }
-        let poll = match &self.ssf_poll_url {
-            None => None,
-            Some(url) => Some(Poll {
-                url: url.clone(),
-                token: self
-                    .ssf_poll_token_file
-                    .as_deref()
-                    .map(read_secret)
-                    .transpose()
-                    .map_err(StartError::SsfPoll)?,
-                interval: self.ssf_poll_interval,
-                tls: crate::tls::system_roots_connector(),
-            }),
-        };
+        let audience = self.ssf_audience.as_slice();
+        let transmitters = self
+            .transmitters()?
+            .into_iter()
+            .map(|spec| transmitter(spec, audience, self.jwt.leeway))
+            .collect::<Result<_, _>>()?;
         Ok(Doors {
             logout_tokens,
             transmitters,
             tls: self.tls.http_config().map_err(StartError::Tls)?,
-            poll,
         })
     }
 

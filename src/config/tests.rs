@@ -204,3 +204,71 @@ fn revocable_claims_are_names_other_than_the_built_in_ones() {
         Err(ConfigError::OutOfRange { .. })
     ));
 }
+
+#[test]
+fn transmitters_come_from_both_kinds_of_flags_and_must_fit_together() {
+    let base = [
+        "--ssf-issuer",
+        "https://tx-a",
+        "--ssf-jwks-file",
+        "/keys/a.json",
+        "--ssf-token-issuer",
+        "https://tokens-a",
+        "--ssf-transmitter",
+        "https://tx-b=/keys/b.pem",
+        "--ssf-transmitter-token-issuer",
+        "https://tx-b=https://tokens-b",
+        "--ssf-transmitter-poll-url",
+        "https://tx-b=https://tx-b/poll?x=1",
+    ];
+    let with = |extra: &[&str]| parse(&[&base[..], extra].concat()).transmitters();
+    let specs = with(&["--ssf-audience", "https://me"]).expect("transmitters");
+    let summary: Vec<(&str, &str, Vec<String>, Option<String>)> = specs
+        .iter()
+        .map(|s| {
+            (
+                s.issuer.as_str(),
+                s.keys.to_str().unwrap(),
+                s.token_issuers.clone(),
+                s.poll_url.as_ref().map(ToString::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "https://tx-a",
+                "/keys/a.json",
+                vec!["https://tokens-a".to_owned()],
+                None
+            ),
+            (
+                "https://tx-b",
+                "/keys/b.pem",
+                vec!["https://tokens-b".to_owned()],
+                Some("https://tx-b/poll?x=1".to_owned())
+            ),
+        ]
+    );
+    let refusal = |extra: &[&str]| match with(extra) {
+        Err(ConfigError::Transmitter(why)) => why,
+        other => panic!("{extra:?}: {other:?}"),
+    };
+    assert!(refusal(&[]).contains("--ssf-audience"));
+    let unknown = [
+        "--ssf-audience",
+        "a",
+        "--ssf-transmitter-poll-url",
+        "https://tx-c=https://c",
+    ];
+    assert!(refusal(&unknown).contains("https://tx-c"));
+    let twice = [
+        "--ssf-audience",
+        "a",
+        "--ssf-transmitter",
+        "https://tx-a=/k",
+    ];
+    assert!(refusal(&twice).contains("twice"));
+    assert!(parse(&["--dev"]).transmitters().expect("none").is_empty());
+}

@@ -214,8 +214,8 @@ impl Loader<'_> {
         Ok(settings)
     }
 
-    /// Adds what `key` sets to `settings`: one setting, or for
-    /// [`section::ROOT`] the values its `[[jwt.issuer]]` tables give.
+    /// Adds what `key` sets to `settings`: one setting, or for the root of
+    /// arrays of tables (`jwt`, `ssf`) the values its tables give.
     /// Values for an argument already set in the same place are added to
     /// its values.
     fn resolve_into(
@@ -225,8 +225,8 @@ impl Loader<'_> {
         key: &Key<'_>,
         value: &Value<'_>,
     ) -> Result<(), Error> {
-        let resolved = if key.get_ref().as_ref() == section::ROOT {
-            self.resolve_sections(subcommand, value)?
+        let resolved = if let Some(kind) = section::kind(key.get_ref().as_ref()) {
+            self.resolve_sections(kind, subcommand, value)?
         } else {
             vec![self.resolve(subcommand, key, value)?]
         };
@@ -241,15 +241,17 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// The settings the `[[jwt.issuer]]` tables under `value` give, each
-    /// value checked by its argument's own parser.
+    /// The settings the tables of `kind` under `value` give, each value
+    /// checked by its argument's own parser.
     fn resolve_sections(
         &self,
+        kind: &'static section::Kind,
         subcommand: Option<&str>,
         value: &Value<'_>,
     ) -> Result<Vec<(String, Setting)>, Error> {
-        let bindings =
-            section::bindings(value).map_err(|mistake| mistake.into_error(self.path, self.text))?;
+        let bindings = kind
+            .bindings(value)
+            .map_err(|mistake| mistake.into_error(self.path, self.text))?;
         bindings
             .into_iter()
             .map(|binding| {

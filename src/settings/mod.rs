@@ -4,11 +4,14 @@
 //!
 //! Nothing here names a flag: the keys a file may hold are read from the
 //! clap [`Command`] itself, so a flag added to a subcommand is a key at once.
-//! The one exception is the `[[jwt.issuer]]` tables (`section.rs`), which
-//! stand for values of the two flags that bind keys to issuers.
+//! The one exception is the arrays of tables (`section.rs`):
+//! `[[jwt.issuer]]`, standing for values of the two flags that bind keys
+//! to issuers, and `[[ssf.transmitter]]`, standing for values of the
+//! `--ssf-transmitter*` flags.
 //!
 //! `file.rs` reads and checks a file and installs its values;
-//! `section.rs` turns `[[jwt.issuer]]` tables into flag values;
+//! `section.rs` turns `[[jwt.issuer]]` and `[[ssf.transmitter]]` tables
+//! into flag values;
 //! `print.rs` renders `--print-config`.
 //!
 //! # The file
@@ -47,6 +50,9 @@
 //! issuer = "https://b.example.com"
 //! jwks_file = "/etc/revocd/b.jwks.json"
 //! ```
+//!
+//! Shared Signals transmitters likewise, one table each (see
+//! `section.rs` for the fields and the flags they stand for).
 //!
 //! # Precedence
 //!
@@ -336,9 +342,12 @@ pub enum Error {
         /// The secret's environment variable.
         env: String,
     },
-    /// A `[[jwt.issuer]]` table that is not as documented.
-    #[error("{at}: [[jwt.issuer]]: {detail}")]
-    IssuerTable {
+    /// A `[[jwt.issuer]]` or `[[ssf.transmitter]]` table that is not as
+    /// documented.
+    #[error("{at}: {table}: {detail}")]
+    Table {
+        /// Which kind of table.
+        table: String,
         /// Where.
         at: Location,
         /// What is wrong, for a person to fix.

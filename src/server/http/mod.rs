@@ -66,16 +66,19 @@ pub struct Doors {
     /// TLS of the port (the gRPC port's certificate); `None` serves plain
     /// HTTP.
     pub tls: Option<Arc<ServerConfig>>,
-    /// The transmitter to poll for its events (RFC 8936), if any.
-    pub poll: Option<Poll>,
 }
 
-/// Polls the transmitter of `api`'s doors, if one is configured, until
-/// `stop`.
+/// Polls every transmitter of `api`'s doors that has a poll endpoint,
+/// until `stop`.
 pub async fn poll(api: RevocationApi, stop: CancellationToken) {
-    if let Some(poll) = api.state().doors.poll.clone() {
-        poll::run(api, poll, stop).await;
+    let mut pollers = tokio::task::JoinSet::new();
+    for transmitter in &api.state().doors.transmitters {
+        if let Some(poll) = transmitter.poll.clone() {
+            let issuer = transmitter.issuer.clone();
+            pollers.spawn(poll::run(api.clone(), issuer, poll, stop.clone()));
+        }
     }
+    while pollers.join_next().await.is_some() {}
 }
 
 /// Serves the doors on `listener` (over TLS when the doors have it) until

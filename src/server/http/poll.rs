@@ -2,9 +2,9 @@
 //! pending SETs, applies each as a pushed one ([`super::ssf`]), and says
 //! what became of them in its next request.
 //!
-//! Each request is `POST <--ssf-poll-url>` with `{"ack": [...], "setErrs":
+//! Each request is `POST <poll URL>` with `{"ack": [...], "setErrs":
 //! {...}, "maxEvents": 100, "returnImmediately": true}` and the bearer
-//! token of `--ssf-poll-token-file`; the answer's `sets` (jti → SET) are
+//! token of the transmitter's poll token file; the answer's `sets` (jti → SET) are
 //! applied in turn. A SET applied is acknowledged; one refused is reported
 //! in `setErrs` with its RFC 8935 code (both end its delivery); one whose
 //! cut-off the store could not confirm is neither, so the transmitter
@@ -70,8 +70,8 @@ struct Outcomes {
     errors: Map<String, Value>,
 }
 
-/// Polls until `stop`.
-pub(crate) async fn run(api: RevocationApi, poll: Poll, stop: CancellationToken) {
+/// Polls the transmitter `issuer` until `stop`.
+pub(crate) async fn run(api: RevocationApi, issuer: String, poll: Poll, stop: CancellationToken) {
     info!(url = %poll.url, "polling the Shared Signals transmitter");
     let mut backoff = ExponentialBackoff::try_new(BACKOFF_MIN, BACKOFF_MAX, 0.2)
         .expect("a valid back-off schedule");
@@ -105,7 +105,7 @@ pub(crate) async fn run(api: RevocationApi, poll: Poll, stop: CancellationToken)
                         outcomes.errors.insert(jti.clone(), error);
                         continue;
                     };
-                    match apply(&api, set, &source).await {
+                    match apply(&api, set, &source, Some(&issuer)).await {
                         Ok(()) => outcomes.ack.push(jti.clone()),
                         Err(Failure::Refused(refusal)) => {
                             let error = json!({"err": refusal.0, "description": refusal.1});

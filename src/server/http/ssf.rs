@@ -64,6 +64,8 @@ pub struct Transmitter {
     /// The issuers of the access tokens its events may cut off; the first
     /// is meant when a subject names none.
     pub token_issuers: Vec<String>,
+    /// Where to poll it for events (RFC 8936), if revocd polls it.
+    pub poll: Option<super::Poll>,
 }
 
 /// Why a SET is refused: an RFC 8935 error code and a description.
@@ -116,7 +118,7 @@ pub(super) async fn push(
         let why = Refusal::request("the SET is not UTF-8 text");
         return refused(StatusCode::BAD_REQUEST, why);
     };
-    match apply(&api, set.trim(), &format!("{DOOR} {peer}")).await {
+    match apply(&api, set.trim(), &format!("{DOOR} {peer}"), None).await {
         Ok(()) => answer(DOOR, StatusCode::ACCEPTED, &json!({})),
         Err(Failure::Refused(refusal)) => refused(StatusCode::BAD_REQUEST, refusal),
         Err(Failure::Unavailable(why)) => {
@@ -130,11 +132,17 @@ pub(super) async fn push(
 }
 
 /// Verifies one SET and stores the cut-offs its events ask for, audited
-/// as made by `ssf:<transmitter>` from `source`.
+/// as made by `ssf:<transmitter>` from `source`. A SET polled from one
+/// transmitter (`from`) must be signed by that one.
 ///
 /// # Errors
 /// [`Failure`]: refused, or not (wholly) stored yet.
-pub(super) async fn apply(api: &RevocationApi, set: &str, source: &str) -> Result<(), Failure> {
+pub(super) async fn apply(
+    api: &RevocationApi,
+    set: &str,
+    source: &str,
+    from: Option<&str>,
+) -> Result<(), Failure> {
     let state = api.state();
     let email_revocable = state
         .policy
@@ -143,6 +151,10 @@ pub(super) async fn apply(api: &RevocationApi, set: &str, source: &str) -> Resul
         .any(|c| c == EMAIL_CLAIM);
     let (transmitter, claims, payload) =
         verify(&state.doors.transmitters, set).map_err(Failure::Refused)?;
+    if from.is_some_and(|from| from != transmitter.issuer) {
+        let why = "the SET is signed by another transmitter than the one polled";
+        return Err(Failure::Refused(Refusal("invalid_issuer", why.into())));
+    }
     let cuts =
         cutoffs(transmitter, &claims, &payload, email_revocable).map_err(Failure::Refused)?;
     let actor = format!("{DOOR}:{}", transmitter.issuer);

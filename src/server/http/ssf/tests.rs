@@ -15,6 +15,7 @@ fn transmitter() -> Transmitter {
             .build()
             .unwrap(),
         token_issuers: vec![TOKENS.into()],
+        poll: None,
     }
 }
 
