@@ -62,6 +62,7 @@ impl Load {
         clients: usize,
         pace: Duration,
         replicas: &[SocketAddr],
+        doors: &[SocketAddr],
         ledger: &Arc<Ledger>,
         tally: &Arc<Tally>,
     ) -> Load {
@@ -73,6 +74,7 @@ impl Load {
                 phase,
                 pace,
                 channels: replicas.iter().map(|a| lazy_client(*a)).collect(),
+                doors: doors.to_vec(),
                 ledger: Arc::clone(ledger),
                 tally: Arc::clone(tally),
             };
@@ -158,6 +160,50 @@ pub async fn revoke_session(client: &mut Client, replica: usize, mut token: Toke
     let answer = client.revoke_claim(request).await;
     let outcome = answer.map(|reply| reply.into_inner().cursor);
     attempt(token, replica, sent, outcome)
+}
+
+/// RFC 7009 revocation of `token` through the HTTP door at `door` (of
+/// replica `replica`), with [`lazy_client`]'s key as HTTP Basic, as an
+/// attempt for the ledger: 200 is an OK (with no cursor), 503 is
+/// UNAVAILABLE, any other answer an error that needs a fault to explain
+/// it. A 200 claims the revocation is stored, as a gRPC OK does.
+pub async fn revoke_through_door(door: SocketAddr, replica: usize, token: Token) -> Attempt {
+    let sent = Instant::now();
+    let answer = tokio::time::timeout(CALL_TIMEOUT, post_revocation(door, &token.jwt)).await;
+    let outcome = match answer {
+        Err(_) => Err(tonic::Status::deadline_exceeded("the door did not answer")),
+        Ok(Err(error)) => Err(tonic::Status::unavailable(format!("the door: {error}"))),
+        Ok(Ok(200)) => Ok(String::new()),
+        Ok(Ok(503)) => Err(tonic::Status::unavailable("the door answered 503")),
+        Ok(Ok(status)) => Err(tonic::Status::unknown(format!(
+            "the door answered {status}"
+        ))),
+    };
+    attempt(token, replica, sent, outcome)
+}
+
+/// `POST /oauth2/revoke` of `token`; the answer's status.
+async fn post_revocation(door: SocketAddr, token: &str) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // "mixed:key-mixed", the key of the gRPC clients.
+    const BASIC: &str = "bWl4ZWQ6a2V5LW1peGVk";
+    let body = format!("token={token}");
+    let request = format!(
+        "POST /oauth2/revoke HTTP/1.1\r\nHost: {door}\r\nConnection: close\r\n\
+         Authorization: Basic {BASIC}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(door).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let status_line = answer.split(|b| *b == b'\r').next().unwrap_or_default();
+    let status = std::str::from_utf8(status_line)
+        .ok()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok());
+    status.ok_or_else(|| std::io::Error::other("not an HTTP answer"))
 }
 
 /// The ledger's attempt of a call sent at `sent` that answered `answer`
@@ -255,6 +301,8 @@ struct LoadClient {
     phase: usize,
     pace: Duration,
     channels: Vec<Client>,
+    /// The replicas' HTTP doors, same index.
+    doors: Vec<SocketAddr>,
     ledger: Arc<Ledger>,
     tally: Arc<Tally>,
 }
@@ -273,12 +321,13 @@ impl LoadClient {
             let issuer = if n % 2 == 0 { Issuer::A } else { Issuer::B };
             let token = Token::of(issuer, &format!("chaos-{}", self.id), &jti);
             // A third of the revocations cut the token's session off
-            // instead (both issuers take turns at it).
+            // instead, and a sixth go through the RFC 7009 door (both
+            // issuers take turns at each).
             let client = &mut self.channels[target];
-            let attempt = if n % 3 == 2 {
-                revoke_session(client, target, token).await
-            } else {
-                revoke(client, target, token).await
+            let attempt = match n % 6 {
+                2 | 5 => revoke_session(client, target, token).await,
+                1 => revoke_through_door(self.doors[target], target, token).await,
+                _ => revoke(client, target, token).await,
             };
             let failed = matches!(attempt.outcome, Outcome::Failed(..));
             if let Some(entry) = self.ledger.record(self.phase, attempt) {

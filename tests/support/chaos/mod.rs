@@ -14,7 +14,9 @@
 //! through proxies of their own) and `revocd agent` processes, each
 //! following every replica through the proxies, each with a
 //! `max_staleness` of 1 s. Load clients ([`load`]) revoke fresh tokens of
-//! both issuers and `Check` each acknowledged one through another replica.
+//! both issuers (by gRPC, by session cut-off, and through the replicas'
+//! RFC 7009 HTTP door) and `Check` each acknowledged one through another
+//! replica.
 //!
 //! # Phases
 //!
@@ -354,6 +356,7 @@ async fn phase(
         config.clients,
         config.pace,
         &bed.replica_addresses,
+        &bed.door_addresses,
         ledger,
         tally,
     );

@@ -49,6 +49,8 @@ pub struct Testbed {
     pub replicas: Vec<tokio::sync::Mutex<Replica>>,
     /// Their addresses (fixed: a restart reuses the port).
     pub replica_addresses: Vec<SocketAddr>,
+    /// Their HTTP doors (`--http-listen`, fixed likewise).
+    pub door_addresses: Vec<SocketAddr>,
     /// One proxy per replica, same index; subscribers connect through them.
     pub proxies: Vec<Proxy>,
     /// Gateways first, then agents.
@@ -76,7 +78,12 @@ impl Testbed {
         let args = serve_args(&deployment, &jwt_flags, &redis, config);
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
+        let mut door_addresses = Vec::new();
         for _ in 0..config.replicas {
+            let door = crate::support::nginx::loopback(crate::support::free_port());
+            let mut args = args.clone();
+            args.extend(["--http-listen".to_owned(), door.to_string()]);
+            door_addresses.push(door);
             let replica = Replica::spawn_with(&config.binary, &args).await;
             proxies.push(Proxy::start(replica.address).await);
             replicas.push(replica);
@@ -117,6 +124,7 @@ impl Testbed {
             redis_url,
             replicas: replicas.into_iter().map(tokio::sync::Mutex::new).collect(),
             replica_addresses,
+            door_addresses,
             proxies,
             subscribers,
             binary: config.binary.clone(),
