@@ -450,6 +450,16 @@ async fn a_backchannel_logout_cuts_off_its_session_once_and_refuses_what_the_spe
         "another secret entirely, 32 bytes+",
     );
     refused(forged);
+    let logout = logout_token(Some("s"), "l-9", json!({}));
+    let as_text = doors.post(
+        "/oidc/backchannel-logout",
+        &[("Content-Type", "text/plain")],
+        &form(&[("logout_token", &logout)]),
+    );
+    assert_eq!(as_text.status, 415, "another content type: {as_text:?}");
+    let oversize = form(&[("logout_token", &"a".repeat(100 * 1024))]);
+    let answer = doors.post("/oidc/backchannel-logout", &[FORM], &oversize);
+    assert_eq!(answer.status, 413, "{answer:?}");
     assert_eq!(
         doors.records().await.len(),
         count,

@@ -27,8 +27,7 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{answer, oauth_error, Api};
-use crate::server::error::ApiError;
+use super::{answer, cut_for_event, oauth_error, rejection_status, Api, CutFailure};
 use crate::server::handlers::CutoffRequest;
 use crate::store::SUBJECT_CLAIM;
 use crate::time::unix_now;
@@ -75,7 +74,10 @@ pub(super) async fn logout(
             logout_token: Some(token),
         })) if !token.is_empty() => token,
         Ok(_) => return invalid("the form has no `logout_token`"),
-        Err(rejection) => return invalid(&rejection.body_text()),
+        Err(rejection) => {
+            let status = rejection_status(&rejection);
+            return oauth_error(DOOR, status, "invalid_request", &rejection.body_text());
+        }
     };
     let logout = verifier
         .verify_event(&token)
@@ -94,19 +96,15 @@ pub(super) async fn logout(
         reason: REASON,
     };
     let source = format!("{DOOR} {peer}");
-    match api.cut_for_event(&actor, &cut, source).await {
-        Ok(_) => answer(DOOR, StatusCode::OK, &json!({})),
-        Err(error @ (ApiError::Store(_) | ApiError::Unavailable(_))) => {
-            let status = tonic::Status::from(error);
-            let why = format!("the logout is not stored yet, retry: {}", status.message());
-            oauth_error(
-                DOOR,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &why,
-            )
-        }
-        Err(error) => invalid(&error.to_string()),
+    match cut_for_event(&api, &actor, &cut, source).await {
+        Ok(()) => answer(DOOR, StatusCode::OK, &json!({})),
+        Err(CutFailure::Retry(why)) => oauth_error(
+            DOOR,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &why,
+        ),
+        Err(CutFailure::Refused(why)) => invalid(&why),
     }
 }
 

@@ -29,6 +29,7 @@ mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +44,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpConnectInfo;
 
 use self::tls::TlsListener;
-use super::handlers::{Door, RevocationApi};
+use super::error::ApiError;
+use super::handlers::{CutoffRequest, Door, RevocationApi};
 use crate::oauth::{HttpCaller, CHALLENGE};
 use crate::tokens::TokenVerifier;
 
@@ -119,6 +121,17 @@ pub async fn serve(
 
 // === answers ===
 
+/// The status of a form the extractor refused: its own when it is the
+/// client's fault (413 too large, 415 not a form), else 400.
+fn rejection_status(rejection: &FormRejection) -> StatusCode {
+    let status = rejection.status();
+    if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
 /// An answer: a status and a JSON body, never cached, counted by door.
 fn answer(door: &'static str, status: StatusCode, body: &Value) -> Response {
     metrics::counter!("revocd_http_requests_total", "door" => door, "code" => status.as_str().to_owned())
@@ -149,6 +162,39 @@ fn oauth_error(door: &'static str, status: StatusCode, error: &str, description:
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Why a cut-off an event asks for was not stored.
+pub(super) enum CutFailure {
+    /// The store could not confirm it: deliver the event again later.
+    Retry(String),
+    /// The event asks for what cannot be stored; the message says why.
+    Refused(String),
+}
+
+/// Stores the cut-off a verified event asks for (see
+/// `RevocationApi::cut_for_event`).
+async fn cut_for_event(
+    api: &RevocationApi,
+    actor: &str,
+    request: &CutoffRequest<'_>,
+    source: String,
+) -> Result<(), CutFailure> {
+    match api.cut_for_event(actor, request, source).await {
+        Ok(_) => Ok(()),
+        Err(error @ (ApiError::Store(_) | ApiError::Unavailable(_))) => {
+            Err(CutFailure::Retry(retry_message(error)))
+        }
+        Err(error) => Err(CutFailure::Refused(error.to_string())),
+    }
+}
+
+/// What a caller is told of a write the store could not confirm: the
+/// status message (the mapping logs and counts the failure), never the
+/// store's internals.
+fn retry_message(error: ApiError) -> String {
+    let status = tonic::Status::from(error);
+    format!("not stored, retry: {}", status.message())
 }
 
 /// `message` as a call of the gRPC handlers: with the caller's key, its

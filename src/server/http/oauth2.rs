@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
-use super::{answer, call, oauth_error, Api};
+use super::{answer, call, oauth_error, rejection_status, retry_message, Api};
 use crate::auth::{Access, Role};
 use crate::oauth::{active, authenticate, HttpCaller};
 use crate::pb::RevokeRequest;
@@ -71,12 +71,7 @@ impl Refusal {
 /// The form's token, or why it is missing or unreadable.
 fn token_of(form: Result<Form<TokenForm>, FormRejection>) -> Result<TokenForm, Refusal> {
     let Form(form) = form.map_err(|rejection| {
-        let status = rejection.status();
-        let status = if status.is_client_error() {
-            status
-        } else {
-            StatusCode::BAD_REQUEST
-        };
+        let status = rejection_status(&rejection);
         Refusal::new(status, "invalid_request", rejection.body_text())
     })?;
     match &form.token {
@@ -167,12 +162,10 @@ fn revoke_refusal(error: ApiError) -> Result<Response, Refusal> {
 /// 503 for a store that could not answer; the description says why
 /// without the store's internals.
 fn unavailable(error: ApiError) -> Refusal {
-    let status = tonic::Status::from(error);
-    let description = format!("not confirmed, retry: {}", status.message());
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "temporarily_unavailable",
-        description,
+        retry_message(error),
     )
 }
 

@@ -34,8 +34,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::{answer, Api};
-use crate::server::error::ApiError;
+use super::{answer, cut_for_event, Api, CutFailure};
 use crate::server::handlers::CutoffRequest;
 use crate::server::handlers::RevocationApi;
 use crate::store::SUBJECT_CLAIM;
@@ -167,17 +166,12 @@ pub(super) async fn apply(
             not_before: cut.at,
             reason: &reason,
         };
-        match api.cut_for_event(&actor, &request, source.to_owned()).await {
-            Ok(_) => {}
-            Err(error @ (ApiError::Store(_) | ApiError::Unavailable(_))) => {
-                let status = tonic::Status::from(error);
-                return Err(Failure::Unavailable(format!(
-                    "not stored yet, retry: {}",
-                    status.message()
-                )));
-            }
-            Err(error) => return Err(Failure::Refused(Refusal::request(error.to_string()))),
-        }
+        cut_for_event(api, &actor, &request, source.to_owned())
+            .await
+            .map_err(|failure| match failure {
+                CutFailure::Retry(why) => Failure::Unavailable(why),
+                CutFailure::Refused(why) => Failure::Refused(Refusal::request(why)),
+            })?;
     }
     Ok(())
 }
