@@ -56,10 +56,10 @@
 //! answer. Around every measured run the agent's
 //! `revocd_agent_decisions_total` and Redis's `HGETALL` count (`INFO
 //! commandstats`) are read and printed per request: one decision per
-//! request in B, C, D and E; no Redis read in B, D and E; in C two
-//! `HGETALL`s per request (a `Check` of a whole token reads the jti's record
-//! and the subject's cut-off in one pipeline): one `Check` per request
-//! really happened. For D and E, the agent's own
+//! request in B, C, D and E; no Redis read in B, D and E; in C three
+//! `HGETALL`s per request (a `Check` of a whole token reads the jti's
+//! record, the subject's cut-off and the issuer-wide one in one pipeline):
+//! one `Check` per request really happened. For D and E, the agent's own
 //! `revocd_agent_decision_seconds` histogram (token to verdict, inside its
 //! handler) shows how much of the latency is the decision itself.
 //!
@@ -976,7 +976,7 @@ fn print_verdicts(results: &[Measured], nginx_workers: u32) -> Result<()> {
         auth_c / auth_b
     );
     println!(
-        "  one Check per request in C: {:.3} HGETALLs per request (a token's Check reads 2), {:.3} in B",
+        "  one Check per request in C: {:.3} HGETALLs per request (a token's Check reads 3), {:.3} in B",
         c.hgetall / c.wrk.requests,
         b.hgetall / b.wrk.requests
     );
