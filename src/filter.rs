@@ -181,6 +181,11 @@ impl Digest {
         Ok(Digest(array))
     }
 
+    /// The 16 bytes, as the wire carries them.
+    pub fn as_bytes(&self) -> &[u8; DIGEST_BYTES] {
+        &self.0
+    }
+
     /// The first 8 bytes as a number: digests are uniformly random, so this
     /// is already a perfect hash for maps keyed by digest.
     pub fn prefix(&self) -> u64 {

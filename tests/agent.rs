@@ -679,3 +679,47 @@ async fn ext_authz_identity_headers_replace_the_clients() {
         "{ok:?}"
     );
 }
+
+/// An agent restarted with `--state-dir` resumes from the filter it saved:
+/// no snapshot, and nginx refuses both the token revoked before the restart
+/// and the one revoked while the agent was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_with_a_state_dir_resumes_without_a_snapshot() {
+    let (_redis, deployment, replica) = server().await;
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().to_str().expect("UTF-8 path");
+    let before = token_issued_at("alice", "before-the-restart", unix_now() - 5);
+    revoctl(&replica, &["revoke", "--token", &before]);
+    let mut first = hs256_agent(&deployment, &replica, &["--state-dir", state_dir]);
+    let nginx = Nginx::start(first.http);
+    eventually_blocking(
+        "the token revoked before the restart to be refused",
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || refusal(nginx.get("/", Some(&before))),
+    );
+    std::thread::sleep(revocd::gateway::SAVE_INTERVAL * 2);
+    first.kill();
+    drop(nginx);
+
+    let during = token_issued_at("bob", "while-the-agent-was-down", unix_now() - 5);
+    revoctl(&replica, &["revoke", "--token", &during]);
+    let second = hs256_agent(&deployment, &replica, &["--state-dir", state_dir]);
+    let nginx = Nginx::start(second.http);
+    for token in [&before, &during] {
+        let refused = eventually_blocking(
+            "a revoked token to be refused after the restart",
+            Duration::from_secs(5),
+            Duration::from_millis(5),
+            || refusal(nginx.get("/", Some(token))),
+        );
+        assert_invalid_token(&refused);
+    }
+    let fresh = token_issued_at("carol", "never-revoked", unix_now() - 5);
+    assert_upstream(&nginx.get("/", Some(&fresh)), "carol", "never-revoked");
+    assert_eq!(
+        second.metric(r#"revocd_gateway_frames_total{kind="snapshot"}"#),
+        None,
+        "the restarted agent took a snapshot"
+    );
+}

@@ -1057,3 +1057,126 @@ async fn check_online_sees_claim_cutoffs_while_stale() {
     assert!(allowed(&verdict).is_some(), "{verdict:?}");
     server.stop().await;
 }
+
+/// Waits until `gateway` allows `token` from memory (fresh, and the
+/// token not in its filter).
+async fn until_allowed(gateway: &Gateway, token: &str) {
+    eventually("check to allow the token", SOON, POLL, || async move {
+        match gateway.check(token) {
+            Verdict::Allow(_) => Ok(()),
+            verdict => Err(verdict),
+        }
+    })
+    .await;
+}
+
+/// Waits until the state the gateway saves has had time to be written
+/// after its last change.
+async fn until_saved() {
+    tokio::time::sleep(revocd::gateway::SAVE_INTERVAL * 2).await;
+}
+
+/// A gateway restarted with its state directory resumes from the filter
+/// it saved: it takes no snapshot, and denies both the revocations it held
+/// and those made while it was down, while allowing the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_resumes_from_its_state_dir_with_deltas() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "200ms"])).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let held = token_for("alice", "held-before-restart");
+    revoke(&server, &held).await;
+    let first = ready(config(&[&server]).state_dir(dir.path())).await;
+    until_not_allowed(&first, &held).await;
+    assert_eq!(
+        first.snapshots_applied(),
+        1,
+        "a cold start takes a snapshot"
+    );
+    until_saved().await;
+    drop(first);
+
+    let missed = token_for("bob", "revoked-while-down");
+    revoke(&server, &missed).await;
+    let second = ready(config(&[&server]).state_dir(dir.path())).await;
+    let fine = token_for("carol", "never-revoked");
+    until_allowed(&second, &fine).await;
+    for token in [&held, &missed] {
+        assert!(
+            !matches!(second.check(token), Verdict::Allow(_)),
+            "a revoked token allowed after the restart"
+        );
+        until_confirmed(&second, token, Verdict::Deny(Denial::Revoked)).await;
+    }
+    assert_eq!(
+        second.snapshots_applied(),
+        0,
+        "the restarted gateway resumed with deltas, without a snapshot"
+    );
+    server.stop().await;
+}
+
+/// A state file that is damaged, or was written for other servers, is
+/// ignored: the gateway starts from a snapshot and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_foreign_state_file_costs_a_snapshot_and_nothing_else() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let one = TestServer::start(&deployment.args(&["--heartbeat-interval", "200ms"])).await;
+    let other = TestServer::start(&deployment.args(&["--heartbeat-interval", "200ms"])).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = ready(config(&[&one]).state_dir(dir.path())).await;
+    until_saved().await;
+    drop(first);
+
+    // Saved for `one`, offered to `other`: foreign.
+    let revoked = token_for("dave", "revoked-on-the-other");
+    revoke(&other, &revoked).await;
+    let foreign = ready(config(&[&other]).state_dir(dir.path())).await;
+    until_confirmed(&foreign, &revoked, Verdict::Deny(Denial::Revoked)).await;
+    assert_eq!(foreign.snapshots_applied(), 1);
+    drop(foreign);
+
+    let state = std::fs::read_dir(dir.path())
+        .expect("the state dir")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_none())
+        .expect("a state file");
+    let mut bytes = std::fs::read(&state).expect("the state file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&state, bytes).expect("damaging the state file");
+    let damaged = ready(config(&[&other]).state_dir(dir.path())).await;
+    until_confirmed(&damaged, &revoked, Verdict::Deny(Denial::Revoked)).await;
+    assert_eq!(damaged.snapshots_applied(), 1);
+    one.stop().await;
+    other.stop().await;
+}
+
+/// A saved filter never decides by itself: with its server gone, a
+/// restarted gateway holds no view, and asks (here: cannot ask) the server
+/// about every token, rather than answer from a file that may lack every
+/// revocation made since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_filter_is_not_used_before_a_server_resumes_from_it() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let server = TestServer::start(&deployment.args(&["--heartbeat-interval", "200ms"])).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = ready(config(&[&server]).state_dir(dir.path())).await;
+    until_saved().await;
+    drop(first);
+    let address = url(&server);
+    server.stop().await;
+
+    let config = support::gateway_config([address]).state_dir(dir.path());
+    let restarted = Gateway::spawn(config, support::verifier()).expect("gateway");
+    assert!(
+        !restarted.ready(Duration::from_secs(1)).await,
+        "the saved filter became the view before any server resumed from it"
+    );
+    let token = token_for("erin", "revoked-after-the-save-perhaps");
+    assert!(matches!(restarted.check(&token), Verdict::Confirm(_)));
+}

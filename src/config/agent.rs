@@ -77,6 +77,13 @@ pub struct AgentConfig {
     #[arg(long, env = "REVOCD_MAX_STALENESS", default_value = MAX_STALENESS_TEXT.as_str(), value_parser = humantime::parse_duration)]
     pub max_staleness: Duration,
 
+    /// Directory where the agent keeps its filter between runs (created if
+    /// needed), so a restart resumes with the deltas it missed instead of
+    /// a whole snapshot when the server still has them. A damaged or
+    /// foreign file is ignored with a warning.
+    #[arg(long, env = "REVOCD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// The name this agent gives the servers, for their logs.
     #[arg(long, env = "REVOCD_GATEWAY_ID", default_value = "revocd-agent")]
     pub gateway_id: String,

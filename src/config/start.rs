@@ -230,6 +230,9 @@ impl AgentConfig {
         if let Some(tls) = self.tls.client_config().map_err(AgentError::Tls)? {
             gateway_config = gateway_config.tls(tls);
         }
+        if let Some(dir) = &self.state_dir {
+            gateway_config = gateway_config.state_dir(dir);
+        }
         let token_header = ::http::HeaderName::try_from(self.token_header.as_str())
             .map_err(|_| AgentError::TokenHeader(self.token_header.clone()))?;
         let introspection = self

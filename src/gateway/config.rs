@@ -1,5 +1,6 @@
 //! How a gateway reaches revocd and what it does when its filter is stale.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
@@ -54,6 +55,8 @@ pub struct GatewayConfig {
     pub(super) connect_timeout: Duration,
     pub(super) backoff: ExponentialBackoff,
     pub(super) tls: Option<ClientTlsConfig>,
+    /// Where the filter is kept between runs; `None`: nowhere.
+    pub(super) state_dir: Option<PathBuf>,
 }
 
 /// Why a gateway could not be set up.
@@ -90,6 +93,7 @@ impl GatewayConfig {
             )
             .expect("valid backoff"),
             tls: None,
+            state_dir: None,
         }
     }
 
@@ -153,6 +157,17 @@ impl GatewayConfig {
     /// above the server's heartbeat interval).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Keeps the filter and its position in `dir` (created if needed), so
+    /// that after a restart the gateway resumes with the deltas it missed
+    /// rather than a whole snapshot, when the server it reconnects to
+    /// still has them. The file is checked when read, and a saved filter
+    /// is used only once the server has resumed from it (see
+    /// `src/gateway/state.rs`).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
         self
     }
 

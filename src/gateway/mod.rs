@@ -55,6 +55,7 @@ mod clock;
 mod config;
 mod confirm;
 mod layer;
+mod state;
 mod view;
 mod watch;
 
@@ -74,6 +75,7 @@ pub use self::config::{Error, GatewayConfig, StalePolicy, DEFAULT_MAX_STALENESS}
 pub use self::layer::{
     bearer_token, challenge, refusal, token_of, RevocationLayer, RevocationService,
 };
+pub use self::state::{StateError, SAVE_INTERVAL};
 pub use self::view::{FilterView, FrameError, SnapshotAssembler, MAX_CLAIMS, MAX_CLAIM_NAME_BYTES};
 
 use self::confirm::ConfirmCache;
@@ -420,6 +422,16 @@ impl Gateway {
             Verdict::Deny(denial) => Decision::Deny(denial),
             Verdict::Confirm(claims) => self.confirm_with(claims, Some(token)).await,
         }
+    }
+
+    /// Whole snapshots this gateway has applied since it started: 1 after
+    /// a cold start, 0 after resuming from its state directory, one more
+    /// at every re-basing or new generation.
+    pub fn snapshots_applied(&self) -> u64 {
+        self.inner
+            .shared
+            .snapshots
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Time since the last frame; `None` before the first.

@@ -206,6 +206,63 @@ impl FilterView {
         Ok(next)
     }
 
+    /// The view as one whole snapshot (recent digests merged into the
+    /// filter): what [`FilterView::from_snapshot`] reads back as an equal
+    /// view. The gateway keeps it on disk in this form.
+    pub fn to_snapshot(&self) -> pb::Snapshot {
+        let mut filter = (*self.base).clone();
+        for digest in &self.recent {
+            filter.insert(digest);
+        }
+        let subjects = self
+            .subjects
+            .iter()
+            .map(|(digest, not_before)| pb::SubjectCutoff {
+                digest: digest.as_bytes().to_vec(),
+                not_before: *not_before,
+            })
+            .collect();
+        let claims = self
+            .claims
+            .0
+            .iter()
+            .flat_map(|(claim, cutoffs)| {
+                cutoffs.iter().map(|(digest, not_before)| pb::ClaimCutoff {
+                    digest: digest.as_bytes().to_vec(),
+                    not_before: *not_before,
+                    claim: claim.to_string(),
+                })
+            })
+            .collect();
+        let (leeway, max_token_lifetime) = self
+            .bounds
+            .map_or((0, 0), |b| (b.leeway, b.max_token_lifetime));
+        pb::Snapshot {
+            generation: self.generation,
+            filter: filter.to_bytes().into(),
+            subjects,
+            cursor: self.cursor.clone(),
+            digest_key: self.digest_key.as_bytes().to_vec(),
+            part: 0,
+            parts: 1,
+            leeway,
+            max_token_lifetime,
+            claims,
+        }
+    }
+
+    /// A view from one whole snapshot, as [`FilterView::to_snapshot`]
+    /// writes it.
+    ///
+    /// # Errors
+    /// [`FrameError`] when it is not a valid whole snapshot.
+    pub fn from_whole_snapshot(whole: pb::Snapshot) -> Result<Self, FrameError> {
+        if (whole.part, whole.parts) != (0, 1) {
+            return Err(FrameError::NoSnapshot);
+        }
+        Self::from_whole(whole)
+    }
+
     /// The generation this view belongs to.
     pub fn generation(&self) -> u64 {
         self.generation

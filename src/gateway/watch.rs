@@ -5,7 +5,9 @@
 //! when the server still has them), applies frames, and on any error backs
 //! off (capped, jittered) and moves to the next endpoint. A malformed frame
 //! is refused and the stream dropped; the last good view stays in use.
-//! Stops when the gateway is dropped.
+//! With a state directory, the view is saved as it changes and the saved
+//! one offered at start ([`super::state`]). Stops when the gateway is
+//! dropped.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 use super::clock::LeadWindow;
+use super::state::{StateFile, SAVE_INTERVAL};
 use super::view::{FilterView, FrameError, SnapshotAssembler};
 use super::{ConfirmCache, GatewayConfig};
 use crate::backoff::ExponentialBackoff;
@@ -52,6 +55,8 @@ pub(super) struct Shared {
     /// Answers confirmed with the server; cleared of digests that deltas
     /// report and wholly on a new snapshot.
     pub confirmed: ConfirmCache,
+    /// Snapshots applied since the gateway started.
+    pub snapshots: AtomicU64,
 }
 
 impl Shared {
@@ -64,6 +69,7 @@ impl Shared {
             server_lead_ms: AtomicI64::new(0),
             lead_window: std::sync::Mutex::default(),
             confirmed: ConfirmCache::default(),
+            snapshots: AtomicU64::new(0),
         }
     }
 
@@ -118,13 +124,21 @@ pub(super) async fn run(
     endpoints: Vec<Endpoint>,
     stop: CancellationToken,
 ) {
+    let state = (config.state_dir.as_deref()).map(|dir| StateFile::new(dir, &config.endpoints));
+    let mut saved = match &state {
+        Some(file) => load_saved(file.clone()).await,
+        None => None,
+    };
+    if let Some(file) = state {
+        tokio::spawn(persist(Arc::clone(&shared), file, stop.clone()));
+    }
     let mut backoff = config.backoff.clone();
     let mut next = 0usize;
     loop {
         let endpoint = &endpoints[next % endpoints.len()];
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = follow(&shared, &verifier, &config, endpoint, &mut backoff) => outcome,
+            outcome = follow(&shared, &verifier, &config, endpoint, &mut backoff, &mut saved) => outcome,
         };
         next += 1;
         let delay = backoff.next_delay();
@@ -136,13 +150,69 @@ pub(super) async fn run(
     }
 }
 
-/// One subscription, until it fails.
+/// The view saved in `file`, if one can be offered; a file that cannot
+/// be used is reported and left for the next save to replace.
+async fn load_saved(file: StateFile) -> Option<FilterView> {
+    let path = file.path().display().to_string();
+    match tokio::task::spawn_blocking(move || file.load()).await {
+        Ok(Ok(Some(view))) => {
+            info!(
+                path,
+                generation = view.generation(),
+                cursor = view.cursor(),
+                "offering the saved filter to resume from"
+            );
+            Some(view)
+        }
+        Ok(Ok(None)) => None,
+        Ok(Err(error)) => {
+            warn!(path, %error, "ignoring the saved filter state; starting from a snapshot");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Saves the view to `file` every [`SAVE_INTERVAL`] while it changes,
+/// until `stop`.
+async fn persist(shared: Arc<Shared>, file: StateFile, stop: CancellationToken) {
+    let mut saved: Option<(u64, String)> = None;
+    let mut every = tokio::time::interval(SAVE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(view) = shared.view.load_full() else {
+            continue;
+        };
+        let position = (view.generation(), view.cursor().to_owned());
+        if saved.as_ref() == Some(&position) {
+            continue;
+        }
+        let writer = file.clone();
+        match tokio::task::spawn_blocking(move || writer.save(&view)).await {
+            Ok(Ok(())) => saved = Some(position),
+            Ok(Err(error)) => {
+                warn!(path = %file.path().display(), %error, "saving the filter state failed");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// One subscription, until it fails. While no view is held, a `saved` one
+/// offers its position; the server's first frame decides its fate: a
+/// snapshot drops it, anything else (the server resumed from it) makes it
+/// the view, which that frame then updates.
 async fn follow(
     shared: &Shared,
     verifier: &TokenVerifier,
     config: &GatewayConfig,
     endpoint: &Endpoint,
     backoff: &mut ExponentialBackoff,
+    saved: &mut Option<FilterView>,
 ) -> StreamError {
     let channel: Channel = match endpoint.connect().await {
         Ok(channel) => channel,
@@ -151,12 +221,10 @@ async fn follow(
     let mut client =
         RevocationServiceClient::new(channel).max_decoding_message_size(super::MAX_FRAME_BYTES);
     let held = shared.view.load_full();
+    let offered = held.as_deref().or(saved.as_ref());
     let mut request = tonic::Request::new(SubscribeRequest {
-        cursor: held
-            .as_ref()
-            .map(|v| v.cursor().to_owned())
-            .unwrap_or_default(),
-        generation: held.as_ref().map_or(0, |v| v.generation()),
+        cursor: offered.map(|v| v.cursor().to_owned()).unwrap_or_default(),
+        generation: offered.map_or(0, FilterView::generation),
         gateway_id: config.gateway_id.clone(),
         protocol: STREAM_PROTOCOL,
     });
@@ -176,6 +244,14 @@ async fn follow(
             Ok(Ok(None)) => return StreamError::Ended,
             Ok(Ok(Some(frame))) => frame,
         };
+        if let Some(view) = saved.take() {
+            if matches!(frame.update, Some(Update::Snapshot(_))) {
+                info!("the server sent a snapshot; the saved filter is dropped");
+            } else if shared.view.load().is_none() {
+                info!(cursor = view.cursor(), "resumed from the saved filter");
+                shared.view.store(Some(Arc::new(view)));
+            }
+        }
         if let Err(error) = apply(shared, &mut assembler, frame.update, config.max_staleness) {
             return error.into();
         }
@@ -233,6 +309,7 @@ fn apply(
                 );
                 shared.confirmed.clear();
                 shared.view.store(Some(Arc::new(view)));
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
             }
         }
         Some(Update::Delta(delta)) => {
