@@ -14,7 +14,8 @@
 //! | rest | the view as one whole `revocation.v1.Snapshot` (protobuf, part 0 of 1; [`FilterView::to_snapshot`]) |
 //!
 //! It is written beside its final name and renamed, so it is whole or
-//! absent, at most every [`SAVE_INTERVAL`] while the view changes. It is
+//! absent: at once for a new generation (a snapshot), and at most every
+//! [`SAVE_INTERVAL`] while deltas change the view. It is
 //! read once, at start: a file that is unreadable, of another format or
 //! version, fails its checksum, or was written for other servers, is
 //! ignored with a warning, and the gateway starts from a snapshot.
@@ -38,7 +39,7 @@ use sha2::{Digest as _, Sha256};
 use super::view::FilterView;
 use crate::pb;
 
-/// How often the view is saved while it changes.
+/// How often the view is saved while deltas change it.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 /// The file's name in the state directory.
 const FILE_NAME: &str = "filter-state";

@@ -173,11 +173,12 @@ async fn load_saved(file: StateFile) -> Option<FilterView> {
     }
 }
 
-/// Saves the view to `file` every [`SAVE_INTERVAL`] while it changes,
-/// until `stop`.
+/// Saves the view to `file` until `stop`: a new generation (a snapshot)
+/// at once, deltas at most every [`SAVE_INTERVAL`].
 async fn persist(shared: Arc<Shared>, file: StateFile, stop: CancellationToken) {
     let mut saved: Option<(u64, String)> = None;
-    let mut every = tokio::time::interval(SAVE_INTERVAL);
+    let mut saved_at = Instant::now();
+    let mut every = tokio::time::interval(SAVE_INTERVAL / 8);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -187,15 +188,23 @@ async fn persist(shared: Arc<Shared>, file: StateFile, stop: CancellationToken) 
         let Some(view) = shared.view.load_full() else {
             continue;
         };
-        let position = (view.generation(), view.cursor().to_owned());
-        if saved.as_ref() == Some(&position) {
+        let due = match &saved {
+            None => true,
+            Some((generation, cursor)) => {
+                *generation != view.generation()
+                    || (cursor != view.cursor() && saved_at.elapsed() >= SAVE_INTERVAL)
+            }
+        };
+        if !due {
             continue;
         }
+        let position = (view.generation(), view.cursor().to_owned());
         let writer = file.clone();
         match tokio::task::spawn_blocking(move || writer.save(&view)).await {
-            Ok(Ok(())) => saved = Some(position),
+            Ok(Ok(())) => (saved, saved_at) = (Some(position), Instant::now()),
             Ok(Err(error)) => {
                 warn!(path = %file.path().display(), %error, "saving the filter state failed");
+                saved_at = Instant::now();
             }
             Err(_) => return,
         }

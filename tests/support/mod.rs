@@ -551,6 +551,8 @@ pub struct AgentProcess {
     pub metrics: SocketAddr,
     /// Its command line after the binary (`agent ...`).
     pub args: Vec<String>,
+    /// The `revocd` binary run.
+    binary: PathBuf,
     child: Option<std::process::Child>,
 }
 
@@ -576,23 +578,36 @@ impl AgentProcess {
         ] {
             all.extend([flag.to_owned(), address.to_string()]);
         }
-        let child = revocd_command(binary, &all)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} agent: {e}", binary.display()));
         let mut agent = AgentProcess {
             http,
             ext_authz,
             metrics,
             args: all,
-            child: Some(child),
+            binary: binary.to_owned(),
+            child: None,
         };
+        agent.start();
+        agent
+    }
+
+    /// Starts the process (again, after [`AgentProcess::kill`]) with the
+    /// same command line, so on the same ports, and waits until `/healthz`
+    /// answers 200.
+    ///
+    /// # Panics
+    /// If it exits at start or is not healthy within 20 s.
+    pub fn start(&mut self) {
+        let child = revocd_command(&self.binary, &self.args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} agent: {e}", self.binary.display()));
+        self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let health = nginx::http_get(metrics, "/healthz", &[]).map(|r| r.status);
+            let health = nginx::http_get(self.metrics, "/healthz", &[]).map(|r| r.status);
             if matches!(health, Ok(200)) {
-                return agent;
+                return;
             }
-            if let Some(status) = agent
+            if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())

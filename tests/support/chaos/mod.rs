@@ -28,7 +28,8 @@
 //! confirm until the delta revoking the token has arrived ([`race`]);
 //! `CLIENT KILL` every Redis connection again and again; forged
 //! cross-issuer tokens ([`forgery`]); a gateway too old for claim
-//! cut-offs subscribing ([`outdated`])), heals it, keeps the load up half a
+//! cut-offs subscribing ([`outdated`]); kill -9 an agent and restart it
+//! from the filter it keeps on disk), heals it, keeps the load up half a
 //! second more, stops it and checks ([`verify`]).
 //!
 //! # Invariants

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use rand::Rng;
 
 use super::ledger::Ledger;
 use super::report::Tally;
-use super::testbed::Testbed;
+use super::testbed::{SubscriberKind, Testbed};
 use super::{forgery, outdated, race, trim};
 
 /// How long `CLIENT KILL`s go on: longer than the propagation bound, so a
@@ -58,11 +59,14 @@ pub enum FaultKind {
     /// A gateway of stream protocol 0 subscribes to every replica while
     /// session cut-offs are live: it must be refused.
     OutdatedGateway,
+    /// SIGKILL an agent, then start it again from the filter it kept on
+    /// disk (`--state-dir`), revocations going on meanwhile.
+    AgentRestart,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::ReplicaKill,
         FaultKind::ReplicaStop,
         FaultKind::RedisStop,
@@ -74,6 +78,7 @@ impl FaultKind {
         FaultKind::ClientKill,
         FaultKind::ForgedIssuer,
         FaultKind::OutdatedGateway,
+        FaultKind::AgentRestart,
     ];
 
     /// A short label for the table.
@@ -90,6 +95,7 @@ impl FaultKind {
             FaultKind::ClientKill => "client-kill",
             FaultKind::ForgedIssuer => "forged-issuer",
             FaultKind::OutdatedGateway => "outdated-gateway",
+            FaultKind::AgentRestart => "agent-restart",
         }
     }
 
@@ -232,6 +238,7 @@ pub async fn inject(
         FaultKind::ClientKill => client_kill(stage, rng).await,
         FaultKind::ForgedIssuer => forgery::inject(stage, rng, hold).await,
         FaultKind::OutdatedGateway => outdated::inject(stage, rng, hold).await,
+        FaultKind::AgentRestart => agent_restart(bed, rng, hold).await,
     };
     FaultRecord {
         kind,
@@ -343,6 +350,47 @@ async fn stream_drop(bed: &Testbed, rng: &mut StdRng, hold: Duration) -> (usize,
         links += proxy.drop_links(rng, share);
     }
     (bursts, format!("{bursts}x, {links} links"))
+}
+
+/// Kills an agent chosen at random, holds it down for `hold`, and starts
+/// it again on the same ports from its state directory; nobody asks it
+/// meanwhile. Says whether it resumed or took a snapshot.
+async fn agent_restart(bed: &Testbed, rng: &mut StdRng, hold: Duration) -> (usize, String) {
+    let agents = bed.agents();
+    assert!(!agents.is_empty(), "agent-restart needs an agent process");
+    let (index, _) = agents[rng.random_range(0..agents.len())];
+    let subscriber = &bed.subscribers[index];
+    let SubscriberKind::Agent { pid, number, .. } = &subscriber.kind else {
+        unreachable!("bed.agents() lists agents only");
+    };
+    let mut frozen = subscriber.frozen.write().await;
+    *frozen = true;
+    let lock = || {
+        bed.agent_processes[*number]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    tokio::task::block_in_place(|| lock().kill());
+    tokio::time::sleep(hold).await;
+    let restart = Instant::now();
+    let snapshots = tokio::task::block_in_place(|| {
+        let mut process = lock();
+        process.start();
+        pid.store(process.pid().expect("a running agent"), Ordering::Relaxed);
+        process.metric(r#"revocd_gateway_frames_total{kind="snapshot"}"#)
+    });
+    *frozen = false;
+    let how = match snapshots {
+        None => "resumed from disk",
+        Some(_) => "took a snapshot",
+    };
+    let detail = format!(
+        "{} down {} (+{} restart), {how}",
+        subscriber.name,
+        secs(hold),
+        secs(restart.elapsed())
+    );
+    (1, detail)
 }
 
 /// Kills every normal client of Redis again and again for

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,8 +62,8 @@ pub struct Testbed {
     jwt_flags: Vec<String>,
     /// Processes stopped with SIGSTOP and not yet resumed.
     stopped: Mutex<HashSet<u32>>,
-    /// The agent processes (killed when dropped).
-    _agents: Vec<AgentProcess>,
+    /// The agent processes, by agent number (killed when dropped).
+    pub agent_processes: Vec<Mutex<AgentProcess>>,
     /// Keeps the secret and key files.
     _deployment: Deployment,
 }
@@ -112,7 +113,8 @@ impl Testbed {
                 kind: SubscriberKind::Agent {
                     http: process.http,
                     metrics: process.metrics,
-                    pid: process.pid().expect("a running agent"),
+                    pid: AtomicU32::new(process.pid().expect("a running agent")),
+                    number: id,
                 },
                 frozen: tokio::sync::RwLock::new(false),
                 confirm_proxies: Vec::new(),
@@ -130,7 +132,7 @@ impl Testbed {
             binary: config.binary.clone(),
             jwt_flags,
             stopped: Mutex::new(HashSet::new()),
-            _agents: agents,
+            agent_processes: agents.into_iter().map(Mutex::new).collect(),
             _deployment: deployment,
         }
     }
@@ -207,8 +209,8 @@ impl Testbed {
         self.subscribers
             .iter()
             .enumerate()
-            .filter_map(|(index, s)| match s.kind {
-                SubscriberKind::Agent { pid, .. } => Some((index, pid)),
+            .filter_map(|(index, s)| match &s.kind {
+                SubscriberKind::Agent { pid, .. } => Some((index, pid.load(Ordering::Relaxed))),
                 SubscriberKind::Gateway(_) => None,
             })
             .collect()
@@ -318,12 +320,17 @@ fn agent(
 ) -> AgentProcess {
     let gateway_id = format!("chaos-agent-{id}");
     let max_staleness = format!("{}ms", MAX_STALENESS.as_millis());
+    // Kept on disk: the agent-restart fault restarts it from there.
+    let state_dir = deployment.path(&format!("agent-{id}-state"));
+    let state_dir = state_dir.to_str().expect("UTF-8 path");
     let mut extra: Vec<&str> = jwt_flags.iter().map(String::as_str).collect();
     extra.extend([
         "--gateway-id",
         &gateway_id,
         "--max-staleness",
         &max_staleness,
+        "--state-dir",
+        state_dir,
     ]);
     for url in &urls[1..] {
         extra.extend(["--server", url]);
@@ -364,8 +371,10 @@ pub enum SubscriberKind {
         http: SocketAddr,
         /// `/metrics` address.
         metrics: SocketAddr,
-        /// Its process.
-        pid: u32,
+        /// Its process (a new one after a restart).
+        pid: AtomicU32,
+        /// Its number: its process is `agent_processes[number]`.
+        number: usize,
     },
 }
 
