@@ -122,6 +122,13 @@ impl DigestKey {
         DigestKey(rand::random())
     }
 
+    /// A 32-bit name of the key: the same on every replica of a deployment
+    /// (they share the key), different between deployments but for a
+    /// chance of 2⁻³², and a keyed hash, so it says nothing of the key.
+    pub fn fingerprint(&self) -> u32 {
+        (self.token("", "revocd deployment").prefix() >> 32) as u32
+    }
+
     /// The key's bytes, for storing or sending to gateways.
     pub fn as_bytes(&self) -> &[u8; DIGEST_KEY_BYTES] {
         &self.0

@@ -379,7 +379,7 @@ async fn a_revocation_through_another_replica_reaches_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_fails_over_and_misses_no_revocation() {
+async fn the_gateway_fails_over_with_deltas_and_misses_no_revocation() {
     support::trace_init();
     let redis = RedisServer::start();
     let deployment = Deployment::new();
@@ -395,12 +395,18 @@ async fn the_gateway_fails_over_and_misses_no_revocation() {
     revoke(&b, &token).await;
     until_confirmed(&gateway, &token, Verdict::Deny(Denial::Revoked)).await;
 
-    // It follows B now: B's generation, and fresh frames.
-    let view = gateway.view().expect("view");
-    assert_ne!(
-        view.generation(),
+    // It follows B now, fresh, having resumed A's filter with B's deltas:
+    // the replicas share the change log, so no snapshot was needed.
+    until_not_allowed(&gateway, &token).await;
+    assert_eq!(
+        gateway.view().expect("view").generation(),
         first_generation,
-        "still on A's filter: {view:?}"
+        "a snapshot replaced the filter"
+    );
+    assert_eq!(
+        gateway.snapshots_applied(),
+        1,
+        "failed over with a snapshot instead of deltas"
     );
     let staleness = gateway.staleness().expect("frames arrived");
     assert!(staleness < Duration::from_secs(5), "{staleness:?}");
@@ -1179,4 +1185,32 @@ async fn a_saved_filter_is_not_used_before_a_server_resumes_from_it() {
     );
     let token = token_for("erin", "revoked-after-the-save-perhaps");
     assert!(matches!(restarted.check(&token), Verdict::Confirm(_)));
+}
+
+/// Replicas of two deployments (each its own store and digest key) never
+/// resume each other's filters: a gateway moving from one to the other
+/// takes a snapshot, and misses nothing of the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_moving_to_another_deployment_takes_a_snapshot() {
+    support::trace_init();
+    let deployment = Deployment::new();
+    let a = TestServer::start(&deployment.args(&["--heartbeat-interval", "200ms"])).await;
+    let b = TestServer::start(&deployment.args(&["--heartbeat-interval", "200ms"])).await;
+    // The same number of changes on both: their memory cursors coincide.
+    revoke(&a, &token_for("x", "on-a")).await;
+    revoke(&b, &token_for("y", "on-b")).await;
+    let gateway = ready(config(&[&a, &b])).await;
+    a.stop().await;
+    let token = token_for("alice", "revoked-on-b");
+    revoke(&b, &token).await;
+    // Fresh on B's stream (a token never revoked is allowed from memory),
+    // and denying B's revocation from memory.
+    until_allowed(&gateway, &token_for("carol", "never-revoked")).await;
+    until_not_allowed(&gateway, &token).await;
+    assert_eq!(
+        gateway.snapshots_applied(),
+        2,
+        "resumed another deployment's filter"
+    );
+    b.stop().await;
 }

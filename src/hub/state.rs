@@ -20,9 +20,20 @@
 //! snapshot costs 15 bits per live entry at 0.1%, and a filter is rebuilt
 //! after about 7% of its live count in new revocations (the fill reaches
 //! 1.25× the target rate); at 100% a snapshot costs twice that and rebuilds
-//! are ~14 times rarer. Generations start at a random multiple of 2³² per
-//! replica start, so a gateway that moves to another replica never mistakes
-//! its filter for the new replica's.
+//! are ~14 times rarer.
+//!
+//! A generation's high 32 bits name the deployment (the digest key's
+//! fingerprint, the same on every replica), its low 32 bits this replica's
+//! build (random at start, then counting). A subscriber resumes with
+//! deltas when its generation names this deployment and its cursor is in
+//! this replica's history, whichever replica built its filter: every
+//! replica follows the one change log, never sends a delta across a gap in
+//! it (a gap means a reload), so a filter at a cursor holds every change up
+//! to it, and the changes after it are the same everywhere. A gateway that
+//! fails over to another replica thus resumes without a snapshot; one from
+//! another deployment, or whose cursor this replica's history does not
+//! hold (an older one, or another interleaving of the log's partitions),
+//! gets a snapshot.
 //!
 //! Rebuilding here, rather than slicing the filter by expiry time, keeps
 //! the wire format one plain bloom filter that any gateway can check with
@@ -121,6 +132,8 @@ type Reply = tokio::sync::oneshot::Sender<Result<Updates, SubscribeError>>;
 impl HubState {
     pub(super) fn new(digest_key: DigestKey, config: HubConfig) -> Self {
         let capacity = config.min_capacity.max(1);
+        let generation =
+            (u64::from(digest_key.fingerprint()) << 32) | (u64::from(rand::random::<u16>()) << 16);
         HubState {
             filter: RevocationFilter::new(capacity, config.fp_rate),
             capacity,
@@ -128,7 +141,7 @@ impl HubState {
             config,
             digest_key,
             ready: false,
-            generation: u64::from(rand::random::<u32>()) << 32,
+            generation,
             cursor: String::new(),
             live: LiveSet::default(),
             claims: ClaimTable::default(),

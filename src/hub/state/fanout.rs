@@ -34,7 +34,9 @@ impl HubState {
             queue,
             needs_snapshot: true,
         };
-        let resumed = (params.generation == self.generation)
+        // Any replica of this deployment (see the module doc of `state`).
+        let same_deployment = params.generation >> 32 == self.generation >> 32;
+        let resumed = same_deployment
             .then(|| {
                 self.history
                     .deltas_since(&params.cursor, &self.cursor, &self.claims)
