@@ -215,6 +215,7 @@ impl tokio_stream::Stream for Updates {
             if let Some((frames, next)) = &mut self.current {
                 if let Some(frame) = frames.get(*next) {
                     *next += 1;
+                    count_sent(frame);
                     return std::task::Poll::Ready(Some(Ok(frame.clone())));
                 }
                 self.current = None;
@@ -226,6 +227,21 @@ impl tokio_stream::Stream for Updates {
             }
         }
     }
+}
+
+/// Counts a frame handed to a subscriber's stream in
+/// `revocd_filter_bytes_sent_total{kind}`: its encoding and gRPC's 5-byte
+/// message prefix, as it goes on the wire (before HTTP/2 framing).
+fn count_sent(frame: &pb::FilterUpdate) {
+    use prost::Message;
+    let kind = match &frame.update {
+        Some(pb::filter_update::Update::Snapshot(_)) => "snapshot",
+        Some(pb::filter_update::Update::Delta(_)) => "delta",
+        Some(pb::filter_update::Update::Heartbeat(_)) => "heartbeat",
+        None => "empty",
+    };
+    metrics::counter!("revocd_filter_bytes_sent_total", "kind" => kind)
+        .increment(frame.encoded_len() as u64 + 5);
 }
 
 /// A handle to a running hub; cheap to clone.

@@ -129,6 +129,37 @@ pub(super) struct HubState {
 /// Where a subscription's answer goes.
 type Reply = tokio::sync::oneshot::Sender<Result<Updates, SubscribeError>>;
 
+/// Why a filter is built anew (each build a new generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// A load of the live set completed.
+    Loaded,
+    /// The false-positive rate neared its bound.
+    Overfilled,
+    /// Expired entries outnumbered live ones.
+    Expired,
+}
+
+impl Rebuild {
+    /// The `reason` label of `revocd_filter_rebuilds_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Rebuild::Loaded => "loaded",
+            Rebuild::Overfilled => "overfilled",
+            Rebuild::Expired => "expired",
+        }
+    }
+
+    /// For the log.
+    fn describe(self) -> &'static str {
+        match self {
+            Rebuild::Loaded => "loaded",
+            Rebuild::Overfilled => "false-positive rate near its bound",
+            Rebuild::Expired => "expired entries outnumber live ones",
+        }
+    }
+}
+
 impl HubState {
     pub(super) fn new(digest_key: DigestKey, config: HubConfig) -> Self {
         let capacity = config.min_capacity.max(1);
@@ -284,7 +315,7 @@ impl HubState {
         self.ready = true;
         self.following = true;
         self.caught_up_at = ClockInstant::now();
-        self.rebuild("loaded");
+        self.rebuild(Rebuild::Loaded);
         for (params, reply) in std::mem::take(&mut self.waiting) {
             let _ = reply.send(self.subscribe(params));
         }
@@ -349,7 +380,7 @@ impl HubState {
         self.broadcast(update(Update::Delta(delta)));
         metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
         if self.overfilled() {
-            self.rebuild("false-positive rate near its bound");
+            self.rebuild(Rebuild::Overfilled);
         }
     }
 
@@ -401,7 +432,7 @@ impl HubState {
     fn on_tick(&mut self) {
         self.expire(self.config.clock.now());
         if self.expired_in_filter >= self.live.token_count().max(self.config.min_capacity) {
-            self.rebuild("expired entries outnumber live ones");
+            self.rebuild(Rebuild::Expired);
         }
         self.serve_pending_snapshots();
         if self.is_live() {
@@ -419,7 +450,7 @@ impl HubState {
     /// Builds a new filter of the live tokens, sized for their count plus
     /// the headroom,
     /// as a new generation; every subscriber gets a snapshot of it.
-    fn rebuild(&mut self, why: &str) {
+    fn rebuild(&mut self, why: Rebuild) {
         let started = Instant::now();
         let sized = (self.live.token_count() as f64 * (1.0 + self.config.headroom)).ceil() as usize;
         self.capacity = sized.max(self.config.min_capacity).max(1);
@@ -436,14 +467,14 @@ impl HubState {
             subscriber.needs_snapshot = true;
         }
         info!(
-            why,
+            why = why.describe(),
             generation = self.generation,
             live = self.live.token_count(),
             bits = self.filter.bits(),
             took_ms = started.elapsed().as_millis() as u64,
             "filter built"
         );
-        metrics::counter!("revocd_filter_rebuilds_total").increment(1);
+        metrics::counter!("revocd_filter_rebuilds_total", "reason" => why.label()).increment(1);
         self.publish_filter_metrics();
         self.serve_pending_snapshots();
     }

@@ -259,7 +259,7 @@ fn expired_revocations_leave_the_filter_and_memory_returns_to_baseline() {
     hub.expire(now + 6);
     assert_eq!(hub.live.token_count(), 0);
     assert!(hub.expired_in_filter >= hub.config.min_capacity);
-    hub.rebuild("test");
+    hub.rebuild(Rebuild::Expired);
     assert!(hub.generation > generation);
     assert_eq!(hub.filter.bits(), baseline_bits, "back to the minimum size");
     let still = (0..20_000).filter(|i| hub.filter.contains(&key.token("iss", &i.to_string())));
