@@ -196,7 +196,7 @@ async fn a_known_cursor_resumes_with_deltas_only() {
 }
 
 #[tokio::test]
-async fn an_unknown_cursor_or_generation_gets_a_snapshot() {
+async fn an_unknown_cursor_or_another_deployments_generation_gets_a_snapshot() {
     let deployment = Deployment::new();
     let server = TestServer::start(&deployment.args(&["--delta-history", "2"])).await;
     let mut gateway = server.client(Some("key-subscribe")).await;
@@ -209,11 +209,20 @@ async fn an_unknown_cursor_or_generation_gets_a_snapshot() {
     let mut stale = subscribe(&mut gateway, &first.cursor, first.generation).await;
     let (again, filter) = snapshot(&mut stale).await;
     assert!((0..5).all(|i| filter.contains(&key_of(&again).token(ISSUER, &format!("r{i}")))));
-    // A generation the server does not have.
-    let mut foreign = subscribe(&mut gateway, &again.cursor, again.generation + 1).await;
+    // A generation of another deployment (its high 32 bits).
+    let other_deployment = again.generation ^ (1 << 63);
+    let mut foreign = subscribe(&mut gateway, &again.cursor, other_deployment).await;
     assert!(matches!(
         next_update(&mut foreign).await,
         Update::Snapshot(_)
+    ));
+    // Another build of this deployment (another replica's, say) with a
+    // cursor in the history resumes: the change log is the same.
+    let other_build = again.generation + 1;
+    let mut resumed = subscribe(&mut gateway, &again.cursor, other_build).await;
+    assert!(matches!(
+        next_update(&mut resumed).await,
+        Update::Heartbeat(_)
     ));
 }
 
