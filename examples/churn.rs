@@ -93,7 +93,7 @@ mod support;
 mod redis_server;
 
 use redis_server::RedisServer;
-use support::{runtime, serve_config, verdict, RunningServer};
+use support::{grouped, runtime, serve_config, verdict, RunningServer};
 
 /// Time between two `RevokeBatch` calls of the churn.
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -561,19 +561,6 @@ struct Report {
     failover: Vec<Follower>,
     /// Restarts without state, and from a state dir's.
     restarts: [Vec<Follower>; 2],
-}
-
-/// `n` with thousands separators.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 /// Prints how `resumes` were served: with deltas or a snapshot, and the

@@ -72,6 +72,12 @@ use revocd::time::unix_now;
 // `revocd serve` process and redis-server.
 #[path = "../tests/support/mod.rs"]
 mod support;
+// The benchmarks' report helpers.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod bench_support;
+
+use bench_support::grouped;
 
 use support::{proc_stat, Deployment, RedisServer, Replica, ISSUER};
 
@@ -236,7 +242,7 @@ async fn measure_import(
     ensure!(status.success(), "revoctl import failed: {stderr}");
     let expected = format!(
         "imported {}, already revoked 0, rejected 0",
-        grouped(options.records)
+        grouped(options.records as u64)
     );
     ensure!(stderr.contains(&expected), "unexpected summary: {stderr}");
     let mut client = replica.client(Some("key-read")).await;
@@ -424,7 +430,7 @@ fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Meas
     let _ = writeln!(
         report,
         "import_bench: {} revocations, CSV of {:.1} MB; batches of {BATCH} with {} in flight; {} cores; {redis_version}",
-        grouped(records),
+        grouped(records as u64),
         csv_bytes as f64 / 1e6,
         options.concurrency,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -439,7 +445,7 @@ fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Meas
         "{:<48} {:>8.3} {:>15}  {}",
         "revoctl import -> revocd RevokeBatch -> Redis",
         import.elapsed.as_secs_f64(),
-        grouped(import_rate as usize),
+        grouped(import_rate as u64),
         cpu(import)
     );
     let _ = writeln!(
@@ -447,7 +453,7 @@ fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Meas
         "{:<48} {:>8.3} {:>15}  {}",
         "raw Redis pipelines (HSET+EXPIREAT+ZADD+XADD)",
         raw.elapsed.as_secs_f64(),
-        grouped(raw_rate as usize),
+        grouped(raw_rate as u64),
         cpu(raw)
     );
     let verdict = if import_rate >= TARGET_PER_SECOND {
@@ -459,20 +465,7 @@ fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Meas
         report,
         "ratio import/raw: {:.2}; target >= {} revocations/s imported: {verdict}",
         import_rate / raw_rate,
-        grouped(TARGET_PER_SECOND as usize)
+        grouped(TARGET_PER_SECOND as u64)
     );
     print!("{report}");
-}
-
-/// `1234567` as `1,234,567`.
-fn grouped(n: usize) -> String {
-    let digits = n.to_string();
-    let mut text = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
 }

@@ -200,6 +200,19 @@ pub fn human(ns: Option<f64>) -> String {
     }
 }
 
+/// `1234567` as `1,234,567`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
 /// "met" or "MISSED", for the target column of a report.
 pub fn verdict(met: bool) -> &'static str {
     if met {
