@@ -1,11 +1,12 @@
 //! What the HTTP doors of the server and the agent share: callers
-//! authenticated from an `Authorization` header, and the RFC 7662 answer
-//! for an active token.
+//! authenticated from an `Authorization` header, the RFC 7662 answer for
+//! an active token, and the JSON answers and OAuth errors both send.
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::auth::{Access, Caller};
 use crate::tokens::Payload;
@@ -111,4 +112,34 @@ pub fn active(payload: &Payload) -> Value {
         body.insert(name.into(), value);
     }
     Value::Object(body)
+}
+
+/// A JSON answer, never cached.
+pub fn json_answer(status: StatusCode, body: &Value) -> Response {
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    (status, headers, body.to_string()).into_response()
+}
+
+/// An OAuth error (RFC 6749 §5.2 shape): `{"error", "error_description"}`;
+/// a 401 carries the [`CHALLENGE`], a 503 or 429 `Retry-After: 1`.
+pub fn error_answer(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({"error": error, "error_description": description});
+    let mut response = json_answer(status, &body);
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(CHALLENGE),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }

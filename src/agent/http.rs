@@ -4,7 +4,7 @@
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Agent, Decision};
 use crate::auth::{Access, Role};
 use crate::gateway::refusal;
-use crate::oauth::{active, authenticate, CHALLENGE};
+use crate::oauth::{active, authenticate, error_answer, json_answer};
 use crate::tokens::{payload_object, Claims};
 
 /// Largest introspection request body: a form with one token.
@@ -87,18 +87,20 @@ async fn introspect(
 ) -> Response {
     let Some(access) = agent.introspection() else {
         let why = "introspection is not set up on this agent (--introspection-keys-file)";
-        return oauth_error(StatusCode::NOT_FOUND, "invalid_request", why);
+        return error_answer(StatusCode::NOT_FOUND, "invalid_request", why);
     };
     let caller = match authenticate(access, &headers) {
         Ok(Some(caller)) => caller,
         Ok(None) => {
             let why = "introspection needs an API key (Bearer, or Basic with its name)";
-            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
+            return error_answer(StatusCode::UNAUTHORIZED, "invalid_client", why);
         }
-        Err(refusal) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &refusal.0),
+        Err(refusal) => {
+            return error_answer(StatusCode::UNAUTHORIZED, "invalid_client", &refusal.0)
+        }
     };
     if let Err(error) = Access::require(Some(&caller.caller), &[Role::Read, Role::Subscribe]) {
-        return oauth_error(
+        return error_answer(
             StatusCode::FORBIDDEN,
             "unauthorized_client",
             &error.to_string(),
@@ -107,14 +109,14 @@ async fn introspect(
     let token = match form {
         Ok(Form(IntrospectionForm { token: Some(token) })) if !token.is_empty() => token,
         Ok(_) => {
-            return oauth_error(
+            return error_answer(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the form has no `token`",
             )
         }
         Err(rejection) => {
-            return oauth_error(
+            return error_answer(
                 rejection.status(),
                 "invalid_request",
                 &rejection.body_text(),
@@ -127,38 +129,13 @@ async fn introspect(
                 payload_object(&token).map_or_else(|_| json!({"active": false}), |p| active(&p));
             json_answer(StatusCode::OK, &body)
         }
-        Decision::Deny(denial) if denial.is_unavailable() => oauth_error(
+        Decision::Deny(denial) if denial.is_unavailable() => error_answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             &denial.to_string(),
         ),
         Decision::Deny(_) => json_answer(StatusCode::OK, &json!({"active": false})),
     }
-}
-
-/// A JSON answer, never cached.
-fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response {
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    ];
-    (status, headers, body.to_string()).into_response()
-}
-
-/// An OAuth error body; a 401 carries the challenge.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = json!({"error": error, "error_description": description});
-    let mut response = json_answer(status, &body);
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(CHALLENGE),
-        );
-    }
-    response
 }
 
 /// `X-Auth-Subject`, `X-Auth-Jti`, `X-Auth-Issuer`; a claim that cannot be

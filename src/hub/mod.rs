@@ -187,6 +187,8 @@ pub struct Updates {
     queue: mpsc::Receiver<Outgoing>,
     /// Frames being handed out, and the index of the next one.
     current: Option<(Arc<[pb::FilterUpdate]>, usize)>,
+    /// `revocd_filter_bytes_sent_total`, resolved once for the stream.
+    bytes_sent: BytesSent,
 }
 
 impl Updates {
@@ -194,7 +196,39 @@ impl Updates {
         Updates {
             queue,
             current: None,
+            bytes_sent: BytesSent::new(),
         }
+    }
+}
+
+/// `revocd_filter_bytes_sent_total{kind}`: a frame handed to a stream is
+/// counted with its encoding and gRPC's 5-byte message prefix, as it goes
+/// on the wire (before HTTP/2 framing).
+struct BytesSent {
+    snapshot: metrics::Counter,
+    delta: metrics::Counter,
+    heartbeat: metrics::Counter,
+}
+
+impl BytesSent {
+    fn new() -> Self {
+        let kind = |kind: &'static str| metrics::counter!("revocd_filter_bytes_sent_total", "kind" => kind);
+        BytesSent {
+            snapshot: kind("snapshot"),
+            delta: kind("delta"),
+            heartbeat: kind("heartbeat"),
+        }
+    }
+
+    fn count(&self, frame: &pb::FilterUpdate) {
+        use prost::Message;
+        let counter = match &frame.update {
+            Some(pb::filter_update::Update::Snapshot(_)) => &self.snapshot,
+            Some(pb::filter_update::Update::Delta(_)) => &self.delta,
+            Some(pb::filter_update::Update::Heartbeat(_)) => &self.heartbeat,
+            None => return,
+        };
+        counter.increment(frame.encoded_len() as u64 + 5);
     }
 }
 
@@ -211,37 +245,23 @@ impl tokio_stream::Stream for Updates {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
         loop {
-            if let Some((frames, next)) = &mut self.current {
+            if let Some((frames, next)) = &mut this.current {
                 if let Some(frame) = frames.get(*next) {
                     *next += 1;
-                    count_sent(frame);
+                    this.bytes_sent.count(frame);
                     return std::task::Poll::Ready(Some(Ok(frame.clone())));
                 }
-                self.current = None;
+                this.current = None;
             }
-            match std::task::ready!(self.queue.poll_recv(cx)) {
-                Some(Outgoing::Frames(frames)) => self.current = Some((frames, 0)),
+            match std::task::ready!(this.queue.poll_recv(cx)) {
+                Some(Outgoing::Frames(frames)) => this.current = Some((frames, 0)),
                 Some(Outgoing::End(status)) => return std::task::Poll::Ready(Some(Err(status))),
                 None => return std::task::Poll::Ready(None),
             }
         }
     }
-}
-
-/// Counts a frame handed to a subscriber's stream in
-/// `revocd_filter_bytes_sent_total{kind}`: its encoding and gRPC's 5-byte
-/// message prefix, as it goes on the wire (before HTTP/2 framing).
-fn count_sent(frame: &pb::FilterUpdate) {
-    use prost::Message;
-    let kind = match &frame.update {
-        Some(pb::filter_update::Update::Snapshot(_)) => "snapshot",
-        Some(pb::filter_update::Update::Delta(_)) => "delta",
-        Some(pb::filter_update::Update::Heartbeat(_)) => "heartbeat",
-        None => "empty",
-    };
-    metrics::counter!("revocd_filter_bytes_sent_total", "kind" => kind)
-        .increment(frame.encoded_len() as u64 + 5);
 }
 
 /// A handle to a running hub; cheap to clone.

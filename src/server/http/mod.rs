@@ -31,12 +31,12 @@ use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ use tonic::transport::server::TcpConnectInfo;
 use self::tls::TlsListener;
 use super::error::ApiError;
 use super::handlers::{CutoffRequest, Door, RevocationApi};
-use crate::oauth::{HttpCaller, CHALLENGE};
+use crate::oauth::{error_answer, json_answer, HttpCaller};
 use crate::tokens::TokenVerifier;
 
 pub use self::poll::Poll;
@@ -134,34 +134,20 @@ fn rejection_status(rejection: &FormRejection) -> StatusCode {
 
 /// An answer: a status and a JSON body, never cached, counted by door.
 fn answer(door: &'static str, status: StatusCode, body: &Value) -> Response {
-    metrics::counter!("revocd_http_requests_total", "door" => door, "code" => status.as_str().to_owned())
-        .increment(1);
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    ];
-    (status, headers, body.to_string()).into_response()
+    count(door, status);
+    json_answer(status, body)
 }
 
-/// An OAuth error (RFC 6749 §5.2 shape): `{"error", "error_description"}`.
+/// An OAuth error ([`error_answer`]), counted by door.
 fn oauth_error(door: &'static str, status: StatusCode, error: &str, description: &str) -> Response {
-    let body = json!({"error": error, "error_description": description});
-    let mut response = answer(door, status, &body);
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(CHALLENGE),
-        );
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
+    count(door, status);
+    error_answer(status, error, description)
+}
+
+/// Counts an answer in `revocd_http_requests_total{door, code}`.
+fn count(door: &'static str, status: StatusCode) {
+    metrics::counter!("revocd_http_requests_total", "door" => door, "code" => status.as_str().to_owned())
+        .increment(1);
 }
 
 /// Why a cut-off an event asks for was not stored.
