@@ -111,6 +111,10 @@ async fn metrics_count_rpcs_revocations_and_streams() {
         );
     }
     assert!(metric_value(&text, "revocd_filter_snapshots_sent_total").is_some_and(|n| n >= 1.0));
+    // At least the snapshot's filter went out on the stream.
+    let bits = metric_value(&text, "revocd_filter_bits").unwrap_or_default();
+    let sent = metric_value(&text, r#"revocd_filter_bytes_sent_total{kind="snapshot"}"#);
+    assert!(sent.is_some_and(|bytes| bytes >= bits / 8.0), "{sent:?}");
     assert!(metric_value(&text, "revocd_filter_bits").is_some_and(|bits| bits > 0.0));
     let rate = metric_value(&text, "revocd_filter_estimated_fp_rate").expect("estimated rate");
     assert!((0.0..0.001).contains(&rate), "{rate}");
