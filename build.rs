@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Delta digests are slices of one buffer per delta, shared by every
         // subscriber: cloning a delta bumps reference counts.
         .bytes(".revocation.v1.Delta.digests")
+        .bytes(".revocation.v1.SliceDelta.digests")
         // Both halves are generated; the server half compiles with the
         // `server` feature only, so a gateway build has just the client.
         .server_mod_attribute(".", r#"#[cfg(feature = "server")]"#)

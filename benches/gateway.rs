@@ -369,7 +369,7 @@ fn unrevoked_claims(gateway: &Gateway, now: i64) -> TokenClaims<'static> {
     let view = gateway.view().expect("the gateway is ready");
     claims.jti = (REVOCATIONS..)
         .map(token_id)
-        .find(|jti| !view.may_be_revoked(&view.digest_key().token(ISSUER, jti)))
+        .find(|jti| !view.may_be_revoked(&view.digest_key().token(ISSUER, jti), None))
         .expect("some jti is not a false positive");
     claims
 }

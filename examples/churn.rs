@@ -285,7 +285,7 @@ fn reached(held: &str, goal: &str) -> bool {
 /// True when `view` may hold the revocation of `jti` (of the default
 /// issuer, empty in `--dev`).
 fn holds(view: &FilterView, jti: &str) -> bool {
-    view.may_be_revoked(&view.digest_key().token("", jti))
+    view.may_be_revoked(&view.digest_key().token("", jti), None)
 }
 
 /// The subscription of gateway `index`, resuming from `held` (if any) with

@@ -638,7 +638,7 @@ async fn follow(
                     // Re-based: the snapshot holds what this one missed.
                     rebased += 1;
                     pending.retain(|digest, &mut index| {
-                        let held = next.may_be_revoked(digest);
+                        let held = next.may_be_revoked(digest, None);
                         if held {
                             arrivals[index] = Some(now);
                         }
@@ -873,7 +873,7 @@ async fn snapshot_test(revocd: &Revocd, preload: u64, options: &Options) -> Resu
         tokio::time::sleep(SYNC_SPACING).await;
         let (elapsed, parts, wire_bytes, view) = time_to_sync(clients[0].clone()).await?;
         ensure!(
-            view.may_be_revoked(&view.digest_key().token("", &preload_jti(0))),
+            view.may_be_revoked(&view.digest_key().token("", &preload_jti(0)), None),
             "the snapshot lacks a preloaded revocation"
         );
         sync_times.push(elapsed);

@@ -18,6 +18,10 @@
 //!   hashed as raw bytes (`SipHash-1-3` keyed by the two seed halves, double
 //!   hashing, bits LSB-first).
 //!
+//! - **Slices.** Servers of stream protocol 3 send a [`SlicedFilter`]: one
+//!   such filter, or a short chain of them, per slice of token expiry times
+//!   (format 2, see [`sliced`]).
+//!
 //! # Sizing
 //!
 //! For `n` entries at false-positive rate `p` the optimal bitmap has
@@ -31,6 +35,9 @@ use std::hash::{Hash, Hasher};
 
 use bloomfilter::Bloom;
 use siphasher::sip128::{Hasher128, SipHasher24};
+
+pub mod sliced;
+pub use sliced::SlicedFilter;
 
 /// Bytes of a digest key.
 pub const DIGEST_KEY_BYTES: usize = 16;
@@ -78,6 +85,9 @@ pub enum DecodeError {
         /// The bytes after the header.
         present: usize,
     },
+    /// A field of the sliced format that is out of its range.
+    #[error("sliced filter refused: {0}")]
+    Invalid(&'static str),
     /// A digest key or digest of the wrong size.
     #[error("{field} must be {expected} bytes, got {got}")]
     WrongSize {
@@ -281,6 +291,44 @@ impl RevocationFilter {
     /// The serialized filter (see [`RevocationFilter::from_bytes`]).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.bloom.to_bytes()
+    }
+
+    /// Bytes of the serialized filter, header included.
+    pub fn byte_len(&self) -> usize {
+        self.bloom.as_slice().len()
+    }
+
+    /// The serialization's header: what describes the filter but its
+    /// bitmap (version, bitmap length, hash functions, seed).
+    pub fn header(&self) -> [u8; HEADER_BYTES] {
+        let mut header = [0; HEADER_BYTES];
+        header.copy_from_slice(&self.bloom.as_slice()[..HEADER_BYTES]);
+        header
+    }
+
+    /// The empty filter a [`RevocationFilter::header`] describes: its
+    /// bitmap all zeros.
+    ///
+    /// # Errors
+    /// As [`RevocationFilter::from_bytes`] for the header followed by the
+    /// zero bitmap it declares.
+    pub fn empty_from_header(header: &[u8]) -> Result<Self, DecodeError> {
+        let header: &[u8; HEADER_BYTES] =
+            header.try_into().map_err(|_| DecodeError::WrongSize {
+                field: "filter header",
+                expected: HEADER_BYTES,
+                got: header.len(),
+            })?;
+        let declared = u64::from_le_bytes(header[1..9].try_into().unwrap_or_default());
+        if declared == 0 || declared > MAX_BITMAP_BYTES {
+            return Err(DecodeError::BadLength {
+                declared,
+                present: 0,
+            });
+        }
+        let mut bytes = vec![0; HEADER_BYTES + declared as usize];
+        bytes[..HEADER_BYTES].copy_from_slice(header);
+        Self::from_bytes(bytes)
     }
 
     /// Decodes a serialized filter, checking every field first.

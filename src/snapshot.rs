@@ -32,11 +32,11 @@ use crate::filter::{HEADER_BYTES, MAX_BITMAP_BYTES};
 use crate::pb;
 
 /// The newest stream protocol this build speaks (`SubscribeRequest.protocol`):
-/// 1, token digests and subject cut-offs; 2, claim cut-offs too.
-pub const STREAM_PROTOCOL: u32 = 2;
-/// The first protocol whose gateways enforce claim cut-offs; a server
-/// holding any refuses the streams of older gateways.
-pub const CLAIMS_PROTOCOL: u32 = 2;
+/// 1, token digests and subject cut-offs; 2, claim cut-offs too; 3, the
+/// filter sliced by expiry (format 2, [`crate::filter::sliced`]). A server
+/// of this build refuses gateways below it; a gateway of this build also
+/// follows servers of protocol 2 (format 1 and `Delta.digests`).
+pub const STREAM_PROTOCOL: u32 = 3;
 
 /// Bytes a subject cut-off takes on the wire, roughly: a 16-byte digest,
 /// an 8-byte time, and the protobuf tags and lengths around them.

@@ -332,15 +332,18 @@ async fn a_confirm_answer_overtaken_by_the_revocation_is_not_cached() {
     let mut client = replica.client(Some("key-revoke")).await;
     let mut probes = (0..).map(|n| format!("probe-{n}"));
     for _attempt in 0..5 {
+        let (issued_at, expires_at) = (unix_now(), unix_now() + 3600);
         let victim = probes
             .by_ref()
             .take(1_000_000)
             .find(|jti| {
                 let view = gateway.view().expect("a view");
-                view.may_be_revoked(&key.token(ISSUER, jti))
+                view.may_be_revoked(&key.token(ISSUER, jti), Some(expires_at))
             })
             .expect("a false positive among a million");
-        let token = token_with(&victim);
+        let token = support::sign(&serde_json::json!({
+            "iss": ISSUER, "sub": "user", "jti": victim, "iat": issued_at, "exp": expires_at,
+        }));
         let confirming = {
             let gateway = gateway.clone();
             let token = token.clone();
@@ -353,7 +356,7 @@ async fn a_confirm_answer_overtaken_by_the_revocation_is_not_cached() {
         client
             .revoke(RevokeRequest {
                 jti: victim.clone(),
-                expires_at: unix_now() + 3600,
+                expires_at,
                 issuer: ISSUER.to_owned(),
                 ..Default::default()
             })

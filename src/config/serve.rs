@@ -130,9 +130,9 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOCD_FILTER_FP_RATE", default_value_t = crate::hub::DEFAULT_FP_RATE)]
     pub filter_fp_rate: f64,
 
-    /// Room a rebuilt filter leaves beyond the live count, as a share of it:
-    /// larger means rarer rebuilds (each one a snapshot to every gateway),
-    /// smaller means smaller snapshots.
+    /// Room each expiry slice's filter leaves beyond the entries expected
+    /// in it, as a share of them: larger means fewer slices overfilling
+    /// (each then opens a further filter), smaller means smaller snapshots.
     #[arg(long, env = "REVOCD_FILTER_HEADROOM", default_value_t = crate::hub::DEFAULT_HEADROOM)]
     pub filter_headroom: f64,
 
@@ -418,6 +418,7 @@ impl ServeConfig {
             subscriber_buffer: self.subscriber_buffer,
             history: self.delta_history,
             max_subscribers: self.max_subscribers,
+            slice_seconds: crate::hub::slice_seconds_for(self.max_token_lifetime),
             bounds: crate::bounds::TokenBounds {
                 leeway: self.jwt.leeway as i64,
                 max_token_lifetime: self.max_token_lifetime.as_secs() as i64,

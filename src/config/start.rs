@@ -133,6 +133,7 @@ impl ServeConfig {
             .transpose()?;
         let store = self.open_store().await?;
         let digest_key = store.digest_key(preset_key).await?;
+        store.pin_leeway(self.jwt.leeway).await?;
         Ok(State {
             verifier,
             access,

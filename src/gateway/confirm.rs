@@ -78,7 +78,7 @@ impl ConfirmCache {
 
     /// Drops the answers (and calls under way) for digests a delta reports
     /// as revoked.
-    pub(super) fn forget(&self, digests: &[bytes::Bytes]) {
+    pub(super) fn forget<'a>(&self, digests: impl IntoIterator<Item = &'a [u8]>) {
         let mut cache = self.lock();
         if cache.is_empty() {
             return;

@@ -308,7 +308,7 @@ impl Gateway {
             return Verdict::Allow(claims);
         };
         let digest = view.digest_key().token(&claims.issuer, jti);
-        if !view.may_be_revoked(&digest) {
+        if !view.may_be_revoked(&digest, claims.expires_at) {
             return Verdict::Allow(claims);
         }
         let cached = self.inner.shared.confirmed.get(&digest, now);

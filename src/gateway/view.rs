@@ -2,17 +2,25 @@
 //!
 //! A [`FilterView`] is immutable once built; each frame yields a new view
 //! that readers pick up with one atomic load. So that a delta does not cost
-//! a copy of the whole bitmap, a view is a shared *base* filter plus a small
-//! exact set of *recent* digests: a delta copies only the recent set, and
-//! once that holds [`MERGE_AT`] digests they are folded into a new base
-//! (one bitmap copy per `MERGE_AT` revocations).
+//! a copy of the whole filter, a view is a shared *base* filter, sliced by
+//! expiry ([`SlicedFilter`]), plus a small exact set of *recent* digests: a
+//! delta copies only the recent set, and once that holds [`MERGE_AT`]
+//! digests they are folded into a new base (a copy of the bitmaps they
+//! touch, once per `MERGE_AT` revocations). A delta that opens a filter
+//! folds them in first, so each digest lands in the filter the server put
+//! it in.
+//!
+//! Slices whose revocations have all expired are dropped by the gateway's
+//! own clock ([`FilterView::without_expired`]), [`PRUNE_MARGIN`] late.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::bounds::TokenBounds;
-use crate::filter::{DecodeError, Digest, DigestKey, RevocationFilter, MAX_BITMAP_BYTES};
+use crate::filter::{
+    DecodeError, Digest, DigestKey, RevocationFilter, SlicedFilter, DIGEST_BYTES, MAX_BITMAP_BYTES,
+};
 use crate::pb;
 use crate::snapshot::{self, PartError};
 
@@ -22,6 +30,10 @@ pub const MERGE_AT: usize = 1_024;
 pub const MAX_CLAIMS: usize = 32;
 /// Longest claim name accepted from a server.
 pub const MAX_CLAIM_NAME_BYTES: usize = 64;
+/// Seconds after its end a slice is kept by a gateway: its clock, and the
+/// server time it estimates, may run ahead of the time a check uses by
+/// this much before a dropped slice could matter.
+pub const PRUNE_MARGIN: i64 = 300;
 
 /// Why a frame was refused; the view it would have changed stays as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +57,10 @@ pub enum FrameError {
     /// A delta before any snapshot.
     #[error("delta received before any snapshot")]
     NoSnapshot,
+    /// Digests for a slice the view has no filter in (it was built by
+    /// another replica, or from a server of an older protocol).
+    #[error("delta names slice {0}, which the filter held does not have; a snapshot is needed")]
+    UnknownSlice(i64),
     /// Cut-offs of more claims than [`MAX_CLAIMS`], or a claim name that
     /// is empty or longer than [`MAX_CLAIM_NAME_BYTES`].
     #[error("claim cut-off of an unacceptable claim name or of too many claims ({0:?})")]
@@ -105,8 +121,13 @@ pub struct FilterView {
     digest_key: DigestKey,
     /// What the server keeps revocable, as its snapshot announced it.
     bounds: Option<TokenBounds>,
-    base: Arc<RevocationFilter>,
-    recent: DigestSet,
+    base: Arc<SlicedFilter>,
+    /// Digests not yet in `base`, with their slices, in arrival order.
+    recent: Vec<(i64, Digest)>,
+    /// The same digests, to look up.
+    recent_set: DigestSet,
+    /// Slices below this were dropped as expired.
+    pruned_below: i64,
     subjects: Arc<DigestMap<i64>>,
     claims: Arc<ClaimCutoffs>,
 }
@@ -163,28 +184,37 @@ impl FilterView {
             generation: whole.generation,
             digest_key: DigestKey::from_slice(&whole.digest_key)?,
             bounds: TokenBounds::announced(whole.leeway, whole.max_token_lifetime),
-            base: Arc::new(RevocationFilter::from_bytes(whole.filter.into())?),
+            base: Arc::new(SlicedFilter::from_bytes(whole.filter.into())?),
             cursor: whole.cursor,
-            recent: DigestSet::default(),
+            recent: Vec::new(),
+            recent_set: DigestSet::default(),
+            pruned_below: i64::MIN,
             subjects: Arc::new(subjects),
             claims: Arc::new(claims),
         })
     }
 
     /// The view after a delta. Copies the recent set (and the subject or
-    /// claim cut-offs when the delta moves one); merges recent digests into a new
-    /// base when there are [`MERGE_AT`] of them.
+    /// claim cut-offs when the delta moves one); merges recent digests into
+    /// a new base when there are [`MERGE_AT`] of them, or when the delta
+    /// opens a filter.
     ///
     /// # Errors
-    /// [`FrameError::Decode`] for a digest that is not 16 bytes.
+    /// [`FrameError::Decode`] for a digest that is not 16 bytes or a filter
+    /// header that does not decode; [`FrameError::UnknownSlice`] for
+    /// digests of a slice the view lacks.
     pub fn with_delta(&self, delta: &pb::Delta) -> Result<Self, FrameError> {
-        let digests: Vec<Digest> = delta
-            .digests
-            .iter()
-            .map(|bytes| Digest::from_slice(bytes))
-            .collect::<Result<_, _>>()?;
         let mut next = self.clone();
-        next.recent.extend(digests);
+        if delta.slices.iter().any(|entry| entry.open.is_some()) {
+            next.merge_recent();
+        }
+        for digest in &delta.digests {
+            let digest = Digest::from_slice(digest)?;
+            next.add_recent(0, digest);
+        }
+        for entry in &delta.slices {
+            next.apply_slice(entry)?;
+        }
         if !delta.subjects.is_empty() {
             let subjects = Arc::make_mut(&mut next.subjects);
             for cutoff in &delta.subjects {
@@ -197,23 +227,86 @@ impl FilterView {
             Arc::make_mut(&mut next.claims).extend(&delta.claims)?;
         }
         if next.recent.len() >= MERGE_AT {
-            let base = Arc::make_mut(&mut next.base);
-            for digest in next.recent.drain() {
-                base.insert(&digest);
-            }
+            next.merge_recent();
         }
         next.cursor.clone_from(&delta.cursor);
         Ok(next)
+    }
+
+    /// Opens the entry's filter, if any, then notes its digests.
+    fn apply_slice(&mut self, entry: &pb::SliceDelta) -> Result<(), FrameError> {
+        if entry.slice < self.pruned_below {
+            // Expired here already: its tokens are judged expired.
+            return Ok(());
+        }
+        if self.base.slice_seconds() == 0 {
+            return Err(FrameError::UnknownSlice(entry.slice));
+        }
+        if let Some(open) = &entry.open {
+            let filter = RevocationFilter::empty_from_header(&open.header)?;
+            Arc::make_mut(&mut self.base).open(entry.slice, open.capacity, filter);
+        } else if self.base.slice(entry.slice).is_none() {
+            return Err(FrameError::UnknownSlice(entry.slice));
+        }
+        if entry.digests.len() % DIGEST_BYTES != 0 {
+            return Err(DecodeError::WrongSize {
+                field: "slice digests",
+                expected: DIGEST_BYTES,
+                got: entry.digests.len() % DIGEST_BYTES,
+            }
+            .into());
+        }
+        for bytes in entry.digests.chunks_exact(DIGEST_BYTES) {
+            self.add_recent(entry.slice, Digest::from_slice(bytes)?);
+        }
+        Ok(())
+    }
+
+    fn add_recent(&mut self, slice: i64, digest: Digest) {
+        self.recent.push((slice, digest));
+        self.recent_set.insert(digest);
+    }
+
+    /// Folds the recent digests into the base: copies of the filters they
+    /// go into.
+    fn merge_recent(&mut self) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let base = Arc::make_mut(&mut self.base);
+        for (slice, digest) in self.recent.drain(..) {
+            // A slice dropped meanwhile took its digests' tokens with it.
+            base.insert(slice, &digest);
+        }
+        self.recent_set.clear();
+    }
+
+    /// The view without the slices whose revocations all expired
+    /// [`PRUNE_MARGIN`] or more before `now`; `None` when none did.
+    pub fn without_expired(&self, now: i64) -> Option<Self> {
+        let horizon = now - PRUNE_MARGIN;
+        let seconds = i64::from(self.base.slice_seconds());
+        let expired = self
+            .base
+            .slices()
+            .next()
+            .is_some_and(|(first, _)| seconds > 0 && (first + 1) * seconds <= horizon);
+        if !expired {
+            return None;
+        }
+        let mut next = self.clone();
+        next.merge_recent();
+        Arc::make_mut(&mut next.base).drop_expired(horizon);
+        next.pruned_below = horizon.div_euclid(seconds);
+        Some(next)
     }
 
     /// The view as one whole snapshot (recent digests merged into the
     /// filter): what [`FilterView::from_snapshot`] reads back as an equal
     /// view. The gateway keeps it on disk in this form.
     pub fn to_snapshot(&self) -> pb::Snapshot {
-        let mut filter = (*self.base).clone();
-        for digest in &self.recent {
-            filter.insert(digest);
-        }
+        let mut merged = self.clone();
+        merged.merge_recent();
         let subjects = self
             .subjects
             .iter()
@@ -239,7 +332,7 @@ impl FilterView {
             .map_or((0, 0), |b| (b.leeway, b.max_token_lifetime));
         pb::Snapshot {
             generation: self.generation,
-            filter: filter.to_bytes().into(),
+            filter: merged.base.to_bytes().into(),
             subjects,
             cursor: self.cursor.clone(),
             digest_key: self.digest_key.as_bytes().to_vec(),
@@ -284,11 +377,19 @@ impl FilterView {
         self.bounds
     }
 
-    /// False when the token is certainly not revoked by its own record;
-    /// true when it may be (confirm with the server).
+    /// False when the token, by its digest and `exp`, is certainly not
+    /// revoked by its own record; true when it may be (confirm with the
+    /// server). Its slice is that of `exp` plus the server's leeway; a
+    /// token without `exp` is looked for in every slice.
     #[inline]
-    pub fn may_be_revoked(&self, digest: &Digest) -> bool {
-        self.recent.contains(digest) || self.base.contains(digest)
+    pub fn may_be_revoked(&self, digest: &Digest, exp: Option<i64>) -> bool {
+        let keep_until = exp.zip(self.bounds).map(|(exp, b)| exp + b.leeway);
+        self.recent_set.contains(digest) || self.base.contains(keep_until, digest)
+    }
+
+    /// The filter, sliced by expiry (recent digests not included).
+    pub fn filter(&self) -> &SlicedFilter {
+        &self.base
     }
 
     /// The cut-off of a subject digest, if one is in force.
@@ -318,6 +419,7 @@ impl std::fmt::Debug for FilterView {
             .field("generation", &self.generation)
             .field("cursor", &self.cursor)
             .field("bits", &self.base.bits())
+            .field("slices", &self.base.slices().count())
             .field("recent", &self.recent.len())
             .field("subjects", &self.subjects.len())
             .field("claims", &self.claims.0.len())
@@ -381,8 +483,8 @@ mod tests {
             view = assembler.push(part).unwrap();
         }
         let view = view.expect("complete after the last part");
-        assert!(view.may_be_revoked(&key.token("iss", "old")));
-        assert!(!view.may_be_revoked(&key.token("iss", "new")));
+        assert!(view.may_be_revoked(&key.token("iss", "old"), None));
+        assert!(!view.may_be_revoked(&key.token("iss", "new"), None));
 
         let delta = pb::Delta {
             cursor: "c2".into(),
@@ -394,12 +496,12 @@ mod tests {
             ..Default::default()
         };
         let next = view.with_delta(&delta).unwrap();
-        assert!(next.may_be_revoked(&key.token("iss", "new")));
+        assert!(next.may_be_revoked(&key.token("iss", "new"), None));
         assert_eq!(next.subject_cutoff(&key.subject("iss", "alice")), Some(100));
         assert_eq!(next.claims_cut().count(), 0);
         assert_eq!(next.cursor(), "c2");
         assert!(
-            !view.may_be_revoked(&key.token("iss", "new")),
+            !view.may_be_revoked(&key.token("iss", "new"), None),
             "the old view is unchanged"
         );
     }
@@ -424,7 +526,7 @@ mod tests {
             view = view.with_delta(&delta).unwrap();
         }
         assert!(view.recent.len() < MERGE_AT);
-        assert!(digests.iter().all(|d| view.may_be_revoked(d)));
+        assert!(digests.iter().all(|d| view.may_be_revoked(d, None)));
     }
 
     #[test]

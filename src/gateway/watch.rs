@@ -25,6 +25,7 @@ use super::state::{StateFile, SAVE_INTERVAL};
 use super::view::{FilterView, FrameError, SnapshotAssembler};
 use super::{ConfirmCache, GatewayConfig};
 use crate::backoff::ExponentialBackoff;
+use crate::filter::DIGEST_BYTES;
 use crate::pb::filter_update::Update;
 use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::SubscribeRequest;
@@ -134,12 +135,17 @@ pub(super) async fn run(
     }
     let mut backoff = config.backoff.clone();
     let mut next = 0usize;
+    let mut fresh = false;
     loop {
         let endpoint = &endpoints[next % endpoints.len()];
+        let follow = follow(&shared, &verifier, &config, endpoint, &mut backoff, &mut saved, fresh);
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = follow(&shared, &verifier, &config, endpoint, &mut backoff, &mut saved) => outcome,
+            outcome = follow => outcome,
         };
+        // A frame the held view could not take would come again on a
+        // resume: ask for a snapshot instead (the view stays in use).
+        fresh = matches!(&outcome, StreamError::Frame(error) if !matches!(error, FrameError::Behind { .. }));
         next += 1;
         let delay = backoff.next_delay();
         warn!(endpoint = %crate::redact::redact(&endpoint.uri().to_string()), error = %outcome, retry_in_ms = delay.as_millis() as u64, "filter stream lost; reconnecting");
@@ -214,7 +220,8 @@ async fn persist(shared: Arc<Shared>, file: StateFile, stop: CancellationToken) 
 /// One subscription, until it fails. While no view is held, a `saved` one
 /// offers its position; the server's first frame decides its fate: a
 /// snapshot drops it, anything else (the server resumed from it) makes it
-/// the view, which that frame then updates.
+/// the view, which that frame then updates. A `fresh` subscription offers
+/// no position, so it starts with a snapshot.
 async fn follow(
     shared: &Shared,
     verifier: &TokenVerifier,
@@ -222,6 +229,7 @@ async fn follow(
     endpoint: &Endpoint,
     backoff: &mut ExponentialBackoff,
     saved: &mut Option<FilterView>,
+    fresh: bool,
 ) -> StreamError {
     let channel: Channel = match endpoint.connect().await {
         Ok(channel) => channel,
@@ -230,7 +238,7 @@ async fn follow(
     let mut client =
         RevocationServiceClient::new(channel).max_decoding_message_size(super::MAX_FRAME_BYTES);
     let held = shared.view.load_full();
-    let offered = held.as_deref().or(saved.as_ref());
+    let offered = held.as_deref().or(saved.as_ref()).filter(|_| !fresh);
     let mut request = tonic::Request::new(SubscribeRequest {
         cursor: offered.map(|v| v.cursor().to_owned()).unwrap_or_default(),
         generation: offered.map_or(0, FilterView::generation),
@@ -325,7 +333,11 @@ fn apply(
             metrics::counter!("revocd_gateway_frames_total", "kind" => "delta").increment(1);
             let current = shared.view.load_full().ok_or(FrameError::NoSnapshot)?;
             let next = current.with_delta(&delta)?;
-            shared.confirmed.forget(&delta.digests);
+            let next = next.without_expired(shared.server_now()).unwrap_or(next);
+            let sliced = delta.slices.iter().flat_map(|entry| entry.digests.chunks(DIGEST_BYTES));
+            shared
+                .confirmed
+                .forget(delta.digests.iter().map(|d| &d[..]).chain(sliced));
             shared.view.store(Some(Arc::new(next)));
             // From the append to the store's log to use here (clock skew
             // between the hosts included); absent from older servers.

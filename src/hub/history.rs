@@ -2,21 +2,39 @@
 //! gateway that reconnects with a cursor still in it gets only the deltas
 //! since, not a snapshot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 
 use super::live::{ClaimTable, CutKey, FilterChange};
-use crate::filter::{Digest, DIGEST_BYTES};
+use crate::filter::{Digest, HEADER_BYTES};
 use crate::pb::{self, filter_update::Update};
 
-/// Most digests in one Delta frame (18 bytes each on the wire: well under
+/// Most digests in one Delta frame (16 bytes each on the wire: well under
 /// the 4 MiB message limit).
 const MAX_DELTA_DIGESTS: usize = 100_000;
 
-/// Recent changes, oldest first, each with the cursor right after it.
+/// A filter opened in a slice: what a gateway needs to open the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SliceOpening {
+    pub(super) slice: i64,
+    pub(super) capacity: u64,
+    pub(super) header: [u8; HEADER_BYTES],
+}
+
+/// One step of the filter's history: a change from the log, or a filter
+/// opened for the change after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    Change(FilterChange),
+    Open(SliceOpening),
+}
+
+/// Recent steps, oldest first, each with the cursor right after the change
+/// it belongs to (a filter opened for a change carries that change's
+/// cursor, so a subscriber before the change gets both).
 pub(super) struct History {
-    entries: VecDeque<(String, FilterChange)>,
+    entries: VecDeque<(String, Step)>,
     /// The cursor just before the first entry, when known: a subscriber
     /// there needs all of `entries`.
     start: Option<String>,
@@ -35,9 +53,9 @@ impl History {
         }
     }
 
-    /// Adds a change; the oldest is dropped past the limit.
-    pub(super) fn remember(&mut self, cursor: String, change: FilterChange) {
-        self.entries.push_back((cursor, change));
+    /// Adds a step; the oldest is dropped past the limit.
+    pub(super) fn remember(&mut self, cursor: String, step: Step) {
+        self.entries.push_back((cursor, step));
         if self.entries.len() > self.limit {
             self.start = self.entries.pop_front().map(|(cursor, _)| cursor);
         }
@@ -77,51 +95,108 @@ impl History {
         }
         let first = self.position(cursor)?;
         let mut frames = Vec::new();
-        let mut digests = DigestBuffer::default();
-        let mut delta = pb::Delta::default();
-        for (entry_cursor, change) in self.entries.range(first..) {
-            match change {
-                FilterChange::Token(digest) => digests.push(digest),
-                FilterChange::Cut(key, not_before) => {
-                    let cutoffs = (&mut delta.subjects, &mut delta.claims);
-                    push_cutoff(cutoffs, claims, *key, *not_before);
-                }
+        let mut delta = DeltaBuilder::default();
+        for (entry_cursor, step) in self.entries.range(first..) {
+            match *step {
+                Step::Change(change) => delta.push(change, claims),
+                Step::Open(opening) => delta.open(opening),
             }
             delta.cursor.clone_from(entry_cursor);
-            if digests.len() >= MAX_DELTA_DIGESTS {
-                delta.digests = digests.take();
-                frames.push(update(Update::Delta(std::mem::take(&mut delta))));
+            if delta.digests >= MAX_DELTA_DIGESTS {
+                frames.push(update(Update::Delta(std::mem::take(&mut delta).finish(0))));
             }
         }
         if !delta.cursor.is_empty() {
-            delta.digests = digests.take();
-            frames.push(update(Update::Delta(delta)));
+            frames.push(update(Update::Delta(delta.finish(0))));
         }
         Some(frames)
     }
 }
 
-/// A delta's digests, gathered in one buffer and handed out as slices of
-/// it: one allocation per delta, shared by every subscriber it goes to.
+/// A delta being gathered: digests by slice in one buffer per slice entry,
+/// handed out as `Bytes` shared by every subscriber the delta goes to.
 #[derive(Default)]
-pub(super) struct DigestBuffer(BytesMut);
+pub(super) struct DeltaBuilder {
+    /// Cursor of the last change included.
+    pub(super) cursor: String,
+    slices: Vec<(i64, Option<pb::SliceOpen>, BytesMut)>,
+    /// Index in `slices` of each slice's last entry.
+    last: HashMap<i64, usize>,
+    subjects: Vec<pb::SubjectCutoff>,
+    claims: Vec<pb::ClaimCutoff>,
+    digests: usize,
+}
 
-impl DigestBuffer {
-    /// Adds a digest.
-    pub(super) fn push(&mut self, digest: &Digest) {
-        self.0.extend_from_slice(&digest.0);
+impl DeltaBuilder {
+    /// Adds a change: a digest to its slice's last entry, or a cut-off.
+    pub(super) fn push(&mut self, change: FilterChange, claims: &ClaimTable) {
+        match change {
+            FilterChange::Token { digest, slice } => self.push_digest(slice, &digest),
+            FilterChange::Cut(key, not_before) => {
+                push_cutoff((&mut self.subjects, &mut self.claims), claims, key, not_before);
+            }
+        }
     }
 
-    fn len(&self) -> usize {
-        self.0.len() / DIGEST_BYTES
+    /// Adds a cut-off as it is in force (a later one may be held already).
+    pub(super) fn push_cutoff(&mut self, claims: &ClaimTable, key: CutKey, not_before: i64) {
+        push_cutoff((&mut self.subjects, &mut self.claims), claims, key, not_before);
     }
 
-    /// The digests gathered so far, leaving the buffer empty.
-    pub(super) fn take(&mut self) -> Vec<Bytes> {
-        let all = self.0.split().freeze();
-        (0..all.len() / DIGEST_BYTES)
-            .map(|i| all.slice(i * DIGEST_BYTES..(i + 1) * DIGEST_BYTES))
-            .collect()
+    fn push_digest(&mut self, slice: i64, digest: &Digest) {
+        let index = match self.last.get(&slice) {
+            Some(&index) => index,
+            None => self.new_entry(slice, None),
+        };
+        self.slices[index].2.extend_from_slice(&digest.0);
+        self.digests += 1;
+    }
+
+    /// Adds a filter opened in a slice: a new entry, which the slice's
+    /// next digests join.
+    pub(super) fn open(&mut self, opening: SliceOpening) {
+        let open = pb::SliceOpen {
+            capacity: opening.capacity,
+            header: opening.header.to_vec(),
+        };
+        self.new_entry(opening.slice, Some(open));
+    }
+
+    fn new_entry(&mut self, slice: i64, open: Option<pb::SliceOpen>) -> usize {
+        self.slices.push((slice, open, BytesMut::new()));
+        let index = self.slices.len() - 1;
+        self.last.insert(slice, index);
+        index
+    }
+
+    /// Digests gathered.
+    pub(super) fn digests(&self) -> usize {
+        self.digests
+    }
+
+    /// Cut-offs gathered.
+    pub(super) fn cutoffs(&self) -> usize {
+        self.subjects.len() + self.claims.len()
+    }
+
+    /// The delta, its newest change logged at `logged_at_ms`.
+    pub(super) fn finish(self, logged_at_ms: i64) -> pb::Delta {
+        pb::Delta {
+            cursor: self.cursor,
+            digests: Vec::new(),
+            subjects: self.subjects,
+            logged_at_ms,
+            claims: self.claims,
+            slices: self
+                .slices
+                .into_iter()
+                .map(|(slice, open, digests)| pb::SliceDelta {
+                    slice,
+                    open,
+                    digests: Bytes::from(digests),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -155,8 +230,11 @@ pub(super) fn push_cutoff(
 mod tests {
     use super::*;
 
-    fn token(n: u8) -> FilterChange {
-        FilterChange::Token(Digest([n; DIGEST_BYTES]))
+    fn token(n: u8) -> Step {
+        Step::Change(FilterChange::Token {
+            digest: Digest([n; crate::filter::DIGEST_BYTES]),
+            slice: 1,
+        })
     }
 
     #[test]
@@ -180,7 +258,8 @@ mod tests {
         match &frames[0].update {
             Some(Update::Delta(delta)) => {
                 assert_eq!(delta.cursor, "3");
-                assert_eq!(delta.digests.len(), 2);
+                assert_eq!(delta.slices.len(), 1, "one slice");
+                assert_eq!(delta.slices[0].digests.len(), 2 * 16);
             }
             other => panic!("{other:?}"),
         }

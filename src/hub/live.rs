@@ -1,6 +1,6 @@
-//! The live set: every token revocation and cut-off whose record has not
-//! expired, as digests, with when each may be forgotten. The filter is
-//! built from it, and it is what a load produces.
+//! The live cut-offs, as digests, with when each may be forgotten; and
+//! the changes as the filter sees them. Token digests live in the sliced
+//! filter alone, which forgets them a slice at a time.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -9,8 +9,13 @@ use crate::filter::Digest;
 /// One change as the filter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum FilterChange {
-    /// A token's digest was revoked.
-    Token(Digest),
+    /// A token's digest was revoked, kept in slice `slice`.
+    Token {
+        /// The token's digest.
+        digest: Digest,
+        /// Its slice in the filter.
+        slice: i64,
+    },
     /// A claim value's digest got a cut-off.
     Cut(CutKey, i64),
 }
@@ -59,77 +64,33 @@ impl ClaimTable {
     }
 }
 
-/// Live token digests and cut-offs, each until its `keep_until`.
+/// Live cut-offs, each until its `keep_until`.
 #[derive(Default)]
 pub(super) struct LiveSet {
-    /// Live token digests and when each expires.
-    tokens: HashMap<Digest, i64>,
-    /// Entries `tokens` had room for when last grown (see
-    /// [`LiveSet::keep_tokens_half_full`]).
-    tokens_room: usize,
     /// Live cut-offs: key → (not_before, keep_until).
     cutoffs: HashMap<CutKey, (i64, i64)>,
     /// How many of `cutoffs` are on another claim than `sub`.
     claim_cutoffs: usize,
-    /// (keep_until, digest) of tokens and cut-offs, to expire them in order.
-    token_expiry: BTreeSet<(i64, Digest)>,
+    /// (keep_until, key) of cut-offs, to expire them in order.
     cutoff_expiry: BTreeSet<(i64, CutKey)>,
 }
 
 impl LiveSet {
-    /// Records a change kept until `keep_until`. A later cut-off of the
+    /// Records a cut-off kept until `keep_until`. A later cut-off of the
     /// same claim value wins, and so does a later `keep_until`.
-    pub(super) fn track(&mut self, change: FilterChange, keep_until: i64) {
-        match change {
-            FilterChange::Token(digest) => {
-                self.keep_tokens_half_full();
-                let entry = self.tokens.entry(digest).or_insert(keep_until);
-                *entry = (*entry).max(keep_until);
-                self.token_expiry.insert((keep_until, digest));
+    pub(super) fn track(&mut self, key: CutKey, not_before: i64, keep_until: i64) {
+        let entry = self.cutoffs.entry(key).or_insert_with(|| {
+            if key.claim != ClaimTable::SUBJECT {
+                self.claim_cutoffs += 1;
             }
-            FilterChange::Cut(key, not_before) => {
-                let entry = self.cutoffs.entry(key).or_insert_with(|| {
-                    if key.claim != ClaimTable::SUBJECT {
-                        self.claim_cutoffs += 1;
-                    }
-                    (not_before, keep_until)
-                });
-                *entry = (entry.0.max(not_before), entry.1.max(keep_until));
-                self.cutoff_expiry.insert((keep_until, key));
-            }
-        }
+            (not_before, keep_until)
+        });
+        *entry = (entry.0.max(not_before), entry.1.max(keep_until));
+        self.cutoff_expiry.insert((keep_until, key));
     }
 
-    /// Grows `tokens` to twice the room its entries need before it is half
-    /// full. Under steady churn (as many expiring as arriving) a table
-    /// fuller than half cannot clear the markers its removals leave in
-    /// place, so it doubles, long after the live set stopped growing: in a
-    /// soak, RSS stepped up minutes after warm-up. Kept at most half full it
-    /// reaches its size with the live set and then only rehashes in place.
-    fn keep_tokens_half_full(&mut self) {
-        let wanted = 2 * (self.tokens.len() + 1);
-        if wanted > self.tokens_room {
-            self.tokens.reserve(wanted - self.tokens.len());
-            self.tokens_room = self.tokens.capacity();
-        }
-    }
-
-    /// Drops tokens and cut-offs whose records have expired by `now`;
-    /// returns how many tokens left (they stay in the filter until it is
-    /// rebuilt).
-    pub(super) fn expire(&mut self, now: i64) -> usize {
-        let mut tokens_expired = 0;
-        while let Some(&(keep_until, digest)) = self.token_expiry.first() {
-            if keep_until > now {
-                break;
-            }
-            self.token_expiry.pop_first();
-            // An extended revocation has a later entry; only the last counts.
-            if self.tokens.get(&digest) == Some(&keep_until) {
-                self.tokens.remove(&digest);
-                tokens_expired += 1;
-            }
-        }
+    /// Drops cut-offs whose records have expired by `now`.
+    pub(super) fn expire(&mut self, now: i64) {
         while let Some(&(keep_until, key)) = self.cutoff_expiry.first() {
             if keep_until > now {
                 break;
@@ -142,22 +103,11 @@ impl LiveSet {
                 }
             }
         }
-        tokens_expired
-    }
-
-    /// Live token revocations.
-    pub(super) fn token_count(&self) -> usize {
-        self.tokens.len()
     }
 
     /// Live cut-offs: (subject ones, the others).
     pub(super) fn cutoff_counts(&self) -> (usize, usize) {
         (self.cutoffs.len() - self.claim_cutoffs, self.claim_cutoffs)
-    }
-
-    /// The live token digests.
-    pub(super) fn tokens(&self) -> impl Iterator<Item = &Digest> {
-        self.tokens.keys()
     }
 
     /// The live cut-offs: (key, not_before).
@@ -168,12 +118,6 @@ impl LiveSet {
     /// The cut-off in force on a key.
     pub(super) fn cutoff(&self, key: &CutKey) -> Option<i64> {
         self.cutoffs.get(key).map(|(not_before, _)| *not_before)
-    }
-
-    /// Entries the token table has room for now.
-    #[cfg(test)]
-    pub(super) fn tokens_capacity(&self) -> usize {
-        self.tokens.capacity()
     }
 }
 
@@ -195,16 +139,13 @@ mod tests {
     #[test]
     fn a_later_keep_until_or_cutoff_wins_and_expiry_honours_it() {
         let mut live = LiveSet::default();
-        live.track(FilterChange::Token(digest(1)), 10);
-        live.track(FilterChange::Token(digest(1)), 20);
-        live.track(FilterChange::Cut(key(0, 2), 100), 10);
-        live.track(FilterChange::Cut(key(0, 2), 50), 30);
+        live.track(key(0, 2), 100, 10);
+        live.track(key(0, 2), 50, 30);
         assert_eq!(live.cutoff(&key(0, 2)), Some(100));
-        assert_eq!(live.expire(15), 0, "the extension keeps the token");
-        assert_eq!(live.token_count(), 1);
-        assert_eq!(live.cutoff_counts(), (1, 0));
-        assert_eq!(live.expire(30), 1);
-        assert_eq!((live.token_count(), live.cutoff_counts()), (0, (0, 0)));
+        live.expire(15);
+        assert_eq!(live.cutoff_counts(), (1, 0), "the extension keeps it");
+        live.expire(30);
+        assert_eq!(live.cutoff_counts(), (0, 0));
     }
 
     #[test]
@@ -216,8 +157,8 @@ mod tests {
             (0, sid, "sid")
         );
         let mut live = LiveSet::default();
-        live.track(FilterChange::Cut(key(ClaimTable::SUBJECT, 7), 100), 50);
-        live.track(FilterChange::Cut(key(sid, 7), 200), 60);
+        live.track(key(ClaimTable::SUBJECT, 7), 100, 50);
+        live.track(key(sid, 7), 200, 60);
         assert_eq!(live.cutoff(&key(ClaimTable::SUBJECT, 7)), Some(100));
         assert_eq!(live.cutoff(&key(sid, 7)), Some(200));
         assert_eq!(live.cutoff_counts(), (1, 1));

@@ -56,8 +56,19 @@ use self::state::HubState;
 
 /// False-positive rate the filter is sized for by default.
 pub const DEFAULT_FP_RATE: f64 = 0.001;
-/// Room a rebuilt filter has beyond the live count, by default.
-pub const DEFAULT_HEADROOM: f64 = 0.04;
+/// Room a slice's filter has beyond the entries expected, by default.
+pub const DEFAULT_HEADROOM: f64 = 0.25;
+/// Fewest entries a slice's filter is sized for by default (256 bytes of
+/// bitmap at 0.1%).
+pub const DEFAULT_MIN_CAPACITY: usize = 128;
+
+/// Seconds per filter slice for a deployment whose tokens live at most
+/// `max_token_lifetime`: a 64th of it, from 1 s to 5 minutes. A revocation
+/// stays in the filter until its slice ends, so at most a slice longer
+/// than its record; a day's lifetime makes 288 slices.
+pub fn slice_seconds_for(max_token_lifetime: Duration) -> u32 {
+    (max_token_lifetime.as_secs() / 64).clamp(1, 300) as u32
+}
 /// Queue slots a subscriber has by default (a delta, a heartbeat, or a
 /// whole snapshot each).
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 64;
@@ -99,11 +110,15 @@ pub struct HubConfig {
     pub history: usize,
     /// Most subscribers at once; more are refused.
     pub max_subscribers: usize,
-    /// Fewest entries a filter is sized for.
+    /// Fewest entries a filter of a slice is sized for.
     pub min_capacity: usize,
-    /// Share of the live count a rebuilt filter has room for beyond it
-    /// (see the state module's "Expiry and generations").
+    /// Share of the entries expected in a slice that its filter has room
+    /// for beyond them (see the state module's "Expiry, slices and
+    /// generations").
     pub headroom: f64,
+    /// Seconds of keep-until time per filter slice
+    /// ([`slice_seconds_for`]).
+    pub slice_seconds: u32,
     /// Largest filter share in one Snapshot frame. Small parts keep the
     /// gRPC encoder's buffer of each subscriber small: it grows to the
     /// largest message it has encoded and keeps that size for the life of
@@ -124,8 +139,9 @@ impl Default for HubConfig {
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             history: DEFAULT_HISTORY,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
-            min_capacity: 10_000,
+            min_capacity: DEFAULT_MIN_CAPACITY,
             headroom: DEFAULT_HEADROOM,
+            slice_seconds: slice_seconds_for(crate::bounds::DEFAULT_MAX_TOKEN_LIFETIME),
             snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
             bounds: crate::bounds::TokenBounds::default(),
             clock: Clock::System,
@@ -163,8 +179,9 @@ pub enum SubscribeError {
     /// its filter may lack recent revocations.
     #[error("this replica has lost touch with the change log, so its filter may be behind; subscribe to another")]
     Lagging,
-    /// The gateway does not enforce claim cut-offs and some are live.
-    #[error("claim cut-offs (sid, client_id, azp or issuer-wide) are in force, and this gateway does not enforce them (it subscribes with stream protocol < 2): upgrade it; until then it follows its stale policy")]
+    /// The gateway speaks a stream protocol older than
+    /// [`STREAM_PROTOCOL`](crate::snapshot::STREAM_PROTOCOL).
+    #[error("this server streams filters sliced by expiry (stream protocol 3), and this gateway subscribes with an older protocol: upgrade it (gateways before servers); until then it follows its stale policy")]
     Outdated,
 }
 

@@ -4,23 +4,26 @@
 //! policy. A load builds a new live set and history beside the current
 //! ones and replaces them as values when complete ([`Loading`]).
 //!
-//! # Expiry and generations
+//! # Expiry, slices and generations
 //!
-//! A bloom filter cannot forget, so expired entries are dropped by
-//! rebuilding: when the entries that have expired since the last build
-//! outnumber the live ones (and a minimum), or when the measured
-//! false-positive rate passes 1.25× the target (well before the 1.5× bound;
-//! the fill is measured every `capacity/64` inserts, too few for the rate
-//! to jump past the bound in between), a new filter is built from the live
-//! set, sized for the live count plus a headroom (`--filter-headroom`,
-//! 4% by default). Memory thus follows the live count, not the all-time
-//! count. Each build is a new *generation*; subscribers get a snapshot of it.
+//! The filter is sliced by the time each revocation is kept until
+//! ([`SlicedFilter`]): a slice is dropped whole once that time has passed
+//! for all of it, on the hub's tick, and gateways drop it by their own
+//! clock, so expiry costs nothing on the stream. A slice's first filter is
+//! sized for the entries a slice is expected to collect: the rate of
+//! token revocations (an average over about a minute, [`RATE_WINDOW`])
+//! times the slice's seconds, plus the headroom (`--filter-headroom`),
+//! and at least `min_capacity`. A slice that still overfills gets a
+//! further filter (announced in the delta by its header alone) of twice
+//! the entries at a quarter of the false-positive rate of the one before,
+//! so a slice's rate stays below 4/3 of the target however far it
+//! outgrows its guess (the sum `p·(1 + 1/4 + 1/16 + …)`; Almeida et al.,
+//! "Scalable Bloom Filters", 2007): nothing is ever rebuilt or re-sent. At a load, each slice is
+//! sized for its loaded entries plus the headroom and for the fullest
+//! loaded slice, the best guess of what a slice collects.
 //!
-//! The headroom trades snapshot size against snapshot frequency: at 4% a
-//! snapshot costs 15 bits per live entry at 0.1%, and a filter is rebuilt
-//! after about 7% of its live count in new revocations (the fill reaches
-//! 1.25× the target rate); at 100% a snapshot costs twice that and rebuilds
-//! are ~14 times rarer.
+//! Each load builds a new filter: a new *generation*; subscribers get a
+//! snapshot of it.
 //!
 //! A generation's high 32 bits name the deployment (the digest key's
 //! fingerprint, the same on every replica), its low 32 bits this replica's
@@ -35,10 +38,6 @@
 //! hold (an older one, or another interleaving of the log's partitions),
 //! gets a snapshot.
 //!
-//! Rebuilding here, rather than slicing the filter by expiry time, keeps
-//! the wire format one plain bloom filter that any gateway can check with
-//! one lookup.
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,28 +45,29 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant as ClockInstant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
-use super::history::{push_cutoff, update, DigestBuffer, History};
+use super::history::{update, DeltaBuilder, History, SliceOpening, Step};
 use super::live::{ClaimTable, CutKey, FilterChange, LiveSet};
 use super::{
     Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
     FOLLOWER_SILENCE,
 };
-use crate::filter::{DigestKey, RevocationFilter};
+use crate::filter::{Digest, DigestKey, RevocationFilter, SlicedFilter};
 use crate::pb::{self, filter_update::Update};
-use crate::snapshot::CLAIMS_PROTOCOL;
+use crate::snapshot::STREAM_PROTOCOL;
 use crate::store::{Change, LogTail, LoggedChange};
 
 /// A cached snapshot is reused (with a catch-up delta) for this long.
 const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// The revocation rate that sizes new slices is averaged over about this
+/// many seconds.
+const RATE_WINDOW: f64 = 60.0;
 
 /// A connected gateway.
 struct Subscriber {
     id: u64,
     gateway_id: String,
-    /// The newest stream protocol it enforces.
-    protocol: u32,
     queue: mpsc::Sender<Outgoing>,
     /// Waiting for a snapshot (new, re-based, or new generation): gets no
     /// deltas until it has one.
@@ -81,10 +81,12 @@ struct CachedSnapshot {
     built: Instant,
 }
 
-/// A load under way: what will replace the live set, the history and the
-/// cursor when it completes.
+/// A load under way: what will replace the filter, the live cut-offs, the
+/// history and the cursor when it completes.
 struct Loading {
     cursor: String,
+    /// Token digests loaded, by slice; the filter is sized once all are in.
+    tokens: Vec<(i64, Digest)>,
     live: LiveSet,
     history: History,
 }
@@ -98,17 +100,18 @@ pub(super) struct HubState {
     generation: u64,
     /// Cursor of the last change applied.
     cursor: String,
-    filter: RevocationFilter,
-    /// Entries the current filter was sized for.
-    capacity: usize,
-    /// What the filter is built from.
+    /// Live token digests, by slice.
+    filter: SlicedFilter,
+    /// Token revocations per second, averaged over about [`RATE_WINDOW`].
+    rate: f64,
+    /// Token revocations applied since the rate was last updated.
+    revoked_since_tick: u64,
+    /// When the rate was last updated (Tokio's clock).
+    rate_updated_at: ClockInstant,
+    /// The live cut-offs.
     live: LiveSet,
     /// The claims of the cut-offs in `live`, `history` and a load.
     claims: ClaimTable,
-    /// Entries still in the filter whose tokens have expired.
-    expired_in_filter: usize,
-    /// Inserts since the fill was last measured.
-    inserts_since_measure: usize,
     /// Recent changes, for resuming subscribers.
     history: History,
     snapshot: Option<CachedSnapshot>,
@@ -129,45 +132,15 @@ pub(super) struct HubState {
 /// Where a subscription's answer goes.
 type Reply = tokio::sync::oneshot::Sender<Result<Updates, SubscribeError>>;
 
-/// Why a filter is built anew (each build a new generation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rebuild {
-    /// A load of the live set completed.
-    Loaded,
-    /// The false-positive rate neared its bound.
-    Overfilled,
-    /// Expired entries outnumbered live ones.
-    Expired,
-}
-
-impl Rebuild {
-    /// The `reason` label of `revocd_filter_rebuilds_total`.
-    fn label(self) -> &'static str {
-        match self {
-            Rebuild::Loaded => "loaded",
-            Rebuild::Overfilled => "overfilled",
-            Rebuild::Expired => "expired",
-        }
-    }
-
-    /// For the log.
-    fn describe(self) -> &'static str {
-        match self {
-            Rebuild::Loaded => "loaded",
-            Rebuild::Overfilled => "false-positive rate near its bound",
-            Rebuild::Expired => "expired entries outnumber live ones",
-        }
-    }
-}
-
 impl HubState {
     pub(super) fn new(digest_key: DigestKey, config: HubConfig) -> Self {
-        let capacity = config.min_capacity.max(1);
         let generation =
             (u64::from(digest_key.fingerprint()) << 32) | (u64::from(rand::random::<u16>()) << 16);
         HubState {
-            filter: RevocationFilter::new(capacity, config.fp_rate),
-            capacity,
+            filter: SlicedFilter::new(config.slice_seconds),
+            rate: 0.0,
+            revoked_since_tick: 0,
+            rate_updated_at: ClockInstant::now(),
             history: History::new(config.history, None),
             config,
             digest_key,
@@ -176,8 +149,6 @@ impl HubState {
             cursor: String::new(),
             live: LiveSet::default(),
             claims: ClaimTable::default(),
-            expired_in_filter: 0,
-            inserts_since_measure: 0,
             snapshot: None,
             subscribers: Vec::new(),
             next_subscriber: 0,
@@ -245,15 +216,23 @@ impl HubState {
                 self.loading = Some(self.start_loading(tail));
             }
             Event::LoadPage(page) => {
-                if let Some(loading) = &mut self.loading {
+                if let Some(mut loading) = self.loading.take() {
                     let now = self.config.clock.now();
                     for change in &page {
                         let keep_until = change.keep_until();
-                        if keep_until > now {
-                            let change = filter_change(&self.digest_key, &mut self.claims, change);
-                            loading.live.track(change, keep_until);
+                        if keep_until <= now {
+                            continue;
+                        }
+                        match self.filter_change(change) {
+                            FilterChange::Token { digest, slice } => {
+                                loading.tokens.push((slice, digest));
+                            }
+                            FilterChange::Cut(key, not_before) => {
+                                loading.live.track(key, not_before, keep_until);
+                            }
                         }
                     }
+                    self.loading = Some(loading);
                 }
             }
             Event::LoadDone => {
@@ -292,11 +271,12 @@ impl HubState {
     fn start_loading(&mut self, tail: LogTail) -> Loading {
         let mut history = History::new(self.config.history, tail.start);
         for entry in tail.entries {
-            let change = filter_change(&self.digest_key, &mut self.claims, &entry.change);
-            history.remember(entry.cursor, change);
+            let change = self.filter_change(&entry.change);
+            history.remember(entry.cursor, Step::Change(change));
         }
         Loading {
             cursor: tail.head,
+            tokens: Vec::new(),
             live: LiveSet::default(),
             history,
         }
@@ -307,15 +287,10 @@ impl HubState {
         self.cursor = loading.cursor;
         self.live = loading.live;
         self.history = loading.history;
-        if self.live.cutoff_counts().1 > 0 {
-            // A load is how a replica restarted (or reconnected) meets
-            // claim cut-offs made meanwhile: no older gateway stays.
-            self.end_outdated_subscribers();
-        }
         self.ready = true;
         self.following = true;
         self.caught_up_at = ClockInstant::now();
-        self.rebuild(Rebuild::Loaded);
+        self.build(loading.tokens);
         for (params, reply) in std::mem::take(&mut self.waiting) {
             let _ = reply.send(self.subscribe(params));
         }
@@ -336,89 +311,101 @@ impl HubState {
             .max(0);
         metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
         let now = self.config.clock.now();
-        let mut digests = DigestBuffer::default();
-        let (mut subjects, mut claims) = (Vec::new(), Vec::new());
+        let mut delta = DeltaBuilder::default();
         for entry in entries {
             let keep_until = entry.change.keep_until();
             if keep_until <= now {
                 continue;
             }
-            let change = filter_change(&self.digest_key, &mut self.claims, &entry.change);
-            self.live.track(change, keep_until);
+            let change = self.filter_change(&entry.change);
             match change {
-                FilterChange::Token(digest) => {
-                    self.filter.insert(&digest);
-                    self.inserts_since_measure += 1;
-                    digests.push(&digest);
+                FilterChange::Token { digest, slice } => {
+                    if let Some(opening) = self.make_room(slice) {
+                        delta.open(opening);
+                        self.history
+                            .remember(entry.cursor.clone(), Step::Open(opening));
+                    }
+                    self.filter.insert(slice, &digest);
+                    self.revoked_since_tick += 1;
+                    delta.push(change, &self.claims);
                 }
-                FilterChange::Cut(key, _) => {
+                FilterChange::Cut(key, not_before) => {
+                    self.live.track(key, not_before, keep_until);
                     // The cut-off in force: a later one may be held already.
-                    let not_before = self.live.cutoff(&key).unwrap_or_default();
-                    push_cutoff((&mut subjects, &mut claims), &self.claims, key, not_before);
+                    let in_force = self.live.cutoff(&key).unwrap_or(not_before);
+                    delta.push_cutoff(&self.claims, key, in_force);
                 }
             }
-            self.history.remember(entry.cursor, change);
+            self.history.remember(entry.cursor, Step::Change(change));
         }
-        if !claims.is_empty() {
-            self.end_outdated_subscribers();
-        }
-        let delta = pb::Delta {
-            cursor: self.cursor.clone(),
-            digests: digests.take(),
-            subjects,
-            logged_at_ms,
-            claims,
-        };
+        delta.cursor.clone_from(&self.cursor);
         trace!(
             cursor = self.cursor,
-            digests = delta.digests.len(),
+            digests = delta.digests(),
             "applied"
         );
         metrics::counter!("revocd_filter_changes_applied_total")
-            .increment((delta.digests.len() + delta.subjects.len() + delta.claims.len()) as u64);
-        metrics::gauge!("revocd_revocations_live").set(self.live.token_count() as f64);
-        self.broadcast(update(Update::Delta(delta)));
+            .increment((delta.digests() + delta.cutoffs()) as u64);
+        self.broadcast(update(Update::Delta(delta.finish(logged_at_ms))));
         metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
-        if self.overfilled() {
-            self.rebuild(Rebuild::Overfilled);
+    }
+
+    /// Opens a filter in `slice` when it has none or its newest is full;
+    /// returns what was opened, for the stream and the history.
+    fn make_room(&mut self, slice: i64) -> Option<SliceOpening> {
+        let (capacity, fp_rate) = match self.filter.slice(slice) {
+            Some(open) if !open.is_full() => return None,
+            Some(full) => {
+                let newest = full.filters().last().map_or(0, |f| f.capacity);
+                let chained = full.filters().len() as i32;
+                metrics::counter!("revocd_filter_rebuilds_total", "reason" => "overfilled")
+                    .increment(1);
+                debug!(slice, capacity = newest, "slice full; another filter opened in it");
+                (2 * newest, self.config.fp_rate / 4f64.powi(chained))
+            }
+            None => (self.expected_per_slice(), self.config.fp_rate),
+        };
+        Some(self.open(slice, capacity, fp_rate))
+    }
+
+    /// Entries a new slice is sized for: the expected ones plus the
+    /// headroom, at least `min_capacity`.
+    fn expected_per_slice(&self) -> u64 {
+        let expected = self.rate * f64::from(self.filter.slice_seconds());
+        self.sized(expected)
+    }
+
+    fn sized(&self, entries: f64) -> u64 {
+        let with_headroom = (entries * (1.0 + self.config.headroom)).ceil() as u64;
+        with_headroom.max(self.config.min_capacity.max(1) as u64)
+    }
+
+    /// Opens an empty filter for `capacity` entries at `fp_rate` in `slice`.
+    fn open(&mut self, slice: i64, capacity: u64, fp_rate: f64) -> SliceOpening {
+        let filter = RevocationFilter::new(capacity as usize, fp_rate);
+        let header = filter.header();
+        self.filter.open(slice, capacity, filter);
+        SliceOpening {
+            slice,
+            capacity,
+            header,
         }
     }
 
-    /// Measures the fill every `capacity/64` inserts; true when the
-    /// false-positive rate passed 1.25× the target. Past the target itself
-    /// a warning is logged, so operators see a filter nearing its bound.
-    fn overfilled(&mut self) -> bool {
-        if self.inserts_since_measure < (self.capacity / 64).max(64) {
-            return false;
-        }
-        self.inserts_since_measure = 0;
-        let rate = self.publish_filter_metrics();
-        if rate > self.config.fp_rate {
-            warn!(
-                generation = self.generation,
-                estimated_fp_rate = rate,
-                target = self.config.fp_rate,
-                "filter false-positive rate above its target; it is rebuilt past 1.25x"
-            );
-        }
-        rate > 1.25 * self.config.fp_rate
-    }
-
-    /// Sets the filter gauges; returns the estimated false-positive rate.
-    fn publish_filter_metrics(&self) -> f64 {
+    /// Sets the filter gauges.
+    fn publish_filter_metrics(&self) {
         let rate = self.filter.estimated_fp_rate();
-        // The low 32 bits count this replica's rebuilds and fit a float.
+        // The low 32 bits count this replica's loads and fit a float.
         metrics::gauge!("revocd_filter_generation")
             .set((self.generation & u64::from(u32::MAX)) as f64);
         metrics::gauge!("revocd_filter_bits").set(self.filter.bits() as f64);
-        metrics::gauge!("revocd_filter_fill_ratio").set(self.filter.fill_ratio());
+        metrics::gauge!("revocd_filter_slices").set(self.filter.slices().count() as f64);
         metrics::gauge!("revocd_filter_estimated_fp_rate").set(rate);
         metrics::gauge!("revocd_filter_fp_rate_target").set(self.config.fp_rate);
-        metrics::gauge!("revocd_revocations_live").set(self.live.token_count() as f64);
+        metrics::gauge!("revocd_revocations_live").set(self.filter.entries() as f64);
         let (subject_cutoffs, claim_cutoffs) = self.live.cutoff_counts();
         metrics::gauge!("revocd_subject_cutoffs_live").set(subject_cutoffs as f64);
         metrics::gauge!("revocd_claim_cutoffs_live").set(claim_cutoffs as f64);
-        rate
     }
 
     /// Subscribers receiving deltas (not waiting for a snapshot).
@@ -430,74 +417,99 @@ impl HubState {
     }
 
     fn on_tick(&mut self) {
-        self.expire(self.config.clock.now());
-        if self.expired_in_filter >= self.live.token_count().max(self.config.min_capacity) {
-            self.rebuild(Rebuild::Expired);
-        }
+        let now = self.config.clock.now();
+        self.filter.drop_expired(now);
+        self.live.expire(now);
+        self.update_rate();
         self.serve_pending_snapshots();
         if self.is_live() {
             self.broadcast(self.heartbeat());
         }
         metrics::gauge!("revocd_subscribers_connected").set(self.subscribers.len() as f64);
-        metrics::gauge!("revocd_revocations_live").set(self.live.token_count() as f64);
+        self.publish_filter_metrics();
     }
 
-    /// Drops tokens and cut-offs whose records have expired.
-    fn expire(&mut self, now: i64) {
-        self.expired_in_filter += self.live.expire(now);
-    }
-
-    /// Builds a new filter of the live tokens, sized for their count plus
-    /// the headroom,
-    /// as a new generation; every subscriber gets a snapshot of it.
-    fn rebuild(&mut self, why: Rebuild) {
-        let started = Instant::now();
-        let sized = (self.live.token_count() as f64 * (1.0 + self.config.headroom)).ceil() as usize;
-        self.capacity = sized.max(self.config.min_capacity).max(1);
-        let mut filter = RevocationFilter::new(self.capacity, self.config.fp_rate);
-        for digest in self.live.tokens() {
-            filter.insert(digest);
+    /// Folds the revocations since the last tick into the averaged rate.
+    fn update_rate(&mut self) {
+        let elapsed = self.rate_updated_at.elapsed().as_secs_f64();
+        if elapsed <= 0.0 {
+            return;
         }
-        self.filter = filter;
+        let weight = (elapsed / RATE_WINDOW).min(1.0);
+        let recent = self.revoked_since_tick as f64 / elapsed;
+        self.rate += weight * (recent - self.rate);
+        self.revoked_since_tick = 0;
+        self.rate_updated_at = ClockInstant::now();
+    }
+
+    /// Builds the filter of a completed load, as a new generation: every
+    /// subscriber gets a snapshot of it.
+    fn build(&mut self, mut tokens: Vec<(i64, Digest)>) {
+        let started = Instant::now();
+        tokens.sort_unstable_by_key(|(slice, _)| *slice);
+        let mut counts: Vec<(i64, usize)> = Vec::new();
+        for (slice, _) in &tokens {
+            match counts.last_mut() {
+                Some((last, count)) if last == slice => *count += 1,
+                _ => counts.push((*slice, 1)),
+            }
+        }
+        // The fullest slice is the best guess of what a slice collects.
+        let fullest = counts.iter().map(|(_, count)| *count).max().unwrap_or(0);
+        self.rate = self.rate.max(fullest as f64 / f64::from(self.filter.slice_seconds()));
+        self.filter = SlicedFilter::new(self.config.slice_seconds);
+        for (slice, count) in counts {
+            let capacity = self.sized(count as f64).max(self.expected_per_slice());
+            self.open(slice, capacity, self.config.fp_rate);
+        }
+        for (slice, digest) in &tokens {
+            self.filter.insert(*slice, digest);
+        }
         self.generation += 1;
-        self.expired_in_filter = 0;
-        self.inserts_since_measure = 0;
         self.snapshot = None;
         for subscriber in &mut self.subscribers {
             subscriber.needs_snapshot = true;
         }
         info!(
-            why = why.describe(),
             generation = self.generation,
-            live = self.live.token_count(),
+            live = tokens.len(),
+            slices = self.filter.slices().count(),
             bits = self.filter.bits(),
             took_ms = started.elapsed().as_millis() as u64,
             "filter built"
         );
-        metrics::counter!("revocd_filter_rebuilds_total", "reason" => why.label()).increment(1);
+        metrics::counter!("revocd_filter_rebuilds_total", "reason" => "loaded").increment(1);
         self.publish_filter_metrics();
         self.serve_pending_snapshots();
     }
-}
 
-/// The change as the filter sees it: digests under the deployment's key,
-/// claims by their number in `claims`.
-fn filter_change(key: &DigestKey, claims: &mut ClaimTable, change: &Change) -> FilterChange {
-    match change {
-        Change::Revoked { issuer, jti, .. } => FilterChange::Token(key.token(issuer, jti)),
-        Change::Cut {
-            issuer,
-            claim,
-            value,
-            not_before,
-            ..
-        } => {
-            let id = claims.id(claim);
-            let digest = match id {
-                ClaimTable::SUBJECT => key.subject(issuer, value),
-                _ => key.claim(issuer, claim, value),
-            };
-            FilterChange::Cut(CutKey { claim: id, digest }, *not_before)
+    /// The change as the filter sees it: digests under the deployment's
+    /// key, a token's slice, claims by their number in `claims`.
+    fn filter_change(&mut self, change: &Change) -> FilterChange {
+        let key = &self.digest_key;
+        match change {
+            Change::Revoked {
+                issuer,
+                jti,
+                keep_until,
+            } => FilterChange::Token {
+                digest: key.token(issuer, jti),
+                slice: self.filter.slice_of(*keep_until),
+            },
+            Change::Cut {
+                issuer,
+                claim,
+                value,
+                not_before,
+                ..
+            } => {
+                let id = self.claims.id(claim);
+                let digest = match id {
+                    ClaimTable::SUBJECT => key.subject(issuer, value),
+                    _ => key.claim(issuer, claim, value),
+                };
+                FilterChange::Cut(CutKey { claim: id, digest }, *not_before)
+            }
         }
     }
 }

@@ -295,6 +295,19 @@ impl Store {
         }
     }
 
+    /// Records the deployment's leeway on first use; refuses another one
+    /// later ([`Error::Unsuitable`]): records kept for another leeway sit
+    /// in other filter slices than gateways look in.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Unsuitable`] for another leeway.
+    pub async fn pin_leeway(&self, leeway: u64) -> Result<(), Error> {
+        match self {
+            Store::Redis(store) => store.pin_leeway(leeway).await,
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
     /// The newest `count` log entries and the head cursor.
     ///
     /// # Errors

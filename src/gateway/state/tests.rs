@@ -61,7 +61,7 @@ fn a_saved_view_reads_back_as_it_was() {
     assert_eq!((loaded.generation(), loaded.cursor()), (42, "2-0"));
     assert_eq!(loaded.digest_key().as_bytes(), key.as_bytes());
     for id in ["in-base", "in-recent"] {
-        assert!(loaded.may_be_revoked(&key.token("iss", id)), "{id}");
+        assert!(loaded.may_be_revoked(&key.token("iss", id), None), "{id}");
     }
     assert_eq!(
         loaded.subject_cutoff(&key.subject("iss", "alice")),

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::*;
+use crate::hub::history::push_cutoff;
 
 impl HubState {
     pub(super) fn subscribe(&mut self, params: SubscribeParams) -> Result<Updates, SubscribeError> {
@@ -16,7 +17,7 @@ impl HubState {
         if !self.is_live() {
             return Err(SubscribeError::Lagging);
         }
-        if params.protocol < CLAIMS_PROTOCOL && self.live.cutoff_counts().1 > 0 {
+        if params.protocol < STREAM_PROTOCOL {
             metrics::counter!("revocd_outdated_gateways_total").increment(1);
             return Err(SubscribeError::Outdated);
         }
@@ -30,7 +31,6 @@ impl HubState {
         let mut subscriber = Subscriber {
             id: self.next_subscriber,
             gateway_id: params.gateway_id,
-            protocol: params.protocol,
             queue,
             needs_snapshot: true,
         };
@@ -145,27 +145,6 @@ impl HubState {
             self.offer_snapshot(subscriber);
         }
         self.subscribers = subscribers;
-    }
-
-    /// Ends the streams of subscribers too old to enforce claim cut-offs,
-    /// which one has just arrived for: they would let those tokens through.
-    /// They go stale and follow their stale policy; their subscriptions
-    /// are refused while claim cut-offs are live.
-    pub(super) fn end_outdated_subscribers(&mut self) {
-        self.subscribers.retain(|subscriber| {
-            if subscriber.protocol >= CLAIMS_PROTOCOL {
-                return true;
-            }
-            warn!(
-                subscriber = subscriber.id,
-                gateway = subscriber.gateway_id,
-                "ending the stream of a gateway that cannot enforce claim cut-offs"
-            );
-            metrics::counter!("revocd_outdated_gateways_total").increment(1);
-            let status = tonic::Status::failed_precondition(SubscribeError::Outdated.to_string());
-            let _ = subscriber.queue.try_send(Outgoing::End(status));
-            false
-        });
     }
 
     /// Offers a frame to every up-to-date subscriber (shared, not copied); a

@@ -8,16 +8,31 @@ use crate::time::{unix_now, Clock};
 fn hub() -> HubState {
     let config = HubConfig {
         min_capacity: 1_000,
+        slice_seconds: 10,
         clock: Clock::tokio(),
         ..HubConfig::default()
     };
     let mut hub = HubState::new(DigestKey::random(), config);
     hub.install(Loading {
         cursor: String::new(),
+        tokens: Vec::new(),
         live: LiveSet::default(),
         history: History::new(hub.config.history, None),
     });
     hub
+}
+
+/// A subscription of this build's protocol.
+fn current() -> SubscribeParams {
+    SubscribeParams {
+        protocol: crate::snapshot::STREAM_PROTOCOL,
+        ..SubscribeParams::default()
+    }
+}
+
+/// The token's `exp` when its revocation is kept until `keep_until`.
+fn exp(hub: &HubState, keep_until: i64) -> Option<i64> {
+    Some(keep_until - hub.config.bounds.leeway)
 }
 
 fn revoked(jti: &str, keep_until: i64, cursor: u64) -> LoggedChange {
@@ -54,12 +69,17 @@ fn a_gateway_copy_answers_exactly_as_the_server_filter() {
             .collect(),
     );
     let view = decoded_view(&hub);
+    let exp = exp(&hub, now + 600);
     for _ in 0..100_000 {
         let digest = Digest(rand::random());
-        assert_eq!(view.may_be_revoked(&digest), hub.filter.contains(&digest));
+        assert_eq!(
+            view.may_be_revoked(&digest, exp),
+            hub.filter.contains(Some(now + 600), &digest)
+        );
     }
     let key = hub.digest_key.clone();
-    assert!((0..5_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+    assert!((0..5_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()), exp)));
+    assert_eq!(view.filter().to_bytes(), hub.filter.to_bytes());
 }
 
 #[test]
@@ -75,7 +95,8 @@ fn snapshots_are_split_into_parts_that_reassemble() {
     assert!(hub.snapshot_frames().len() > 3);
     let view = decoded_view(&hub);
     let key = hub.digest_key.clone();
-    assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+    let exp = exp(&hub, now + 600);
+    assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()), exp)));
 }
 
 #[tokio::test]
@@ -92,9 +113,7 @@ async fn a_snapshot_of_more_parts_than_queue_slots_streams_whole_then_deltas_fol
     );
     let parts = hub.snapshot_frames().len();
     assert!(parts > hub.config.subscriber_buffer, "{parts} parts");
-    let mut updates = hub
-        .subscribe(SubscribeParams::default())
-        .expect("subscribed");
+    let mut updates = hub.subscribe(current()).expect("subscribed");
     let mut received = Vec::new();
     for _ in 0..parts {
         match updates.next().await {
@@ -106,7 +125,8 @@ async fn a_snapshot_of_more_parts_than_queue_slots_streams_whole_then_deltas_fol
     }
     let view = FilterView::from_snapshot(&received).expect("parts in order");
     let key = hub.digest_key.clone();
-    assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()))));
+    let exp = exp(&hub, now + 600);
+    assert!((0..2_000).all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()), exp)));
     assert!(
         matches!(
             updates.next().await,
@@ -125,7 +145,9 @@ async fn a_snapshot_of_more_parts_than_queue_slots_streams_whole_then_deltas_fol
         Some(Ok(pb::FilterUpdate {
             update: Some(Update::Delta(delta)),
         })) => {
-            let digests: Vec<&[u8]> = delta.digests.iter().map(|d| d.as_ref()).collect();
+            assert!(delta.digests.is_empty(), "protocol 3 sends digests by slice");
+            assert_eq!(delta.slices.len(), 1);
+            let digests: Vec<&[u8]> = delta.slices[0].digests.chunks(16).collect();
             assert_eq!(
                 digests,
                 [&key.token("iss", "a").0[..], &key.token("iss", "b").0[..]]
@@ -157,7 +179,7 @@ fn tail(entries: Vec<LoggedChange>, caught_up: bool) -> Event {
 #[tokio::test(start_paused = true)]
 async fn no_heartbeat_vouches_for_a_reload_in_progress() {
     let mut hub = hub();
-    let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+    let mut updates = hub.subscribe(current()).unwrap();
     assert_eq!(queued(&mut updates).last(), Some(&"heartbeat"));
     // A reload begins (after a Redis blip): pages arrive, nothing of
     // the log is applied meanwhile.
@@ -170,7 +192,7 @@ async fn no_heartbeat_vouches_for_a_reload_in_progress() {
     hub.on_tick();
     assert_eq!(queued(&mut updates), Vec::<&str>::new());
     assert_eq!(
-        hub.subscribe(SubscribeParams::default()).err(),
+        hub.subscribe(current()).err(),
         Some(SubscribeError::Lagging)
     );
     hub.on_event(Event::LoadDone);
@@ -183,13 +205,13 @@ async fn no_heartbeat_vouches_for_a_reload_in_progress() {
 #[tokio::test(start_paused = true)]
 async fn a_lost_log_stops_heartbeats_at_once() {
     let mut hub = hub();
-    let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+    let mut updates = hub.subscribe(current()).unwrap();
     queued(&mut updates);
     hub.on_event(Event::Lost);
     hub.on_tick();
     assert_eq!(queued(&mut updates), Vec::<&str>::new());
     assert_eq!(
-        hub.subscribe(SubscribeParams::default()).err(),
+        hub.subscribe(current()).err(),
         Some(SubscribeError::Lagging)
     );
 }
@@ -198,7 +220,7 @@ async fn a_lost_log_stops_heartbeats_at_once() {
 async fn a_follower_that_stays_behind_the_head_stops_heartbeats() {
     let mut hub = hub();
     let now = unix_now();
-    let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+    let mut updates = hub.subscribe(current()).unwrap();
     queued(&mut updates);
     // Whole batches, one after another: the follower is catching up.
     for i in 0..4u64 {
@@ -213,64 +235,62 @@ async fn a_follower_that_stays_behind_the_head_stops_heartbeats() {
 }
 
 #[test]
-fn the_live_digest_table_keeps_its_size_under_steady_churn() {
+fn memory_follows_the_live_slices_under_steady_churn() {
     let mut hub = hub();
     const LIVE: i64 = 20_000;
     let start = unix_now();
-    // One revocation a (virtual) second, each living LIVE seconds: the
-    // live set reaches LIVE, then as many expire as arrive. Returns the
-    // most entries the table had room for on the way.
+    // Ten revocations a (virtual) second, each kept LIVE seconds: the
+    // live set reaches 10·LIVE, then as many expire as arrive. Returns the
+    // most bits the filter had on the way.
     let churn = |hub: &mut HubState, from: i64, to: i64| {
-        let mut most_room = 0;
+        let mut most_bits = 0;
         for t in from..to {
-            hub.apply(vec![revoked(&t.to_string(), start + t + LIVE, t as u64)]);
-            hub.expire(start + t);
-            most_room = most_room.max(hub.live.tokens_capacity());
+            let entries = (0..10)
+                .map(|i| revoked(&format!("{t}-{i}"), start + t + LIVE, t as u64))
+                .collect();
+            hub.apply(entries);
+            hub.filter.drop_expired(start + t);
+            hub.rate = 10.0;
+            most_bits = most_bits.max(hub.filter.bits());
         }
-        most_room
+        most_bits
     };
-    let room = churn(&mut hub, 0, LIVE);
-    assert_eq!(hub.live.token_count() as i64, LIVE);
-    // Removals only shrink `capacity()`; a regrown table would exceed it.
-    assert_eq!(
-        churn(&mut hub, LIVE, 8 * LIVE),
-        room,
-        "the table grew under churn"
-    );
-    assert_eq!(hub.live.token_count() as i64, LIVE);
+    let warm = churn(&mut hub, 0, LIVE);
+    let generation = hub.generation;
+    let later = churn(&mut hub, LIVE, 4 * LIVE);
+    assert!(later <= warm * 11 / 10, "the filter grew under churn: {warm} then {later} bits");
+    assert_eq!(hub.generation, generation, "expiry never rebuilds");
+    let slices = hub.filter.slices().count() as i64;
+    assert!(slices <= LIVE / 10 + 1, "{slices} slices");
 }
 
 #[test]
-fn expired_revocations_leave_the_filter_and_memory_returns_to_baseline() {
+fn expired_slices_leave_the_filter_whole_without_a_new_generation() {
     let mut hub = hub();
-    let baseline_bits = hub.filter.bits();
     let now = unix_now();
-    // Grow the filter well past its minimum with short-lived entries.
     hub.apply(
         (0..20_000)
-            .map(|i| revoked(&i.to_string(), now + 5, i))
+            .map(|i| revoked(&i.to_string(), now + 5 + i as i64 % 100, i))
             .collect(),
     );
-    assert!(hub.filter.bits() > baseline_bits, "the filter grew");
     let generation = hub.generation;
     let key = hub.digest_key.clone();
-    assert!(hub.filter.contains(&key.token("iss", "7")));
+    assert!(hub.filter.contains(Some(now + 5 + 7), &key.token("iss", "7")));
+    let slices = hub.filter.slices().count();
+    assert!(slices >= 10, "{slices} slices");
 
-    hub.expire(now + 6);
-    assert_eq!(hub.live.token_count(), 0);
-    assert!(hub.expired_in_filter >= hub.config.min_capacity);
-    hub.rebuild(Rebuild::Expired);
-    assert!(hub.generation > generation);
-    assert_eq!(hub.filter.bits(), baseline_bits, "back to the minimum size");
-    let still = (0..20_000).filter(|i| hub.filter.contains(&key.token("iss", &i.to_string())));
-    assert!(
-        still.count() < 40,
-        "expired entries are gone (up to false positives)"
-    );
+    // Up to the end of the slice of `now + 50`: about half the slices go.
+    let dropped = hub.filter.drop_expired((now + 50).div_euclid(10) * 10);
+    assert!(dropped > 0 && dropped < slices, "{dropped} of {slices}");
+    assert!(!hub.filter.contains(Some(now + 5), &key.token("iss", "0")));
+    assert!(hub.filter.contains(Some(now + 104), &key.token("iss", "99")));
+    hub.filter.drop_expired(now + 200);
+    assert_eq!((hub.filter.slices().count(), hub.filter.bits()), (0, 0));
+    assert_eq!(hub.generation, generation, "no new generation");
 }
 
 #[test]
-fn an_overfilling_filter_is_rebuilt_before_its_rate_passes_one_and_a_half_times_the_target() {
+fn an_overfilling_slice_opens_filters_and_stays_under_one_and_a_half_times_the_target_rate() {
     let mut hub = hub();
     let now = unix_now();
     let target = hub.config.fp_rate;
@@ -286,7 +306,9 @@ fn an_overfilling_filter_is_rebuilt_before_its_rate_passes_one_and_a_half_times_
             (batch + 1) * 1_000
         );
     }
-    assert_eq!(hub.live.token_count(), 100_000);
+    let slice = hub.filter.slice(hub.filter.slice_of(now + 600)).unwrap();
+    assert!(slice.filters().len() <= 8, "{} filters", slice.filters().len());
+    assert_eq!(hub.filter.entries(), 100_000);
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,20 +316,21 @@ async fn ticks_drop_revocations_once_the_clock_passes_their_end_and_date_heartbe
     let mut hub = hub();
     let clock = hub.config.clock;
     let now = clock.now();
-    let mut updates = hub.subscribe(SubscribeParams::default()).unwrap();
+    let mut updates = hub.subscribe(current()).unwrap();
     queued(&mut updates);
     let entries = vec![revoked("short", now + 5, 1), revoked("long", now + 600, 2)];
     hub.on_event(tail(entries, true));
     hub.on_tick();
-    assert_eq!(hub.live.token_count(), 2);
-    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(hub.filter.slices().count(), 2);
+    let short_ends = (now + 5).div_euclid(10) * 10 + 10;
+    tokio::time::advance(Duration::from_secs((short_ends - now - 1) as u64)).await;
     hub.on_event(tail(Vec::new(), true));
     hub.on_tick();
-    assert_eq!(hub.live.token_count(), 2, "dropped before its end");
+    assert_eq!(hub.filter.slices().count(), 2, "dropped before its end");
     tokio::time::advance(Duration::from_secs(2)).await;
     hub.on_event(tail(Vec::new(), true));
     hub.on_tick();
-    assert_eq!(hub.live.token_count(), 1, "kept past its end");
+    assert_eq!(hub.filter.slices().count(), 1, "kept past its end");
     let mut sent_at = Vec::new();
     while let Ok(Outgoing::Frames(frames)) = updates.queue.try_recv() {
         for frame in frames.iter() {
@@ -334,27 +357,13 @@ fn cut(claim: &str, value: &str, not_before: i64, cursor: u64) -> LoggedChange {
 }
 
 #[tokio::test(start_paused = true)]
-async fn claim_cutoffs_travel_apart_from_subject_ones_and_end_older_gateways_streams() {
+async fn claim_cutoffs_travel_apart_from_subject_ones() {
     let mut hub = hub();
-    let current = SubscribeParams {
-        protocol: crate::snapshot::STREAM_PROTOCOL,
-        ..SubscribeParams::default()
-    };
-    let mut old = hub.subscribe(SubscribeParams::default()).unwrap();
-    let mut new = hub.subscribe(current.clone()).unwrap();
-    queued(&mut old);
+    let mut new = hub.subscribe(current()).unwrap();
     queued(&mut new);
-    // A subject cut-off: every gateway can enforce it.
     hub.on_event(tail(vec![cut("sub", "alice", 10, 1)], true));
-    assert_eq!(queued(&mut old), ["delta"]);
     assert_eq!(queued(&mut new), ["delta"]);
     hub.on_event(tail(vec![cut("sid", "s-1", 20, 2)], true));
-    match old.queue.try_recv() {
-        Ok(Outgoing::End(status)) => {
-            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        }
-        _ => panic!("the older gateway's stream goes on"),
-    }
     let Ok(Outgoing::Frames(frames)) = new.queue.try_recv() else {
         panic!("no delta for the current gateway");
     };
@@ -366,10 +375,6 @@ async fn claim_cutoffs_travel_apart_from_subject_ones_and_end_older_gateways_str
     assert_eq!(delta.claims.len(), 1);
     assert_eq!(delta.claims[0].claim, "sid");
     assert_eq!(delta.claims[0].digest, key.claim("iss", "sid", "s-1").0);
-    assert_eq!(
-        hub.subscribe(SubscribeParams::default()).err(),
-        Some(SubscribeError::Outdated)
-    );
     let view = decoded_view(&hub);
     assert_eq!(view.subject_cutoff(&key.subject("iss", "alice")), Some(10));
     assert_eq!(
@@ -385,7 +390,7 @@ async fn claim_cutoffs_travel_apart_from_subject_ones_and_end_older_gateways_str
         .subscribe(SubscribeParams {
             cursor: "1".into(),
             generation: hub.generation,
-            ..current
+            ..current()
         })
         .unwrap();
     let mut resumed = resumed;
@@ -399,21 +404,16 @@ async fn claim_cutoffs_travel_apart_from_subject_ones_and_end_older_gateways_str
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_load_that_brings_claim_cutoffs_ends_older_gateways_streams() {
+async fn gateways_of_older_protocols_are_refused_with_the_reason() {
     let mut hub = hub();
-    let mut old = hub.subscribe(SubscribeParams::default()).unwrap();
-    queued(&mut old);
-    hub.on_event(Event::LoadStarted(crate::store::LogTail {
-        head: "9".into(),
-        entries: Vec::new(),
-        start: None,
-    }));
-    hub.on_event(Event::LoadPage(vec![cut("client_id", "app", 20, 9).change]));
-    hub.on_event(Event::LoadDone);
-    match old.queue.try_recv() {
-        Ok(Outgoing::End(status)) => {
-            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        }
-        _ => panic!("the older gateway's stream goes on after the load"),
+    for protocol in 0..crate::snapshot::STREAM_PROTOCOL {
+        let old = SubscribeParams {
+            protocol,
+            ..SubscribeParams::default()
+        };
+        let refused = hub.subscribe(old).err();
+        assert_eq!(refused, Some(SubscribeError::Outdated), "protocol {protocol}");
     }
+    assert!(SubscribeError::Outdated.to_string().contains("protocol 3"));
+    assert!(hub.subscribe(current()).is_ok());
 }

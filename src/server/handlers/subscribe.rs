@@ -97,7 +97,11 @@ mod tests {
     /// Subscribes with `key`, waiting for the filter's first load.
     async fn subscribe(api: &RevocationApi, key: Option<&str>) -> Result<FilterStream, ApiError> {
         for _ in 0..500 {
-            match api.subscribe(request(Default::default(), key)).await {
+            let current = pb::SubscribeRequest {
+                protocol: crate::snapshot::STREAM_PROTOCOL,
+                ..Default::default()
+            };
+            match api.subscribe(request(current, key)).await {
                 Err(ApiError::Unavailable(_)) => {
                     tokio::time::sleep(Duration::from_millis(10)).await
                 }

@@ -29,6 +29,8 @@ const ACTOR_LIVE: &str = "actor-live:";
 const DIGEST_KEY: &str = "digest-key";
 /// The partition count.
 const PARTITIONS: &str = "partitions";
+/// The leeway, in seconds, every replica keeps records past `exp`.
+const LEEWAY: &str = "leeway";
 
 /// The key names, built once from the prefix.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub(super) struct Keys {
     pub(super) digest_key: String,
     /// Where the deployment's partition count is.
     pub(super) partition_count: String,
+    /// The deployment's leeway (see `RedisStore::pin_leeway`).
+    pub(super) leeway: String,
 }
 
 /// The keys of one partition; they share its hash tag.
@@ -81,6 +85,7 @@ impl Keys {
             partitions,
             digest_key: format!("{prefix}{LAYOUT}:{DIGEST_KEY}"),
             partition_count: format!("{prefix}{LAYOUT}:{PARTITIONS}"),
+            leeway: format!("{prefix}{LAYOUT}:{LEEWAY}"),
         }
     }
 
@@ -192,6 +197,7 @@ mod tests {
         assert_eq!(p1.actor_live("ops"), "revocd:v1:{p1}:actor-live:ops");
         assert_eq!(keys.digest_key, "revocd:v1:digest-key");
         assert_eq!(keys.partition_count, "revocd:v1:partitions");
+        assert_eq!(keys.leeway, "revocd:v1:leeway");
         assert_eq!(keys.partition_of("").0, partition_index("", 2));
     }
 }

@@ -189,22 +189,46 @@ impl RedisStore {
     /// Records the partition count on first use; refuses another one later,
     /// since records would be looked for in the wrong partition.
     async fn check_partitions(&self) -> Result<(), Error> {
-        let configured = self.keys.partitions.len();
+        let configured = self.keys.partitions.len() as u64;
+        let key = &self.keys.partition_count;
+        self.pin(key, configured, |stored| {
+            format!("this deployment's change log has {stored} partitions (recorded in Redis at {key}); --log-partitions {configured} would look for records in the wrong places. Use --log-partitions {stored}")
+        })
+        .await
+    }
+
+    /// Records the leeway on first use; refuses another one later, since
+    /// gateways look for a revocation in the filter slice of the token's
+    /// `exp` plus the leeway, which the records' keep-until times must
+    /// match.
+    pub(super) async fn pin_leeway(&self, leeway: u64) -> Result<(), Error> {
+        let key = &self.keys.leeway;
+        self.pin(key, leeway, |stored| {
+            format!("this deployment's revocations are kept {stored} s past the tokens' exp (recorded in Redis at {key}); --leeway {leeway} would make gateways look for them in the wrong filter slices. Use --leeway {stored}")
+        })
+        .await
+    }
+
+    /// Stores `configured` at `key` unless a value is there; an error of
+    /// `refusal(stored)` when the stored value differs.
+    async fn pin(
+        &self,
+        key: &str,
+        configured: u64,
+        refusal: impl FnOnce(u64) -> String,
+    ) -> Result<(), Error> {
         let mut connection = self.connection.clone();
-        let (stored,): (usize,) = redis::pipe()
+        let (stored,): (u64,) = redis::pipe()
             .cmd("SET")
-            .arg(&self.keys.partition_count)
+            .arg(key)
             .arg(configured)
             .arg("NX")
             .ignore()
-            .get(&self.keys.partition_count)
+            .get(key)
             .query_async(&mut connection)
             .await?;
         if stored != configured {
-            return Err(Error::Unsuitable(format!(
-                "this deployment's change log has {stored} partitions (recorded in Redis at {}); --log-partitions {configured} would look for records in the wrong places. Use --log-partitions {stored}",
-                self.keys.partition_count
-            )));
+            return Err(Error::Unsuitable(refusal(stored)));
         }
         Ok(())
     }
