@@ -610,6 +610,7 @@ async fn follow(
 ) -> Result<Subscription> {
     let request = SubscribeRequest {
         gateway_id: "propagation".into(),
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
         ..SubscribeRequest::default()
     };
     let mut stream = client.subscribe(request).await?.into_inner();
@@ -965,6 +966,7 @@ async fn time_to_sync(mut client: Client) -> Result<(Duration, usize, usize, Fil
     let started = Instant::now();
     let request = SubscribeRequest {
         gateway_id: "propagation-sync".into(),
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
         ..SubscribeRequest::default()
     };
     let mut stream = client.subscribe(request).await?.into_inner();

@@ -158,6 +158,7 @@ async fn run(options: Options) -> Result<()> {
             subscribers.push(tokio::spawn(async move {
                 let request = SubscribeRequest {
                     gateway_id: "soak".into(),
+                    protocol: revocd::snapshot::STREAM_PROTOCOL,
                     ..Default::default()
                 };
                 let mut stream = client.subscribe(request).await?.into_inner();

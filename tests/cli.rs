@@ -252,7 +252,8 @@ async fn watch_shows_the_snapshot_then_resumes_with_deltas() {
     };
     let snapshot = stdout_json(&watch(&["--count", "1"]));
     assert_eq!(snapshot["type"], "snapshot");
-    assert!(snapshot["bytes"].as_u64().unwrap() > 45, "{snapshot}");
+    // No revocation yet: a sliced filter of no slices (format 2's header).
+    assert_eq!(snapshot["bytes"], 9, "{snapshot}");
 
     let expires_at = (revocd::time::unix_now() + 600).to_string();
     let revoke = [
@@ -279,4 +280,24 @@ async fn watch_shows_the_snapshot_then_resumes_with_deltas() {
     ]));
     assert_eq!(delta["type"], "delta", "{delta}");
     assert_eq!(delta["digests"], 1);
+    assert_eq!((&delta["slices"], &delta["opened"]), (&1.into(), &1.into()));
+
+    // A new watcher's snapshot is followed by its one slice (once the
+    // server's snapshot of a second ago, reused with a catch-up delta, is
+    // replaced).
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let output = watch(&["--count", "1"]);
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["type"], "slice");
+    assert_eq!(lines[1]["filters"], 1);
+    let ends_at = lines[1]["ends_at"].as_i64().unwrap();
+    assert!(
+        ends_at > revocd::time::unix_now() + 600,
+        "kept past exp: {ends_at}"
+    );
 }

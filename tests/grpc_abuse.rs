@@ -88,6 +88,7 @@ fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
 fn subscribe_request(id: usize) -> SubscribeRequest {
     SubscribeRequest {
         gateway_id: format!("abuse-{id}"),
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
         ..Default::default()
     }
 }

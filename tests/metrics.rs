@@ -71,7 +71,10 @@ async fn metrics_count_rpcs_revocations_and_streams() {
     let mut stream = replica
         .client(Some("key-subscribe"))
         .await
-        .subscribe(SubscribeRequest::default())
+        .subscribe(SubscribeRequest {
+            protocol: revocd::snapshot::STREAM_PROTOCOL,
+            ..Default::default()
+        })
         .await
         .expect("subscribe")
         .into_inner();

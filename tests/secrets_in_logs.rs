@@ -485,7 +485,13 @@ async fn exercise_rpcs(run: &mut Run, address: SocketAddr) -> String {
     assert_eq!(code(reader.list_revocations(list)).await, Code::Ok);
     let changes = ListChangesRequest::default();
     assert_eq!(code(admin.list_changes(changes)).await, Code::Ok);
-    let stream = tokio::time::timeout(SOON, subscriber.subscribe(SubscribeRequest::default()));
+    let stream = tokio::time::timeout(
+        SOON,
+        subscriber.subscribe(SubscribeRequest {
+            protocol: revocd::snapshot::STREAM_PROTOCOL,
+            ..Default::default()
+        }),
+    );
     let mut stream = stream
         .await
         .expect("in time")
@@ -538,7 +544,11 @@ async fn exercise_wrong_keys(address: SocketAddr, secrets: &Secrets, jwt: &str) 
             code(client.get_stats(GetStatsRequest {})).await,
             code(client.list_revocations(ListRevocationsRequest::default())).await,
             code(client.list_changes(ListChangesRequest::default())).await,
-            code(client.subscribe(SubscribeRequest::default())).await,
+            code(client.subscribe(SubscribeRequest {
+                protocol: revocd::snapshot::STREAM_PROTOCOL,
+                ..Default::default()
+            }))
+            .await,
         ];
         assert!(
             outcomes.iter().all(|c| *c == Code::Unauthenticated),

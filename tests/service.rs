@@ -1021,7 +1021,10 @@ async fn quotas_refuse_only_the_key_over_them(backend: Backend) {
         "{results:?}"
     );
 
-    let request = || revocd::pb::SubscribeRequest::default();
+    let request = || revocd::pb::SubscribeRequest {
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
+        ..Default::default()
+    };
     let _first = bound.subscribe(request()).await.expect("one stream");
     let status = bound
         .subscribe(request())

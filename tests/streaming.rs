@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use revocd::filter::{DigestKey, RevocationFilter};
+use revocd::filter::{DigestKey, SlicedFilter};
 use revocd::pb::filter_update::Update;
 use revocd::pb::{self, FilterUpdate, RevokeRequest, SubscribeRequest};
 use revocd::time::unix_now;
@@ -31,6 +31,14 @@ async fn subscribe(client: &mut Client, cursor: &str, generation: u64) -> Stream
         .into_inner()
 }
 
+/// A subscription of this build's protocol, from the start.
+fn current() -> SubscribeRequest {
+    SubscribeRequest {
+        protocol: revocd::snapshot::STREAM_PROTOCOL,
+        ..Default::default()
+    }
+}
+
 async fn next_update(stream: &mut Streaming<FilterUpdate>) -> Update {
     let frame = tokio::time::timeout(FRAME_TIMEOUT, stream.message())
         .await
@@ -41,7 +49,7 @@ async fn next_update(stream: &mut Streaming<FilterUpdate>) -> Update {
 }
 
 /// A complete snapshot (all parts), as the first frames of a stream.
-async fn snapshot(stream: &mut Streaming<FilterUpdate>) -> (pb::Snapshot, RevocationFilter) {
+async fn snapshot(stream: &mut Streaming<FilterUpdate>) -> (pb::Snapshot, SlicedFilter) {
     match next_update(stream).await {
         Update::Snapshot(first) => snapshot_from(stream, first).await,
         other => panic!("expected a snapshot, got {other:?}"),
@@ -52,7 +60,7 @@ async fn snapshot(stream: &mut Streaming<FilterUpdate>) -> (pb::Snapshot, Revoca
 async fn snapshot_from(
     stream: &mut Streaming<FilterUpdate>,
     first: pb::Snapshot,
-) -> (pb::Snapshot, RevocationFilter) {
+) -> (pb::Snapshot, SlicedFilter) {
     let mut done = first.part + 1 == first.parts;
     let mut parts = vec![first];
     while !done {
@@ -68,7 +76,7 @@ async fn snapshot_from(
         .iter()
         .flat_map(|p| p.filter.iter().copied())
         .collect();
-    let filter = RevocationFilter::from_bytes(bytes).expect("a valid filter");
+    let filter = SlicedFilter::from_bytes(bytes).expect("a valid filter");
     (parts.swap_remove(0), filter)
 }
 
@@ -83,7 +91,8 @@ async fn delta_digests(
     while digests.len() < wanted {
         match next_update(stream).await {
             Update::Delta(delta) => {
-                digests.extend(delta.digests.iter().map(|d| d.to_vec()));
+                let sliced = delta.slices.iter().flat_map(|s| s.digests.chunks(16));
+                digests.extend(sliced.map(<[u8]>::to_vec));
                 cursor = delta.cursor;
             }
             Update::Heartbeat(_) => {}
@@ -122,8 +131,8 @@ async fn a_snapshot_holds_what_was_revoked_before_and_deltas_what_follows() {
     let mut stream = subscribe(&mut gateway, "", 0).await;
     let (first, filter) = snapshot(&mut stream).await;
     let key = key_of(&first);
-    assert!(filter.contains(&key.token(ISSUER, "before")));
-    assert!(!filter.contains(&key.token(ISSUER, "after")));
+    assert!(filter.contains(None, &key.token(ISSUER, "before")));
+    assert!(!filter.contains(None, &key.token(ISSUER, "after")));
 
     let cursor = revoke(&mut admin, "after").await;
     let (digests, delta_cursor) = delta_digests(&mut stream, 1).await;
@@ -138,7 +147,7 @@ async fn a_snapshot_holds_what_was_revoked_before_and_deltas_what_follows() {
 async fn subscribing_needs_the_subscribe_role() {
     let deployment = Deployment::new();
     let server = TestServer::start(&deployment.args(&[])).await;
-    let request = SubscribeRequest::default();
+    let request = current();
     let denied = server
         .client(Some("key-revoke"))
         .await
@@ -208,7 +217,7 @@ async fn an_unknown_cursor_or_another_deployments_generation_gets_a_snapshot() {
     // The cursor fell out of the two-entry history.
     let mut stale = subscribe(&mut gateway, &first.cursor, first.generation).await;
     let (again, filter) = snapshot(&mut stale).await;
-    assert!((0..5).all(|i| filter.contains(&key_of(&again).token(ISSUER, &format!("r{i}")))));
+    assert!((0..5).all(|i| filter.contains(None, &key_of(&again).token(ISSUER, &format!("r{i}")))));
     // A generation of another deployment (its high 32 bits).
     let other_deployment = again.generation ^ (1 << 63);
     let mut foreign = subscribe(&mut gateway, &again.cursor, other_deployment).await;
@@ -266,7 +275,7 @@ async fn a_stalled_subscriber_slows_no_one_and_is_re_based_with_a_snapshot() {
         }
     };
     let mut missing: Vec<usize> = (0..REVOCATIONS)
-        .filter(|i| !rebased.contains(&key.token(ISSUER, &format!("burst-{i}"))))
+        .filter(|i| !rebased.contains(None, &key.token(ISSUER, &format!("burst-{i}"))))
         .collect();
     while !missing.is_empty() {
         let (digests, _) = delta_digests(&mut stalled, 1).await;
@@ -321,7 +330,7 @@ async fn streams_per_key_are_limited_and_released_when_closed() {
     let mut client = server.client(Some("key-subscribe")).await;
     let first = subscribe(&mut client, "", 0).await;
     let refused = client
-        .subscribe(SubscribeRequest::default())
+        .subscribe(current())
         .await
         .expect_err("over the limit");
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
@@ -336,7 +345,7 @@ async fn streams_per_key_are_limited_and_released_when_closed() {
 
     drop(first);
     let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
-    while client.subscribe(SubscribeRequest::default()).await.is_err() {
+    while client.subscribe(current()).await.is_err() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the closed stream's permit was never released"
@@ -380,7 +389,7 @@ async fn on_a_cluster_a_subscriber_sees_every_partition_in_order() {
     let mut stream = subscribe(&mut gateway, "", 0).await;
     let (first, filter) = snapshot(&mut stream).await;
     let key = key_of(&first);
-    assert!(filter.contains(&key.token(ISSUER, "before-1")));
+    assert!(filter.contains(None, &key.token(ISSUER, "before-1")));
     assert_eq!(cursor_positions(&first.cursor).len(), PARTITIONS);
 
     let jtis: Vec<String> = (0..60).map(|i| format!("spread-{i}")).collect();
@@ -569,17 +578,17 @@ async fn revoke_subject(client: &mut Client, subject: &str) -> i64 {
 fn assert_outdated(status: &tonic::Status) {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(
-        status.message().contains("protocol") && status.message().contains("claim"),
+        status.message().contains("protocol 3") && status.message().contains("upgrade"),
         "the refusal says why: {status:?}"
     );
 }
 
-/// Gateways of every protocol are served until a claim cut-off is live
-/// (a subject cut-off is no reason to refuse any); from then on, those
-/// below protocol 2 are refused, fresh or resuming, and protocol 2 gets
-/// a snapshot holding the cut-off.
+/// Gateways below protocol 3 are refused, fresh or resuming, with or
+/// without cut-offs live (they could not read the sliced filter); this
+/// build's gateways get subject and claim cut-offs by snapshot, delta and
+/// resume.
 #[tokio::test]
-async fn an_outdated_subscriber_is_refused_once_a_claim_cutoff_is_live() {
+async fn older_gateways_are_refused_and_current_ones_get_every_cutoff() {
     let deployment = Deployment::new();
     let server = TestServer::start(&deployment.args(&[])).await;
     let mut gateway = server.client(Some("key-subscribe")).await;
@@ -588,6 +597,13 @@ async fn an_outdated_subscriber_is_refused_once_a_claim_cutoff_is_live() {
     let (first, _) = snapshot(&mut current).await;
     let key = key_of(&first);
     assert!(first.claims.is_empty(), "{first:?}");
+    for protocol in [0, 1, 2] {
+        let status = subscribe_as(&mut gateway, protocol, "", 0)
+            .await
+            .map(drop)
+            .expect_err(&format!("protocol {protocol} refused"));
+        assert_outdated(&status);
+    }
 
     let not_before = revoke_subject(&mut admin, "alice").await;
     let delta = next_cutoff_delta(&mut current).await;
@@ -598,49 +614,26 @@ async fn an_outdated_subscriber_is_refused_once_a_claim_cutoff_is_live() {
             not_before,
         }]
     );
-    let mut outdated = Vec::new();
-    for protocol in [0, 1] {
-        let mut stream = subscribe_as(&mut gateway, protocol, "", 0)
-            .await
-            .unwrap_or_else(|status| panic!("protocol {protocol} before any claim: {status:?}"));
-        let (held, _) = snapshot(&mut stream).await;
-        outdated.push((protocol, held));
-    }
-
     let cut = revoke_claim(&mut admin, "sid", "s-1").await;
     let expected = pb::ClaimCutoff {
         digest: key.claim(ISSUER, "sid", "s-1").0.to_vec(),
         not_before: cut.not_before,
         claim: "sid".into(),
     };
-    // Once this subscriber has it, the replica holds it.
-    let delta = next_cutoff_delta(&mut current).await;
+    let delta = next_claims_delta(&mut current).await;
     assert_eq!(delta.claims, std::slice::from_ref(&expected));
     assert_eq!(delta.cursor, cut.cursor);
-
-    let mut refusals = vec![
-        (0, String::new(), 0),
-        (1, String::new(), 0),
-        (0, delta.cursor.clone(), first.generation),
-    ];
-    for (protocol, held) in &outdated {
-        refusals.push((*protocol, held.cursor.clone(), held.generation));
-    }
-    for (protocol, cursor, generation) in refusals {
-        let status = subscribe_as(&mut gateway, protocol, &cursor, generation)
+    for protocol in [0, 2] {
+        let status = subscribe_as(&mut gateway, protocol, &delta.cursor, first.generation)
             .await
             .map(drop)
-            .expect_err(&format!("protocol {protocol} (cursor {cursor:?}) refused"));
+            .expect_err(&format!("protocol {protocol} refused on resume"));
         assert_outdated(&status);
     }
 
-    let mut fresh = subscribe_as(&mut gateway, 2, "", 0)
-        .await
-        .expect("protocol 2 is served");
+    let mut fresh = subscribe(&mut gateway, "", 0).await;
     assert_eq!(claims_when_current(&mut fresh).await, [expected]);
-    let mut resumed = subscribe_as(&mut gateway, 2, &first.cursor, first.generation)
-        .await
-        .expect("protocol 2 resumes");
+    let mut resumed = subscribe(&mut gateway, &first.cursor, first.generation).await;
     let delta = next_cutoff_delta(&mut resumed).await;
     assert_eq!(delta.subjects.len(), 1, "{delta:?}");
     let delta = if delta.claims.is_empty() {
@@ -650,89 +643,4 @@ async fn an_outdated_subscriber_is_refused_once_a_claim_cutoff_is_live() {
     };
     assert_eq!(delta.claims.len(), 1, "{delta:?}");
     assert_eq!(delta.claims[0].claim, "sid");
-}
-
-/// A gateway below protocol 2 already connected keeps getting token
-/// revocations and subject cut-offs; the first claim cut-off ends its
-/// stream with FAILED_PRECONDITION before any frame carrying it, while a
-/// protocol 2 subscriber gets it and stays.
-async fn an_outdated_stream_ends_at_the_first_claim_cutoff(
-    subscribed: &TestServer,
-    writer: &TestServer,
-) {
-    let mut gateway = subscribed.client(Some("key-subscribe")).await;
-    let mut old = subscribe_as(&mut gateway, 0, "", 0)
-        .await
-        .expect("protocol 0 served while no claim cut-off is live");
-    let (old_first, _) = snapshot(&mut old).await;
-    let key = key_of(&old_first);
-    let mut current = subscribe(&mut gateway, "", 0).await;
-    snapshot(&mut current).await;
-
-    let mut admin = writer.client(Some("key-admin")).await;
-    revoke(&mut admin, "before-claims").await;
-    let (digests, _) = delta_digests(&mut old, 1).await;
-    assert_eq!(digests, [key.token(ISSUER, "before-claims").0.to_vec()]);
-    revoke_subject(&mut admin, "bob").await;
-    let delta = next_cutoff_delta(&mut old).await;
-    assert_eq!(delta.subjects.len(), 1, "{delta:?}");
-
-    let cut = revoke_claim(&mut admin, "client_id", "app-1").await;
-    let ended = tokio::time::timeout(FRAME_TIMEOUT, async {
-        loop {
-            match old.message().await {
-                Ok(Some(frame)) => {
-                    let claims = match &frame.update {
-                        Some(Update::Delta(delta)) => delta.claims.len(),
-                        Some(Update::Snapshot(part)) => part.claims.len(),
-                        _ => 0,
-                    };
-                    assert_eq!(claims, 0, "a claim cut-off sent to protocol 0: {frame:?}");
-                }
-                Ok(None) => return None,
-                Err(status) => return Some(status),
-            }
-        }
-    })
-    .await
-    .expect("the outdated stream ended in time");
-    let status = ended.expect("ended with a status saying why, not silently");
-    assert_outdated(&status);
-
-    let delta = next_claims_delta(&mut current).await;
-    assert_eq!(
-        delta.claims,
-        [pb::ClaimCutoff {
-            digest: key.claim(ISSUER, "client_id", "app-1").0.to_vec(),
-            not_before: cut.not_before,
-            claim: "client_id".into(),
-        }]
-    );
-    revoke(&mut admin, "after-claims").await;
-    let (digests, _) = delta_digests(&mut current, 1).await;
-    assert_eq!(digests, [key.token(ISSUER, "after-claims").0.to_vec()]);
-    let status = subscribe_as(&mut gateway, 0, &old_first.cursor, old_first.generation)
-        .await
-        .map(drop)
-        .expect_err("the outdated gateway's reconnect is refused");
-    assert_outdated(&status);
-}
-
-#[tokio::test]
-async fn an_outdated_stream_ends_at_the_first_claim_cutoff_in_memory() {
-    let deployment = Deployment::new();
-    let server = TestServer::start(&deployment.args(&[])).await;
-    an_outdated_stream_ends_at_the_first_claim_cutoff(&server, &server).await;
-}
-
-/// The same with the cut-off made through another replica: the replica
-/// serving the old gateway learns it from the shared change log.
-#[tokio::test]
-async fn an_outdated_stream_ends_at_a_claim_cutoff_made_through_another_replica() {
-    let redis = RedisServer::start();
-    let deployment = Deployment::new();
-    let args = deployment.args(&["--redis-url", &redis.url()]);
-    let a = TestServer::start(&args).await;
-    let b = TestServer::start(&args).await;
-    an_outdated_stream_ends_at_the_first_claim_cutoff(&a, &b).await;
 }

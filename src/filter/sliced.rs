@@ -203,9 +203,8 @@ impl SlicedFilter {
         }
         let seconds = i64::from(self.slice_seconds);
         let before = self.slices.len();
-        self.slices.retain(|(number, _)| {
-            number.saturating_add(1).saturating_mul(seconds) > now
-        });
+        self.slices
+            .retain(|(number, _)| number.saturating_add(1).saturating_mul(seconds) > now);
         before - self.slices.len()
     }
 
@@ -248,7 +247,13 @@ impl SlicedFilter {
         let size: usize = 9 + self
             .slices
             .iter()
-            .map(|(_, s)| 12 + s.filters.iter().map(|f| 16 + f.filter.byte_len()).sum::<usize>())
+            .map(|(_, s)| {
+                12 + s
+                    .filters
+                    .iter()
+                    .map(|f| 16 + f.filter.byte_len())
+                    .sum::<usize>()
+            })
             .sum::<usize>();
         let mut out = Vec::with_capacity(size);
         out.push(SLICED_VERSION);
@@ -326,12 +331,18 @@ impl Reader<'_> {
         let mut sliced = SlicedFilter::new(slice_seconds);
         for _ in 0..count {
             let number = self.u64("slice number")? as i64;
-            if sliced.slices.last().is_some_and(|(last, _)| *last >= number) {
+            if sliced
+                .slices
+                .last()
+                .is_some_and(|(last, _)| *last >= number)
+            {
                 return Err(DecodeError::Invalid("slices not in ascending order"));
             }
             let filters = self.u32("filter count")?;
             if !(1..=MAX_FILTERS_PER_SLICE).contains(&filters) {
-                return Err(DecodeError::Invalid("a slice's filter count is 0 or too many"));
+                return Err(DecodeError::Invalid(
+                    "a slice's filter count is 0 or too many",
+                ));
             }
             for _ in 0..filters {
                 let capacity = self.u64("filter capacity")?;
@@ -339,7 +350,8 @@ impl Reader<'_> {
                 if len < HEADER_BYTES as u64 || len > self.0.len() as u64 {
                     return Err(DecodeError::Truncated { field: "filter" });
                 }
-                let filter = RevocationFilter::from_bytes(self.take("filter", len as usize)?.to_vec())?;
+                let filter =
+                    RevocationFilter::from_bytes(self.take("filter", len as usize)?.to_vec())?;
                 sliced.open(number, capacity, filter);
             }
         }

@@ -138,7 +138,15 @@ pub(super) async fn run(
     let mut fresh = false;
     loop {
         let endpoint = &endpoints[next % endpoints.len()];
-        let follow = follow(&shared, &verifier, &config, endpoint, &mut backoff, &mut saved, fresh);
+        let follow = follow(
+            &shared,
+            &verifier,
+            &config,
+            endpoint,
+            &mut backoff,
+            &mut saved,
+            fresh,
+        );
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
             outcome = follow => outcome,
@@ -334,7 +342,10 @@ fn apply(
             let current = shared.view.load_full().ok_or(FrameError::NoSnapshot)?;
             let next = current.with_delta(&delta)?;
             let next = next.without_expired(shared.server_now()).unwrap_or(next);
-            let sliced = delta.slices.iter().flat_map(|entry| entry.digests.chunks(DIGEST_BYTES));
+            let sliced = delta
+                .slices
+                .iter()
+                .flat_map(|entry| entry.digests.chunks(DIGEST_BYTES));
             shared
                 .confirmed
                 .forget(delta.digests.iter().map(|d| &d[..]).chain(sliced));

@@ -133,14 +133,24 @@ impl DeltaBuilder {
         match change {
             FilterChange::Token { digest, slice } => self.push_digest(slice, &digest),
             FilterChange::Cut(key, not_before) => {
-                push_cutoff((&mut self.subjects, &mut self.claims), claims, key, not_before);
+                push_cutoff(
+                    (&mut self.subjects, &mut self.claims),
+                    claims,
+                    key,
+                    not_before,
+                );
             }
         }
     }
 
     /// Adds a cut-off as it is in force (a later one may be held already).
     pub(super) fn push_cutoff(&mut self, claims: &ClaimTable, key: CutKey, not_before: i64) {
-        push_cutoff((&mut self.subjects, &mut self.claims), claims, key, not_before);
+        push_cutoff(
+            (&mut self.subjects, &mut self.claims),
+            claims,
+            key,
+            not_before,
+        );
     }
 
     fn push_digest(&mut self, slice: i64, digest: &Digest) {

@@ -339,11 +339,7 @@ impl HubState {
             self.history.remember(entry.cursor, Step::Change(change));
         }
         delta.cursor.clone_from(&self.cursor);
-        trace!(
-            cursor = self.cursor,
-            digests = delta.digests(),
-            "applied"
-        );
+        trace!(cursor = self.cursor, digests = delta.digests(), "applied");
         metrics::counter!("revocd_filter_changes_applied_total")
             .increment((delta.digests() + delta.cutoffs()) as u64);
         self.broadcast(update(Update::Delta(delta.finish(logged_at_ms))));
@@ -360,7 +356,11 @@ impl HubState {
                 let chained = full.filters().len() as i32;
                 metrics::counter!("revocd_filter_rebuilds_total", "reason" => "overfilled")
                     .increment(1);
-                debug!(slice, capacity = newest, "slice full; another filter opened in it");
+                debug!(
+                    slice,
+                    capacity = newest,
+                    "slice full; another filter opened in it"
+                );
                 (2 * newest, self.config.fp_rate / 4f64.powi(chained))
             }
             None => (self.expected_per_slice(), self.config.fp_rate),
@@ -456,7 +456,9 @@ impl HubState {
         }
         // The fullest slice is the best guess of what a slice collects.
         let fullest = counts.iter().map(|(_, count)| *count).max().unwrap_or(0);
-        self.rate = self.rate.max(fullest as f64 / f64::from(self.filter.slice_seconds()));
+        self.rate = self
+            .rate
+            .max(fullest as f64 / f64::from(self.filter.slice_seconds()));
         self.filter = SlicedFilter::new(self.config.slice_seconds);
         for (slice, count) in counts {
             let capacity = self.sized(count as f64).max(self.expected_per_slice());

@@ -471,38 +471,50 @@ async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Resul
         .map_err(describe)?
         .into_inner();
     let mut seen = 0usize;
+    let mut parts = revocd::snapshot::Assembler::default();
     while args.count.is_none_or(|count| seen < count) {
         let Some(frame) = stream.message().await.map_err(describe)? else {
             return Err("the server ended the stream".into());
         };
         seen += 1;
+        let mut whole = None;
         let (object, line) = match frame.update {
-            Some(Update::Snapshot(s)) => (
-                json!({"type": "snapshot", "generation": s.generation, "part": s.part, "parts": s.parts,
-                       "bytes": s.filter.len(), "subjects": s.subjects.len(), "claims": s.claims.len(),
-                       "cursor": s.cursor}),
-                format!(
-                    "snapshot   generation={} part={}/{} bytes={} subjects={} claims={} cursor={}",
-                    s.generation,
-                    s.part + 1,
-                    s.parts,
-                    s.filter.len(),
-                    s.subjects.len(),
-                    s.claims.len(),
-                    s.cursor
-                ),
-            ),
-            Some(Update::Delta(d)) => (
-                json!({"type": "delta", "digests": d.digests.len(), "subjects": d.subjects.len(),
-                       "claims": d.claims.len(), "cursor": d.cursor}),
-                format!(
-                    "delta      digests={} subjects={} claims={} cursor={}",
-                    d.digests.len(),
-                    d.subjects.len(),
-                    d.claims.len(),
-                    d.cursor
-                ),
-            ),
+            Some(Update::Snapshot(s)) => {
+                let described = (
+                    json!({"type": "snapshot", "generation": s.generation, "part": s.part, "parts": s.parts,
+                           "bytes": s.filter.len(), "subjects": s.subjects.len(), "claims": s.claims.len(),
+                           "cursor": s.cursor}),
+                    format!(
+                        "snapshot   generation={} part={}/{} bytes={} subjects={} claims={} cursor={}",
+                        s.generation,
+                        s.part + 1,
+                        s.parts,
+                        s.filter.len(),
+                        s.subjects.len(),
+                        s.claims.len(),
+                        s.cursor
+                    ),
+                );
+                whole = parts.push(s).map_err(|e| e.to_string())?;
+                described
+            }
+            Some(Update::Delta(d)) => {
+                let sliced: usize = d.slices.iter().map(|s| s.digests.len() / 16).sum();
+                let opened = d.slices.iter().filter(|s| s.open.is_some()).count();
+                (
+                    json!({"type": "delta", "digests": d.digests.len() + sliced, "slices": d.slices.len(),
+                           "opened": opened, "subjects": d.subjects.len(),
+                           "claims": d.claims.len(), "cursor": d.cursor}),
+                    format!(
+                        "delta      digests={} slices={} opened={opened} subjects={} claims={} cursor={}",
+                        d.digests.len() + sliced,
+                        d.slices.len(),
+                        d.subjects.len(),
+                        d.claims.len(),
+                        d.cursor
+                    ),
+                )
+            }
             Some(Update::Heartbeat(h)) => {
                 let lag_ms = unix_now_ms() - h.server_time_ms;
                 (
@@ -516,6 +528,35 @@ async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Resul
             println!("{object}");
         } else {
             println!("{line}");
+        }
+        if let Some(whole) = whole {
+            print_slices(args.output.json, whole.filter.to_vec())?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the slices of a whole snapshot's filter: one line (or one JSON
+/// object) each, with the time its revocations are kept until at most.
+fn print_slices(as_json: bool, filter: Vec<u8>) -> Result<(), String> {
+    let sliced = revocd::filter::SlicedFilter::from_bytes(filter)
+        .map_err(|e| format!("the snapshot's filter: {e}"))?;
+    let seconds = i64::from(sliced.slice_seconds());
+    for (number, slice) in sliced.slices() {
+        let filters = slice.filters();
+        let bits: u64 = filters.iter().map(|f| f.filter.bits()).sum();
+        let capacity: u64 = filters.iter().map(|f| f.capacity).sum();
+        let ends_at = (number + 1) * seconds;
+        if as_json {
+            let object = json!({"type": "slice", "slice": number, "ends_at": ends_at,
+                                "filters": filters.len(), "capacity": capacity, "bits": bits});
+            println!("{object}");
+        } else {
+            println!(
+                "  slice    {number} until={} filters={} capacity={capacity} bits={bits}",
+                time_cell(ends_at),
+                filters.len()
+            );
         }
     }
     Ok(())

@@ -16,11 +16,17 @@ fn a_digest_is_found_in_its_slice_only() {
     sliced.open(early, 100, filter(100));
     sliced.open(late, 100, filter(100));
     assert!(sliced.insert(early, &digest(1)));
-    assert!(!sliced.insert(sliced.slice_of(9_000), &digest(2)), "not open");
+    assert!(
+        !sliced.insert(sliced.slice_of(9_000), &digest(2)),
+        "not open"
+    );
     assert!(sliced.contains(Some(1_001), &digest(1)));
     assert!(!sliced.contains(Some(5_001), &digest(1)), "another slice");
     assert!(!sliced.contains(Some(9_001), &digest(1)), "no such slice");
-    assert!(sliced.contains(None, &digest(1)), "without exp: every slice");
+    assert!(
+        sliced.contains(None, &digest(1)),
+        "without exp: every slice"
+    );
 }
 
 #[test]
@@ -35,7 +41,9 @@ fn a_full_slice_takes_further_filters_and_all_are_probed() {
     assert!(!sliced.slice(3).unwrap().is_full());
     sliced.insert(3, &digest(9));
     assert_eq!(sliced.slice(3).unwrap().filters().len(), 2);
-    assert!([0, 1, 9].iter().all(|n| sliced.contains(Some(35), &digest(*n))));
+    assert!([0, 1, 9]
+        .iter()
+        .all(|n| sliced.contains(Some(35), &digest(*n))));
     assert_eq!(sliced.entries(), 3);
 }
 
@@ -93,8 +101,14 @@ fn malformed_format_2_is_refused_with_the_field_named() {
         with(&|b| b[5..9].copy_from_slice(&u32::MAX.to_le_bytes())),
         DecodeError::Invalid("more slices than accepted")
     );
-    assert!(matches!(with(&|b| b.truncate(b.len() - 1)), DecodeError::Truncated { .. } | DecodeError::BadLength { .. }));
-    assert_eq!(with(&|b| b.push(0)), DecodeError::Invalid("bytes after the last slice"));
+    assert!(matches!(
+        with(&|b| b.truncate(b.len() - 1)),
+        DecodeError::Truncated { .. } | DecodeError::BadLength { .. }
+    ));
+    assert_eq!(
+        with(&|b| b.push(0)),
+        DecodeError::Invalid("bytes after the last slice")
+    );
     assert_eq!(
         with(&|b| b[9..17].copy_from_slice(&5i64.to_le_bytes())),
         DecodeError::Invalid("slices not in ascending order")

@@ -145,7 +145,10 @@ async fn a_snapshot_of_more_parts_than_queue_slots_streams_whole_then_deltas_fol
         Some(Ok(pb::FilterUpdate {
             update: Some(Update::Delta(delta)),
         })) => {
-            assert!(delta.digests.is_empty(), "protocol 3 sends digests by slice");
+            assert!(
+                delta.digests.is_empty(),
+                "protocol 3 sends digests by slice"
+            );
             assert_eq!(delta.slices.len(), 1);
             let digests: Vec<&[u8]> = delta.slices[0].digests.chunks(16).collect();
             assert_eq!(
@@ -258,7 +261,10 @@ fn memory_follows_the_live_slices_under_steady_churn() {
     let warm = churn(&mut hub, 0, LIVE);
     let generation = hub.generation;
     let later = churn(&mut hub, LIVE, 4 * LIVE);
-    assert!(later <= warm * 11 / 10, "the filter grew under churn: {warm} then {later} bits");
+    assert!(
+        later <= warm * 11 / 10,
+        "the filter grew under churn: {warm} then {later} bits"
+    );
     assert_eq!(hub.generation, generation, "expiry never rebuilds");
     let slices = hub.filter.slices().count() as i64;
     assert!(slices <= LIVE / 10 + 1, "{slices} slices");
@@ -275,7 +281,9 @@ fn expired_slices_leave_the_filter_whole_without_a_new_generation() {
     );
     let generation = hub.generation;
     let key = hub.digest_key.clone();
-    assert!(hub.filter.contains(Some(now + 5 + 7), &key.token("iss", "7")));
+    assert!(hub
+        .filter
+        .contains(Some(now + 5 + 7), &key.token("iss", "7")));
     let slices = hub.filter.slices().count();
     assert!(slices >= 10, "{slices} slices");
 
@@ -283,7 +291,9 @@ fn expired_slices_leave_the_filter_whole_without_a_new_generation() {
     let dropped = hub.filter.drop_expired((now + 50).div_euclid(10) * 10);
     assert!(dropped > 0 && dropped < slices, "{dropped} of {slices}");
     assert!(!hub.filter.contains(Some(now + 5), &key.token("iss", "0")));
-    assert!(hub.filter.contains(Some(now + 104), &key.token("iss", "99")));
+    assert!(hub
+        .filter
+        .contains(Some(now + 104), &key.token("iss", "99")));
     hub.filter.drop_expired(now + 200);
     assert_eq!((hub.filter.slices().count(), hub.filter.bits()), (0, 0));
     assert_eq!(hub.generation, generation, "no new generation");
@@ -307,7 +317,11 @@ fn an_overfilling_slice_opens_filters_and_stays_under_one_and_a_half_times_the_t
         );
     }
     let slice = hub.filter.slice(hub.filter.slice_of(now + 600)).unwrap();
-    assert!(slice.filters().len() <= 8, "{} filters", slice.filters().len());
+    assert!(
+        slice.filters().len() <= 8,
+        "{} filters",
+        slice.filters().len()
+    );
     assert_eq!(hub.filter.entries(), 100_000);
 }
 
@@ -412,8 +426,185 @@ async fn gateways_of_older_protocols_are_refused_with_the_reason() {
             ..SubscribeParams::default()
         };
         let refused = hub.subscribe(old).err();
-        assert_eq!(refused, Some(SubscribeError::Outdated), "protocol {protocol}");
+        assert_eq!(
+            refused,
+            Some(SubscribeError::Outdated),
+            "protocol {protocol}"
+        );
     }
     assert!(SubscribeError::Outdated.to_string().contains("protocol 3"));
     assert!(hub.subscribe(current()).is_ok());
+}
+
+/// A gateway's copy as the hub streams it: frames applied as
+/// `gateway/watch.rs` applies them.
+struct Follower {
+    updates: Updates,
+    assembler: crate::gateway::SnapshotAssembler,
+    view: Option<FilterView>,
+}
+
+impl Follower {
+    fn subscribe(hub: &mut HubState, held: Option<FilterView>) -> Self {
+        let params = SubscribeParams {
+            cursor: held
+                .as_ref()
+                .map(|v| v.cursor().to_owned())
+                .unwrap_or_default(),
+            generation: held.as_ref().map_or(0, FilterView::generation),
+            ..current()
+        };
+        Follower {
+            updates: hub.subscribe(params).expect("subscribed"),
+            assembler: Default::default(),
+            view: held,
+        }
+    }
+
+    /// Applies what is queued; the error a gateway would reconnect on.
+    fn catch_up(&mut self, now: i64) -> Result<(), crate::gateway::FrameError> {
+        while let Ok(Outgoing::Frames(frames)) = self.updates.queue.try_recv() {
+            for frame in frames.iter() {
+                match &frame.update {
+                    Some(Update::Snapshot(part)) => {
+                        if let Some(view) = self.assembler.push(part.clone())? {
+                            self.view = Some(view);
+                        }
+                    }
+                    Some(Update::Delta(delta)) => {
+                        let view = self.view.as_ref().expect("a snapshot first");
+                        let next = view.with_delta(delta)?;
+                        self.view = Some(next.without_expired(now).unwrap_or(next));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> &FilterView {
+        self.view.as_ref().expect("a view")
+    }
+}
+
+/// The slices of `filter` as bytes, by number.
+fn slice_bytes(filter: &SlicedFilter) -> Vec<(i64, Vec<Vec<u8>>)> {
+    filter
+        .slices()
+        .map(|(number, slice)| {
+            let filters = slice
+                .filters()
+                .iter()
+                .map(|f| f.filter.to_bytes())
+                .collect();
+            (number, filters)
+        })
+        .collect()
+}
+
+/// Random revocations, ticks, restarts from disk and fail-overs between
+/// two replicas of one deployment: a gateway never lacks a live
+/// revocation, and a gateway that follows one replica from its snapshot
+/// holds exactly that replica's filter (but for slices only it has kept,
+/// all expired), across slice drops, overfilled slices and new slices.
+#[tokio::test(start_paused = true)]
+async fn a_gateway_copy_never_misses_a_revocation_and_matches_its_replica() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..12u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let key = DigestKey::random();
+        let replica = |key: &DigestKey| {
+            let mut hub = HubState::new(
+                key.clone(),
+                HubConfig {
+                    min_capacity: 4,
+                    slice_seconds: 5,
+                    clock: Clock::tokio(),
+                    ..HubConfig::default()
+                },
+            );
+            hub.install(Loading {
+                cursor: "0".into(),
+                tokens: Vec::new(),
+                live: LiveSet::default(),
+                history: History::new(10_000, Some("0".into())),
+            });
+            hub
+        };
+        let mut replicas = [replica(&key), replica(&key)];
+        let (mut on, mut exact) = (0, true);
+        let mut gateway = Follower::subscribe(&mut replicas[on], None);
+        let mut live: Vec<(String, i64)> = Vec::new();
+        let mut cursor = 0u64;
+        for step in 0..300 {
+            let now = replicas[0].config.clock.now();
+            match rng.random_range(0..20) {
+                0..=11 => {
+                    let batch: Vec<LoggedChange> = (0..rng.random_range(1..40))
+                        .map(|_| {
+                            cursor += 1;
+                            let keep_until = now + rng.random_range(1..60);
+                            live.push((format!("{seed}-{cursor}"), keep_until));
+                            revoked(&format!("{seed}-{cursor}"), keep_until, cursor)
+                        })
+                        .collect();
+                    for hub in &mut replicas {
+                        hub.apply(batch.clone());
+                    }
+                }
+                12..=16 => {
+                    tokio::time::advance(Duration::from_millis(rng.random_range(100..3_000))).await;
+                    for hub in &mut replicas {
+                        hub.on_tick();
+                    }
+                }
+                17 => {
+                    // Restart from disk: the state file's round trip.
+                    let saved = gateway.view().to_snapshot();
+                    let restored = FilterView::from_whole_snapshot(saved).expect("reads back");
+                    gateway = Follower::subscribe(&mut replicas[on], Some(restored));
+                }
+                _ => {
+                    // Fail-over, resuming from the position held.
+                    on = 1 - on;
+                    exact = false;
+                    let held = gateway.view.take();
+                    gateway = Follower::subscribe(&mut replicas[on], held);
+                }
+            }
+            let now = replicas[0].config.clock.now();
+            if gateway.catch_up(now).is_err() {
+                // What a gateway does on a frame it cannot take: a
+                // snapshot of the replica it is on.
+                gateway = Follower::subscribe(&mut replicas[on], None);
+                gateway.catch_up(now).expect("a snapshot applies");
+                exact = true;
+            }
+            live.retain(|(_, keep_until)| *keep_until > now);
+            let view = gateway.view();
+            for (jti, keep_until) in &live {
+                let exp = Some(keep_until - replicas[0].config.bounds.leeway);
+                let digest = key.token("iss", jti);
+                assert!(
+                    view.may_be_revoked(&digest, exp),
+                    "seed {seed} step {step}: {jti} missed"
+                );
+            }
+            if exact {
+                let merged = FilterView::from_whole_snapshot(view.to_snapshot()).unwrap();
+                let seconds = i64::from(replicas[on].filter.slice_seconds());
+                let unexpired = |filter: &SlicedFilter| {
+                    let mut slices = slice_bytes(filter);
+                    slices.retain(|(number, _)| (number + 1) * seconds > now);
+                    slices
+                };
+                assert_eq!(
+                    unexpired(merged.filter()),
+                    unexpired(&replicas[on].filter),
+                    "seed {seed} step {step}"
+                );
+            }
+        }
+    }
 }
