@@ -652,7 +652,7 @@ async fn follow(
                 let current = view.as_ref().context("a delta before any snapshot")?;
                 let next = current.with_delta(&delta)?;
                 let now = Instant::now();
-                for bytes in &delta.digests {
+                for bytes in delta.added_digests() {
                     let index = Digest::from_slice(bytes)
                         .ok()
                         .and_then(|digest| pending.remove(&digest));

@@ -90,6 +90,19 @@ pub mod pb {
     /// Encoded `FileDescriptorSet` of the API, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/revocation_descriptor.bin"));
+
+    impl Delta {
+        /// Every token digest the delta adds, as sent: those of `digests`
+        /// (protocol 2) and those of every slice (protocol 3), 16 bytes
+        /// each unless the frame is malformed.
+        pub fn added_digests(&self) -> impl Iterator<Item = &[u8]> {
+            let sliced = self
+                .slices
+                .iter()
+                .flat_map(|slice| slice.digests.chunks(16));
+            self.digests.iter().map(|digest| &digest[..]).chain(sliced)
+        }
+    }
 }
 
 /// The crate version, reported by `GetStats`.

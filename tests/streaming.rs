@@ -91,8 +91,7 @@ async fn delta_digests(
     while digests.len() < wanted {
         match next_update(stream).await {
             Update::Delta(delta) => {
-                let sliced = delta.slices.iter().flat_map(|s| s.digests.chunks(16));
-                digests.extend(sliced.map(<[u8]>::to_vec));
+                digests.extend(delta.added_digests().map(<[u8]>::to_vec));
                 cursor = delta.cursor;
             }
             Update::Heartbeat(_) => {}
@@ -418,7 +417,7 @@ async fn on_a_cluster_a_subscriber_sees_every_partition_in_order() {
                     );
                 }
                 last = now;
-                seen.extend(delta.digests.iter().map(|d| d.to_vec()));
+                seen.extend(delta.added_digests().map(<[u8]>::to_vec));
             }
             Update::Heartbeat(_) => {}
             Update::Snapshot(_) => panic!("a snapshot where deltas were expected"),

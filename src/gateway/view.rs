@@ -205,9 +205,6 @@ impl FilterView {
     /// digests of a slice the view lacks.
     pub fn with_delta(&self, delta: &pb::Delta) -> Result<Self, FrameError> {
         let mut next = self.clone();
-        if delta.slices.iter().any(|entry| entry.open.is_some()) {
-            next.merge_recent();
-        }
         for digest in &delta.digests {
             let digest = Digest::from_slice(digest)?;
             next.add_recent(0, digest);
@@ -244,6 +241,8 @@ impl FilterView {
         }
         if let Some(open) = &entry.open {
             let filter = RevocationFilter::empty_from_header(&open.header)?;
+            // Digests before the opening go into the filters before it.
+            self.merge_recent();
             Arc::make_mut(&mut self.base).open(entry.slice, open.capacity, filter);
         } else if self.base.slice(entry.slice).is_none() {
             return Err(FrameError::UnknownSlice(entry.slice));

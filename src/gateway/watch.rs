@@ -25,7 +25,6 @@ use super::state::{StateFile, SAVE_INTERVAL};
 use super::view::{FilterView, FrameError, SnapshotAssembler};
 use super::{ConfirmCache, GatewayConfig};
 use crate::backoff::ExponentialBackoff;
-use crate::filter::DIGEST_BYTES;
 use crate::pb::filter_update::Update;
 use crate::pb::revocation_service_client::RevocationServiceClient;
 use crate::pb::SubscribeRequest;
@@ -342,13 +341,7 @@ fn apply(
             let current = shared.view.load_full().ok_or(FrameError::NoSnapshot)?;
             let next = current.with_delta(&delta)?;
             let next = next.without_expired(shared.server_now()).unwrap_or(next);
-            let sliced = delta
-                .slices
-                .iter()
-                .flat_map(|entry| entry.digests.chunks(DIGEST_BYTES));
-            shared
-                .confirmed
-                .forget(delta.digests.iter().map(|d| &d[..]).chain(sliced));
+            shared.confirmed.forget(delta.added_digests());
             shared.view.store(Some(Arc::new(next)));
             // From the append to the store's log to use here (clock skew
             // between the hosts included); absent from older servers.

@@ -312,6 +312,7 @@ impl HubState {
         metrics::histogram!("revocd_change_log_lag_seconds").record(lag_ms as f64 / 1_000.0);
         let now = self.config.clock.now();
         let mut delta = DeltaBuilder::default();
+        let mut opened = false;
         for entry in entries {
             let keep_until = entry.change.keep_until();
             if keep_until <= now {
@@ -321,6 +322,7 @@ impl HubState {
             match change {
                 FilterChange::Token { digest, slice } => {
                     if let Some(opening) = self.make_room(slice) {
+                        opened = true;
                         delta.open(opening);
                         self.history
                             .remember(entry.cursor.clone(), Step::Open(opening));
@@ -344,6 +346,9 @@ impl HubState {
             .increment((delta.digests() + delta.cutoffs()) as u64);
         self.broadcast(update(Update::Delta(delta.finish(logged_at_ms))));
         metrics::counter!("revocd_filter_deltas_sent_total").increment(self.up_to_date() as u64);
+        if opened {
+            self.publish_filter_metrics();
+        }
     }
 
     /// Opens a filter in `slice` when it has none or its newest is full;

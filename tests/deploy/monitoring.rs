@@ -328,7 +328,7 @@ fn grafana_dashboard_queries_metrics_the_code_records() {
         "revocd_propagation_delay_seconds_bucket",
         "revocd_change_log_lag_seconds_bucket",
         "revocd_agent_filter_staleness_seconds",
-        "revocd_filter_fill_ratio",
+        "revocd_filter_slices",
         "revocd_filter_estimated_fp_rate",
         "revocd_filter_fp_rate_target",
         "revocd_revocations_live",

@@ -499,15 +499,14 @@ async fn watch(client: &mut Client, key: Option<&str>, args: WatchArgs) -> Resul
                 described
             }
             Some(Update::Delta(d)) => {
-                let sliced: usize = d.slices.iter().map(|s| s.digests.len() / 16).sum();
+                let digests = d.added_digests().count();
                 let opened = d.slices.iter().filter(|s| s.open.is_some()).count();
                 (
-                    json!({"type": "delta", "digests": d.digests.len() + sliced, "slices": d.slices.len(),
+                    json!({"type": "delta", "digests": digests, "slices": d.slices.len(),
                            "opened": opened, "subjects": d.subjects.len(),
                            "claims": d.claims.len(), "cursor": d.cursor}),
                     format!(
-                        "delta      digests={} slices={} opened={opened} subjects={} claims={} cursor={}",
-                        d.digests.len() + sliced,
+                        "delta      digests={digests} slices={} opened={opened} subjects={} claims={} cursor={}",
                         d.slices.len(),
                         d.subjects.len(),
                         d.claims.len(),
