@@ -3,7 +3,7 @@
 //! pipelined commands, in one run.
 //!
 //! ```text
-//! cargo run --release --example import_bench -- [--records 200000] [--concurrency 4]
+//! cargo run --release --example import_bench -- [--records 200000] [--concurrency 4] [--cold-start]
 //! ```
 //!
 //! (`IMPORT_BENCH_RECORDS` sets `--records` too.) Under `cargo run` the
@@ -35,6 +35,16 @@
 //!    multiplexed connection, from a single-threaded runtime like revoctl's.
 //!    The time runs from opening the file to the last pipeline's reply;
 //!    `ZCARD` of the index must then equal the record count.
+//!
+//! 3. **cold start** (`--cold-start`, which skips phase 1): a release
+//!    `revocd serve` started on phase 2's Redis, holding the records. The
+//!    time runs from spawning the process to its `GetStats` reporting a
+//!    filter generation (0 while it loads), polled every 20 ms: the load
+//!    of every live record and the filter built from them. Its RSS is then
+//!    read from `/proc/<pid>/status`, beside the RSS of a replica on an
+//!    empty Redis started the same way, and `GetStats` must count every
+//!    record. Targets: 10,000,000 loaded in at most 30 s, at most 64 bytes
+//!    of RSS per live revocation.
 //!
 //! The ratio import/raw is the share of bare-Redis write speed left after
 //! gRPC, revocd's per-item checks and its Lua script (which also reads each
@@ -113,7 +123,16 @@ struct Options {
     /// Do not build the release binaries first.
     #[arg(long)]
     no_build: bool,
+
+    /// Skip `revoctl import`; time a replica's cold start on the records
+    /// written raw instead (phase 3).
+    #[arg(long)]
+    cold_start: bool,
 }
+
+/// The cold-start targets: seconds to load 10,000,000, and RSS bytes per
+/// live revocation.
+const COLD_START_TARGETS: (f64, f64) = (30.0, 64.0);
 
 fn main() -> Result<()> {
     let options = Options::parse();
@@ -138,10 +157,18 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if options.cold_start {
+        let redis = RedisServer::start();
+        let raw = runtime.block_on(measure_raw(&options, &csv, &redis))?;
+        let cold = runtime.block_on(measure_cold_start(&options, &revocd, &redis))?;
+        print_report(&options, csv_bytes, None, &raw);
+        print_cold_start(&options, &cold);
+        return Ok(());
+    }
     let import = runtime.block_on(measure_import(&options, &revocd, &revoctl, &csv))?;
-    let raw = runtime.block_on(measure_raw(&options, &csv))?;
+    let raw = runtime.block_on(measure_raw(&options, &csv, &RedisServer::start()))?;
 
-    print_report(&options, csv_bytes, &import, &raw);
+    print_report(&options, csv_bytes, Some(&import), &raw);
     Ok(())
 }
 
@@ -263,8 +290,7 @@ async fn measure_import(
     })
 }
 
-async fn measure_raw(options: &Options, csv: &Path) -> Result<Measured> {
-    let redis = RedisServer::start();
+async fn measure_raw(options: &Options, csv: &Path, redis: &RedisServer) -> Result<Measured> {
     let connection = redis::Client::open(redis.url())?
         .get_multiplexed_async_connection()
         .await
@@ -319,6 +345,100 @@ async fn measure_raw(options: &Options, csv: &Path) -> Result<Measured> {
         elapsed,
         cpu: vec![("redis-server", redis_cpu)],
     })
+}
+
+/// What a replica's cold start measured.
+struct ColdStart {
+    /// From spawning the process to its first filter generation.
+    loaded: Duration,
+    /// Its RSS then, and that of a replica on an empty Redis, in bytes.
+    rss: u64,
+    empty_rss: u64,
+}
+
+/// Phase 3: a replica started on `redis`, which holds the records.
+async fn measure_cold_start(
+    options: &Options,
+    revocd: &Path,
+    redis: &RedisServer,
+) -> Result<ColdStart> {
+    let deployment = Deployment::new();
+    let started = Instant::now();
+    let replica =
+        Replica::spawn_with(revocd, &deployment.args(&["--redis-url", &redis.url()])).await;
+    let mut client = replica.client(Some("key-read")).await;
+    let stats = loop {
+        let stats = client.get_stats(GetStatsRequest {}).await?.into_inner();
+        if stats.filter_generation != 0 {
+            break stats;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "no filter after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let loaded = started.elapsed();
+    let rss = rss_bytes(replica.pid()).context("reading the replica's RSS")?;
+    ensure!(
+        stats.live_revocations == options.records as u64,
+        "the replica counts {} live revocations, not {}",
+        stats.live_revocations,
+        options.records
+    );
+    drop(replica);
+    let empty_redis = RedisServer::start();
+    let empty = Replica::spawn_with(
+        revocd,
+        &deployment.args(&["--redis-url", &empty_redis.url()]),
+    )
+    .await;
+    let mut client = empty.client(Some("key-read")).await;
+    while client
+        .get_stats(GetStatsRequest {})
+        .await?
+        .into_inner()
+        .filter_generation
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let empty_rss = rss_bytes(empty.pid()).context("reading the empty replica's RSS")?;
+    Ok(ColdStart {
+        loaded,
+        rss,
+        empty_rss,
+    })
+}
+
+/// A process's resident set size, from `/proc/<pid>/status`.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn print_cold_start(options: &Options, cold: &ColdStart) {
+    let records = options.records as f64;
+    let seconds = cold.loaded.as_secs_f64();
+    let per_entry = cold.rss as f64 / records;
+    let added_per_entry = cold.rss.saturating_sub(cold.empty_rss) as f64 / records;
+    let (seconds_target, bytes_target) = COLD_START_TARGETS;
+    let scaled = seconds * 10_000_000.0 / records;
+    let verdict = |met: bool| if met { "met" } else { "missed" };
+    println!(
+        "cold start: {} records loaded in {seconds:.2} s ({}/s; scaled to 10M: {scaled:.1} s, target <= {seconds_target} s: {})",
+        grouped(options.records as u64),
+        grouped((records / seconds) as u64),
+        verdict(scaled <= seconds_target),
+    );
+    println!(
+        "replica RSS: {:.1} MiB loaded, {:.1} MiB empty; {per_entry:.1} bytes per live revocation ({added_per_entry:.1} above the empty replica; target <= {bytes_target}: {})",
+        cold.rss as f64 / 1_048_576.0,
+        cold.empty_rss as f64 / 1_048_576.0,
+        verdict(per_entry <= bytes_target),
+    );
 }
 
 /// One line of the benchmark's CSV (written by [`write_csv`]: no quoting).
@@ -411,9 +531,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / TICKS_PER_SECOND
 }
 
-fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Measured) {
+fn print_report(options: &Options, csv_bytes: u64, import: Option<&Measured>, raw: &Measured) {
     let records = options.records;
-    let (import_rate, raw_rate) = (import.per_second(records), raw.per_second(records));
+    let raw_rate = raw.per_second(records);
     let cpu = |m: &Measured| {
         m.cpu
             .iter()
@@ -440,14 +560,16 @@ fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Meas
         "{:<48} {:>8} {:>15}  CPU meanwhile",
         "phase", "seconds", "revocations/s"
     );
-    let _ = writeln!(
-        report,
-        "{:<48} {:>8.3} {:>15}  {}",
-        "revoctl import -> revocd RevokeBatch -> Redis",
-        import.elapsed.as_secs_f64(),
-        grouped(import_rate as u64),
-        cpu(import)
-    );
+    if let Some(import) = import {
+        let _ = writeln!(
+            report,
+            "{:<48} {:>8.3} {:>15}  {}",
+            "revoctl import -> revocd RevokeBatch -> Redis",
+            import.elapsed.as_secs_f64(),
+            grouped(import.per_second(records) as u64),
+            cpu(import)
+        );
+    }
     let _ = writeln!(
         report,
         "{:<48} {:>8.3} {:>15}  {}",
@@ -456,6 +578,11 @@ fn print_report(options: &Options, csv_bytes: u64, import: &Measured, raw: &Meas
         grouped(raw_rate as u64),
         cpu(raw)
     );
+    let Some(import) = import else {
+        print!("{report}");
+        return;
+    };
+    let import_rate = import.per_second(records);
     let verdict = if import_rate >= TARGET_PER_SECOND {
         "met"
     } else {

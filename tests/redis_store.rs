@@ -323,3 +323,30 @@ async fn the_logs_newest_end_is_read_whole_across_pages() {
     let all = store.log_tail(5_000).await.expect("tail");
     assert_eq!(all.entries.len(), 3_000);
 }
+
+/// Gateways look for a revocation in the filter slice of the token's `exp`
+/// plus the leeway, so a replica keeping records for another leeway than
+/// the deployment's would file them where no gateway looks: it refuses to
+/// start, naming the leeway to use, and the first one's is kept.
+#[tokio::test]
+async fn a_replica_with_another_leeway_than_the_deployments_refuses_to_start() {
+    let redis = RedisServer::start();
+    let deployment = support::Deployment::new();
+    let with_leeway = |leeway: &str| {
+        support::serve_config(&deployment.args(&["--redis-url", &redis.url(), "--leeway", leeway]))
+    };
+    let first = with_leeway("60").start_state(None).await;
+    assert!(first.is_ok(), "the first replica records its leeway");
+    let Err(refused) = with_leeway("120").start_state(None).await else {
+        panic!("a replica with another leeway started");
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains("--leeway 120") && message.contains("Use --leeway 60"),
+        "{message}"
+    );
+    assert!(
+        with_leeway("60").start_state(None).await.is_ok(),
+        "the same leeway starts"
+    );
+}

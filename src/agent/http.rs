@@ -166,8 +166,8 @@ async fn metrics(State(agent): State<Agent>) -> impl IntoResponse {
         .staleness()
         .map_or(f64::INFINITY, |s| s.as_secs_f64());
     metrics::gauge!("revocd_agent_filter_staleness_seconds").set(staleness);
-    // The low 32 bits count the replica's rebuilds (the high ones are
-    // random per replica start) and fit a float exactly.
+    // The low 32 bits count the replica's loads (the high ones name the
+    // deployment) and fit a float exactly.
     let generation = gateway
         .view()
         .map_or(0, |view| view.generation() & u64::from(u32::MAX));

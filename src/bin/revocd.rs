@@ -24,7 +24,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's settings (`_RJEM_MALLOC_CONF` in the environment still
 /// overrides them): freed pages go back to the system after 1 s rather
 /// than 10 s, so RSS follows the memory in use through the bursts of
-/// snapshots every filter rebuild sends. A thin pointer to a C string, as
+/// snapshots a load sends every gateway. A thin pointer to a C string, as
 /// jemalloc's `const char *malloc_conf` expects.
 #[cfg(feature = "jemalloc")]
 #[export_name = "_rjem_malloc_conf"]

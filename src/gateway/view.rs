@@ -247,7 +247,7 @@ impl FilterView {
         } else if self.base.slice(entry.slice).is_none() {
             return Err(FrameError::UnknownSlice(entry.slice));
         }
-        if entry.digests.len() % DIGEST_BYTES != 0 {
+        if !entry.digests.len().is_multiple_of(DIGEST_BYTES) {
             return Err(DecodeError::WrongSize {
                 field: "slice digests",
                 expected: DIGEST_BYTES,

@@ -9,8 +9,8 @@
 //!   included: one path, no double bookkeeping. On a store error, or when
 //!   the log was trimmed past its cursor ([`crate::store::Error::LogGap`]),
 //!   it backs off and loads again, which starts a new generation;
-//! - the **hub** owns all state ([`state::HubState`]): it applies batches,
-//!   expires entries, rebuilds the filter when needed, and feeds each
+//! - the **hub** owns all state ([`state::HubState`]): it applies batches
+//!   to the filter sliced by expiry, drops expired slices, and feeds each
 //!   subscriber's bounded queue.
 //!
 //! # Lag policy

@@ -18,9 +18,10 @@
 //! the entries at a quarter of the false-positive rate of the one before,
 //! so a slice's rate stays below 4/3 of the target however far it
 //! outgrows its guess (the sum `p·(1 + 1/4 + 1/16 + …)`; Almeida et al.,
-//! "Scalable Bloom Filters", 2007): nothing is ever rebuilt or re-sent. At a load, each slice is
-//! sized for its loaded entries plus the headroom and for the fullest
-//! loaded slice, the best guess of what a slice collects.
+//! "Scalable Bloom Filters", 2007): nothing is ever rebuilt or re-sent.
+//! At a load, each slice is sized for its loaded entries plus the headroom
+//! and for the fullest loaded slice, the best guess of what a slice
+//! collects.
 //!
 //! Each load builds a new filter: a new *generation*; subscribers get a
 //! snapshot of it.

@@ -28,7 +28,6 @@ use futures_util::future::join_all;
 use rand::rngs::StdRng;
 use rand::Rng;
 use revocd::gateway::{Gateway, Verdict};
-use revocd::tokens::Claims;
 use tokio::time::Instant;
 
 use super::issuer::Issuer;
@@ -174,18 +173,13 @@ async fn race(
 /// A token of issuer A, never revoked, that `gateway`'s filter calls
 /// "maybe"; jtis start with `label`.
 fn false_positive(gateway: &Gateway, label: &str) -> Option<Token> {
+    // The token itself is checked: its `exp` picks the filter slice.
     (0..MAX_TRIES).find_map(|n| {
-        let jti = format!("{label}-{n}");
-        let now = revocd::time::unix_now();
-        let claims = Claims {
-            issuer: Issuer::A.name().to_owned(),
-            jti: Some(jti.clone()),
-            subject: Some("chaos-race".to_owned()),
-            expires_at: Some(now + 3600),
-            issued_at: Some(now),
-            ..Claims::default()
-        };
-        matches!(gateway.check_claims(claims), Verdict::Confirm(_))
-            .then(|| Token::of(Issuer::A, "chaos-race", &jti))
+        let token = Token::of(Issuer::A, "chaos-race", &format!("{label}-{n}"));
+        matches!(
+            gateway.check_claims(token.claims.clone()),
+            Verdict::Confirm(_)
+        )
+        .then_some(token)
     })
 }
