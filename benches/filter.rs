@@ -1,5 +1,6 @@
 //! The in-process revocation check, next to the Redis round trip it
-//! replaces, on a filter of 1,000,000 live revocations at 0.1%.
+//! replaces, on a filter of 1,000,000 live revocations at 0.1%, sliced by
+//! expiry as a replica holds it.
 //!
 //! ```text
 //! cargo bench --bench filter [-- --warm-up-time 1 --measurement-time 3]
@@ -7,16 +8,20 @@
 //!
 //! # What is measured
 //!
-//! The filter is [`RevocationFilter::new`]`(1_000_000, 0.001)` holding the
-//! digests of 1,000,000 distinct UUID-shaped jtis of one issuer. Every
-//! per-token benchmark cycles through 65,536 different jtis spread over the
-//! whole id range, so the bitmap is read at cold places as with real
-//! traffic, not at one key's ten hot cache lines.
+//! The filter is a [`SlicedFilter`] holding the digests of 1,000,000
+//! distinct UUID-shaped jtis of one issuer, their tokens' expiry spread
+//! evenly over an hour in 64 slices of 56 s (a replica's slices for
+//! `--max-token-lifetime 1h`), each slice one filter sized as a replica
+//! sizes a loaded slice: its entries plus the default headroom, at 0.1%.
+//! Every per-token benchmark cycles through 65,536 different jtis spread
+//! over the whole id range, so the bitmaps are read at cold places as with
+//! real traffic, not at one key's ten hot cache lines.
 //!
 //! - `check/present`, `check/absent`: what a gateway does per token once
 //!   the JWT has verified: [`DigestKey::token`]`(issuer, jti)` (keyed
-//!   SipHash-2-4-128) and [`RevocationFilter::contains`], for jtis in the
-//!   filter and never inserted. `check/digest` is the digest alone, and
+//!   SipHash-2-4-128) and [`SlicedFilter::contains`] with the token's
+//!   keep-until time (its slice found by binary search, then its filter),
+//!   for jtis in the filter and never inserted. `check/digest` is the digest alone, and
 //!   `check/present_one_key` one present jti over and over (its ten bitmap
 //!   lines stay in L1 cache: the lower bound, not what traffic sees).
 //! - `redis/exists_present`, `redis/exists_absent`: the baseline. One
@@ -26,9 +31,10 @@
 //!   pays for waking `redis-server` and then this thread: on a virtual
 //!   machine whose idle cores halt, those wake-ups dominate it, so it is
 //!   several times shorter while other work keeps the cores busy.
-//! - `filter/insert`: adding one (precomputed) digest to the 1M filter.
-//! - `filter/to_bytes`, `filter/from_bytes`: serializing the 1M filter and
-//!   decoding it with validation, as a gateway does with a snapshot.
+//! - `filter/insert`: adding one (precomputed) digest to a slice.
+//! - `filter/to_bytes`, `filter/from_bytes`: serializing the 1M filter
+//!   (format 2) and decoding it with validation, as a gateway does with a
+//!   snapshot.
 //!
 //! Measured once, outside criterion: the false-positive rate over 1,000,000
 //! jtis never inserted, and the snapshot's size on the wire (the
@@ -47,8 +53,8 @@ use anyhow::{ensure, Context, Result};
 use criterion::Criterion;
 use prost::Message;
 
-use revocd::filter::{Digest, DigestKey, RevocationFilter};
-use revocd::hub::DEFAULT_SNAPSHOT_PART_BYTES;
+use revocd::filter::{Digest, DigestKey, RevocationFilter, SlicedFilter};
+use revocd::hub::{slice_seconds_for, DEFAULT_HEADROOM, DEFAULT_SNAPSHOT_PART_BYTES};
 use revocd::pb;
 
 #[allow(dead_code)] // shared with the other benchmarks; each uses a subset
@@ -65,6 +71,10 @@ use support::{human, token_id, verdict, Medians};
 
 /// Live revocations in the filter.
 const ENTRIES: u64 = 1_000_000;
+/// Slices their tokens' expiry spreads over.
+const SLICES: u64 = 64;
+/// Unix time of the first slice's start.
+const EPOCH: i64 = 1_800_000_000;
 /// False-positive rate the filter is sized for.
 const FP_RATE: f64 = 0.001;
 /// The issuer of every token.
@@ -84,11 +94,11 @@ const BITS_PER_ENTRY_TARGET: f64 = 15.0;
 /// The filter and the jtis the benchmarks use.
 struct Fixture {
     key: DigestKey,
-    filter: RevocationFilter,
-    /// `POOL` jtis in the filter.
-    present: Vec<String>,
-    /// `POOL` jtis never inserted.
-    absent: Vec<String>,
+    filter: SlicedFilter,
+    /// `POOL` tokens in the filter: (number, jti).
+    present: Vec<(u64, String)>,
+    /// `POOL` tokens never inserted.
+    absent: Vec<(u64, String)>,
     /// Time to insert the `ENTRIES` digests (jtis and digests made before).
     build: Duration,
 }
@@ -99,17 +109,28 @@ impl Fixture {
         let digests: Vec<Digest> = (0..ENTRIES)
             .map(|i| key.token(ISSUER, &token_id(i)))
             .collect();
-        let mut filter = RevocationFilter::new(ENTRIES as usize, FP_RATE);
+        let mut filter = SlicedFilter::new(slice_seconds_for(Duration::from_secs(3_600)));
+        let per_slice = (ENTRIES / SLICES) as f64 * (1.0 + DEFAULT_HEADROOM);
+        for i in 0..SLICES {
+            let slice = filter.slice_of(keep_until(i));
+            let capacity = per_slice.ceil() as u64;
+            filter.open(
+                slice,
+                capacity,
+                RevocationFilter::new(capacity as usize, FP_RATE),
+            );
+        }
         let started = Instant::now();
-        for digest in &digests {
-            filter.insert(digest);
+        for (i, digest) in (0..ENTRIES).zip(&digests) {
+            filter.insert(filter.slice_of(keep_until(i)), digest);
         }
         let build = started.elapsed();
+        let token = |id: u64| (id, token_id(id));
         let present = (0..POOL as u64)
-            .map(|k| token_id(k * POOL_STRIDE % ENTRIES))
+            .map(|k| token(k * POOL_STRIDE % ENTRIES))
             .collect();
         // Ids from ENTRIES on were never inserted.
-        let absent = (0..POOL as u64).map(|k| token_id(ENTRIES + k)).collect();
+        let absent = (0..POOL as u64).map(|k| token(ENTRIES + k)).collect();
         Fixture {
             key,
             filter,
@@ -119,16 +140,17 @@ impl Fixture {
         }
     }
 
-    /// The in-process check of one jti.
+    /// The in-process check of one token: (number, jti).
     #[inline]
-    fn check(&self, jti: &str) -> bool {
-        self.filter.contains(&self.key.token(ISSUER, jti))
+    fn check(&self, (id, jti): &(u64, String)) -> bool {
+        self.filter
+            .contains(Some(keep_until(*id)), &self.key.token(ISSUER, jti))
     }
 
     /// False positives among `ENTRIES` jtis never inserted.
     fn measured_fp_rate(&self) -> f64 {
         let hits = (ENTRIES..2 * ENTRIES)
-            .filter(|&i| self.check(&token_id(i)))
+            .filter(|&i| self.check(&(i, token_id(i))))
             .count();
         hits as f64 / ENTRIES as f64
     }
@@ -160,6 +182,13 @@ impl Fixture {
     }
 }
 
+/// When the revocation of token `id` is kept until: the tokens' expiry
+/// spreads over the slices.
+fn keep_until(id: u64) -> i64 {
+    let seconds = i64::from(slice_seconds_for(Duration::from_secs(3_600)));
+    EPOCH + (id % SLICES) as i64 * seconds + 1
+}
+
 /// The Redis key of a jti (one string per revoked token, as a store keyed
 /// on (issuer, jti) would have it).
 fn redis_key(jti: &str) -> String {
@@ -188,8 +217,8 @@ fn main() -> Result<()> {
 
     let redis = RedisServer::start();
     let mut connection = redis.connection();
-    let present_keys: Vec<String> = fixture.present.iter().map(|j| redis_key(j)).collect();
-    let absent_keys: Vec<String> = fixture.absent.iter().map(|j| redis_key(j)).collect();
+    let present_keys: Vec<String> = fixture.present.iter().map(|(_, j)| redis_key(j)).collect();
+    let absent_keys: Vec<String> = fixture.absent.iter().map(|(_, j)| redis_key(j)).collect();
     let mut load = redis::pipe();
     for key in &present_keys {
         load.cmd("SET").arg(key).arg(1).ignore();
@@ -214,7 +243,7 @@ fn main() -> Result<()> {
     let hot = &fixture.present[0];
     group.bench("present_one_key", || fixture.check(black_box(hot)));
     group.bench("digest", || {
-        fixture.key.token(ISSUER, &fixture.absent[cycle.next()])
+        fixture.key.token(ISSUER, &fixture.absent[cycle.next()].1)
     });
     group.finish();
 
@@ -232,7 +261,8 @@ fn main() -> Result<()> {
         .map(|k| fixture.key.token(ISSUER, &token_id(3 * ENTRIES + k)))
         .collect();
     let mut growing = fixture.filter.clone();
-    group.bench("insert", || growing.insert(&fresh[cycle.next()]));
+    let slice = growing.slice_of(keep_until(0));
+    group.bench("insert", || growing.insert(slice, &fresh[cycle.next()]));
     drop(growing);
     let bytes = fixture.filter.to_bytes();
     group.bench_batched("to_bytes", 1, || (), |()| fixture.filter.to_bytes());
@@ -240,7 +270,7 @@ fn main() -> Result<()> {
         "from_bytes",
         1,
         || bytes.clone(),
-        |copy| RevocationFilter::from_bytes(copy).expect("the filter's own bytes decode"),
+        |copy| SlicedFilter::from_bytes(copy).expect("the filter's own bytes decode"),
     );
     group.finish();
 
@@ -264,7 +294,7 @@ struct Report<'a> {
     fp_measured: f64,
     fp_estimated: f64,
     wire_bytes: usize,
-    filter: &'a RevocationFilter,
+    filter: &'a SlicedFilter,
     build: Duration,
 }
 
@@ -281,10 +311,10 @@ impl Report<'_> {
 
         println!();
         println!(
-            "revocation check: filter of {ENTRIES} live entries at {}% ({} bits, {} hash functions); medians of criterion's samples",
+            "revocation check: filter of {ENTRIES} live entries at {}% in {} slices ({} bits); medians of criterion's samples",
             FP_RATE * 100.0,
+            self.filter.slices().count(),
             self.filter.bits(),
-            self.filter.hash_functions()
         );
         let line = |name: &str, present: String, absent: String, target: String| {
             let text = format!("{name:<44} {present:>11} {absent:>11}  {target}");

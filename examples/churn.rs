@@ -1,9 +1,8 @@
 //! Churn benchmark: what the filter stream costs each gateway while
 //! revocations of short-lived tokens keep coming, beside the floor (the
 //! digests a gateway must learn in any design), and how gateways resume
-//! after a fail-over or a restart: the baseline of "expiry slices instead
-//! of rebuild snapshots". It measures the server and gateway code it is
-//! built with, and assumes nothing about how they resume.
+//! after a fail-over or a restart. It measures the server and gateway code
+//! it is built with, and assumes nothing about how they resume.
 //!
 //! ```text
 //! cargo run --release --example churn -- [--subscribers 20] [--rate 400]
@@ -28,9 +27,9 @@
 //!    (a digest) per revocation acknowledged. Target: total <= 1.2 × the
 //!    floor.
 //! 2. **Snapshots** received (complete snapshots, not parts) per gateway
-//!    and in total, and replica 1's **filter rebuilds** over the window:
-//!    the rise of its `GetStats.filter_generation` (every rebuild is a new
-//!    generation, announced to every subscriber by a snapshot). A snapshot
+//!    and in total, and replica 1's **new generations** over the window:
+//!    the rise of its `GetStats.filter_generation` (every new filter is a
+//!    new generation, announced to every subscriber by a snapshot). A snapshot
 //!    of the generation already held is the re-basing of a lagging
 //!    subscriber, counted apart.
 //! 3. **Fail-over resumes**: after the churn every subscriber leaves
@@ -55,11 +54,13 @@
 //! Loopback only. Redis is a `redis-server` started for the run on a free
 //! port in a temporary directory (killed at exit). Two revocd replicas run
 //! in this process on one Tokio runtime, each as `revocd serve --dev
-//! --redis-url URL --heartbeat-interval 1s` with the same key prefix (one
-//! change log, one digest key); the clients run on another runtime, each
-//! subscriber on its own HTTP/2 connection. With the default leeway (60 s)
-//! a record lives lifetime + 60 s, so the live set grows for the first 80 s
-//! of the default run and then holds at about rate × 80. Every phase is
+//! --redis-url URL --heartbeat-interval 1s --max-token-lifetime 1h` with
+//! the same key prefix (one change log, one digest key; the lifetime makes
+//! filter slices of 56 s, so slices expire during the run); the clients
+//! run on another runtime, each subscriber on its own HTTP/2 connection.
+//! With the default leeway (60 s) a record lives lifetime + 60 s, so the
+//! live set grows for the first 80 s of the default run and then holds at
+//! about rate × 80. Every phase is
 //! bounded in time and the run stops by itself.
 
 use std::time::{Duration, Instant};
@@ -166,6 +167,8 @@ async fn benchmark(options: &Options, redis_url: &str, server_runtime: &Handle) 
         KEY_PREFIX,
         "--heartbeat-interval",
         "1s",
+        "--max-token-lifetime",
+        "1h",
         // Every --dev caller is the same caller; let it hold every stream.
         "--max-streams-per-key",
         "100000",
@@ -606,7 +609,7 @@ impl Report {
         println!(
             "left out: each subscriber's first sync before the churn, {first} bytes on average"
         );
-        println!("rebuilds: replica 1 {rebuilds} (rise of GetStats filter_generation), replica 2 {rebuilds_2}; replica 1 at the end: {live} live revocations, filter {bits} bits");
+        println!("new generations: replica 1 {rebuilds} (rise of GetStats filter_generation), replica 2 {rebuilds_2}; replica 1 at the end: {live} live revocations, filter {bits} bits");
 
         // Bytes summed over the gateways, per gateway per minute.
         let per_minute = |bytes: u64| bytes as f64 / gateways as f64 / window * 60.0;
@@ -651,7 +654,7 @@ impl Report {
         let (received, rebases) = (sum(|t| t.snapshots), sum(|t| t.rebases));
         let each = received as f64 / gateways as f64;
         println!();
-        println!("snapshots received: {each:.1} per gateway (min {min}, max {max}), {received} in total ({rebases} re-basings of a lagging subscriber); replica 1 rebuilt its filter {rebuilds} times");
+        println!("snapshots received: {each:.1} per gateway (min {min}, max {max}), {received} in total ({rebases} re-basings of a lagging subscriber); replica 1 made {rebuilds} new generations");
         print_resumes(
             "fail-over resumes (replica 1 → 2, with the cursor and generation held)",
             &self.failover,

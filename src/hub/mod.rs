@@ -57,7 +57,7 @@ use self::state::HubState;
 /// False-positive rate the filter is sized for by default.
 pub const DEFAULT_FP_RATE: f64 = 0.001;
 /// Room a slice's filter has beyond the entries expected, by default.
-pub const DEFAULT_HEADROOM: f64 = 0.25;
+pub const DEFAULT_HEADROOM: f64 = 0.1;
 /// Fewest entries a slice's filter is sized for by default (256 bytes of
 /// bitmap at 0.1%).
 pub const DEFAULT_MIN_CAPACITY: usize = 128;

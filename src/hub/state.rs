@@ -61,6 +61,9 @@ use crate::store::{Change, LogTail, LoggedChange};
 
 /// A cached snapshot is reused (with a catch-up delta) for this long.
 const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// The estimated false-positive rate (a count of every bitmap's bits) is
+/// published at most this often.
+const FP_ESTIMATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// The revocation rate that sizes new slices is averaged over about this
 /// many seconds.
 const RATE_WINDOW: f64 = 60.0;
@@ -109,6 +112,8 @@ pub(super) struct HubState {
     revoked_since_tick: u64,
     /// When the rate was last updated (Tokio's clock).
     rate_updated_at: ClockInstant,
+    /// When the estimated false-positive rate was last published.
+    fp_estimated_at: ClockInstant,
     /// The live cut-offs.
     live: LiveSet,
     /// The claims of the cut-offs in `live`, `history` and a load.
@@ -142,6 +147,10 @@ impl HubState {
             rate: 0.0,
             revoked_since_tick: 0,
             rate_updated_at: ClockInstant::now(),
+            // So the first publication estimates it.
+            fp_estimated_at: ClockInstant::now()
+                .checked_sub(FP_ESTIMATE_INTERVAL)
+                .unwrap_or_else(ClockInstant::now),
             history: History::new(config.history, None),
             config,
             digest_key,
@@ -398,15 +407,19 @@ impl HubState {
         }
     }
 
-    /// Sets the filter gauges.
-    fn publish_filter_metrics(&self) {
-        let rate = self.filter.estimated_fp_rate();
+    /// Sets the filter gauges; the estimated false-positive rate (which
+    /// reads every bitmap) at most every [`FP_ESTIMATE_INTERVAL`].
+    fn publish_filter_metrics(&mut self) {
+        if self.fp_estimated_at.elapsed() >= FP_ESTIMATE_INTERVAL {
+            self.fp_estimated_at = ClockInstant::now();
+            let rate = self.filter.estimated_fp_rate();
+            metrics::gauge!("revocd_filter_estimated_fp_rate").set(rate);
+        }
         // The low 32 bits count this replica's loads and fit a float.
         metrics::gauge!("revocd_filter_generation")
             .set((self.generation & u64::from(u32::MAX)) as f64);
         metrics::gauge!("revocd_filter_bits").set(self.filter.bits() as f64);
         metrics::gauge!("revocd_filter_slices").set(self.filter.slices().count() as f64);
-        metrics::gauge!("revocd_filter_estimated_fp_rate").set(rate);
         metrics::gauge!("revocd_filter_fp_rate_target").set(self.config.fp_rate);
         metrics::gauge!("revocd_revocations_live").set(self.filter.entries() as f64);
         let (subject_cutoffs, claim_cutoffs) = self.live.cutoff_counts();

@@ -240,7 +240,7 @@ async fn a_follower_that_stays_behind_the_head_stops_heartbeats() {
 #[test]
 fn memory_follows_the_live_slices_under_steady_churn() {
     let mut hub = hub();
-    const LIVE: i64 = 20_000;
+    const LIVE: i64 = 2_000;
     let start = unix_now();
     // Ten revocations a (virtual) second, each kept LIVE seconds: the
     // live set reaches 10·LIVE, then as many expire as arrive. Returns the
