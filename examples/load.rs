@@ -68,7 +68,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,6 +153,12 @@ struct Options {
     /// Do not build the release binaries first.
     #[arg(long)]
     no_build: bool,
+
+    /// Record a `perf record -g` profile of revocd and of redis-server
+    /// over each revocd phase's measured window, into this directory
+    /// (`<phase>.revocd.data`, `<phase>.redis.data`).
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -224,42 +230,56 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
         warmup: WARMUP,
         measured: Duration::from_secs(options.seconds),
         pids,
+        redis: redis.clone(),
     };
     let batch = options.batch;
-    let redis_revoke = drive(load, &baseline, |redis, task, seq| async move {
+    let profile = |phase| options.perf.clone().map(|dir| (dir, phase));
+    let redis_revoke = drive(&load, None, &baseline, |redis, task, seq| async move {
         redis.revoke(&[jti("load", task, seq)]).await
     })
     .await
     .context("phase `redis revoke`")?;
-    let revoke_jti = drive(load, &api, |api, task, seq| async move {
-        api.revoke_jti(task, &jti("load", task, seq)).await
-    })
+    let revoke_jti = drive(
+        &load,
+        profile("revoke-jti"),
+        &api,
+        |api, task, seq| async move { api.revoke_jti(task, &jti("load", task, seq)).await },
+    )
     .await
     .context("phase `revocd Revoke{jti}`")?;
-    let revoke_token = drive(load, &api, |api, task, seq| async move {
-        api.revoke_token(task, &jti("token", task, seq)).await
-    })
+    let revoke_token = drive(
+        &load,
+        profile("revoke-token"),
+        &api,
+        |api, task, seq| async move { api.revoke_token(task, &jti("token", task, seq)).await },
+    )
     .await
     .context("phase `revocd Revoke{token}`")?;
-    let redis_batch = drive(load, &baseline, move |redis, task, seq| async move {
+    let redis_batch = drive(&load, None, &baseline, move |redis, task, seq| async move {
         redis.revoke(&batch_jtis(task, seq, batch)).await
     })
     .await
     .context("phase `redis revoke xN`")?;
-    let revoke_batch = drive(load, &api, move |api, task, seq| async move {
-        api.revoke_batch(task, &batch_jtis(task, seq, batch)).await
-    })
-    .await
-    .context("phase `revocd RevokeBatch`")?;
+    let revoke_batch =
+        drive(
+            &load,
+            profile("revoke-batch"),
+            &api,
+            move |api, task, seq| async move {
+                api.revoke_batch(task, &batch_jtis(task, seq, batch)).await
+            },
+        )
+        .await
+        .context("phase `revocd RevokeBatch`")?;
     let written = redis_revoke.completed.clone();
-    let redis_check = drive(load, &baseline, move |redis, task, seq| {
+    let redis_check = drive(&load, None, &baseline, move |redis, task, seq| {
         let jti = written_jti(&written, task, seq);
         async move { redis.check(&jti).await }
     })
     .await
     .context("phase `redis HGETALL`")?;
     let written = revoke_jti.completed.clone();
-    let check = drive(load, &api, move |api, task, seq| {
+    let check = drive(&load, profile("check"), &api, move |api, task, seq| {
         let jti = written_jti(&written, task, seq);
         async move { api.check(task, &jti).await }
     })
@@ -280,13 +300,19 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
         Row::baseline("redis HGETALL", &redis_check, 1),
         Row::revocd("revocd Check{jti}", &check, 1, &redis_check).targets(CHECK_CPU_TARGET, None),
     ]);
+    let warnings = revocd.warnings();
+    println!();
+    println!("revocd logged {} warnings or errors", warnings.len());
+    for line in warnings.iter().take(5) {
+        println!("  {line}");
+    }
     Ok(())
 }
 
 // === the load driver ===
 
 /// How every phase runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct Load {
     /// Clients, each with one request in flight.
     concurrency: usize,
@@ -296,7 +322,12 @@ struct Load {
     measured: Duration,
     /// The processes whose CPU time is measured.
     pids: Pids,
+    /// A connection to the Redis measured, for its command statistics.
+    redis: ConnectionManager,
 }
+
+/// Where a phase's profiles go: `--perf` and the phase's file name.
+type Profile = Option<(PathBuf, &'static str)>;
 
 /// The server processes of the run.
 #[derive(Debug, Clone, Copy)]
@@ -353,6 +384,9 @@ struct Measured {
     /// CPU time the server processes used from the phase's start (warm-up
     /// included) until they were idle after it.
     cpu: Cpu,
+    /// Redis's commands over the same time: (name, calls, µs inside Redis),
+    /// most time first.
+    commands: Vec<(String, u64, u64)>,
 }
 
 /// Runs one phase: `load.concurrency` clients each call `op(target, client
@@ -362,7 +396,7 @@ struct Measured {
 ///
 /// # Errors
 /// The first failed request (the phase's numbers would mean nothing).
-async fn drive<T, F, Fut>(load: Load, target: &Arc<T>, op: F) -> Result<Measured>
+async fn drive<T, F, Fut>(load: &Load, profile: Profile, target: &Arc<T>, op: F) -> Result<Measured>
 where
     T: Send + Sync + 'static,
     F: Fn(Arc<T>, usize, u64) -> Fut + Send + Sync + 'static,
@@ -371,7 +405,14 @@ where
     let op = Arc::new(op);
     let measure_from = Instant::now() + load.warmup;
     let until = measure_from + load.measured;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut load.redis.clone())
+        .await?;
     let before = load.pids.cpu();
+    let profiler = profile.map(|(dir, phase)| {
+        tokio::spawn(record_profiles(load.pids, dir, phase, measure_from, until))
+    });
     let clients: Vec<JoinHandle<Result<ClientRun>>> = (0..load.concurrency)
         .map(|client| {
             let (op, target) = (Arc::clone(&op), Arc::clone(target));
@@ -392,6 +433,9 @@ where
         completed.push(run.requests);
     }
     latencies.sort_unstable();
+    if let Some(profiler) = profiler {
+        profiler.await.context("the profiler panicked")??;
+    }
     let after = load.pids.quiet().await;
     Ok(Measured {
         latencies,
@@ -401,7 +445,41 @@ where
             revocd: after.revocd - before.revocd,
             redis: after.redis - before.redis,
         },
+        commands: command_stats(&mut load.redis.clone()).await?,
     })
+}
+
+/// Runs `perf record -g` on revocd and on redis-server from `from` to
+/// `until`, writing `dir/<phase>.revocd.data` and `dir/<phase>.redis.data`.
+async fn record_profiles(
+    pids: Pids,
+    dir: PathBuf,
+    phase: &'static str,
+    from: Instant,
+    until: Instant,
+) -> Result<()> {
+    tokio::time::sleep_until(from.into()).await;
+    let mut recorders = Vec::new();
+    for (pid, process) in [(pids.revocd, "revocd"), (pids.redis, "redis")] {
+        let output = dir.join(format!("{phase}.{process}.data"));
+        let recorder = Command::new("perf")
+            .args(["record", "-g", "-q", "-p", &pid.to_string(), "-o"])
+            .arg(&output)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf record")?;
+        recorders.push(recorder);
+    }
+    tokio::time::sleep_until(until.into()).await;
+    for mut recorder in recorders {
+        // perf writes its file on SIGINT.
+        Command::new("kill")
+            .args(["-INT", &recorder.id().to_string()])
+            .status()?;
+        recorder.wait()?;
+    }
+    Ok(())
 }
 
 /// What one client of a phase did.
@@ -479,6 +557,32 @@ fn batch_jtis(client: usize, seq: u64, items: usize) -> Vec<String> {
 /// `written[client]` requests per client, cycling through them.
 fn written_jti(written: &[u64], client: usize, seq: u64) -> String {
     jti("load", client, seq % written[client].max(1))
+}
+
+/// Redis's `INFO commandstats` since the last `CONFIG RESETSTAT`: (name,
+/// calls, µs), most time first.
+async fn command_stats(redis: &mut ConnectionManager) -> Result<Vec<(String, u64, u64)>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await?;
+    let mut stats: Vec<(String, u64, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, values) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let value = |key: &str| {
+                values
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            Some((name.to_owned(), value("calls")?, value("usec")?))
+        })
+        .filter(|(name, _, _)| !matches!(name.as_str(), "config" | "info"))
+        .collect();
+    stats.sort_by_key(|&(_, _, usec)| std::cmp::Reverse(usec));
+    Ok(stats)
 }
 
 /// CPU seconds (user + system) a process has used, 0 if unreadable.
@@ -627,8 +731,8 @@ struct RevocdProcess {
     /// Its command line after the binary.
     args: Vec<String>,
     child: Child,
-    /// Holds its log file.
-    _dir: tempfile::TempDir,
+    /// Holds its log file, `revocd.log`.
+    dir: tempfile::TempDir,
 }
 
 impl RevocdProcess {
@@ -654,7 +758,7 @@ impl RevocdProcess {
             address,
             args,
             child,
-            _dir: dir,
+            dir,
         };
         support::wait_for_health(address, ServingStatus::Serving, Duration::from_secs(20)).await;
         Ok(process)
@@ -662,6 +766,15 @@ impl RevocdProcess {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The warnings and errors it logged.
+    fn warnings(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("revocd.log")).unwrap_or_default();
+        log.lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -887,6 +1000,25 @@ fn print_table(rows: &[Row]) {
             redis_us,
         );
         println!("{}", line.trim_end());
+    }
+    println!();
+    println!("Redis commands per item (calls, µs inside Redis):");
+    for row in rows {
+        let calls: u64 = row.measured.completed.iter().sum();
+        let items = (calls as f64 * row.items as f64).max(1.0);
+        let commands: Vec<String> = row
+            .measured
+            .commands
+            .iter()
+            .map(|(name, calls, usec)| {
+                format!(
+                    "{name} {:.3} ({:.1} µs)",
+                    *calls as f64 / items,
+                    *usec as f64 / items
+                )
+            })
+            .collect();
+        println!("  {:<22} {}", row.phase, commands.join(", "));
     }
 }
 
