@@ -11,7 +11,9 @@
 //!
 //! - `keys.rs`: the key names of the table below, and the partitions.
 //! - `revoke.rs`, `reserve.rs`, `cutoff.rs`: one write script each,
-//!   beside the Rust that fills its arguments.
+//!   beside the Rust that fills its arguments; `queue.rs`: single
+//!   revocations of concurrent callers sent in one call of the revoke
+//!   script.
 //! - `decode.rs`: the one reader of records and log entries.
 //! - `durability.rs`: when a write is acknowledged (`WAITAOF`, `WAIT`,
 //!   `appendfsync` at start).
@@ -79,10 +81,12 @@ mod durability;
 mod history;
 mod keys;
 mod log;
+mod queue;
 mod reserve;
 mod revoke;
 mod scan;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -91,6 +95,7 @@ use self::connection::Connection;
 use self::decode::{Fields, Picked, CUTOFF_FIELDS, TOKEN_FIELDS};
 use self::durability::WritePolicy;
 use self::keys::Keys;
+use self::queue::Lane;
 use super::{cutoff_name, record_name, Counts, Error, TokenStatus, SUBJECT_CLAIM};
 use crate::filter::DigestKey;
 
@@ -142,6 +147,8 @@ pub struct RedisStore {
     keys: Keys,
     log_retention: u64,
     write_policy: WritePolicy,
+    /// One queue of single revocations per partition, shared by clones.
+    lanes: Arc<[Lane]>,
 }
 
 // === impl RedisStore ===
@@ -171,6 +178,7 @@ impl RedisStore {
             keys: Keys::new(&options.key_prefix, options.partitions),
             log_retention: options.log_retention,
             write_policy: WritePolicy::default(),
+            lanes: Lane::per_partition(usize::from(options.partitions.max(1))),
         };
         store.check_partitions().await?;
         store.write_policy = WritePolicy::detect(&store.connection, options).await?;
