@@ -83,26 +83,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The same error for another caller (one Redis call answers several,
-    /// see `redis/queue.rs`): the same variant and message; a backend
-    /// error's source chain is kept as text.
-    pub(crate) fn copy(&self) -> Error {
-        match self {
-            Error::Unavailable(cause) => Error::Unavailable(cause.copy()),
-            Error::Backend(cause) => Error::Backend(cause.copy()),
-            Error::NotDurable(detail) => Error::NotDurable(detail.clone()),
-            Error::Unsuitable(detail) => Error::Unsuitable(detail.clone()),
-            Error::BadPageToken => Error::BadPageToken,
-            Error::LogGap { cursor } => Error::LogGap {
-                cursor: cursor.clone(),
-            },
-            Error::Corrupt { key, detail } => Error::Corrupt {
-                key: key.clone(),
-                detail: detail.clone(),
-            },
-        }
-    }
-
     /// True when retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_) | Error::NotDurable(_))
@@ -133,11 +113,6 @@ pub struct BackendError {
 }
 
 impl BackendError {
-    /// The same error: its message and source chain, as text.
-    fn copy(&self) -> Self {
-        Self::new(CopiedError::of(&*self.source), self.auth_failure)
-    }
-
     /// Wraps a backend client's error.
     pub(crate) fn new(
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -160,37 +135,6 @@ impl std::fmt::Display for BackendError {
 impl std::error::Error for BackendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.source()
-    }
-}
-
-/// An error's message and source chain, copied as text (see
-/// [`Error::copy`]).
-#[derive(Debug)]
-struct CopiedError {
-    message: String,
-    source: Option<Box<CopiedError>>,
-}
-
-impl CopiedError {
-    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
-        Self {
-            message: error.to_string(),
-            source: error.source().map(|source| Box::new(Self::of(source))),
-        }
-    }
-}
-
-impl std::fmt::Display for CopiedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CopiedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -11,9 +11,7 @@
 //!
 //! - `keys.rs`: the key names of the table below, and the partitions.
 //! - `revoke.rs`, `reserve.rs`, `cutoff.rs`: one write script each,
-//!   beside the Rust that fills its arguments; `queue.rs`: single
-//!   revocations of concurrent callers sent in one call of the revoke
-//!   script.
+//!   beside the Rust that fills its arguments.
 //! - `decode.rs`: the one reader of records and log entries.
 //! - `durability.rs`: when a write is acknowledged (`WAITAOF`, `WAIT`,
 //!   `appendfsync` at start).
@@ -81,12 +79,10 @@ mod durability;
 mod history;
 mod keys;
 mod log;
-mod queue;
 mod reserve;
 mod revoke;
 mod scan;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -95,7 +91,6 @@ use self::connection::Connection;
 use self::decode::{Fields, Picked, CUTOFF_FIELDS, TOKEN_FIELDS};
 use self::durability::WritePolicy;
 use self::keys::Keys;
-use self::queue::Lane;
 use super::{cutoff_name, record_name, Counts, Error, TokenStatus, SUBJECT_CLAIM};
 use crate::filter::DigestKey;
 
@@ -147,8 +142,6 @@ pub struct RedisStore {
     keys: Keys,
     log_retention: u64,
     write_policy: WritePolicy,
-    /// One queue of single revocations per partition, shared by clones.
-    lanes: Arc<[Lane]>,
 }
 
 // === impl RedisStore ===
@@ -178,7 +171,6 @@ impl RedisStore {
             keys: Keys::new(&options.key_prefix, options.partitions),
             log_retention: options.log_retention,
             write_policy: WritePolicy::default(),
-            lanes: Lane::per_partition(usize::from(options.partitions.max(1))),
         };
         store.check_partitions().await?;
         store.write_policy = WritePolicy::detect(&store.connection, options).await?;

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use futures_util::future::try_join_all;
-use redis::{Script, ScriptInvocation, ToRedisArgs};
+use redis::{Script, ToRedisArgs};
 
-use super::queue::Reply;
 use super::{RedisStore, PRUNE_BATCH};
 use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 
@@ -104,38 +103,6 @@ fn item_args<'a>(name: &'a str, revocation: &'a Revocation) -> impl ToRedisArgs 
 // === impl RedisStore ===
 
 impl RedisStore {
-    /// The script call storing `items` (record name, revocation; one
-    /// caller's) in `partition`, with the live `quota` checked in the
-    /// script (0: none).
-    pub(super) fn revoke_invocation<'a>(
-        &self,
-        partition: usize,
-        now: i64,
-        quota: u64,
-        items: impl Iterator<Item = (&'a str, &'a Revocation)>,
-    ) -> ScriptInvocation<'static> {
-        let keys = &self.keys.partitions[partition];
-        let mut invocation = REVOKE.prepare_invoke();
-        let mut items = items.peekable();
-        let actor = items
-            .peek()
-            .map_or("", |(_, revocation)| revocation.provenance.by.as_str());
-        invocation
-            .key(&keys.jti_expiry)
-            .key(&keys.log)
-            .key(keys.actor_live(actor))
-            .arg(self.log_retention)
-            .arg(now)
-            .arg(PRUNE_BATCH)
-            .arg(quota);
-        for (name, revocation) in items {
-            invocation
-                .key(keys.jti(name))
-                .arg(item_args(name, revocation));
-        }
-        invocation
-    }
-
     pub(in crate::store) async fn revoke_batch(
         &self,
         revocations: &[Revocation],
@@ -167,27 +134,28 @@ impl RedisStore {
                 groups.entry(partition).or_default().push(position);
             }
         }
-        let names = &names;
-        let calls = groups.into_iter().map(|(partition, positions)| async move {
-            let replies: Vec<Reply> = match positions.as_slice() {
-                // A `Revoke`: with the others in flight (see `queue.rs`).
-                &[position] => {
-                    let revocation = revocations[position].clone();
-                    let name = names[position].clone();
-                    let reply = self
-                        .revoke_queued(partition, name, revocation, now, in_script_quota)
-                        .await?;
-                    vec![reply]
-                }
-                _ => {
-                    let items = positions
-                        .iter()
-                        .map(|&position| (names[position].as_str(), &revocations[position]));
-                    let invocation = self.revoke_invocation(partition, now, in_script_quota, items);
-                    self.write(&invocation).await?
-                }
-            };
-            Ok::<_, Error>((partition, positions, replies))
+        let calls = groups.into_iter().map(|(partition, positions)| {
+            let keys = &self.keys.partitions[partition];
+            let mut invocation = REVOKE.prepare_invoke();
+            let actor = &revocations[positions[0]].provenance.by;
+            invocation
+                .key(&keys.jti_expiry)
+                .key(&keys.log)
+                .key(keys.actor_live(actor))
+                .arg(self.log_retention)
+                .arg(now)
+                .arg(PRUNE_BATCH)
+                .arg(in_script_quota);
+            for &position in &positions {
+                let name = &names[position];
+                invocation
+                    .key(keys.jti(name))
+                    .arg(item_args(name, &revocations[position]));
+            }
+            async move {
+                let replies: Vec<(u8, Option<String>)> = self.write(&invocation).await?;
+                Ok::<_, Error>((partition, positions, replies))
+            }
         });
         for (partition, positions, replies) in try_join_all(calls).await? {
             for (position, (outcome, cursor)) in positions.into_iter().zip(replies) {
