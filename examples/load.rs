@@ -4,7 +4,7 @@
 //! in one run, with the CPU time each call costs revocd and Redis.
 //!
 //! ```text
-//! cargo run --release --example load -- [--seconds 3] [--concurrency 64] [--channels 4] [--batch 100] [--no-build]
+//! cargo run --release --example load -- [--seconds 3] [--concurrency 64] [--channels 4] [--batch 100] [--no-build] [--perf DIR]
 //! ```
 //!
 //! Under `cargo run` the release `revocd` is built first (`cargo build
