@@ -1,52 +1,75 @@
-//! End-to-end load benchmark: revocd's `Revoke` and `Check` RPCs next to a
-//! plain Rust Redis client doing the same Redis work, measured in one run.
+//! End-to-end load benchmark: a release `revocd serve` process answering
+//! `Check`, `Revoke` (by jti and by token) and `RevokeBatch` over gRPC,
+//! next to a plain Rust Redis client doing the same Redis work, measured
+//! in one run, with the CPU time each call costs revocd and Redis.
 //!
 //! ```text
-//! cargo run --release --example load -- [--seconds 5] [--concurrency 64] [--channels 4] [--redis-url URL]
+//! cargo run --release --example load -- [--seconds 3] [--concurrency 64] [--channels 4] [--batch 100] [--no-build] [--perf DIR]
 //! ```
+//!
+//! Under `cargo run` the release `revocd` is built first (`cargo build
+//! --release --bins`; `--no-build` skips that); run any other way, it must
+//! already be in `target/release/`.
 //!
 //! # What is measured
 //!
-//! Four phases run one after another. In each, `--concurrency` clients send
-//! requests back to back (a closed loop: one request in flight per client)
-//! for a 1 s warm-up and then `--seconds` of measurement. Throughput counts
-//! the requests started in the measured window; p50 and p99 are over their
-//! latencies as the client sees them.
+//! Seven phases run one after another. In each, `--concurrency` clients
+//! send requests back to back (a closed loop: one request in flight per
+//! client) for a 1 s warm-up and then `--seconds` of measurement.
+//! Throughput counts the requests started in the measured window; p50 and
+//! p99 are over their latencies as the client sees them. The CPU time
+//! (user + system, `/proc/<pid>/stat`) of the `revocd` and `redis-server`
+//! processes is read at the start of the phase and again once both are
+//! idle after it (the change-log follower may still be catching up when
+//! the clients stop), and divided by the items of every call of the phase,
+//! warm-up included: µs per call, per item for batches. Redis's share of a
+//! write includes revocd's follower reading the entry back.
 //!
-//! 1. `redis REVOKE_SCRIPT`: the baseline for `Revoke`. One `EVALSHA` of
-//!    the server's own `REVOKE_SCRIPT` (taken verbatim from
-//!    `src/store/redis/revoke.rs` at compile time) with the keys and arguments the
-//!    server passes for a new revocation by jti. That is the only Redis
-//!    command the server sends per `Revoke`.
-//! 2. `revocd Revoke`: gRPC `Revoke { jti, expires_at: now + 1h }`, a new
-//!    jti every request.
-//! 3. `redis HGETALL`: the baseline for `Check`. A one-command pipeline
-//!    holding `HGETALL` of a record written in phase 1, as the server sends
-//!    per `Check` by jti.
-//! 4. `revocd Check`: gRPC `Check { jti }` of jtis revoked in phase 2.
+//! 1. `redis revoke`: the baseline for `Revoke`. One `EVALSHA` of the
+//!    server's own `REVOKE_SCRIPT` (taken verbatim from
+//!    `src/store/redis/revoke.rs` at compile time) with the keys and
+//!    arguments the server passes for a new revocation by jti. That is the
+//!    only Redis command the server sends per `Revoke`.
+//! 2. `revocd Revoke{jti}`: gRPC `Revoke { jti, expires_at: now + 1h }`, a
+//!    new jti every request.
+//! 3. `revocd Revoke{token}`: gRPC `Revoke { token }` of a new HS256 token
+//!    (signed by the client before the call) with `iss`, `sub`, `jti`,
+//!    `iat` and `exp`.
+//! 4. `redis revoke xN`: the baseline for `RevokeBatch`: one `EVALSHA` of
+//!    the script with `--batch` new revocations, as the server sends for a
+//!    batch in one log partition.
+//! 5. `revocd RevokeBatch`: gRPC `RevokeBatch` of `--batch` new jtis; rates
+//!    and CPU are per item.
+//! 6. `redis HMGET`: the baseline for `Check`. `HMGET` of the fields of a
+//!    record written in phase 1, as the server sends per `Check` by jti
+//!    (before this benchmark's first fixes it sent `HGETALL`, and so did
+//!    the baseline).
+//! 7. `revocd Check{jti}`: gRPC `Check { jti }` of jtis revoked in phase 2.
 //!
 //! Every answer is checked (a new revocation, a revoked token), so a
-//! misbehaving server fails the run instead of looking fast. The ratio
-//! revocd/baseline is the share of bare-Redis throughput left after gRPC,
-//! request handling and the server's own client. Targets: `Revoke` >= 0.50,
-//! `Check` >= 0.60.
+//! misbehaving server fails the run instead of looking fast. The ratio is
+//! revocd's items per second over its baseline's. The CPU targets (issue
+//! 16) are revocd µs per `Check` <= 15, per `Revoke{jti}` <= 25, per
+//! `Revoke{token}` <= 30, per `RevokeBatch` item <= 6, and Redis µs per
+//! revocation <= 12.
 //!
 //! # Setup
 //!
-//! Redis is a `redis-server` started on a free loopback port in a temporary
-//! directory (killed at exit), or `--redis-url`. Each side writes under its
-//! own key prefix, so neither sees the other's indexes; with `--redis-url`
-//! the permanent keys (expiry index, change log) are deleted at the end and
-//! the records expire an hour later by themselves.
-//!
-//! revocd runs in this process (`--dev`: no API keys, jti revokes allowed)
-//! on its own Tokio runtime, as it would in its own process; the clients
-//! run on another. Both share the machine's cores with `redis-server`, so
-//! the revocd phases also pay for the gRPC client's CPU time.
+//! Loopback only. Everything is a real process started for the run, in its
+//! own temporary directory, and killed at the end (on error too): a
+//! `redis-server` on a free port, and the release `revocd serve` on it with
+//! the test deployment's API keys (every call authenticated: `revoke` for
+//! the writes, `read` for `Check`), its HS256 secret and issuer, and
+//! `RUST_LOG=revocd=info` (the default). The clients run in this process.
+//! The baseline writes under its own key prefix, so revocd's change-log
+//! follower never sees it. On the 2-core development VM the client, revocd
+//! and Redis share the cores, so throughput is bounded by all three; the
+//! CPU per call is each process's own.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,157 +77,244 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 
 use revocd::bounds::DEFAULT_LEEWAY_SECONDS;
 use revocd::config::DEFAULT_LOG_RETENTION;
-use revocd::pb::revocation_service_client::RevocationServiceClient;
-use revocd::pb::{CheckRequest, RevokeRequest};
+use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
 use revocd::time::unix_now;
 
-// Shared with the integration tests; the benchmark needs only `start` and `url`.
-#[allow(dead_code)]
-#[path = "../tests/support/redis_server.rs"]
-mod redis_server;
-// Shared with the other benchmarks; this one needs the in-process server.
-#[allow(dead_code)]
-#[path = "../benches/support/mod.rs"]
+// The integration tests' helpers: the deployment's files, tokens, the
+// health probe and redis-server.
+#[path = "../tests/support/mod.rs"]
 mod support;
 
-use redis_server::RedisServer;
-use support::{runtime, serve_config, RunningServer};
+use support::{proc_stat, Client, Deployment, RedisServer, ServingStatus, ISSUER};
 
 /// Requests before the measured window, to open connections, load the
 /// script and warm caches.
 const WARMUP: Duration = Duration::from_secs(1);
 /// Lifetime of the tokens revoked: `expires_at` is now plus this, in seconds.
 const TOKEN_LIFETIME: i64 = 3_600;
-/// The caller revocd records in `--dev` (`Access::Open`).
-const DEV_CALLER: &str = "dev";
+/// The API key revocd's writes are made with, and its name (the author
+/// recorded, and the baseline's `by`).
+const REVOKE_KEY: (&str, &str) = ("key-revoke", "auth-server");
+/// The API key of `Check`.
+const READ_KEY: &str = "key-read";
 /// Source of revocd's revoke script, which the baseline takes verbatim, so
 /// it cannot drift from the server.
 const REVOKE_SOURCE: &str = include_str!("../src/store/redis/revoke.rs");
 /// Source of revocd's Redis store, from which the baseline takes the prune
 /// batch.
 const REDIS_STORE_SOURCE: &str = include_str!("../src/store/redis/mod.rs");
-/// Throughput share of the baseline each revocd RPC should reach.
-const REVOKE_TARGET: f64 = 0.50;
-/// See [`REVOKE_TARGET`].
-const CHECK_TARGET: f64 = 0.60;
+/// The fields of a token revocation's record hash (`src/store/redis/mod.rs`).
+const RECORD_FIELDS: [&str; 7] = ["sub", "exp", "until", "at", "by", "reason", "from"];
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// Linux everywhere that matters).
+const TICKS_PER_SECOND: f64 = 100.0;
+/// How often [`Pids::quiet`] looks at the processes' CPU time.
+const QUIET_POLL: Duration = Duration::from_millis(100);
+/// Clock ticks in a [`QUIET_POLL`] below which a process counts as idle
+/// (10% of a core).
+const QUIET_TICKS: f64 = 1.0;
+/// Longest [`Pids::quiet`] waits.
+const QUIET_MAX: Duration = Duration::from_secs(10);
+/// CPU targets of issue 16, in µs: revocd per `Check`, `Revoke{jti}`,
+/// `Revoke{token}`, `RevokeBatch` item; Redis per revocation.
+const CHECK_CPU_TARGET: f64 = 15.0;
+/// See [`CHECK_CPU_TARGET`].
+const REVOKE_CPU_TARGET: f64 = 25.0;
+/// See [`CHECK_CPU_TARGET`].
+const TOKEN_CPU_TARGET: f64 = 30.0;
+/// See [`CHECK_CPU_TARGET`].
+const BATCH_ITEM_CPU_TARGET: f64 = 6.0;
+/// See [`CHECK_CPU_TARGET`].
+const REDIS_WRITE_CPU_TARGET: f64 = 12.0;
 
-/// Load benchmark: revocd `Revoke`/`Check` against the same work sent to
-/// Redis directly.
+/// Load benchmark: revocd's RPCs against the same work sent to Redis
+/// directly, with CPU per call.
 #[derive(Debug, Parser)]
 struct Options {
     /// Measured seconds per phase, after a 1 s warm-up.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
     seconds: u64,
 
     /// Concurrent clients in every phase.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
 
-    /// gRPC connections to revocd, shared round-robin by the clients.
+    /// gRPC connections to revocd per API key, shared round-robin by the
+    /// clients.
     #[arg(long, default_value_t = 4)]
     channels: usize,
 
-    /// Redis to use instead of starting a `redis-server` on loopback.
+    /// Items per `RevokeBatch` call (and per baseline script call).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+
+    /// Do not build the release binaries first.
     #[arg(long)]
-    redis_url: Option<String>,
+    no_build: bool,
+
+    /// Record a `perf record --call-graph dwarf` profile of revocd and of redis-server
+    /// over each revocd phase's measured window, into this directory
+    /// (`<phase>.revocd.data`, `<phase>.redis.data`).
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let options = Options::parse();
     ensure!(options.concurrency > 0, "--concurrency must be at least 1");
     ensure!(options.channels > 0, "--channels must be at least 1");
-    // Bound for the whole run: dropping it kills the redis-server.
-    let (redis_url, _own_redis) = match &options.redis_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let server = RedisServer::start();
-            (server.url(), Some(server))
-        }
-    };
-    let server_runtime = runtime("revocd")?;
-    let client_runtime = runtime("load-client")?;
-    client_runtime.block_on(benchmark(&options, &redis_url, server_runtime.handle()))
+    ensure!(
+        (1..=1_000).contains(&options.batch),
+        "--batch must be 1..=1000"
+    );
+    if !options.no_build {
+        build_binaries()?;
+    }
+    let binary = support::binary("revocd");
+    ensure!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release --bins`",
+        binary.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("load-client")
+        .build()
+        .context("starting the client runtime")?;
+    runtime.block_on(benchmark(&options, &binary))
 }
 
-/// Starts revocd, runs the four phases and prints the table.
-async fn benchmark(options: &Options, redis_url: &str, server_runtime: &Handle) -> Result<()> {
-    let namespace = format!("revocd-load:{}:", std::process::id());
-    let baseline_keys = Layout::new(format!("{namespace}baseline:"));
-    let revocd_keys = Layout::new(format!("{namespace}revocd:"));
+/// `cargo build --bins` in the profile this example was built in, when run
+/// by cargo (which says where it is in `CARGO`).
+fn build_binaries() -> Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--bins", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let status = command.status().context("running cargo build")?;
+    ensure!(status.success(), "cargo build --bins failed: {status}");
+    Ok(())
+}
 
-    let serve_args = revocd_args(redis_url, &revocd_keys.prefix);
-    let config = serve_config(&serve_args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let server = server_runtime
-        .spawn(async move { RunningServer::start(config.start_state(None).await?).await })
-        .await
-        .context("revocd start-up panicked")??;
-    let redis = redis::Client::open(redis_url)
+/// Starts Redis and revocd, runs the phases and prints the table.
+async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
+    let redis_server = RedisServer::start();
+    let deployment = Deployment::new();
+    let revocd = RevocdProcess::spawn(binary, &deployment, &redis_server.url()).await?;
+    let pids = Pids {
+        revocd: revocd.pid(),
+        redis: redis_server.pid().context("redis-server is running")?,
+    };
+    let redis = redis::Client::open(redis_server.url())
         .context("parsing the Redis URL")?
         .get_connection_manager()
         .await
         .context("connecting to Redis")?;
     let redis_version = redis_version(&mut redis.clone()).await?;
-    let baseline = Arc::new(RedisBaseline::new(redis.clone(), baseline_keys.clone())?);
-    let revocd = Arc::new(Revocd::connect(server.address, options.channels).await?);
+    let baseline = Arc::new(RedisBaseline::new(
+        redis.clone(),
+        Layout::new("load-baseline:"),
+    )?);
+    let api = Arc::new(Revocd::connect(revocd.address, options.channels).await?);
 
     let load = Load {
         concurrency: options.concurrency,
         warmup: WARMUP,
         measured: Duration::from_secs(options.seconds),
+        pids,
+        redis: redis.clone(),
     };
-    let redis_revoke = drive(load, &baseline, |redis, task, seq| async move {
-        redis.revoke(&jti(task, seq)).await
+    let batch = options.batch;
+    let profile = |phase| options.perf.clone().map(|dir| (dir, phase));
+    let redis_revoke = drive(&load, None, &baseline, |redis, task, seq| async move {
+        redis.revoke(&[jti("load", task, seq)]).await
     })
     .await
-    .context("phase `redis REVOKE_SCRIPT`")?;
-    let revocd_revoke = drive(load, &revocd, |revocd, task, seq| async move {
-        revocd.revoke(task, &jti(task, seq)).await
+    .context("phase `redis revoke`")?;
+    let revoke_jti = drive(
+        &load,
+        profile("revoke-jti"),
+        &api,
+        |api, task, seq| async move { api.revoke_jti(task, &jti("load", task, seq)).await },
+    )
+    .await
+    .context("phase `revocd Revoke{jti}`")?;
+    let revoke_token = drive(
+        &load,
+        profile("revoke-token"),
+        &api,
+        |api, task, seq| async move { api.revoke_token(task, &jti("token", task, seq)).await },
+    )
+    .await
+    .context("phase `revocd Revoke{token}`")?;
+    let redis_batch = drive(&load, None, &baseline, move |redis, task, seq| async move {
+        redis.revoke(&batch_jtis(task, seq, batch)).await
     })
     .await
-    .context("phase `revocd Revoke`")?;
+    .context("phase `redis revoke xN`")?;
+    let revoke_batch =
+        drive(
+            &load,
+            profile("revoke-batch"),
+            &api,
+            move |api, task, seq| async move {
+                api.revoke_batch(task, &batch_jtis(task, seq, batch)).await
+            },
+        )
+        .await
+        .context("phase `revocd RevokeBatch`")?;
     let written = redis_revoke.completed.clone();
-    let redis_check = drive(load, &baseline, move |redis, task, seq| {
+    let redis_check = drive(&load, None, &baseline, move |redis, task, seq| {
         let jti = written_jti(&written, task, seq);
         async move { redis.check(&jti).await }
     })
     .await
-    .context("phase `redis HGETALL`")?;
-    let written = revocd_revoke.completed.clone();
-    let revocd_check = drive(load, &revocd, move |revocd, task, seq| {
+    .context("phase `redis HMGET`")?;
+    let written = revoke_jti.completed.clone();
+    let check = drive(&load, profile("check"), &api, move |api, task, seq| {
         let jti = written_jti(&written, task, seq);
-        async move { revocd.check(task, &jti).await }
+        async move { api.check(task, &jti).await }
     })
     .await
-    .context("phase `revocd Check`")?;
+    .context("phase `revocd Check{jti}`")?;
 
-    server.stop().await?;
-    delete_permanent_keys(&mut redis.clone(), &[&baseline_keys, &revocd_keys]).await?;
-
-    print_setup(options, redis_url, &redis_version, &serve_args);
+    print_setup(options, &redis_version, &revocd.args);
+    let batch_label = format!("redis revoke x{batch}");
     print_table(&[
-        Row::baseline("redis REVOKE_SCRIPT", &redis_revoke),
-        Row::revocd(
-            "revocd Revoke",
-            &revocd_revoke,
-            &redis_revoke,
-            REVOKE_TARGET,
-        ),
-        Row::baseline("redis HGETALL", &redis_check),
-        Row::revocd("revocd Check", &revocd_check, &redis_check, CHECK_TARGET),
+        Row::baseline("redis revoke", &redis_revoke, 1),
+        Row::revocd("revocd Revoke{jti}", &revoke_jti, 1, &redis_revoke)
+            .targets(REVOKE_CPU_TARGET, Some(REDIS_WRITE_CPU_TARGET)),
+        Row::revocd("revocd Revoke{token}", &revoke_token, 1, &redis_revoke)
+            .targets(TOKEN_CPU_TARGET, Some(REDIS_WRITE_CPU_TARGET)),
+        Row::baseline(&batch_label, &redis_batch, batch),
+        Row::revocd("revocd RevokeBatch", &revoke_batch, batch, &redis_batch)
+            .targets(BATCH_ITEM_CPU_TARGET, Some(REDIS_WRITE_CPU_TARGET)),
+        Row::baseline("redis HMGET", &redis_check, 1),
+        Row::revocd("revocd Check{jti}", &check, 1, &redis_check).targets(CHECK_CPU_TARGET, None),
     ]);
+    let warnings = revocd.warnings();
+    println!();
+    println!("revocd logged {} warnings or errors", warnings.len());
+    for line in warnings.iter().take(5) {
+        println!("  {line}");
+    }
     Ok(())
 }
 
 // === the load driver ===
 
 /// How every phase runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct Load {
     /// Clients, each with one request in flight.
     concurrency: usize,
@@ -212,6 +322,54 @@ struct Load {
     warmup: Duration,
     /// Length of the measured window.
     measured: Duration,
+    /// The processes whose CPU time is measured.
+    pids: Pids,
+    /// A connection to the Redis measured, for its command statistics.
+    redis: ConnectionManager,
+}
+
+/// Where a phase's profiles go: `--perf` and the phase's file name.
+type Profile = Option<(PathBuf, &'static str)>;
+
+/// The server processes of the run.
+#[derive(Debug, Clone, Copy)]
+struct Pids {
+    revocd: u32,
+    redis: u32,
+}
+
+/// CPU seconds (user + system) of the server processes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    revocd: f64,
+    redis: f64,
+}
+
+impl Pids {
+    fn cpu(self) -> Cpu {
+        Cpu {
+            revocd: cpu_seconds(self.revocd),
+            redis: cpu_seconds(self.redis),
+        }
+    }
+
+    /// Waits until both processes are idle (less than [`QUIET_TICKS`] of
+    /// CPU in a [`QUIET_POLL`]; at most [`QUIET_MAX`]), so work a phase left
+    /// behind (the change-log follower catching up) is counted in it and not
+    /// in the next; returns their CPU times then.
+    async fn quiet(self) -> Cpu {
+        let deadline = Instant::now() + QUIET_MAX;
+        let mut last = self.cpu();
+        loop {
+            tokio::time::sleep(QUIET_POLL).await;
+            let now = self.cpu();
+            let busy = (now.revocd - last.revocd).max(now.redis - last.redis);
+            if busy * TICKS_PER_SECOND < QUIET_TICKS || Instant::now() >= deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
 }
 
 /// What one phase measured.
@@ -225,14 +383,22 @@ struct Measured {
     completed: Vec<u64>,
     /// Length of the measured window.
     window: Duration,
+    /// CPU time the server processes used from the phase's start (warm-up
+    /// included) until they were idle after it.
+    cpu: Cpu,
+    /// Redis's commands over the same time: (name, calls, µs inside Redis),
+    /// most time first.
+    commands: Vec<(String, u64, u64)>,
 }
 
 /// Runs one phase: `load.concurrency` clients each call `op(target, client
-/// index, request number)` back to back until the measured window ends.
+/// index, request number)` back to back until the measured window ends; the
+/// server processes' CPU time is read at the start and once they are idle
+/// after it.
 ///
 /// # Errors
 /// The first failed request (the phase's numbers would mean nothing).
-async fn drive<T, F, Fut>(load: Load, target: &Arc<T>, op: F) -> Result<Measured>
+async fn drive<T, F, Fut>(load: &Load, profile: Profile, target: &Arc<T>, op: F) -> Result<Measured>
 where
     T: Send + Sync + 'static,
     F: Fn(Arc<T>, usize, u64) -> Fut + Send + Sync + 'static,
@@ -241,6 +407,14 @@ where
     let op = Arc::new(op);
     let measure_from = Instant::now() + load.warmup;
     let until = measure_from + load.measured;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut load.redis.clone())
+        .await?;
+    let before = load.pids.cpu();
+    let profiler = profile.map(|(dir, phase)| {
+        tokio::spawn(record_profiles(load.pids, dir, phase, measure_from, until))
+    });
     let clients: Vec<JoinHandle<Result<ClientRun>>> = (0..load.concurrency)
         .map(|client| {
             let (op, target) = (Arc::clone(&op), Arc::clone(target));
@@ -261,11 +435,54 @@ where
         completed.push(run.requests);
     }
     latencies.sort_unstable();
+    if let Some(profiler) = profiler {
+        profiler.await.context("the profiler panicked")??;
+    }
+    let after = load.pids.quiet().await;
     Ok(Measured {
         latencies,
         completed,
         window: load.measured,
+        cpu: Cpu {
+            revocd: after.revocd - before.revocd,
+            redis: after.redis - before.redis,
+        },
+        commands: command_stats(&mut load.redis.clone()).await?,
     })
+}
+
+/// Runs `perf record` (DWARF call graphs, 999 Hz) on revocd and on redis-server from `from` to
+/// `until`, writing `dir/<phase>.revocd.data` and `dir/<phase>.redis.data`.
+async fn record_profiles(
+    pids: Pids,
+    dir: PathBuf,
+    phase: &'static str,
+    from: Instant,
+    until: Instant,
+) -> Result<()> {
+    tokio::time::sleep_until(from.into()).await;
+    let mut recorders = Vec::new();
+    for (pid, process) in [(pids.revocd, "revocd"), (pids.redis, "redis")] {
+        let output = dir.join(format!("{phase}.{process}.data"));
+        let recorder = Command::new("perf")
+            .args(["record", "-q", "-F", "999", "--call-graph", "dwarf,16384"])
+            .args(["-p", &pid.to_string(), "-o"])
+            .arg(&output)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf record")?;
+        recorders.push(recorder);
+    }
+    tokio::time::sleep_until(until.into()).await;
+    for mut recorder in recorders {
+        // perf writes its file on SIGINT.
+        Command::new("kill")
+            .args(["-INT", &recorder.id().to_string()])
+            .status()?;
+        recorder.wait()?;
+    }
+    Ok(())
 }
 
 /// What one client of a phase did.
@@ -317,17 +534,73 @@ impl Measured {
         let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
         self.latencies[rank - 1]
     }
+
+    /// CPU µs per item of the `seconds` used in the phase, for calls of
+    /// `items` items each: over every call of the phase, warm-up included.
+    fn micros_per_item(&self, seconds: f64, items: usize) -> f64 {
+        let calls: u64 = self.completed.iter().sum();
+        seconds * 1e6 / (calls as f64 * items as f64).max(1.0)
+    }
 }
 
-/// The jti of client `client`'s request `seq`; unique within a phase.
-fn jti(client: usize, seq: u64) -> String {
-    format!("load-{client}-{seq}")
+/// The jti of client `client`'s request `seq` in a phase `kind`; unique
+/// within a run.
+fn jti(kind: &str, client: usize, seq: u64) -> String {
+    format!("{kind}-{client}-{seq}")
+}
+
+/// The `items` jtis of client `client`'s batch `seq`.
+fn batch_jtis(client: usize, seq: u64, items: usize) -> Vec<String> {
+    (0..items)
+        .map(|item| format!("batch-{client}-{seq}-{item}"))
+        .collect()
 }
 
 /// A jti that client `client` revoked in a phase that completed
 /// `written[client]` requests per client, cycling through them.
 fn written_jti(written: &[u64], client: usize, seq: u64) -> String {
-    jti(client, seq % written[client].max(1))
+    jti("load", client, seq % written[client].max(1))
+}
+
+/// Redis's `INFO commandstats` since the last `CONFIG RESETSTAT`: (name,
+/// calls, µs), most time first.
+async fn command_stats(redis: &mut ConnectionManager) -> Result<Vec<(String, u64, u64)>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await?;
+    let mut stats: Vec<(String, u64, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, values) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let value = |key: &str| {
+                values
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            Some((name.to_owned(), value("calls")?, value("usec")?))
+        })
+        .filter(|(name, _, _)| !matches!(name.as_str(), "config" | "info"))
+        .collect();
+    stats.sort_by_key(|&(_, _, usec)| std::cmp::Reverse(usec));
+    Ok(stats)
+}
+
+/// CPU seconds (user + system) a process has used, 0 if unreadable.
+fn cpu_seconds(pid: u32) -> f64 {
+    // After the command name: state is field 0, utime 11, stime 12.
+    let ticks = proc_stat(pid).map_or(0, |fields| {
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    });
+    ticks as f64 / TICKS_PER_SECOND
 }
 
 // === the two targets ===
@@ -340,18 +613,20 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(prefix: String) -> Self {
-        Self { prefix }
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
 
-    /// The record of `jti` of the empty issuer (what `--dev` defaults to).
-    /// A record name is `<issuer byte length>:<issuer>:<id>`.
+    /// The record of `jti` of the deployment's issuer.
     fn record(&self, jti: &str) -> String {
         format!("{}v1:{{p0}}:jti:{}", self.prefix, Self::record_name(jti))
     }
 
+    /// A record name is `<issuer byte length>:<issuer>:<id>`.
     fn record_name(jti: &str) -> String {
-        format!("0::{jti}")
+        format!("{}:{ISSUER}:{jti}", ISSUER.len())
     }
 
     fn expiry_index(&self) -> String {
@@ -359,7 +634,7 @@ impl Layout {
     }
 
     fn actor_index(&self) -> String {
-        format!("{}v1:{{p0}}:actor-live:{DEV_CALLER}", self.prefix)
+        format!("{}v1:{{p0}}:actor-live:{}", self.prefix, REVOKE_KEY.1)
     }
 
     fn log(&self) -> String {
@@ -393,51 +668,54 @@ impl RedisBaseline {
         })
     }
 
-    /// What `RedisStore::revoke` sends for a new revocation by jti.
-    async fn revoke(&self, jti: &str) -> Result<()> {
+    /// What `RedisStore::revoke_batch` sends for new revocations by jti in
+    /// one partition (one item for a `Revoke`).
+    async fn revoke(&self, jtis: &[String]) -> Result<()> {
         let now = unix_now();
         let expires_at = now + TOKEN_LIFETIME;
-        let name = Layout::record_name(jti);
-        // One (outcome, cursor) pair per item; one item here.
-        let replies: Vec<(u8, Option<String>)> = self
-            .revoke_script
+        let mut invocation = self.revoke_script.prepare_invoke();
+        invocation
             .key(self.keys.expiry_index())
             .key(self.keys.log())
             .key(self.keys.actor_index())
-            .key(self.keys.record(jti))
             .arg(DEFAULT_LOG_RETENTION)
             .arg(now)
             .arg(self.prune_batch)
-            .arg(0) // no live quota
-            .arg(&name)
-            .arg(expires_at)
-            .arg(expires_at + DEFAULT_LEEWAY_SECONDS as i64)
-            .arg(now)
-            .arg(DEV_CALLER)
-            .arg("") // reason
-            .arg("") // issuer
-            .arg(jti)
-            .arg("") // subject
-            .arg("") // source
-            .invoke_async(&mut self.redis.clone())
-            .await?;
+            .arg(0); // no live quota
+        for jti in jtis {
+            invocation
+                .key(self.keys.record(jti))
+                .arg(Layout::record_name(jti))
+                .arg(expires_at)
+                .arg(expires_at + DEFAULT_LEEWAY_SECONDS as i64)
+                .arg(now)
+                .arg(REVOKE_KEY.1)
+                .arg("") // reason
+                .arg(ISSUER)
+                .arg(jti)
+                .arg("") // subject
+                .arg("127.0.0.1:50000"); // source
+        }
+        // One (outcome, cursor) pair per item.
+        let replies: Vec<(u8, Option<String>)> =
+            invocation.invoke_async(&mut self.redis.clone()).await?;
         ensure!(
-            matches!(replies.as_slice(), [(1, Some(_))]),
-            "{jti}: the script answered {replies:?}, not a new revocation"
+            replies.len() == jtis.len() && replies.iter().all(|r| matches!(r, (1, Some(_)))),
+            "{}…: the script answered {replies:?}, not new revocations",
+            jtis[0]
         );
         Ok(())
     }
 
-    /// What `RedisStore::status` sends for a `Check` by jti.
+    /// What `RedisStore::status` sends for a `Check` by jti: `HMGET` of
+    /// the fields a token revocation's record has.
     async fn check(&self, jti: &str) -> Result<()> {
-        let hashes: Vec<HashMap<String, String>> = redis::pipe()
-            .hgetall(self.keys.record(jti))
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.record(jti))
+            .arg(&RECORD_FIELDS)
             .query_async(&mut self.redis.clone())
             .await?;
-        ensure!(
-            hashes.first().is_some_and(|fields| !fields.is_empty()),
-            "{jti} has no record"
-        );
+        ensure!(values.iter().any(Option::is_some), "{jti} has no record");
         Ok(())
     }
 }
@@ -449,41 +727,149 @@ fn between<'a>(source: &'a str, start: &str, end: &str) -> Result<&'a str> {
     text.with_context(|| format!("the store's source has no `{start}…{end}`"))
 }
 
+/// A release `revocd serve` process, killed when dropped.
+struct RevocdProcess {
+    address: SocketAddr,
+    /// Its command line after the binary.
+    args: Vec<String>,
+    child: Child,
+    /// Holds its log file, `revocd.log`.
+    dir: tempfile::TempDir,
+}
+
+impl RevocdProcess {
+    /// Starts `binary serve` for `deployment` on the Redis at `redis_url`
+    /// and waits until it reports SERVING.
+    async fn spawn(binary: &Path, deployment: &Deployment, redis_url: &str) -> Result<Self> {
+        let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let mut args = vec!["serve".to_owned()];
+        args.extend(deployment.args(&["--redis-url", redis_url, "--listen", &address.to_string()]));
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let log = std::fs::File::create(dir.path().join("revocd.log"))?;
+        let child = Command::new(binary)
+            .args(&args)
+            .env("RUST_LOG", "revocd=info")
+            .env_remove("REVOCD_SERVER")
+            .env_remove("REVOCD_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let process = RevocdProcess {
+            address,
+            args,
+            child,
+            dir,
+        };
+        support::wait_for_health(address, ServingStatus::Serving, Duration::from_secs(20)).await;
+        Ok(process)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The warnings and errors it logged.
+    fn warnings(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("revocd.log")).unwrap_or_default();
+        log.lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for RevocdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// revocd's gRPC API. A client channel is one HTTP/2 connection, driven by
 /// one task on each side: 64 clients on one channel would measure that
 /// connection's framing and I/O, which a real fleet of callers spreads over
 /// many connections, so the clients share a few channels round-robin.
 struct Revocd {
-    clients: Vec<RevocationServiceClient<Channel>>,
+    /// Clients with the `revoke` key.
+    writers: Vec<Client>,
+    /// Clients with the `read` key.
+    readers: Vec<Client>,
 }
 
 impl Revocd {
-    /// Opens `channels` connections to revocd at `address`.
+    /// Opens `channels` connections per API key to revocd at `address`.
     async fn connect(address: SocketAddr, channels: usize) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))?;
-        let mut clients = Vec::with_capacity(channels);
+        let mut writers = Vec::with_capacity(channels);
+        let mut readers = Vec::with_capacity(channels);
         for _ in 0..channels {
-            let channel = endpoint.connect().await.context("connecting to revocd")?;
-            clients.push(RevocationServiceClient::new(channel));
+            writers.push(support::client(address, Some(REVOKE_KEY.0)).await);
+            readers.push(support::client(address, Some(READ_KEY)).await);
         }
-        Ok(Self { clients })
+        Ok(Self { writers, readers })
     }
 
-    /// The client of client task `task`. `--dev` needs no `authorization`
-    /// metadata.
-    fn client(&self, task: usize) -> RevocationServiceClient<Channel> {
-        self.clients[task % self.clients.len()].clone()
+    fn writer(&self, task: usize) -> Client {
+        self.writers[task % self.writers.len()].clone()
+    }
+
+    fn reader(&self, task: usize) -> Client {
+        self.readers[task % self.readers.len()].clone()
     }
 
     /// `Revoke` of a new jti.
-    async fn revoke(&self, task: usize, jti: &str) -> Result<()> {
+    async fn revoke_jti(&self, task: usize, jti: &str) -> Result<()> {
         let request = RevokeRequest {
             jti: jti.to_owned(),
             expires_at: unix_now() + TOKEN_LIFETIME,
             ..RevokeRequest::default()
         };
-        let reply = self.client(task).revoke(request).await?.into_inner();
+        let reply = self.writer(task).revoke(request).await?.into_inner();
         ensure!(reply.newly_revoked, "{jti} was revoked already");
+        Ok(())
+    }
+
+    /// `Revoke` of a new HS256 token with the jti `jti`.
+    async fn revoke_token(&self, task: usize, jti: &str) -> Result<()> {
+        let token = support::token_for("alice", jti);
+        let request = RevokeRequest {
+            token,
+            ..RevokeRequest::default()
+        };
+        let reply = self.writer(task).revoke(request).await?.into_inner();
+        ensure!(reply.newly_revoked, "the token {jti} was revoked already");
+        Ok(())
+    }
+
+    /// `RevokeBatch` of new jtis.
+    async fn revoke_batch(&self, task: usize, jtis: &[String]) -> Result<()> {
+        let expires_at = unix_now() + TOKEN_LIFETIME;
+        let items = jtis
+            .iter()
+            .map(|jti| RevokeRequest {
+                jti: jti.clone(),
+                expires_at,
+                ..RevokeRequest::default()
+            })
+            .collect();
+        let request = RevokeBatchRequest { items };
+        let reply = self.writer(task).revoke_batch(request).await?.into_inner();
+        ensure!(
+            reply.results.len() == jtis.len(),
+            "{} answers to {} items",
+            reply.results.len(),
+            jtis.len()
+        );
+        for (result, jti) in reply.results.iter().zip(jtis) {
+            let newly = result.response.as_ref().is_some_and(|r| r.newly_revoked);
+            ensure!(
+                result.code == 0 && newly,
+                "{jti}: {} {}",
+                result.code,
+                result.error
+            );
+        }
         Ok(())
     }
 
@@ -493,25 +879,10 @@ impl Revocd {
             jti: jti.to_owned(),
             ..CheckRequest::default()
         };
-        let reply = self.client(task).check(request).await?.into_inner();
+        let reply = self.reader(task).check(request).await?.into_inner();
         ensure!(reply.revoked, "{jti} is not revoked");
         Ok(())
     }
-}
-
-/// The flags revocd is started with.
-fn revocd_args(redis_url: &str, key_prefix: &str) -> Vec<String> {
-    [
-        "--dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        redis_url,
-        "--key-prefix",
-        key_prefix,
-    ]
-    .map(str::to_owned)
-    .to_vec()
 }
 
 /// The `redis_version` of the server's `INFO`.
@@ -524,93 +895,141 @@ async fn redis_version(redis: &mut ConnectionManager) -> Result<String> {
         .to_owned())
 }
 
-/// Deletes the keys that do not expire by themselves (records do).
-async fn delete_permanent_keys(redis: &mut ConnectionManager, layouts: &[&Layout]) -> Result<()> {
-    let keys: Vec<String> = layouts
-        .iter()
-        .flat_map(|layout| [layout.expiry_index(), layout.log()])
-        .collect();
-    redis::cmd("DEL")
-        .arg(keys)
-        .query_async::<()>(redis)
-        .await
-        .context("deleting the benchmark's keys")
-}
-
 // === the report ===
 
 /// One line of the table.
 struct Row<'a> {
     phase: &'a str,
     measured: &'a Measured,
-    /// The baseline's measurement and the target ratio, for revocd phases.
-    against: Option<(&'a Measured, f64)>,
+    /// Items per call.
+    items: usize,
+    /// The baseline's measurement and its items per call, for revocd phases.
+    against: Option<(&'a Measured, usize)>,
+    /// The CPU targets in µs per item: revocd's, and Redis's for writes.
+    targets: Option<(f64, Option<f64>)>,
 }
 
 impl<'a> Row<'a> {
-    fn baseline(phase: &'a str, measured: &'a Measured) -> Self {
+    fn baseline(phase: &'a str, measured: &'a Measured, items: usize) -> Self {
         Self {
             phase,
             measured,
+            items,
             against: None,
+            targets: None,
         }
     }
 
-    fn revocd(phase: &'a str, measured: &'a Measured, baseline: &'a Measured, target: f64) -> Self {
+    fn revocd(
+        phase: &'a str,
+        measured: &'a Measured,
+        items: usize,
+        baseline: &'a Measured,
+    ) -> Self {
         Self {
             phase,
             measured,
-            against: Some((baseline, target)),
+            items,
+            // A phase's baseline does as many items per call.
+            against: Some((baseline, items)),
+            targets: None,
         }
+    }
+
+    fn targets(mut self, revocd: f64, redis: Option<f64>) -> Self {
+        self.targets = Some((revocd, redis));
+        self
+    }
+
+    fn items_per_second(&self) -> f64 {
+        self.measured.throughput() * self.items as f64
     }
 }
 
-fn print_setup(options: &Options, redis_url: &str, redis_version: &str, serve_args: &[String]) {
+fn print_setup(options: &Options, redis_version: &str, revocd_args: &[String]) {
     let args: Vec<String> = std::env::args().collect();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let redis = match options.redis_url {
-        Some(_) => "given by --redis-url",
-        None => "own redis-server, loopback",
-    };
     println!("command:  {}", args.join(" "));
+    println!("revocd:   release binary, revocd {}", revocd_args.join(" "));
+    println!("redis:    own redis-server on loopback, version {redis_version}");
     println!(
-        "revocd:   in-process, revocd serve {}",
-        serve_args.join(" ")
-    );
-    println!("redis:    {redis_url} ({redis}), version {redis_version}");
-    println!(
-        "load:     {} clients, {} gRPC channels, {} s measured after {} s warm-up per phase, {cores} cores",
+        "load:     {} clients, {} gRPC channels per key, batches of {}, {} s measured after {} s warm-up per phase, {cores} cores",
         options.concurrency,
         options.channels,
+        options.batch,
         options.seconds,
         WARMUP.as_secs(),
     );
-    println!("baseline: `redis` crate, one ConnectionManager; REVOKE_SCRIPT = EVALSHA of the server's script text, HGETALL = 1-command pipeline");
+    println!("baseline: `redis` crate, one ConnectionManager; revoke = EVALSHA of the server's script text, HMGET of the record's 7 fields");
+    println!("CPU:      /proc/<pid>/stat utime+stime from the phase start (warm-up included) until both are idle, per item of every call");
     println!();
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<20} {:>9} {:>9} {:>9} {:>7}  target",
-        "phase", "ops/s", "p50", "p99", "ratio"
+        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>6}  targets (µs per item)",
+        "phase", "calls/s", "items/s", "p50", "p99", "revocd µs", "redis µs", "ratio"
     );
     for row in rows {
-        let comparison = match row.against {
-            Some((baseline, target)) => {
-                let ratio = row.measured.throughput() / baseline.throughput();
-                let verdict = if ratio >= target { "met" } else { "MISSED" };
-                format!("{ratio:>7.2}  >= {target:.2} {verdict}")
+        let m = row.measured;
+        let ratio = match row.against {
+            Some((baseline, items)) => {
+                let base = baseline.throughput() * items as f64;
+                format!("{:>6.2}", row.items_per_second() / base)
+            }
+            None => String::new(),
+        };
+        let revocd_us = m.micros_per_item(m.cpu.revocd, row.items);
+        let redis_us = m.micros_per_item(m.cpu.redis, row.items);
+        let targets = match row.targets {
+            Some((revocd, redis)) => {
+                let mut text = format!("revocd <= {revocd} {}", verdict(revocd_us <= revocd));
+                if let Some(redis) = redis {
+                    text += &format!(", redis <= {redis} {}", verdict(redis_us <= redis));
+                }
+                text
             }
             None => String::new(),
         };
         let line = format!(
-            "{:<20} {:>9.0} {:>9} {:>9} {comparison}",
+            "{:<22} {:>9.0} {:>9.0} {:>8} {:>8} {:>10.1} {:>9.1} {ratio:>6}  {targets}",
             row.phase,
-            row.measured.throughput(),
-            millis(row.measured.percentile(0.50)),
-            millis(row.measured.percentile(0.99)),
+            m.throughput(),
+            row.items_per_second(),
+            millis(m.percentile(0.50)),
+            millis(m.percentile(0.99)),
+            revocd_us,
+            redis_us,
         );
         println!("{}", line.trim_end());
+    }
+    println!();
+    println!("Redis commands per item (calls, µs inside Redis):");
+    for row in rows {
+        let calls: u64 = row.measured.completed.iter().sum();
+        let items = (calls as f64 * row.items as f64).max(1.0);
+        let commands: Vec<String> = row
+            .measured
+            .commands
+            .iter()
+            .map(|(name, calls, usec)| {
+                format!(
+                    "{name} {:.3} ({:.1} µs)",
+                    *calls as f64 / items,
+                    *usec as f64 / items
+                )
+            })
+            .collect();
+        println!("  {:<22} {}", row.phase, commands.join(", "));
+    }
+}
+
+/// "met" or "MISSED".
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
     }
 }
 

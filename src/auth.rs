@@ -82,13 +82,38 @@ pub struct Caller {
     pub name: String,
     /// The key's quotas.
     pub limits: Limits,
-    roles: HashSet<Role>,
+    roles: Roles,
 }
 
 impl Caller {
     /// True when the caller holds any of `roles` (or `admin`).
     pub fn has_any(&self, roles: &[Role]) -> bool {
-        self.roles.contains(&Role::Admin) || roles.iter().any(|r| self.roles.contains(r))
+        self.roles.contains(Role::Admin) || roles.iter().any(|&r| self.roles.contains(r))
+    }
+}
+
+/// A set of [`Role`]s, one bit each: a caller is made on every call, and
+/// copying these bits costs nothing where a `HashSet` was allocated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Roles(u8);
+
+impl Roles {
+    fn bit(role: Role) -> u8 {
+        1 << role as u8
+    }
+
+    fn contains(self, role: Role) -> bool {
+        self.0 & Self::bit(role) != 0
+    }
+}
+
+impl FromIterator<Role> for Roles {
+    fn from_iter<I: IntoIterator<Item = Role>>(roles: I) -> Self {
+        Roles(
+            roles
+                .into_iter()
+                .fold(0, |bits, role| bits | Self::bit(role)),
+        )
     }
 }
 
@@ -139,7 +164,7 @@ pub struct ApiKey {
     name: String,
     digest: Option<[u8; 32]>,
     client_cert_cn: Option<String>,
-    roles: HashSet<Role>,
+    roles: Roles,
     limits: Limits,
 }
 
@@ -250,7 +275,7 @@ impl Access {
                 return Ok(Some(Caller {
                     name: "dev".into(),
                     limits: Limits::default(),
-                    roles: HashSet::from([Role::Admin]),
+                    roles: Roles::from_iter([Role::Admin]),
                 }))
             }
             Access::Keys(keys) => keys,
@@ -312,7 +337,7 @@ impl ApiKey {
         Caller {
             name: self.name.clone(),
             limits: self.limits,
-            roles: self.roles.clone(),
+            roles: self.roles,
         }
     }
 }

@@ -170,6 +170,51 @@ async fn revoking_twice_changes_nothing_the_second_time(backend: Backend) {
     assert_eq!(harness.live_revocations().await, 1);
 }
 
+/// Revocations made at once by several callers (which the Redis store
+/// sends to Redis together) each get the outcome they would alone: one
+/// revocation of a jti is new and the repeats are not, every new one has a
+/// cursor of its own, and a key's live quota counts each.
+async fn concurrent_revocations_each_get_their_own_outcome(backend: Backend) {
+    let harness = Harness::start(backend).await;
+    let expires_at = unix_now() + 600;
+    let (revoke, quota) = (
+        harness.client("key-revoke").await,
+        harness.client("key-quota").await,
+    );
+    let calls = (0..40).map(|i| {
+        let (mut client, jti) = match i {
+            0..20 => (revoke.clone(), format!("together-{i}")),
+            20..30 => (revoke.clone(), "together-same".to_owned()),
+            _ => (quota.clone(), format!("together-quota-{i}")),
+        };
+        tokio::spawn(async move { (i, client.revoke(by_jti(&jti, expires_at)).await) })
+    });
+    let mut cursors = Vec::new();
+    let (mut same_new, mut quota_new, mut quota_refused) = (0, 0, 0);
+    for call in calls {
+        let (i, answer) = call.await.expect("the call's task");
+        match (i, answer) {
+            (0..20, Ok(answer)) => {
+                let answer = answer.into_inner();
+                assert!(answer.newly_revoked, "{i}: {answer:?}");
+                cursors.push(answer.cursor);
+            }
+            (20..30, Ok(answer)) => same_new += usize::from(answer.into_inner().newly_revoked),
+            (30.., Ok(_)) => quota_new += 1,
+            (30.., Err(status)) if status.code() == Code::ResourceExhausted => quota_refused += 1,
+            (i, other) => panic!("{i}: {other:?}"),
+        }
+    }
+    assert_eq!(same_new, 1, "one revocation of a jti is new");
+    assert_eq!((quota_new, quota_refused), (5, 5), "the live quota is 5");
+    let mut distinct = cursors.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 20, "a cursor each: {cursors:?}");
+    assert!(cursors.iter().all(|cursor| !cursor.is_empty()));
+    assert_eq!(harness.live_revocations().await, 20 + 1 + 5);
+}
+
 async fn a_revocation_records_who_and_why(backend: Backend) {
     let harness = Harness::start(backend).await;
     let mut request = by_jti("audited", unix_now() + 600);
@@ -1744,6 +1789,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     a_token_revokes_itself_and_check_sees_it,
     revoking_twice_changes_nothing_the_second_time,
+    concurrent_revocations_each_get_their_own_outcome,
     a_revocation_records_who_and_why,
     an_expired_token_needs_no_revocation,
     a_subject_cutoff_revokes_only_older_tokens,

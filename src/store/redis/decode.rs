@@ -82,6 +82,57 @@ impl FieldSource for HashMap<String, String> {
     }
 }
 
+/// The fields of a record hash read with `HMGET`: each name asked for
+/// ([`TOKEN_FIELDS`] or [`CUTOFF_FIELDS`]) beside its value, `None` when
+/// the hash has no such field. A lookup asks for exactly the fields it
+/// reads, so Redis sends no field names and the reply is parsed into
+/// one vector rather than a map.
+pub(super) struct Picked {
+    names: &'static [&'static str],
+    values: Vec<Option<String>>,
+}
+
+/// What [`Fields::revocation`] reads of a token revocation's hash.
+pub(super) const TOKEN_FIELDS: [&str; 7] = [
+    field::SUBJECT,
+    field::EXPIRES_AT,
+    field::KEEP_UNTIL,
+    field::AT,
+    field::BY,
+    field::REASON,
+    field::SOURCE,
+];
+
+/// What [`Fields::cutoff`] reads of a cut-off's hash.
+pub(super) const CUTOFF_FIELDS: [&str; 6] = [
+    field::NOT_BEFORE,
+    field::KEEP_UNTIL,
+    field::AT,
+    field::BY,
+    field::REASON,
+    field::SOURCE,
+];
+
+impl Picked {
+    /// `values` as `HMGET` answered for `names`, in that order.
+    pub(super) fn new(names: &'static [&'static str], values: Vec<Option<String>>) -> Self {
+        Self { names, values }
+    }
+
+    /// True when the hash has none of the fields: every record has
+    /// `until`, so there is no record.
+    pub(super) fn is_empty(&self) -> bool {
+        self.values.iter().all(Option::is_none)
+    }
+}
+
+impl FieldSource for Picked {
+    fn field(&self, name: &str) -> Option<String> {
+        let at = self.names.iter().position(|asked| *asked == name)?;
+        self.values.get(at)?.clone()
+    }
+}
+
 /// A change-log entry.
 impl FieldSource for StreamId {
     fn field(&self, name: &str) -> Option<String> {
@@ -99,8 +150,9 @@ pub(super) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The fields of the hash at `key`.
-    pub(super) fn hash(key: &'a str, fields: &'a HashMap<String, String>) -> Self {
+    /// The fields of the hash at `key`, all of them (`HGETALL`) or those
+    /// [`Picked`].
+    pub(super) fn hash(key: &'a str, fields: &'a dyn FieldSource) -> Self {
         Self {
             key,
             entry_id: None,

@@ -83,13 +83,12 @@ mod reserve;
 mod revoke;
 mod scan;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
 
 use self::connection::Connection;
-use self::decode::Fields;
+use self::decode::{Fields, Picked, CUTOFF_FIELDS, TOKEN_FIELDS};
 use self::durability::WritePolicy;
 use self::keys::Keys;
 use super::{cutoff_name, record_name, Counts, Error, TokenStatus, SUBJECT_CLAIM};
@@ -242,13 +241,16 @@ impl RedisStore {
         }
     }
 
-    /// Reads one record hash; empty when there is none.
-    async fn hash(&self, key: &str) -> Result<HashMap<String, String>, Error> {
+    /// Reads the fields `names` of one record hash (`HMGET`); empty when
+    /// there is no record.
+    async fn hash(&self, key: &str, names: &'static [&'static str]) -> Result<Picked, Error> {
         let mut connection = self.connection.clone();
-        Ok(redis::cmd("HGETALL")
+        let values = redis::cmd("HMGET")
             .arg(key)
+            .arg(names)
             .query_async(&mut connection)
-            .await?)
+            .await?;
+        Ok(Picked::new(names, values))
     }
 
     pub(super) async fn status(
@@ -260,8 +262,8 @@ impl RedisStore {
     ) -> Result<TokenStatus, Error> {
         // Keys of several partitions may live on several nodes: one command
         // each, sent together over the multiplexed connection.
-        let read = |key: String| async move {
-            let fields = self.hash(&key).await?;
+        let read = |key: String, names| async move {
+            let fields = self.hash(&key, names).await?;
             Ok::<_, Error>((key, fields))
         };
         let revocation = async {
@@ -269,7 +271,8 @@ impl RedisStore {
                 return Ok(None);
             };
             let name = record_name(issuer, jti);
-            let (key, fields) = read(self.keys.partition_of(&name).1.jti(&name)).await?;
+            let key = self.keys.partition_of(&name).1.jti(&name);
+            let (key, fields) = read(key, &TOKEN_FIELDS).await?;
             if fields.is_empty() {
                 return Ok(None);
             }
@@ -284,7 +287,7 @@ impl RedisStore {
                 SUBJECT_CLAIM => keys.sub(&name),
                 _ => keys.cut(&name),
             };
-            let (key, fields) = read(key).await?;
+            let (key, fields) = read(key, &CUTOFF_FIELDS).await?;
             if fields.is_empty() {
                 return Ok(None);
             }
