@@ -139,7 +139,7 @@ fn main() -> Result<()> {
     ensure!(options.records > 0, "--records must be at least 1");
     ensure!(options.concurrency > 0, "--concurrency must be at least 1");
     if !options.no_build {
-        build_binaries()?;
+        support::build_binaries()?;
     }
     let (revocd, revoctl) = (support::binary("revocd"), support::binary("revoctl"));
     for binary in [&revocd, &revoctl] {
@@ -169,24 +169,6 @@ fn main() -> Result<()> {
     let raw = runtime.block_on(measure_raw(&options, &csv, &RedisServer::start()))?;
 
     print_report(&options, csv_bytes, Some(&import), &raw);
-    Ok(())
-}
-
-/// `cargo build --bins` in the profile this example was built in, when run
-/// by cargo (which says where it is in `CARGO`).
-fn build_binaries() -> Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--bins", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if !cfg!(debug_assertions) {
-        command.arg("--release");
-    }
-    let status = command.status().context("running cargo build")?;
-    ensure!(status.success(), "cargo build --bins failed: {status}");
     Ok(())
 }
 

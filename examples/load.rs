@@ -172,7 +172,7 @@ fn main() -> Result<()> {
         "--batch must be 1..=1000"
     );
     if !options.no_build {
-        build_binaries()?;
+        support::build_binaries()?;
     }
     let binary = support::binary("revocd");
     ensure!(
@@ -186,24 +186,6 @@ fn main() -> Result<()> {
         .build()
         .context("starting the client runtime")?;
     runtime.block_on(benchmark(&options, &binary))
-}
-
-/// `cargo build --bins` in the profile this example was built in, when run
-/// by cargo (which says where it is in `CARGO`).
-fn build_binaries() -> Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--bins", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if !cfg!(debug_assertions) {
-        command.arg("--release");
-    }
-    let status = command.status().context("running cargo build")?;
-    ensure!(status.success(), "cargo build --bins failed: {status}");
-    Ok(())
 }
 
 /// Starts Redis and revocd, runs the phases and prints the table.

@@ -76,6 +76,34 @@ pub fn binary(name: &str) -> PathBuf {
     })
 }
 
+/// `cargo build --bins` in the profile the running example was built in,
+/// when cargo runs it (it says where it is in `CARGO`), so the binaries
+/// [`binary`] finds are current; nothing otherwise. For the benchmark
+/// examples.
+///
+/// # Errors
+/// When cargo cannot be run or the build fails.
+pub fn build_binaries() -> std::io::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args(["build", "--bins", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let status = command.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cargo build --bins failed: {status}"
+        )))
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` after the parenthesised command name
 /// (the state first, then the parent's pid...); `None` if it cannot be read.
 pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
