@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use revocd::filter::{DigestKey, RevocationFilter, DIGEST_BYTES, HEADER_BYTES};
+use revocd::filter::{DigestKey, RevocationFilter, SlicedFilter, DIGEST_BYTES, HEADER_BYTES};
 use revocd::pb::{self, filter_update::Update, FilterUpdate};
 use revocd_fuzz::{encode_frames, signed_token, signing_key, TokenMode, AUDIENCE, ISSUER};
 
@@ -25,6 +25,9 @@ const SEED: [u8; 32] = [
 const MERGE_AT: usize = 1_024;
 /// 2100-01-01, so seed tokens stay unexpired for as long as it matters.
 const EXP: i64 = 4_102_444_800;
+/// The slice of sliced seed filters: seed tokens' `exp` plus the 60 s
+/// leeway, in 60-second slices.
+const SLICE: i64 = (EXP + 60) / 60;
 
 fn main() {
     filter_decode();
@@ -59,7 +62,39 @@ fn filter_with(entries: usize) -> RevocationFilter {
     filter
 }
 
+/// A format-2 filter: two slices, the second with a further filter, as a
+/// replica of stream protocol 3 sends it.
+fn sliced_with(entries: usize) -> SlicedFilter {
+    let key = key();
+    let mut sliced = SlicedFilter::new(60);
+    sliced.open(SLICE, 10, RevocationFilter::with_seed(10, 0.001, &SEED));
+    sliced.open(SLICE + 1, 4, RevocationFilter::with_seed(4, 0.001, &SEED));
+    sliced.open(SLICE + 1, 8, RevocationFilter::with_seed(8, 0.00025, &SEED));
+    for i in 0..entries {
+        sliced.insert(
+            SLICE + (i % 2) as i64,
+            &key.token(ISSUER, &format!("jti-{i}")),
+        );
+    }
+    sliced
+}
+
 fn filter_decode() {
+    let sliced = sliced_with(12).to_bytes();
+    write("filter_decode", "valid-sliced", &sliced);
+    write(
+        "filter_decode",
+        "valid-sliced-empty",
+        SlicedFilter::new(1).to_bytes(),
+    );
+    let mut unordered = sliced.clone();
+    unordered[9..17].copy_from_slice(&(SLICE + 5).to_le_bytes());
+    write("filter_decode", "sliced-slices-unordered", unordered);
+    write(
+        "filter_decode",
+        "sliced-truncated",
+        &sliced[..sliced.len() - 1],
+    );
     let good = filter_with(20).to_bytes();
     write("filter_decode", "valid-20-entries", &good);
     write("filter_decode", "valid-empty", filter_with(0).to_bytes());
@@ -86,16 +121,12 @@ fn filter_decode() {
     });
 }
 
-/// The filter as the hub frames it: parts of at most `part_bytes` filter
-/// bytes, one subject cut-off (in part 0).
-fn snapshot_parts(
-    filter: &RevocationFilter,
-    part_bytes: usize,
-    generation: u64,
-) -> Vec<pb::Snapshot> {
+/// The filter (its bytes) as the hub frames it: parts of at most
+/// `part_bytes` filter bytes, one subject cut-off (in part 0).
+fn snapshot_parts(filter: Vec<u8>, part_bytes: usize, generation: u64) -> Vec<pb::Snapshot> {
     let whole = pb::Snapshot {
         generation,
-        filter: filter.to_bytes().into(),
+        filter: filter.into(),
         subjects: vec![cutoff("alice", 1_700_000_000)],
         claims: vec![claim_cutoff("sid", "session-1", 1_700_000_000)],
         cursor: "1700000000000-0".into(),
@@ -137,6 +168,33 @@ fn delta(
         subjects,
         logged_at_ms: 1_700_000_000_123,
         claims: vec![claim_cutoff("*", "", 1_700_000_000)],
+        slices: Vec::new(),
+    }
+}
+
+/// A protocol-3 delta: the jtis' digests in `slice`, after the filter it
+/// opens, if any.
+fn slice_delta(
+    cursor: &str,
+    slice: i64,
+    open: Option<&RevocationFilter>,
+    jtis: &[&str],
+) -> pb::Delta {
+    let digests: Vec<u8> = jtis
+        .iter()
+        .flat_map(|jti| key().token(ISSUER, jti).0)
+        .collect();
+    pb::Delta {
+        cursor: cursor.into(),
+        slices: vec![pb::SliceDelta {
+            slice,
+            open: open.map(|filter| pb::SliceOpen {
+                capacity: 16,
+                header: filter.header().to_vec(),
+            }),
+            digests: digests.into(),
+        }],
+        ..pb::Delta::default()
     }
 }
 
@@ -165,7 +223,7 @@ fn subscribe_frames() {
     let target = "subscribe_frames";
 
     // One part, then a delta with a token and a cut-off, then a heartbeat.
-    let mut frames = snapshot_frames(snapshot_parts(&filter, 1 << 20, 7));
+    let mut frames = snapshot_frames(snapshot_parts(filter.to_bytes(), 1 << 20, 7));
     frames.push(frame(Update::Delta(delta(
         "1700000000001-0",
         ["new-1".to_owned()],
@@ -175,7 +233,7 @@ fn subscribe_frames() {
     write(target, "snapshot-delta-heartbeat", encode_frames(&frames));
 
     // A snapshot in three parts (as the server chunks big ones), deltas.
-    let mut frames = snapshot_frames(snapshot_parts(&filter, 32, 8));
+    let mut frames = snapshot_frames(snapshot_parts(filter.to_bytes(), 32, 8));
     assert!(frames.len() >= 3);
     for n in 0..3 {
         let jtis = (0..4).map(|i| format!("d{n}-{i}"));
@@ -185,10 +243,46 @@ fn subscribe_frames() {
 
     // Enough delta digests to fold the recent set into the base filter
     // (`gateway::view::MERGE_AT`); also sets libFuzzer's -max_len.
-    let mut frames = snapshot_frames(snapshot_parts(&filter, 1 << 20, 9));
+    let mut frames = snapshot_frames(snapshot_parts(filter.to_bytes(), 1 << 20, 9));
     let jtis = (0..MERGE_AT + 16).map(|i| format!("bulk-{i}"));
     frames.push(frame(Update::Delta(delta("bulk", jtis, vec![]))));
     write(target, "delta-merges-into-base", encode_frames(&frames));
+
+    // Protocol 3: a sliced snapshot, a delta into a slice held, one
+    // opening a new slice, one opening a further filter in a slice.
+    let sliced = sliced_with(12).to_bytes();
+    let mut frames = snapshot_frames(snapshot_parts(sliced.clone(), 64, 16));
+    let opened = RevocationFilter::with_seed(16, 0.001, &SEED);
+    frames.extend([
+        frame(Update::Delta(slice_delta(
+            "s1",
+            SLICE,
+            None,
+            &["s-a", "s-b"],
+        ))),
+        frame(Update::Delta(slice_delta(
+            "s2",
+            SLICE + 9,
+            Some(&opened),
+            &["s-c"],
+        ))),
+        frame(Update::Delta(slice_delta(
+            "s3",
+            SLICE,
+            Some(&opened),
+            &["s-d"],
+        ))),
+        heartbeat(),
+    ]);
+    write(target, "sliced-snapshot-deltas", encode_frames(&frames));
+    let mut frames = snapshot_frames(snapshot_parts(sliced, 1 << 20, 17));
+    frames.push(frame(Update::Delta(slice_delta(
+        "s4",
+        SLICE + 40,
+        None,
+        &["s-e"],
+    ))));
+    write(target, "sliced-delta-unknown-slice", encode_frames(&frames));
 
     // Near-valid streams the gateway must refuse.
     let delta_first = vec![
@@ -196,33 +290,33 @@ fn subscribe_frames() {
         heartbeat(),
     ];
     write(target, "delta-before-snapshot", encode_frames(&delta_first));
-    let mut parts = snapshot_parts(&filter, 32, 10);
+    let mut parts = snapshot_parts(filter.to_bytes(), 32, 10);
     parts.swap(0, 1);
     write(
         target,
         "parts-out-of-order",
         encode_frames(&snapshot_frames(parts)),
     );
-    let mut parts = snapshot_parts(&filter, 32, 11);
+    let mut parts = snapshot_parts(filter.to_bytes(), 32, 11);
     parts[1].generation = 12;
     write(
         target,
         "parts-mixed-generations",
         encode_frames(&snapshot_frames(parts)),
     );
-    let mut parts = snapshot_parts(&filter, 1 << 20, 13);
+    let mut parts = snapshot_parts(filter.to_bytes(), 1 << 20, 13);
     parts[0].digest_key.pop();
     write(
         target,
         "bad-digest-key",
         encode_frames(&snapshot_frames(parts)),
     );
-    let mut frames = snapshot_frames(snapshot_parts(&filter, 1 << 20, 14));
+    let mut frames = snapshot_frames(snapshot_parts(filter.to_bytes(), 1 << 20, 14));
     let mut short = delta("c", ["y".to_owned()], vec![]);
     short.digests[0].truncate(DIGEST_BYTES - 1);
     frames.push(frame(Update::Delta(short)));
     write(target, "delta-short-digest", encode_frames(&frames));
-    let mut parts = snapshot_parts(&filter, 1 << 20, 15);
+    let mut parts = snapshot_parts(filter.to_bytes(), 1 << 20, 15);
     parts[0].filter = parts[0].filter.slice(..HEADER_BYTES + 3);
     write(
         target,

@@ -33,12 +33,18 @@ fuzz_target!(|data: &[u8]| {
                 };
                 for bytes in &delta.digests {
                     let digest = Digest::from_slice(bytes).expect("the delta was accepted");
-                    assert!(next.may_be_revoked(&digest, None), "a delta digest is missing");
+                    assert!(
+                        next.may_be_revoked(&digest, None),
+                        "a delta digest is missing"
+                    );
                 }
                 for entry in &delta.slices {
                     for bytes in entry.digests.chunks(16) {
                         let digest = Digest::from_slice(bytes).expect("the delta was accepted");
-                        assert!(next.may_be_revoked(&digest, None), "a slice digest is missing");
+                        assert!(
+                            next.may_be_revoked(&digest, None),
+                            "a slice digest is missing"
+                        );
                     }
                 }
                 for cutoff in &delta.subjects {
@@ -58,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(view) = view {
         // Lookups on whatever was built.
         let probe = Digest([0x5a; 16]);
-        let _ = (view.may_be_revoked(&probe, None), view.subject_cutoff(&probe));
+        let _ = (
+            view.may_be_revoked(&probe, None),
+            view.subject_cutoff(&probe),
+        );
         let _ = format!("{view:?}");
     }
 });
