@@ -57,6 +57,10 @@ pub enum FrameError {
     /// A delta before any snapshot.
     #[error("delta received before any snapshot")]
     NoSnapshot,
+    /// Unsliced digests (`Delta.digests`, protocol 2) for a sliced filter:
+    /// a replica of an older version resumed a view built by a newer one.
+    #[error("delta of stream protocol 2 for a filter sliced by expiry; a snapshot is needed")]
+    Unsliced,
     /// Digests for a slice the view has no filter in (it was built by
     /// another replica, or from a server of an older protocol).
     #[error("delta names slice {0}, which the filter held does not have; a snapshot is needed")]
@@ -202,8 +206,13 @@ impl FilterView {
     /// # Errors
     /// [`FrameError::Decode`] for a digest that is not 16 bytes or a filter
     /// header that does not decode; [`FrameError::UnknownSlice`] for
-    /// digests of a slice the view lacks.
+    /// digests of a slice the view lacks; [`FrameError::Unsliced`] for
+    /// unsliced digests to a sliced view.
     pub fn with_delta(&self, delta: &pb::Delta) -> Result<Self, FrameError> {
+        if !delta.digests.is_empty() && self.base.slice_seconds() != 0 {
+            // They belong to no slice: kept anywhere, a probe would miss them.
+            return Err(FrameError::Unsliced);
+        }
         let mut next = self.clone();
         for digest in &delta.digests {
             let digest = Digest::from_slice(digest)?;
@@ -526,6 +535,48 @@ mod tests {
         }
         assert!(view.recent.len() < MERGE_AT);
         assert!(digests.iter().all(|d| view.may_be_revoked(d, None)));
+    }
+
+    #[test]
+    fn a_sliced_view_refuses_unsliced_digests_and_an_unsliced_one_slices() {
+        let key = DigestKey::random();
+        let mut sliced = SlicedFilter::new(60);
+        sliced.open(5, 10, RevocationFilter::new(10, 0.001));
+        let whole = pb::Snapshot {
+            filter: sliced.to_bytes().into(),
+            digest_key: key.as_bytes().to_vec(),
+            leeway: 60,
+            max_token_lifetime: 3_600,
+            ..Default::default()
+        };
+        let view = FilterView::from_snapshot(&[whole]).unwrap();
+        let legacy = pb::Delta {
+            cursor: "c".into(),
+            digests: vec![key.token("iss", "old-server").0.to_vec().into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            view.with_delta(&legacy),
+            Err(FrameError::Unsliced)
+        ));
+        let into_slice = pb::Delta {
+            cursor: "c".into(),
+            slices: vec![pb::SliceDelta {
+                slice: 5,
+                open: None,
+                digests: key.token("iss", "new").0.to_vec().into(),
+            }],
+            ..Default::default()
+        };
+        let next = view.with_delta(&into_slice).unwrap();
+        assert!(next.may_be_revoked(&key.token("iss", "new"), Some(5 * 60 + 1 - 60)));
+        let unsliced =
+            FilterView::from_snapshot(&snapshot(&RevocationFilter::new(10, 0.001), &key, 1 << 20))
+                .unwrap();
+        assert!(matches!(
+            unsliced.with_delta(&into_slice),
+            Err(FrameError::UnknownSlice(5))
+        ));
     }
 
     #[test]
