@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use revocd::gateway::{Denial, Gateway, Verdict};
 use revocd::pb::{CheckRequest, RevokeRequest};
-use revocd::time::unix_now;
 use support::{wait_for_health, Deployment, RedisServer, Replica, ServingStatus, ISSUER};
 use tokio::time::Instant;
 use tonic::Code;
@@ -67,11 +66,11 @@ impl Ledger {
     }
 }
 
-/// A `Revoke` by jti, valid an hour.
+/// A `Revoke` by jti of the token [`token_with`] makes: its own `exp`.
 fn revoke_request(jti: &str) -> RevokeRequest {
     RevokeRequest {
         jti: jti.to_owned(),
-        expires_at: unix_now() + 3600,
+        expires_at: *support::TOKEN_EXP,
         issuer: ISSUER.to_owned(),
         reason: "durability test".to_owned(),
         ..Default::default()

@@ -15,10 +15,12 @@
 //! times the slice's seconds, plus the headroom (`--filter-headroom`),
 //! and at least `min_capacity`. A slice that still overfills gets a
 //! further filter (announced in the delta by its header alone) of twice
-//! the entries at a quarter of the false-positive rate of the one before,
-//! so a slice's rate stays below 4/3 of the target however far it
-//! outgrows its guess (the sum `p·(1 + 1/4 + 1/16 + …)`; Almeida et al.,
-//! "Scalable Bloom Filters", 2007): nothing is ever rebuilt or re-sent.
+//! the entries (or the expected ones, if more) at a quarter of the
+//! false-positive rate of the one before, down to [`MAX_TIGHTENING`]
+//! quarters, so a slice's rate stays below 4/3 of the target however far
+//! it outgrows its guess (the sum `p·(1 + 1/4 + 1/16 + …)`; Almeida et
+//! al., "Scalable Bloom Filters", 2007), and a gateway can always decode
+//! the filters: nothing is ever rebuilt or re-sent.
 //! At a load, each slice is sized for its loaded entries plus the headroom
 //! and for the fullest loaded slice, the best guess of what a slice
 //! collects.
@@ -61,6 +63,11 @@ use crate::store::{Change, LogTail, LoggedChange};
 
 /// A cached snapshot is reused (with a catch-up delta) for this long.
 const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Filters opened in an overfilled slice take a quarter of the rate of the
+/// one before, down to `4^-MAX_TIGHTENING` of the target: at 0.1% that
+/// needs 20 hash functions, well within the 32 a gateway accepts, and
+/// each further filter adds under 0.1% of the target to the slice's rate.
+const MAX_TIGHTENING: i32 = 5;
 /// The estimated false-positive rate (a count of every bitmap's bits) is
 /// published at most this often.
 const FP_ESTIMATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -376,7 +383,9 @@ impl HubState {
                     capacity = newest,
                     "slice full; another filter opened in it"
                 );
-                (2 * newest, self.config.fp_rate / 4f64.powi(chained))
+                let tightening = 4f64.powi(chained.min(MAX_TIGHTENING));
+                let capacity = (2 * newest).max(self.expected_per_slice());
+                (capacity, self.config.fp_rate / tightening)
             }
             None => (self.expected_per_slice(), self.config.fp_rate),
         };

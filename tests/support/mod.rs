@@ -433,17 +433,22 @@ pub fn by_jti(jti: &str, expires_at: i64) -> RevokeRequest {
 
 /// A valid token for `subject` with a fresh jti, issued now, valid an hour.
 pub fn token_for(subject: &str, jti: &str) -> String {
-    let now = unix_now();
     sign(&serde_json::json!({
-        "iss": ISSUER, "sub": subject, "jti": jti, "iat": now, "exp": now + 3600,
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": unix_now(), "exp": *TOKEN_EXP,
     }))
 }
+
+/// The `exp` of [`token_for`]'s and [`token_with`]'s tokens: an hour from
+/// the first use, the same for every token of the process, so a test can
+/// revoke one by jti with its own `exp` (gateways look for a revocation in
+/// the filter slice of the token's `exp`).
+pub static TOKEN_EXP: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| unix_now() + 3600);
 
 /// A token of `subject` issued at `issued_at`, valid an hour from now,
 /// with the `extra` claims (`sid`, `client_id`, `azp`...).
 pub fn token_with(subject: &str, jti: &str, issued_at: i64, extra: serde_json::Value) -> String {
     let mut claims = serde_json::json!({
-        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": unix_now() + 3600,
+        "iss": ISSUER, "sub": subject, "jti": jti, "iat": issued_at, "exp": *TOKEN_EXP,
     });
     let (Some(claims_map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) else {
         panic!("claims are JSON objects");

@@ -436,6 +436,39 @@ async fn gateways_of_older_protocols_are_refused_with_the_reason() {
     assert!(hub.subscribe(current()).is_ok());
 }
 
+/// A burst into one slice before any rate is known opens filter after
+/// filter; their hash functions stay within what a gateway decodes, and
+/// the snapshot holding them decodes.
+#[test]
+fn a_long_chain_of_filters_stays_decodable() {
+    let mut hub = hub();
+    hub.config.min_capacity = 4;
+    let now = unix_now();
+    hub.apply(
+        (0..70_000)
+            .map(|i| revoked(&i.to_string(), now + 600, i))
+            .collect(),
+    );
+    let slice = hub.filter.slice(hub.filter.slice_of(now + 600)).unwrap();
+    assert!(
+        slice.filters().len() > 10,
+        "{} filters",
+        slice.filters().len()
+    );
+    let most = slice
+        .filters()
+        .iter()
+        .map(|f| f.filter.hash_functions())
+        .max();
+    assert!(most <= Some(crate::filter::MAX_HASH_FUNCTIONS), "{most:?}");
+    let view = decoded_view(&hub);
+    let key = hub.digest_key.clone();
+    let exp = exp(&hub, now + 600);
+    assert!((0..70_000)
+        .step_by(97)
+        .all(|i| view.may_be_revoked(&key.token("iss", &i.to_string()), exp)));
+}
+
 /// A gateway's copy as the hub streams it: frames applied as
 /// `gateway/watch.rs` applies them.
 struct Follower {
