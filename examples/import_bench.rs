@@ -89,7 +89,7 @@ mod bench_support;
 
 use bench_support::grouped;
 
-use support::{proc_stat, Deployment, RedisServer, Replica, ISSUER};
+use support::{cpu_seconds, rss_kib, Deployment, RedisServer, Replica, ISSUER};
 
 /// Records per `RevokeBatch` call and per raw pipeline.
 const BATCH: usize = 1_000;
@@ -105,9 +105,6 @@ const TARGET_PER_SECOND: f64 = 100_000.0;
 /// How often revoctl's CPU time is sampled while it runs. Its stderr is
 /// read only after it exits, which is safe: it prints a line or two.
 const CPU_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
-/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
-/// Linux everywhere that matters).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 /// `revoctl import` through revocd against raw pipelined Redis writes.
 #[derive(Debug, Parser)]
@@ -361,7 +358,7 @@ async fn measure_cold_start(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let loaded = started.elapsed();
-    let rss = rss_bytes(replica.pid()).context("reading the replica's RSS")?;
+    let rss = 1024 * rss_kib(replica.pid()).context("reading the replica's RSS")?;
     ensure!(
         stats.live_revocations == options.records as u64,
         "the replica counts {} live revocations, not {}",
@@ -385,20 +382,12 @@ async fn measure_cold_start(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let empty_rss = rss_bytes(empty.pid()).context("reading the empty replica's RSS")?;
+    let empty_rss = 1024 * rss_kib(empty.pid()).context("reading the empty replica's RSS")?;
     Ok(ColdStart {
         loaded,
         rss,
         empty_rss,
     })
-}
-
-/// A process's resident set size, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn print_cold_start(options: &Options, cold: &ColdStart) {
@@ -496,21 +485,6 @@ fn pipeline(records: &[RawRecord], now: i64) -> redis::Pipeline {
             .ignore();
     }
     pipe
-}
-
-/// CPU seconds (user + system) a process has used, 0 if unreadable.
-fn cpu_seconds(pid: u32) -> f64 {
-    // After the command name: state is field 0, utime 11, stime 12.
-    let ticks = proc_stat(pid).map_or(0, |fields| {
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        field(11) + field(12)
-    });
-    ticks as f64 / TICKS_PER_SECOND
 }
 
 fn print_report(options: &Options, csv_bytes: u64, import: Option<&Measured>, raw: &Measured) {

@@ -89,7 +89,9 @@ use revocd::time::unix_now;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{proc_stat, Client, Deployment, RedisServer, ServingStatus, ISSUER};
+use support::{
+    cpu_seconds, Client, Deployment, RedisServer, ServingStatus, ISSUER, TICKS_PER_SECOND,
+};
 
 /// Requests before the measured window, to open connections, load the
 /// script and warm caches.
@@ -109,9 +111,6 @@ const REVOKE_SOURCE: &str = include_str!("../src/store/redis/revoke.rs");
 const REDIS_STORE_SOURCE: &str = include_str!("../src/store/redis/mod.rs");
 /// The fields of a token revocation's record hash (`src/store/redis/mod.rs`).
 const RECORD_FIELDS: [&str; 7] = ["sub", "exp", "until", "at", "by", "reason", "from"];
-/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
-/// Linux everywhere that matters).
-const TICKS_PER_SECOND: f64 = 100.0;
 /// How often [`Pids::quiet`] looks at the processes' CPU time.
 const QUIET_POLL: Duration = Duration::from_millis(100);
 /// Clock ticks in a [`QUIET_POLL`] below which a process counts as idle
@@ -568,21 +567,6 @@ async fn command_stats(redis: &mut ConnectionManager) -> Result<Vec<(String, u64
         .collect();
     stats.sort_by_key(|&(_, _, usec)| std::cmp::Reverse(usec));
     Ok(stats)
-}
-
-/// CPU seconds (user + system) a process has used, 0 if unreadable.
-fn cpu_seconds(pid: u32) -> f64 {
-    // After the command name: state is field 0, utime 11, stime 12.
-    let ticks = proc_stat(pid).map_or(0, |fields| {
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        field(11) + field(12)
-    });
-    ticks as f64 / TICKS_PER_SECOND
 }
 
 // === the two targets ===

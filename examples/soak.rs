@@ -213,7 +213,7 @@ async fn run(options: Options) -> Result<()> {
         let at = started.elapsed();
         samples.push(Sample {
             at,
-            rss_kib: rss_kib(pid)?,
+            rss_kib: support::rss_kib(pid).context("VmRSS in /proc/<pid>/status")?,
             fds: open_fds(pid)?,
         });
         let minute = (at.as_secs() / 60) as usize;
@@ -329,15 +329,6 @@ fn rss_in_minute(samples: &[Sample], minute: usize) -> Option<(u64, u64)> {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc/<pid>/status")
 }
 
 fn open_fds(pid: u32) -> Result<usize> {

@@ -219,11 +219,6 @@ impl SlicedFilter {
         self.filters().map(|f| f.filter.bits()).sum()
     }
 
-    /// Filters in all slices.
-    pub fn filter_count(&self) -> usize {
-        self.slices.iter().map(|(_, s)| s.filters.len()).sum()
-    }
-
     fn filters(&self) -> impl Iterator<Item = &SliceFilter> {
         self.slices.iter().flat_map(|(_, s)| &s.filters)
     }

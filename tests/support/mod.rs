@@ -112,6 +112,35 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(fields.split_whitespace().map(str::to_owned).collect())
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// Linux everywhere that matters).
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user + system) a process has used, 0 if unreadable.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // After the command name: state is field 0, utime 11, stime 12.
+    let ticks = proc_stat(pid).map_or(0, |fields| {
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    });
+    ticks as f64 / TICKS_PER_SECOND
+}
+
+/// A process's resident set size (`VmRSS` of `/proc/<pid>/status`), in
+/// KiB; `None` if unreadable.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// The processes whose parent is `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     let parent_of = |pid: u32| proc_stat(pid)?.get(1)?.parse::<u32>().ok();
