@@ -40,10 +40,10 @@
 //!    batch in one log partition.
 //! 5. `revocd RevokeBatch`: gRPC `RevokeBatch` of `--batch` new jtis; rates
 //!    and CPU are per item.
-//! 6. `redis HMGET`: the baseline for `Check`. `HMGET` of the fields of a
-//!    record written in phase 1, as the server sends per `Check` by jti
-//!    (before this benchmark's first fixes it sent `HGETALL`, and so did
-//!    the baseline).
+//! 6. `redis GET`: the baseline for `Check`. `GET` of a record written in
+//!    phase 1 (a packed token revocation), as the server sends per `Check`
+//!    by jti (before records were packed it sent `HMGET` of a hash's
+//!    fields, and `HGETALL` before that; so did the baseline).
 //! 7. `revocd Check{jti}`: gRPC `Check { jti }` of jtis revoked in phase 2.
 //!
 //! Every answer is checked (a new revocation, a revoked token), so a
@@ -82,6 +82,7 @@ use tokio::task::JoinHandle;
 use revocd::bounds::DEFAULT_LEEWAY_SECONDS;
 use revocd::config::DEFAULT_LOG_RETENTION;
 use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
+use revocd::store::{pack_revocation, Provenance, Revocation};
 use revocd::time::unix_now;
 
 // The integration tests' helpers: the deployment's files, tokens, the
@@ -109,8 +110,6 @@ const REVOKE_SOURCE: &str = include_str!("../src/store/redis/revoke.rs");
 /// Source of revocd's Redis store, from which the baseline takes the prune
 /// batch.
 const REDIS_STORE_SOURCE: &str = include_str!("../src/store/redis/mod.rs");
-/// The fields of a token revocation's record hash (`src/store/redis/mod.rs`).
-const RECORD_FIELDS: [&str; 7] = ["sub", "exp", "until", "at", "by", "reason", "from"];
 /// How often [`Pids::quiet`] looks at the processes' CPU time.
 const QUIET_POLL: Duration = Duration::from_millis(100);
 /// Clock ticks in a [`QUIET_POLL`] below which a process counts as idle
@@ -260,7 +259,7 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
         async move { redis.check(&jti).await }
     })
     .await
-    .context("phase `redis HMGET`")?;
+    .context("phase `redis GET`")?;
     let written = revoke_jti.completed.clone();
     let check = drive(&load, profile("check"), &api, move |api, task, seq| {
         let jti = written_jti(&written, task, seq);
@@ -280,7 +279,7 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
         Row::baseline(&batch_label, &redis_batch, batch),
         Row::revocd("revocd RevokeBatch", &revoke_batch, batch, &redis_batch)
             .targets(BATCH_ITEM_CPU_TARGET, Some(REDIS_WRITE_CPU_TARGET)),
-        Row::baseline("redis HMGET", &redis_check, 1),
+        Row::baseline("redis GET", &redis_check, 1),
         Row::revocd("revocd Check{jti}", &check, 1, &redis_check).targets(CHECK_CPU_TARGET, None),
     ]);
     let warnings = revocd.warnings();
@@ -649,18 +648,26 @@ impl RedisBaseline {
             .arg(self.prune_batch)
             .arg(0); // no live quota
         for jti in jtis {
+            let revocation = Revocation {
+                issuer: ISSUER.to_owned(),
+                jti: jti.clone(),
+                subject: String::new(),
+                expires_at,
+                keep_until: expires_at + DEFAULT_LEEWAY_SECONDS as i64,
+                provenance: Provenance {
+                    at: now,
+                    by: REVOKE_KEY.1.to_owned(),
+                    reason: String::new(),
+                    source: "127.0.0.1:50000".to_owned(),
+                },
+            };
             invocation
                 .key(self.keys.record(jti))
                 .arg(Layout::record_name(jti))
-                .arg(expires_at)
-                .arg(expires_at + DEFAULT_LEEWAY_SECONDS as i64)
-                .arg(now)
-                .arg(REVOKE_KEY.1)
-                .arg("") // reason
+                .arg(revocation.keep_until)
+                .arg(pack_revocation(&revocation))
                 .arg(ISSUER)
-                .arg(jti)
-                .arg("") // subject
-                .arg("127.0.0.1:50000"); // source
+                .arg(jti);
         }
         // One (outcome, cursor) pair per item.
         let replies: Vec<(u8, Option<String>)> =
@@ -673,15 +680,14 @@ impl RedisBaseline {
         Ok(())
     }
 
-    /// What `RedisStore::status` sends for a `Check` by jti: `HMGET` of
+    /// What `RedisStore::status` sends for a `Check` by jti: `GET` of
     /// the fields a token revocation's record has.
     async fn check(&self, jti: &str) -> Result<()> {
-        let values: Vec<Option<String>> = redis::cmd("HMGET")
+        let value: Option<String> = redis::cmd("GET")
             .arg(self.keys.record(jti))
-            .arg(&RECORD_FIELDS)
             .query_async(&mut self.redis.clone())
             .await?;
-        ensure!(values.iter().any(Option::is_some), "{jti} has no record");
+        ensure!(value.is_some(), "{jti} has no record");
         Ok(())
     }
 }
@@ -926,7 +932,7 @@ fn print_setup(options: &Options, redis_version: &str, revocd_args: &[String]) {
         options.seconds,
         WARMUP.as_secs(),
     );
-    println!("baseline: `redis` crate, one ConnectionManager; revoke = EVALSHA of the server's script text, HMGET of the record's 7 fields");
+    println!("baseline: `redis` crate, one ConnectionManager; revoke = EVALSHA of the server's script text, GET of the packed record");
     println!("CPU:      /proc/<pid>/stat utime+stime from the phase start (warm-up included) until both are idle, per item of every call");
     println!();
 }

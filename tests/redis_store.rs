@@ -7,7 +7,10 @@ mod support;
 use std::time::Duration;
 
 use redis::Commands;
-use revocd::pb::{CheckRequest, RevokeRequest, RevokeSubjectRequest};
+use revocd::pb::revocation_record::Record;
+use revocd::pb::{
+    CheckRequest, ListChangesRequest, ListRevocationsRequest, RevokeRequest, RevokeSubjectRequest,
+};
 use revocd::time::unix_now;
 use support::{
     by_jti, by_token, token_for, wait_for_health, Deployment, RedisServer, Replica, ServingStatus,
@@ -67,34 +70,214 @@ async fn a_record_expires_at_exp_plus_leeway() {
     );
 }
 
+/// A packed token revocation, read as `src/store/redis/packed.rs`
+/// documents its bytes: `2 <exp> <until> <at> ` and then `by`, `sub`,
+/// `from` and `reason`, each as `<byte length>:<text>`.
+#[derive(Debug, PartialEq)]
+struct Packed {
+    expires_at: i64,
+    keep_until: i64,
+    at: i64,
+    by: String,
+    subject: String,
+    source: String,
+    reason: String,
+}
+
+impl Packed {
+    fn read(value: &str) -> Packed {
+        let mut head = value.splitn(5, ' ');
+        assert_eq!(head.next(), Some("2"), "the packing's version: {value:?}");
+        let mut number = || head.next().unwrap().parse::<i64>().unwrap();
+        let (expires_at, keep_until, at) = (number(), number(), number());
+        let mut rest = head.next().unwrap().as_bytes();
+        let mut text = || {
+            let colon = rest.iter().position(|&b| b == b':').unwrap();
+            let length: usize = std::str::from_utf8(&rest[..colon]).unwrap().parse().unwrap();
+            let text = String::from_utf8(rest[colon + 1..colon + 1 + length].to_vec()).unwrap();
+            rest = &rest[colon + 1 + length..];
+            text
+        };
+        let packed = Packed {
+            expires_at,
+            keep_until,
+            at,
+            by: text(),
+            subject: text(),
+            source: text(),
+            reason: text(),
+        };
+        assert!(rest.is_empty(), "{value:?} has bytes after its fields");
+        packed
+    }
+}
+
 #[tokio::test]
 async fn each_change_is_logged_once_with_its_cursor() {
     let redis = RedisServer::start();
     let deployment = Deployment::new();
     let server = start(&redis, &deployment).await;
     let mut client = server.client(Some("key-revoke")).await;
-    let mut request = by_jti("logged", unix_now() + 600);
-    request.reason = "incident 42".into();
+    let expires_at = unix_now() + 600;
+    let mut request = by_jti("logged", expires_at);
+    request.reason = "incident 42: lost 2:laptops".into();
     let first = client
         .revoke(request.clone())
         .await
         .expect("revoke")
         .into_inner();
-    client.revoke(request).await.expect("repeat");
+    client.revoke(request.clone()).await.expect("repeat");
+    // An extension (a later exp) is logged with its own provenance; the
+    // record keeps the first.
+    request.expires_at = expires_at + 100;
+    request.reason = "extended".into();
+    let extension = client.revoke(request).await.expect("extend").into_inner();
 
     let mut redis_connection = redis.connection();
     let entries: redis::streams::StreamRangeReply = redis_connection
         .xrange_all("revocd:v1:{p0}:log")
         .expect("XRANGE");
-    assert_eq!(entries.ids.len(), 1, "a repeat appends nothing");
-    let entry = &entries.ids[0];
-    assert_eq!(entry.id, first.cursor);
-    let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-    assert_eq!(field("kind"), "jti");
-    assert_eq!(field("id"), "logged");
-    assert_eq!(field("iss"), ISSUER);
-    assert_eq!(field("by"), "auth-server");
-    assert_eq!(field("reason"), "incident 42");
+    assert_eq!(entries.ids.len(), 2, "a repeat appends nothing");
+    let ids: Vec<&str> = entries.ids.iter().map(|entry| entry.id.as_str()).collect();
+    assert_eq!(ids, [first.cursor.as_str(), extension.cursor.as_str()]);
+    let logged: Vec<Packed> = entries
+        .ids
+        .iter()
+        .map(|entry| {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            assert_eq!(
+                (field("kind"), field("id"), field("iss")),
+                ("jti".to_owned(), "logged".to_owned(), ISSUER.to_owned())
+            );
+            let packed = Packed::read(&field("rec"));
+            assert_eq!(field("until"), packed.keep_until.to_string());
+            packed
+        })
+        .collect();
+    assert_eq!(
+        (logged[0].by.as_str(), logged[0].reason.as_str()),
+        ("auth-server", "incident 42: lost 2:laptops")
+    );
+    assert_eq!(logged[0].expires_at, expires_at);
+    assert_eq!(logged[0].keep_until, expires_at + 60, "exp + default leeway");
+    assert!(logged[0].source.starts_with("127.0.0.1:"), "{logged:?}");
+    assert_eq!(logged[1].reason, "extended");
+    assert_eq!(logged[1].expires_at, expires_at + 100);
+
+    let record: String = redis_connection.get(jti_key("logged")).expect("GET");
+    let record = Packed::read(&record);
+    assert_eq!(
+        record,
+        Packed {
+            expires_at: expires_at + 100,
+            keep_until: expires_at + 160,
+            ..Packed::read(&entries.ids[0].get::<String>("rec").unwrap())
+        },
+        "the first revocation's provenance with the extension's exp"
+    );
+    let expire_time: i64 = redis::cmd("EXPIRETIME")
+        .arg(jti_key("logged"))
+        .query(&mut redis_connection)
+        .unwrap();
+    assert_eq!(expire_time, expires_at + 160);
+}
+
+#[tokio::test]
+async fn a_revocation_stored_before_packing_is_found_listed_and_extended() {
+    let redis = RedisServer::start();
+    let expires_at = unix_now() + 600;
+    let keep_until = expires_at + 60;
+    // A record, index entry and log entry as revocd wrote them before
+    // token revocations were packed: a hash and ten entry fields.
+    let mut redis_connection = redis.connection();
+    let (exp, until) = (expires_at.to_string(), keep_until.to_string());
+    let fields = [
+        ("exp", exp.as_str()),
+        ("until", until.as_str()),
+        ("at", "1700000000"),
+        ("by", "old-key"),
+        ("reason", "from before"),
+        ("sub", "alice"),
+        ("from", "10.0.0.9:1"),
+    ];
+    let name = format!("{}:{ISSUER}:hashed", ISSUER.len());
+    let _: () = redis::pipe()
+        .hset_multiple(jti_key("hashed"), &fields)
+        .ignore()
+        .cmd("EXPIREAT")
+        .arg(jti_key("hashed"))
+        .arg(keep_until)
+        .ignore()
+        .zadd("revocd:v1:{p0}:jti-expiry", &name, keep_until)
+        .ignore()
+        .cmd("XADD")
+        .arg("revocd:v1:{p0}:log")
+        .arg("*")
+        .arg(&[("kind", "jti"), ("iss", ISSUER), ("id", "hashed")])
+        .arg(&fields)
+        .ignore()
+        .query(&mut redis_connection)
+        .expect("writing the old record");
+
+    let deployment = Deployment::new();
+    let server = start(&redis, &deployment).await;
+    let mut client = server.client(Some("key-admin")).await;
+    let check = CheckRequest {
+        jti: "hashed".into(),
+        ..Default::default()
+    };
+    let answer = client.check(check.clone()).await.expect("check").into_inner();
+    assert!(answer.revoked, "{answer:?}");
+    assert_eq!(
+        (answer.revoked_by.as_str(), answer.reason.as_str()),
+        ("old-key", "from before")
+    );
+    let listed = client
+        .list_revocations(ListRevocationsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let Some(Record::Token(token)) = listed.records.first().and_then(|r| r.record.clone()) else {
+        panic!("the old record is listed: {listed:?}");
+    };
+    assert_eq!((token.subject.as_str(), token.expires_at), ("alice", expires_at));
+    let changes = client
+        .list_changes(ListChangesRequest::default())
+        .await
+        .expect("audit trail")
+        .into_inner();
+    assert_eq!(changes.changes.len(), 1, "{changes:?}");
+    assert_eq!(changes.changes[0].record.as_ref().unwrap().actor, "old-key");
+
+    // A repeat changes nothing; a later exp extends the hash in place.
+    let repeat = client
+        .revoke(by_jti("hashed", expires_at))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert!(repeat.cursor.is_empty(), "{repeat:?}");
+    client
+        .revoke(by_jti("hashed", expires_at + 100))
+        .await
+        .expect("extend");
+    let kind: String = redis::cmd("TYPE")
+        .arg(jti_key("hashed"))
+        .query(&mut redis_connection)
+        .unwrap();
+    assert_eq!(kind, "hash");
+    let (exp, until, by): (i64, i64, String) = redis::cmd("HMGET")
+        .arg(jti_key("hashed"))
+        .arg(&["exp", "until", "by"])
+        .query(&mut redis_connection)
+        .unwrap();
+    assert_eq!((exp, until, by.as_str()), (expires_at + 100, keep_until + 100, "old-key"));
+    let expire_time: i64 = redis::cmd("EXPIRETIME")
+        .arg(jti_key("hashed"))
+        .query(&mut redis_connection)
+        .unwrap();
+    assert_eq!(expire_time, keep_until + 100);
+    let answer = client.check(check).await.expect("check").into_inner();
+    assert_eq!(answer.expires_at, expires_at + 100);
 }
 
 #[tokio::test]

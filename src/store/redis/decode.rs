@@ -1,16 +1,21 @@
-//! Reading records back, from a record hash or a change-log entry alike.
+//! Reading records back, from a record key or a change-log entry alike.
 //!
 //! A log entry holds its record's fields (the key table in the module doc
 //! of `redis`) under the same names, plus `kind`, `iss` and `id`, which a
-//! hash has in its key instead. So one reader, [`Fields`], serves both:
-//! listings and lookups read hashes, the audit trail reads whole entries
+//! record has in its key instead; a token revocation's record and entry
+//! hold them packed (`packed.rs`: the key's string value, the entry's
+//! `rec` field) since packing version 2, as hashes and entry fields
+//! before. So one reader, [`Fields`], serves all of them: listings and
+//! lookups read records, the audit trail reads whole entries
 //! ([`entry_record`]), and followers read only what a change needs
-//! ([`entry_change`]), since every replica reads every entry.
+//! ([`entry_change`]), which every entry holds unpacked, since every
+//! replica reads every entry.
 
 use std::collections::HashMap;
 
 use redis::streams::StreamId;
 
+use super::packed::{unpack, Unpacked};
 use crate::store::{Change, Cutoff, Error, Provenance, Record, Revocation, SUBJECT_CLAIM};
 
 /// The field names, as the scripts write them.
@@ -40,6 +45,9 @@ pub(super) mod field {
     pub const REASON: &str = "reason";
     /// Provenance: the caller's address.
     pub const SOURCE: &str = "from";
+    /// Log entries of token revocations: the record packed (`packed.rs`),
+    /// holding `sub`, `exp`, `at`, `by`, `reason` and `from`.
+    pub const PACKED: &str = "rec";
     /// The `kind` of a token revocation's entry.
     pub const KIND_TOKEN: &str = "jti";
     /// The `kind` of a subject cut-off's entry.
@@ -140,9 +148,39 @@ impl FieldSource for StreamId {
     }
 }
 
-/// A stored hash or log entry being read back into a record.
+/// A packed token revocation: a record key's value, or an entry's `rec`.
+impl FieldSource for Unpacked<'_> {
+    fn field(&self, name: &str) -> Option<String> {
+        let value = match name {
+            field::EXPIRES_AT => self.expires_at,
+            field::KEEP_UNTIL => self.keep_until,
+            field::AT => self.at,
+            field::BY => self.by,
+            field::SUBJECT => self.subject,
+            field::SOURCE => self.source,
+            field::REASON => self.reason,
+            _ => return None,
+        };
+        Some(value.to_owned())
+    }
+}
+
+/// A change-log entry with a packed record: its own fields, then the
+/// packed ones.
+struct PackedEntry<'a> {
+    entry: &'a StreamId,
+    packed: Unpacked<'a>,
+}
+
+impl FieldSource for PackedEntry<'_> {
+    fn field(&self, name: &str) -> Option<String> {
+        self.entry.get(name).or_else(|| self.packed.field(name))
+    }
+}
+
+/// A stored record or log entry being read back into a record.
 pub(super) struct Fields<'a> {
-    /// The hash's key, or the entry's stream: named in [`Error::Corrupt`].
+    /// The record's key, or the entry's stream: named in [`Error::Corrupt`].
     key: &'a str,
     /// The entry's ID, for a log entry.
     entry_id: Option<&'a str>,
@@ -150,8 +188,8 @@ pub(super) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The fields of the hash at `key`, all of them (`HGETALL`) or those
-    /// [`Picked`].
+    /// The fields of the record at `key`: a hash's, all of them
+    /// (`HGETALL`) or those [`Picked`], or a packed value's.
     pub(super) fn hash(key: &'a str, fields: &'a dyn FieldSource) -> Self {
         Self {
             key,
@@ -160,12 +198,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The fields of an entry of the stream `log`.
-    pub(super) fn entry(log: &'a str, entry: &'a StreamId) -> Self {
+    /// The fields of an entry of the stream `log`, read from `source`.
+    fn entry(log: &'a str, entry: &'a StreamId, source: &'a dyn FieldSource) -> Self {
         Self {
             key: log,
             entry_id: Some(&entry.id),
-            source: entry,
+            source,
         }
     }
 
@@ -265,17 +303,42 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The token revocation of (issuer, jti) whose record at `key` holds the
+/// packed `value`.
+pub(super) fn packed_revocation(
+    key: &str,
+    value: &str,
+    issuer: &str,
+    jti: &str,
+) -> Result<Revocation, Error> {
+    let packed = unpack(value).map_err(|detail| Error::Corrupt {
+        key: key.to_owned(),
+        detail,
+    })?;
+    Fields::hash(key, &packed).revocation(issuer, jti)
+}
+
 /// The record a log entry of the stream `log` wrote, as the audit trail
 /// shows it.
 pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error> {
-    let fields = Fields::entry(log, entry);
+    let Some(value) = entry.get::<String>(field::PACKED) else {
+        let fields = Fields::entry(log, entry, entry);
+        return fields.record(fields.entry_head()?);
+    };
+    let unpacked = unpack(&value);
+    let packed = match unpacked {
+        Ok(packed) => packed,
+        Err(detail) => return Err(Fields::entry(log, entry, entry).corrupt(detail)),
+    };
+    let source = PackedEntry { entry, packed };
+    let fields = Fields::entry(log, entry, &source);
     fields.record(fields.entry_head()?)
 }
 
 /// The change a log entry of the stream `log` made, as a follower applies
 /// it: only the fields a change needs.
 pub(super) fn entry_change(log: &str, entry: &StreamId) -> Result<Change, Error> {
-    let fields = Fields::entry(log, entry);
+    let fields = Fields::entry(log, entry, entry);
     let named = fields.entry_head()?;
     let keep_until = fields.number(field::KEEP_UNTIL)?;
     Ok(match named {
@@ -346,6 +409,40 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_entry_reads_as_the_record_and_the_change_it_wrote() {
+        let revocation = Revocation {
+            issuer: "https://issuer.test".to_owned(),
+            jti: "j1".to_owned(),
+            subject: "alice".to_owned(),
+            expires_at: 100,
+            keep_until: 160,
+            provenance: Provenance {
+                at: 40,
+                by: "ops".to_owned(),
+                reason: "lost".to_owned(),
+                source: "10.0.0.1:5000".to_owned(),
+            },
+        };
+        let packed = super::super::packed::pack(&revocation);
+        let entry = entry(&[
+            ("kind", "jti"),
+            ("iss", "https://issuer.test"),
+            ("id", "j1"),
+            ("until", "160"),
+            ("rec", &packed),
+        ]);
+        let record = Record::Token(revocation);
+        assert_eq!(entry_record("log", &entry).unwrap(), record);
+        assert_eq!(entry_change("log", &entry).unwrap(), record.change());
+        let damaged = self::entry(&[("kind", "jti"), ("iss", ""), ("id", "j"), ("rec", "9")]);
+        let error = entry_record("log", &damaged).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "corrupt record log 7-1: packed token revocation version \"9\" is not supported (expected 2)"
+        );
+    }
+
+    #[test]
     fn a_cutoff_entry_needs_no_provenance_to_be_applied() {
         let entry = entry(&[
             ("kind", "sub"),
@@ -406,12 +503,14 @@ mod tests {
     fn the_scripts_write_every_field_read_here() {
         use super::super::{cutoff, revoke};
         let scripts = [revoke::REVOKE_SCRIPT, cutoff::CUTOFF_SCRIPT].concat();
+        // `exp` and a token's `sub` are read from records and entries
+        // written before packing; packed ones hold them in `rec`. The
+        // cut-offs' kinds are the cut-off script's arguments (`cutoff.rs`).
         for name in [
             field::KIND,
             field::ISSUER,
             field::ID,
-            field::SUBJECT,
-            field::EXPIRES_AT,
+            field::PACKED,
             field::NOT_BEFORE,
             field::KEEP_UNTIL,
             field::AT,
@@ -419,9 +518,7 @@ mod tests {
             field::REASON,
             field::SOURCE,
             field::KIND_TOKEN,
-            field::KIND_SUBJECT,
             field::CLAIM,
-            field::KIND_CLAIM,
         ] {
             assert!(scripts.contains(&format!("'{name}'")), "{name}");
         }

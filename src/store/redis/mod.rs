@@ -37,7 +37,7 @@
 //!
 //! | key                                   | type   | contents                                   | lifetime                         |
 //! |---------------------------------------|--------|--------------------------------------------|----------------------------------|
-//! | `{prefix}v1:{p<n>}:jti:<record>`      | hash   | `exp`, `until`, `at`, `by`, `reason`, `sub`, `from` | `EXPIREAT until` (`exp` + leeway) |
+//! | `{prefix}v1:{p<n>}:jti:<record>`      | string | the revocation packed (`packed.rs`): `exp`, `until`, `at`, `by`, `sub`, `from`, `reason`; a hash of those fields when written before packing | `EXAT until` (`exp` + leeway) |
 //! | `{prefix}v1:{p<n>}:sub:<record>`      | hash   | `nbf`, `until`, `at`, `by`, `reason`, `from` | `EXPIREAT until` (`nbf` + max token lifetime + leeway) |
 //! | `{prefix}v1:{p<n>}:cut:<record>`      | hash   | as `sub:`, for a cut-off by another claim; the record name is `record_name(issuer, record_name(claim, value))` | as `sub:` |
 //! | `{prefix}v1:{p<n>}:jti-expiry`        | zset   | record name scored by `until`              | permanent; expired members pruned on write |
@@ -49,14 +49,24 @@
 //! | `{prefix}v1:partitions`               | string | the number of log partitions               | permanent; set once with `SET NX` |
 //!
 //! A log entry has the fields `kind` (`jti`, `sub` or `claim`), `iss`, `id`
-//! (the jti, subject or claim value), `claim` (cut-offs: the claim), `sub`
-//! (jti: the token's subject, when known), `exp` (jti) or `nbf` (cut-offs),
-//! `until`, `at`, `by`, `reason` and `from` (the caller's
-//! address). Its stream ID's first part is the time of the append in
-//! milliseconds, which is what the audit trail's time range uses. `sub` and
-//! `from` may be missing from records written before they existed. The
+//! (the jti, subject or claim value) and `until`: what a follower applies.
+//! A token revocation's entry adds `rec`, the revocation packed as its
+//! record is; a cut-off's adds `claim` (the claim), `nbf`, `at`, `by`,
+//! `reason` and `from` (the caller's address). A token revocation's entry
+//! written before packing has `sub`, `exp`, `at`, `by`, `reason` and `from`
+//! instead of `rec`. Its stream ID's first part is the time of the append
+//! in milliseconds, which is what the audit trail's time range uses. `sub`
+//! and `from` may be missing from records written before they existed. The
 //! scripts that write records and entries are in `revoke.rs` and
 //! `cutoff.rs`; the one reader of both is `decode.rs`.
+//!
+//! Token revocations were packed into one string (record and entry) to
+//! cut what each costs Redis: one `SET NX EXAT` instead of `HGET`, `HSET`
+//! of seven fields and `EXPIREAT`, and five entry fields instead of ten.
+//! Hashes written before remain readable, and are extended as hashes,
+//! until they expire; a replica of the earlier version meets a packed
+//! record as a `WRONGTYPE` error, never a wrong answer, so a rolling
+//! upgrade answers errors from old replicas until they are replaced.
 //!
 //! A log cursor is the stream ID of each partition, joined by `,` (with one
 //! partition, just the stream ID); see the `log` module.
@@ -79,6 +89,7 @@ mod durability;
 mod history;
 mod keys;
 mod log;
+mod packed;
 mod reserve;
 mod revoke;
 mod scan;
@@ -88,16 +99,17 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 
 use self::connection::Connection;
-use self::decode::{Fields, Picked, CUTOFF_FIELDS, TOKEN_FIELDS};
+use self::decode::{packed_revocation, Fields, Picked, CUTOFF_FIELDS, TOKEN_FIELDS};
 use self::durability::WritePolicy;
 use self::keys::Keys;
-use super::{cutoff_name, record_name, Counts, Error, TokenStatus, SUBJECT_CLAIM};
+use super::{cutoff_name, record_name, Counts, Error, Revocation, TokenStatus, SUBJECT_CLAIM};
 use crate::filter::DigestKey;
 
 pub use self::connection::RedisNodes;
 pub use self::durability::Durability;
 pub use self::keys::MAX_PARTITIONS;
 pub use self::log::RedisLogReader;
+pub use self::packed::pack as pack_revocation;
 pub use self::scan::RedisLiveScan;
 
 /// Index entries a write prunes at most, to bound a script's run time.
@@ -253,6 +265,30 @@ impl RedisStore {
         Ok(Picked::new(names, values))
     }
 
+    /// The token revocation of (issuer, jti) from the reply to `GET key`:
+    /// the packed value, none, or, when the key holds a hash (a record
+    /// written before packing), the hash's fields.
+    pub(super) async fn revocation_from(
+        &self,
+        key: &str,
+        reply: redis::RedisResult<Option<String>>,
+        issuer: &str,
+        jti: &str,
+    ) -> Result<Option<Revocation>, Error> {
+        match reply {
+            Ok(None) => Ok(None),
+            Ok(Some(value)) => packed_revocation(key, &value, issuer, jti).map(Some),
+            Err(error) if error.code() == Some("WRONGTYPE") => {
+                let fields = self.hash(key, &TOKEN_FIELDS).await?;
+                if fields.is_empty() {
+                    return Ok(None);
+                }
+                Fields::hash(key, &fields).revocation(issuer, jti).map(Some)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     pub(super) async fn status(
         &self,
         issuer: &str,
@@ -272,13 +308,12 @@ impl RedisStore {
             };
             let name = record_name(issuer, jti);
             let key = self.keys.partition_of(&name).1.jti(&name);
-            let (key, fields) = read(key, &TOKEN_FIELDS).await?;
-            if fields.is_empty() {
-                return Ok(None);
-            }
-            Fields::hash(&key, &fields)
-                .revocation(issuer, jti)
-                .map(Some)
+            let mut connection = self.connection.clone();
+            let reply = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await;
+            self.revocation_from(&key, reply, issuer, jti).await
         };
         let cutoffs = claims.iter().map(|&(claim, value)| async move {
             let name = cutoff_name(issuer, claim, value);

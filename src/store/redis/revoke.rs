@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use futures_util::future::try_join_all;
 use redis::{Script, ToRedisArgs};
 
+use super::packed::pack;
 use super::{RedisStore, PRUNE_BATCH};
 use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 
@@ -15,46 +16,66 @@ use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 /// for a repeat or an extension, 2 for a new one refused because the
 /// caller holds its quota of live revocations.
 ///
+/// A new record is one `SET NX EXAT` of the packed revocation
+/// (`packed.rs`). When the key exists, the record is extended if the new
+/// keep-until time is later: its head (`2 <exp> <until> `) is replaced and
+/// the rest, the first revocation's provenance, kept. A record written as
+/// a hash, before packing, is extended as a hash.
+///
+/// Each change's log entry holds what followers apply unpacked (`kind`,
+/// `iss`, `id`, `until`) and the packed revocation in `rec`. Expired index
+/// members are pruned by the first write of each millisecond (its entry ID
+/// ends in `-0`), which bounds the pruning's cost at high write rates.
+///
 /// KEYS: expiry index, log, the caller's live index, then each item's record.
 /// ARGV: retention, now, prune batch, live quota (0: none, and the caller's
-/// index is not kept), then 10 per item, as [`item_args`] lists them.
+/// index is not kept), then 5 per item, as [`item_args`] lists them.
 pub(super) const REVOKE_SCRIPT: &str = r#"
 local retention, now, prune_batch, quota = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local replies = {}
+local replies, prune = {}, false
 for i = 4, #KEYS do
   local key = KEYS[i]
-  local a = 4 + (i - 4) * 10
-  local name, exp, keep_until, at, by, reason, iss, jti, sub, from = unpack(ARGV, a + 1, a + 10)
-  local stored_until = tonumber(redis.call('HGET', key, 'until'))
-  if stored_until and stored_until >= tonumber(keep_until) then
-    replies[#replies + 1] = {0, false}
-  elseif not stored_until and quota > 0
+  local a = 4 + (i - 4) * 5
+  local name, keep_until, packed, iss, jti = unpack(ARGV, a + 1, a + 5)
+  local outcome
+  if quota > 0 and redis.call('EXISTS', key) == 0
       and redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf') >= quota then
-    replies[#replies + 1] = {2, false}
-  else
-    if stored_until then
-      redis.call('HSET', key, 'exp', exp, 'until', keep_until)
-    else
-      redis.call('HSET', key, 'exp', exp, 'until', keep_until, 'at', at,
-        'by', by, 'reason', reason, 'sub', sub, 'from', from)
+    outcome = 2
+  elseif redis.call('SET', key, packed, 'NX', 'EXAT', keep_until) then
+    outcome = 1
+  elseif redis.call('TYPE', key).ok == 'hash' then
+    if tonumber(redis.call('HGET', key, 'until')) < tonumber(keep_until) then
+      redis.call('HSET', key, 'exp', string.match(packed, '^2 (%-?%d+) '), 'until', keep_until)
+      redis.call('EXPIREAT', key, keep_until)
+      outcome = 0
     end
-    redis.call('EXPIREAT', key, keep_until)
+  else
+    local stored = redis.call('GET', key)
+    local stored_until, rest = string.match(stored, '^2 %-?%d+ (%-?%d+) (.*)$')
+    if not stored_until then
+      return redis.error_reply('revocd: the record at ' .. key .. ' is not a packed token revocation of version 2')
+    end
+    if tonumber(stored_until) < tonumber(keep_until) then
+      redis.call('SET', key, string.match(packed, '^2 %-?%d+ %-?%d+ ') .. rest, 'EXAT', keep_until)
+      outcome = 0
+    end
+  end
+  if outcome == 0 or outcome == 1 then
     redis.call('ZADD', KEYS[1], keep_until, name)
     if quota > 0 then redis.call('ZADD', KEYS[3], keep_until, name) end
     local cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', retention, '*',
-      'kind', 'jti', 'iss', iss, 'id', jti, 'sub', sub,
-      'exp', exp, 'until', keep_until, 'at', at, 'by', by,
-      'reason', reason, 'from', from)
-    if stored_until then
-      replies[#replies + 1] = {0, cursor}
-    else
-      replies[#replies + 1] = {1, cursor}
-    end
+      'kind', 'jti', 'iss', iss, 'id', jti, 'until', keep_until, 'rec', packed)
+    prune = prune or string.sub(cursor, -2) == '-0'
+    replies[#replies + 1] = {outcome, cursor}
+  else
+    replies[#replies + 1] = {outcome or 0, false}
   end
 end
-for _, index in ipairs(quota > 0 and {KEYS[1], KEYS[3]} or {KEYS[1]}) do
-  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, prune_batch)
-  if #stale > 0 then redis.call('ZREM', index, unpack(stale)) end
+if prune then
+  for _, index in ipairs(quota > 0 and {KEYS[1], KEYS[3]} or {KEYS[1]}) do
+    local stale = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, prune_batch)
+    if #stale > 0 then redis.call('ZREM', index, unpack(stale)) end
+  end
 end
 return replies
 "#;
@@ -63,40 +84,22 @@ return replies
 static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_SCRIPT));
 
 /// One item's arguments, in the order the script unpacks them from
-/// `a = 4 + (item - 1) * 10`:
+/// `a = 4 + (item - 1) * 5`:
 ///
-/// | ARGV     | Lua          | value                     | stored as              |
-/// |----------|--------------|---------------------------|------------------------|
-/// | `a + 1`  | `name`       | the record name           | key and index member   |
-/// | `a + 2`  | `exp`        | `expires_at`              | `exp`                  |
-/// | `a + 3`  | `keep_until` | `keep_until`              | `until`, expiry, score |
-/// | `a + 4`  | `at`         | `provenance.at`           | `at`                   |
-/// | `a + 5`  | `by`         | `provenance.by`           | `by`                   |
-/// | `a + 6`  | `reason`     | `provenance.reason`       | `reason`               |
-/// | `a + 7`  | `iss`        | `issuer`                  | log entry's `iss`      |
-/// | `a + 8`  | `jti`        | `jti`                     | log entry's `id`       |
-/// | `a + 9`  | `sub`        | `subject`                 | `sub`                  |
-/// | `a + 10` | `from`       | `provenance.source`       | `from`                 |
+/// | ARGV    | Lua          | value                          | stored as                  |
+/// |---------|--------------|--------------------------------|----------------------------|
+/// | `a + 1` | `name`       | the record name                | key and index member       |
+/// | `a + 2` | `keep_until` | `keep_until`                   | expiry, score, entry's `until` |
+/// | `a + 3` | `packed`     | the revocation packed          | the record, entry's `rec`  |
+/// | `a + 4` | `iss`        | `issuer`                       | entry's `iss`              |
+/// | `a + 5` | `jti`        | `jti`                          | entry's `id`               |
 fn item_args<'a>(name: &'a str, revocation: &'a Revocation) -> impl ToRedisArgs + 'a {
-    let Revocation {
-        issuer,
-        jti,
-        subject,
-        expires_at,
-        keep_until,
-        provenance,
-    } = revocation;
     (
         name,
-        expires_at,
-        keep_until,
-        provenance.at,
-        &provenance.by,
-        &provenance.reason,
-        issuer,
-        jti,
-        subject,
-        &provenance.source,
+        revocation.keep_until,
+        pack(revocation),
+        &revocation.issuer,
+        &revocation.jti,
     )
 }
 
@@ -196,15 +199,10 @@ mod tests {
             args,
             [
                 "19:https://issuer.test:j1",
-                "100",
                 "160",
-                "40",
-                "ops",
-                "lost",
+                pack(&revocation).as_str(),
                 "https://issuer.test",
                 "j1",
-                "alice",
-                "10.0.0.1:5000"
             ]
         );
         // The script's stride is the item's length.

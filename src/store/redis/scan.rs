@@ -216,30 +216,46 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let prefix = self.record_prefix(at);
-        let mut pipe = redis::pipe();
-        for name in names {
-            pipe.hgetall(format!("{prefix}{name}"));
-        }
+        let keys: Vec<String> = names.iter().map(|name| format!("{prefix}{name}")).collect();
         let mut connection = self.connection.clone();
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut connection).await?;
         let mut records = Vec::with_capacity(names.len());
-        for (name, fields) in names.iter().zip(hashes) {
-            let Some(named) = at.index.named(name) else {
-                continue;
-            };
-            if fields.is_empty() {
-                continue;
+        if at.index == Index::Revocations {
+            // Packed values; a hash (written before packing) answers
+            // WRONGTYPE and is read on its own.
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.get(key);
             }
-            let key = format!("{prefix}{name}");
-            let record = Fields::hash(&key, &fields).record(named)?;
-            if record.change().keep_until() > now {
-                records.push(record);
+            let replies: Vec<redis::RedisResult<Option<String>>> =
+                pipe.ignore_errors().query_async(&mut connection).await?;
+            for ((name, key), reply) in names.iter().zip(&keys).zip(replies) {
+                let Some(Named::Token { issuer, jti }) = at.index.named(name) else {
+                    continue;
+                };
+                if let Some(revocation) = self.revocation_from(key, reply, &issuer, &jti).await? {
+                    records.push(Record::Token(revocation));
+                }
+            }
+        } else {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.hgetall(key);
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut connection).await?;
+            for ((name, key), fields) in names.iter().zip(&keys).zip(hashes) {
+                let Some(named) = at.index.named(name) else {
+                    continue;
+                };
+                if !fields.is_empty() {
+                    records.push(Fields::hash(key, &fields).record(named)?);
+                }
             }
         }
+        records.retain(|record| record.change().keep_until() > now);
         Ok(records)
     }
 
-    /// The prefix of the record hashes of the index at `at`.
+    /// The prefix of the records of the index at `at`.
     fn record_prefix(&self, at: Position) -> &str {
         let keys = &self.keys.partitions[at.partition];
         match at.index {

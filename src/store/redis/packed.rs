@@ -1,0 +1,190 @@
+//! A token revocation packed into one string: the value of its record key
+//! (a Redis string, so one `SET NX EXAT` creates the record with its
+//! expiry) and the `rec` field of its change-log entry.
+//!
+//! # Bytes
+//!
+//! ```text
+//! 2 <exp> <until> <at> <len>:<by><len>:<sub><len>:<from><len>:<reason>
+//! ```
+//!
+//! - `2`: the packing's version. A token revocation's record was a hash
+//!   (version 1, the key table of `redis`) before; [`unpack`] refuses any
+//!   other first field by name, so a future version meets a clear error
+//!   rather than a misread.
+//! - `exp`, `until`, `at`: the token's `exp`, the record's keep-until time
+//!   and the time of the change, in unix seconds, as decimal integers
+//!   (a leading `-` allowed), separated by one space.
+//! - then one space and the four texts `by`, `sub`, `from` and `reason`,
+//!   each as its length in bytes (decimal), `:` and the UTF-8 bytes
+//!   themselves, with nothing between them. A length prefix rather than a
+//!   separator lets any text through unescaped.
+//!
+//! The revoke script reads and rewrites only the head, `2 <exp> <until> `,
+//! with Lua patterns (`revoke.rs`): an extension keeps the rest, that is
+//! the first revocation's provenance.
+
+use crate::store::Revocation;
+
+/// The packing's version, the value's first field.
+pub(super) const VERSION: &str = "2";
+
+/// The fields of a packed token revocation, as text borrowed from the
+/// value, in the names the readers of `decode.rs` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unpacked<'a> {
+    pub(super) expires_at: &'a str,
+    pub(super) keep_until: &'a str,
+    pub(super) at: &'a str,
+    pub(super) by: &'a str,
+    pub(super) subject: &'a str,
+    pub(super) source: &'a str,
+    pub(super) reason: &'a str,
+}
+
+/// Packs `revocation` (its issuer and jti are in the record's name, not
+/// here): the value of its record key in Redis.
+pub fn pack(revocation: &Revocation) -> String {
+    let provenance = &revocation.provenance;
+    let texts = [
+        &provenance.by,
+        &revocation.subject,
+        &provenance.source,
+        &provenance.reason,
+    ];
+    let mut value = format!(
+        "{VERSION} {} {} {} ",
+        revocation.expires_at, revocation.keep_until, provenance.at
+    );
+    for text in texts {
+        value.push_str(&text.len().to_string());
+        value.push(':');
+        value.push_str(text);
+    }
+    value
+}
+
+/// Reads a packed value; why not, when it is no packed token revocation.
+pub(super) fn unpack(value: &str) -> Result<Unpacked<'_>, String> {
+    let mut head = value.splitn(5, ' ');
+    let version = head.next().unwrap_or_default();
+    if version != VERSION {
+        return Err(format!(
+            "packed token revocation version {version:?} is not supported (expected {VERSION})"
+        ));
+    }
+    let mut number = |name: &str| {
+        let text = head.next().unwrap_or_default();
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("packed `{name}` {text:?} is not an integer"));
+        }
+        Ok(text)
+    };
+    let (expires_at, keep_until, at) = (number("exp")?, number("until")?, number("at")?);
+    let mut rest = head.next().unwrap_or_default();
+    let mut text = |name: &str| {
+        let (length, after) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("packed `{name}` has no length"))?;
+        let length: usize = length
+            .parse()
+            .map_err(|_| format!("packed `{name}` length {length:?} is not a number"))?;
+        let text = after
+            .get(..length)
+            .ok_or_else(|| format!("packed `{name}` is shorter than its length {length}"))?;
+        rest = &after[length..];
+        Ok::<_, String>(text)
+    };
+    let unpacked = Unpacked {
+        expires_at,
+        keep_until,
+        at,
+        by: text("by")?,
+        subject: text("sub")?,
+        source: text("from")?,
+        reason: text("reason")?,
+    };
+    if !rest.is_empty() {
+        return Err(format!("{} bytes follow the packed fields", rest.len()));
+    }
+    Ok(unpacked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Provenance;
+
+    fn revocation(by: &str, subject: &str, reason: &str) -> Revocation {
+        Revocation {
+            issuer: "https://issuer.test".to_owned(),
+            jti: "j1".to_owned(),
+            subject: subject.to_owned(),
+            expires_at: 1_700_000_100,
+            keep_until: 1_700_000_160,
+            provenance: Provenance {
+                at: -40,
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                source: "10.0.0.1:5000".to_owned(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_bytes_are_as_documented() {
+        let packed = pack(&revocation("ops", "alice", "lost laptop"));
+        assert_eq!(
+            packed,
+            "2 1700000100 1700000160 -40 3:ops5:alice13:10.0.0.1:500011:lost laptop"
+        );
+    }
+
+    #[test]
+    fn any_text_round_trips_however_it_looks_like_the_format() {
+        let awkward = ["", " ", "3:abc", "12:", "ünï 2 1 1", ":::", "a b\nc"];
+        for by in awkward {
+            for subject in awkward {
+                for reason in awkward {
+                    let original = revocation(by, subject, reason);
+                    let packed = pack(&original);
+                    let unpacked = unpack(&packed).unwrap();
+                    assert_eq!(
+                        (unpacked.by, unpacked.subject, unpacked.reason),
+                        (by, subject, reason),
+                        "{packed:?}"
+                    );
+                    assert_eq!(unpacked.source, original.provenance.source);
+                    assert_eq!(
+                        (unpacked.expires_at, unpacked.keep_until, unpacked.at),
+                        ("1700000100", "1700000160", "-40")
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_or_unknown_values_are_refused_with_the_reason() {
+        let good = pack(&revocation("ops", "alice", "lost"));
+        let cases = [
+            ("3 1 2 3 0:0:0:0:", "version \"3\" is not supported (expected 2)"),
+            ("exp 1 2", "version \"exp\" is not supported"),
+            ("2 1 x 3 0:0:0:0:", "packed `until` \"x\" is not an integer"),
+            ("2 1 2 - 0:0:0:0:", "packed `at` \"-\" is not an integer"),
+            ("2 1 2 3 0:0:0:", "packed `reason` has no length"),
+            ("2 1 2 3 0:0:0:x:abc", "packed `reason` length \"x\" is not a number"),
+            ("2 1 2 3 0:0:0:4:abc", "packed `reason` is shorter than its length 4"),
+            ("2 1 2 3 0:0:0:0:x", "1 bytes follow the packed fields"),
+            ("", "version \"\" is not supported"),
+        ];
+        for (value, reason) in cases {
+            let error = unpack(value).unwrap_err();
+            assert!(error.contains(reason), "{value:?}: {error}");
+        }
+        // A length that cuts a character in two is refused, not a panic.
+        assert!(unpack("2 1 2 3 1:é0:0:0:").is_err());
+        assert!(unpack(&good).is_ok());
+    }
+}
