@@ -93,7 +93,10 @@ impl Packed {
         let mut rest = head.next().unwrap().as_bytes();
         let mut text = || {
             let colon = rest.iter().position(|&b| b == b':').unwrap();
-            let length: usize = std::str::from_utf8(&rest[..colon]).unwrap().parse().unwrap();
+            let length: usize = std::str::from_utf8(&rest[..colon])
+                .unwrap()
+                .parse()
+                .unwrap();
             let text = String::from_utf8(rest[colon + 1..colon + 1 + length].to_vec()).unwrap();
             rest = &rest[colon + 1 + length..];
             text
@@ -159,7 +162,11 @@ async fn each_change_is_logged_once_with_its_cursor() {
         ("auth-server", "incident 42: lost 2:laptops")
     );
     assert_eq!(logged[0].expires_at, expires_at);
-    assert_eq!(logged[0].keep_until, expires_at + 60, "exp + default leeway");
+    assert_eq!(
+        logged[0].keep_until,
+        expires_at + 60,
+        "exp + default leeway"
+    );
     assert!(logged[0].source.starts_with("127.0.0.1:"), "{logged:?}");
     assert_eq!(logged[1].reason, "extended");
     assert_eq!(logged[1].expires_at, expires_at + 100);
@@ -226,7 +233,11 @@ async fn a_revocation_stored_before_packing_is_found_listed_and_extended() {
         jti: "hashed".into(),
         ..Default::default()
     };
-    let answer = client.check(check.clone()).await.expect("check").into_inner();
+    let answer = client
+        .check(check.clone())
+        .await
+        .expect("check")
+        .into_inner();
     assert!(answer.revoked, "{answer:?}");
     assert_eq!(
         (answer.revoked_by.as_str(), answer.reason.as_str()),
@@ -240,7 +251,10 @@ async fn a_revocation_stored_before_packing_is_found_listed_and_extended() {
     let Some(Record::Token(token)) = listed.records.first().and_then(|r| r.record.clone()) else {
         panic!("the old record is listed: {listed:?}");
     };
-    assert_eq!((token.subject.as_str(), token.expires_at), ("alice", expires_at));
+    assert_eq!(
+        (token.subject.as_str(), token.expires_at),
+        ("alice", expires_at)
+    );
     let changes = client
         .list_changes(ListChangesRequest::default())
         .await
@@ -270,7 +284,10 @@ async fn a_revocation_stored_before_packing_is_found_listed_and_extended() {
         .arg(&["exp", "until", "by"])
         .query(&mut redis_connection)
         .unwrap();
-    assert_eq!((exp, until, by.as_str()), (expires_at + 100, keep_until + 100, "old-key"));
+    assert_eq!(
+        (exp, until, by.as_str()),
+        (expires_at + 100, keep_until + 100, "old-key")
+    );
     let expire_time: i64 = redis::cmd("EXPIRETIME")
         .arg(jti_key("hashed"))
         .query(&mut redis_connection)

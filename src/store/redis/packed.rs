@@ -169,13 +169,22 @@ mod tests {
     fn damaged_or_unknown_values_are_refused_with_the_reason() {
         let good = pack(&revocation("ops", "alice", "lost"));
         let cases = [
-            ("3 1 2 3 0:0:0:0:", "version \"3\" is not supported (expected 2)"),
+            (
+                "3 1 2 3 0:0:0:0:",
+                "version \"3\" is not supported (expected 2)",
+            ),
             ("exp 1 2", "version \"exp\" is not supported"),
             ("2 1 x 3 0:0:0:0:", "packed `until` \"x\" is not an integer"),
             ("2 1 2 - 0:0:0:0:", "packed `at` \"-\" is not an integer"),
             ("2 1 2 3 0:0:0:", "packed `reason` has no length"),
-            ("2 1 2 3 0:0:0:x:abc", "packed `reason` length \"x\" is not a number"),
-            ("2 1 2 3 0:0:0:4:abc", "packed `reason` is shorter than its length 4"),
+            (
+                "2 1 2 3 0:0:0:x:abc",
+                "packed `reason` length \"x\" is not a number",
+            ),
+            (
+                "2 1 2 3 0:0:0:4:abc",
+                "packed `reason` is shorter than its length 4",
+            ),
             ("2 1 2 3 0:0:0:0:x", "1 bytes follow the packed fields"),
             ("", "version \"\" is not supported"),
         ];
