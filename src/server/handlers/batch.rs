@@ -8,7 +8,7 @@ use tonic::Request;
 use tracing::debug;
 
 use super::revoke::Prepared;
-use super::{count_revocation, over_live_quota, over_rate_quota, source_address, RevocationApi};
+use super::{count_revocations, over_live_quota, over_rate_quota, source_address, RevocationApi};
 use crate::auth::{Access, Caller, Role};
 use crate::pb::{self, RevokeBatchResult};
 use crate::server::convert::revoke_response;
@@ -106,6 +106,7 @@ impl Batch {
 
     /// Records the store's outcome of each revocation in its item's answer.
     fn answer(&mut self, outcomes: Vec<RevokeOutcome>, actor: &str, live_quota: Option<u64>) {
+        count_revocations(outcomes.iter().filter(|outcome| !outcome.over_quota));
         let stored = self.revocations.iter().zip(outcomes).zip(&self.positions);
         for ((revocation, outcome), &position) in stored {
             if outcome.over_quota {
@@ -113,7 +114,6 @@ impl Batch {
                 self.results[position] = RevokeBatchResult::from(refusal);
                 continue;
             }
-            count_revocation(&outcome);
             self.results[position].response = Some(revoke_response(revocation, outcome));
         }
     }

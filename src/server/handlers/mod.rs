@@ -171,14 +171,23 @@ fn source_address<T>(request: &Request<T>) -> String {
     }
 }
 
-/// Counts a stored revocation in `revocd_revocations_total{result}`.
-fn count_revocation(outcome: &RevokeOutcome) {
-    let result = if outcome.newly_revoked {
-        "new"
-    } else {
-        "repeat"
-    };
-    metrics::counter!("revocd_revocations_total", "result" => result).increment(1);
+/// Counts stored revocations in `revocd_revocations_total{result}`, each
+/// counter looked up once whatever the number: `outcomes` is a call's or
+/// a whole batch's.
+fn count_revocations<'a>(outcomes: impl IntoIterator<Item = &'a RevokeOutcome>) {
+    let (mut new, mut repeats) = (0, 0);
+    for outcome in outcomes {
+        if outcome.newly_revoked {
+            new += 1;
+        } else {
+            repeats += 1;
+        }
+    }
+    for (result, count) in [("new", new), ("repeat", repeats)] {
+        if count > 0 {
+            metrics::counter!("revocd_revocations_total", "result" => result).increment(count);
+        }
+    }
 }
 
 #[cfg(test)]

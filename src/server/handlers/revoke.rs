@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use tonic::Request;
 use tracing::debug;
 
-use super::{count_revocation, over_live_quota, source_address, RevocationApi};
+use super::{count_revocations, over_live_quota, source_address, RevocationApi};
 use crate::auth::{Access, Caller, Role};
 use crate::pb::{RevokeRequest, RevokeResponse};
 use crate::server::convert::revoke_response;
@@ -64,7 +64,7 @@ impl RevocationApi {
         if outcome.over_quota {
             return Err(over_live_quota(&revocation.provenance.by, live_quota));
         }
-        count_revocation(&outcome);
+        count_revocations([&outcome]);
         debug!(
             jti = revocation.jti,
             by = revocation.provenance.by,
