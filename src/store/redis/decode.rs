@@ -410,19 +410,7 @@ mod tests {
 
     #[test]
     fn a_packed_entry_reads_as_the_record_and_the_change_it_wrote() {
-        let revocation = Revocation {
-            issuer: "https://issuer.test".to_owned(),
-            jti: "j1".to_owned(),
-            subject: "alice".to_owned(),
-            expires_at: 100,
-            keep_until: 160,
-            provenance: Provenance {
-                at: 40,
-                by: "ops".to_owned(),
-                reason: "lost".to_owned(),
-                source: "10.0.0.1:5000".to_owned(),
-            },
-        };
+        let revocation = super::super::sample_revocation();
         let packed = super::super::packed::pack(&revocation);
         let entry = entry(&[
             ("kind", "jti"),

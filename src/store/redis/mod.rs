@@ -123,6 +123,25 @@ fn args_as_text(args: impl redis::ToRedisArgs) -> Vec<String> {
         .collect()
 }
 
+/// A token revocation of every field, for tests of what is written and
+/// read back.
+#[cfg(test)]
+fn sample_revocation() -> Revocation {
+    Revocation {
+        issuer: "https://issuer.test".to_owned(),
+        jti: "j1".to_owned(),
+        subject: "alice".to_owned(),
+        expires_at: 100,
+        keep_until: 160,
+        provenance: super::Provenance {
+            at: 40,
+            by: "ops".to_owned(),
+            reason: "lost".to_owned(),
+            source: "10.0.0.1:5000".to_owned(),
+        },
+    }
+}
+
 /// How to reach Redis and lay out the keys.
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {

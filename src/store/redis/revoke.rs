@@ -177,23 +177,10 @@ impl RedisStore {
 mod tests {
     use super::super::args_as_text;
     use super::*;
-    use crate::store::Provenance;
 
     #[test]
     fn an_item_fills_exactly_the_scripts_stride() {
-        let revocation = Revocation {
-            issuer: "https://issuer.test".to_owned(),
-            jti: "j1".to_owned(),
-            subject: "alice".to_owned(),
-            expires_at: 100,
-            keep_until: 160,
-            provenance: Provenance {
-                at: 40,
-                by: "ops".to_owned(),
-                reason: "lost".to_owned(),
-                source: "10.0.0.1:5000".to_owned(),
-            },
-        };
+        let revocation = super::super::sample_revocation();
         let args = args_as_text(item_args("19:https://issuer.test:j1", &revocation));
         assert_eq!(
             args,
