@@ -230,6 +230,19 @@ impl Ledger {
         entry
     }
 
+    /// Adds a revocation written straight to Redis, not through a replica,
+    /// as acknowledged once Redis answered, with its change's `cursor`.
+    pub fn acknowledge(&self, phase: usize, token: Token, cursor: &str) -> Arc<Entry> {
+        let entry = Arc::new(Entry {
+            token,
+            acked_at: Instant::now(),
+            position: change_position(cursor),
+            phase,
+        });
+        self.lock().acked.push(Arc::clone(&entry));
+        entry
+    }
+
     /// Adds tokens found stored although their `Revoke` failed.
     pub fn settle(&self, phase: usize, tokens: impl IntoIterator<Item = Token>) {
         let mut inner = self.lock();

@@ -345,38 +345,49 @@ impl LoadClient {
     }
 
     async fn check(&mut self, replica: usize, entry: Arc<Entry>) -> Checked {
-        let request = CheckRequest {
-            token: entry.token.jwt.clone(),
-            ..Default::default()
-        };
-        let sent = Instant::now();
-        let answer = self.channels[replica].check(request).await;
-        self.tally.checked(Check::Rpc, 1);
-        let answered = Instant::now();
-        let answer = match answer {
-            Ok(reply) => {
-                let revoked = reply.into_inner().revoked;
-                if !revoked {
-                    // Judged here: no outage excuses a false "not revoked".
-                    self.tally.violation(
-                        ViolationKind::CheckAfterAck,
-                        &format!("replica-{replica}"),
-                        format!(
-                            "{} acknowledged, then Check said not revoked",
-                            entry.token.jti()
-                        ),
-                    );
-                }
-                Ok(revoked)
+        check(&mut self.channels[replica], replica, entry, &self.tally).await
+    }
+}
+
+/// Asks `replica` (through `client`) whether `entry`'s token is revoked;
+/// a "not revoked" is a violation whatever else happens.
+pub async fn check(
+    client: &mut Client,
+    replica: usize,
+    entry: Arc<Entry>,
+    tally: &Tally,
+) -> Checked {
+    let request = CheckRequest {
+        token: entry.token.jwt.clone(),
+        ..Default::default()
+    };
+    let sent = Instant::now();
+    let answer = client.check(request).await;
+    tally.checked(Check::Rpc, 1);
+    let answered = Instant::now();
+    let answer = match answer {
+        Ok(reply) => {
+            let revoked = reply.into_inner().revoked;
+            if !revoked {
+                // Judged here: no outage excuses a false "not revoked".
+                tally.violation(
+                    ViolationKind::CheckAfterAck,
+                    &format!("replica-{replica}"),
+                    format!(
+                        "{} acknowledged, then Check said not revoked",
+                        entry.token.jti()
+                    ),
+                );
             }
-            Err(status) => Err((status.code(), status.message().to_owned())),
-        };
-        Checked {
-            entry,
-            replica,
-            sent,
-            answered,
-            answer,
+            Ok(revoked)
         }
+        Err(status) => Err((status.code(), status.message().to_owned())),
+    };
+    Checked {
+        entry,
+        replica,
+        sent,
+        answered,
+        answer,
     }
 }

@@ -29,7 +29,8 @@
 //! `CLIENT KILL` every Redis connection again and again; forged
 //! cross-issuer tokens ([`forgery`]); a gateway too old for claim
 //! cut-offs subscribing ([`outdated`]); kill -9 an agent and restart it
-//! from the filter it keeps on disk), heals it, keeps the load up half a
+//! from the filter it keeps on disk; revocations written as the version
+//! before packed token records wrote them ([`earlier`])), heals it, keeps the load up half a
 //! second more, stops it and checks ([`verify`]).
 //!
 //! # Invariants
@@ -62,6 +63,7 @@
 //! Everything is bounded in time and count; random choices come from the
 //! seed, printed first, so a failing schedule can be replayed.
 
+mod earlier;
 mod forgery;
 mod issuer;
 mod ledger;

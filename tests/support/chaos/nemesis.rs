@@ -15,7 +15,7 @@ use rand::Rng;
 use super::ledger::Ledger;
 use super::report::Tally;
 use super::testbed::{SubscriberKind, Testbed};
-use super::{forgery, outdated, race, trim};
+use super::{earlier, forgery, outdated, race, trim};
 
 /// How long `CLIENT KILL`s go on: longer than the propagation bound, so a
 /// replica that keeps heartbeating while its follower reloads again and
@@ -62,11 +62,15 @@ pub enum FaultKind {
     /// SIGKILL an agent, then start it again from the filter it kept on
     /// disk (`--state-dir`), revocations going on meanwhile.
     AgentRestart,
+    /// Revocations written as the version before packed token records
+    /// wrote them (hashes, ten-field log entries), as by an old replica
+    /// during a rolling upgrade.
+    EarlierVersion,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::ReplicaKill,
         FaultKind::ReplicaStop,
         FaultKind::RedisStop,
@@ -79,6 +83,7 @@ impl FaultKind {
         FaultKind::ForgedIssuer,
         FaultKind::OutdatedGateway,
         FaultKind::AgentRestart,
+        FaultKind::EarlierVersion,
     ];
 
     /// A short label for the table.
@@ -96,6 +101,7 @@ impl FaultKind {
             FaultKind::ForgedIssuer => "forged-issuer",
             FaultKind::OutdatedGateway => "outdated-gateway",
             FaultKind::AgentRestart => "agent-restart",
+            FaultKind::EarlierVersion => "earlier-version",
         }
     }
 
@@ -239,6 +245,7 @@ pub async fn inject(
         FaultKind::ForgedIssuer => forgery::inject(stage, rng, hold).await,
         FaultKind::OutdatedGateway => outdated::inject(stage, rng, hold).await,
         FaultKind::AgentRestart => agent_restart(bed, rng, hold).await,
+        FaultKind::EarlierVersion => earlier::inject(stage, rng, hold).await,
     };
     FaultRecord {
         kind,

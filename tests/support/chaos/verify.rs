@@ -106,7 +106,13 @@ pub fn answers(
 
 /// UNAVAILABLE is always a fair answer; anything else only from a replica
 /// that was down or stopped during the call.
-fn explained(code: Code, replica: usize, from: Instant, to: Instant, windows: &[Window]) -> bool {
+pub fn explained(
+    code: Code,
+    replica: usize,
+    from: Instant,
+    to: Instant,
+    windows: &[Window],
+) -> bool {
     code == Code::Unavailable
         || windows
             .iter()
