@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamReadReply};
+use redis::streams::StreamId;
+use redis::{FromRedisValue, ParsingError, Value};
 
 use super::{connection, decode, RedisNodes, RedisStore};
 use crate::cursor::{EntryId, Positions};
@@ -75,6 +76,88 @@ static LOG_STATE: std::sync::LazyLock<redis::Script> =
 
 /// Entries of several partitions, as read: (partition, entry).
 pub(super) type Fetched = Vec<(usize, StreamId)>;
+
+/// An `XREAD` reply: each stream's key and entries, in the order Redis
+/// sent them; empty when a blocking read timed out.
+///
+/// Read by moving every value out of the reply. The `redis` crate's
+/// `StreamReadReply` clones the whole reply before converting it, twice
+/// over nested tuples, which every replica's follower paid for every
+/// entry.
+#[derive(Debug, Default)]
+struct XreadReply(Vec<(String, Vec<StreamId>)>);
+
+impl FromRedisValue for XreadReply {
+    fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
+        // RESP2: [[key, entries], ...]; RESP3: {key: entries, ...}.
+        let streams = match value {
+            Value::Nil => return Ok(Self::default()),
+            Value::Array(streams) => streams
+                .into_iter()
+                .map(|stream| match stream {
+                    Value::Array(pair) => two(pair),
+                    other => Err(unexpected("a stream", &other)),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Map(streams) => streams,
+            other => return Err(unexpected("an XREAD reply", &other)),
+        };
+        let streams = streams.into_iter().map(|(key, entries)| {
+            let Value::Array(entries) = entries else {
+                return Err(unexpected("a stream's entries", &entries));
+            };
+            let entries = entries.into_iter().map(stream_entry);
+            Ok((
+                String::from_redis_value(key)?,
+                entries.collect::<Result<_, _>>()?,
+            ))
+        });
+        Ok(Self(streams.collect::<Result<_, _>>()?))
+    }
+}
+
+/// One entry, `[id, [field, value, ...]]` (or its fields as a map).
+fn stream_entry(entry: Value) -> Result<StreamId, ParsingError> {
+    let Value::Array(pair) = entry else {
+        return Err(unexpected("a stream entry", &entry));
+    };
+    let (id, fields) = two(pair)?;
+    let pairs = match fields {
+        Value::Array(flat) if flat.len() % 2 == 0 => {
+            let mut flat = flat.into_iter();
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                pairs.push((name, value));
+            }
+            pairs
+        }
+        Value::Map(pairs) => pairs,
+        other => return Err(unexpected("an entry's fields", &other)),
+    };
+    let map = pairs
+        .into_iter()
+        .map(|(name, value)| Ok((String::from_redis_value(name)?, value)))
+        .collect::<Result<_, ParsingError>>()?;
+    Ok(StreamId {
+        id: String::from_redis_value(id)?,
+        map,
+        ..StreamId::default()
+    })
+}
+
+/// The two items of a reply's pair.
+fn two(pair: Vec<Value>) -> Result<(Value, Value), ParsingError> {
+    let length = pair.len();
+    let mut items = pair.into_iter();
+    match (items.next(), items.next(), items.next()) {
+        (Some(first), Some(second), None) => Ok((first, second)),
+        _ => Err(format!("expected a pair, got {length} items").into()),
+    }
+}
+
+fn unexpected(what: &str, value: &Value) -> ParsingError {
+    format!("expected {what}, got {value:?}").into()
+}
 
 /// Sorts fetched entries into log order: by ID time, then partition.
 pub(super) fn merge(mut fetched: Fetched) -> Vec<(EntryId, usize, StreamId)> {
@@ -226,7 +309,7 @@ impl RedisLogReader {
         for id in &position.0 {
             command.arg(id.to_string());
         }
-        let reply: Result<Option<StreamReadReply>, _> = command.query_async(connection).await;
+        let reply: Result<XreadReply, _> = command.query_async(connection).await;
         let reply = reply.inspect_err(|_| self.blocking = None)?;
         let partition_of: HashMap<&str, usize> = logs
             .iter()
@@ -234,10 +317,10 @@ impl RedisLogReader {
             .map(|(n, keys)| (keys.log.as_str(), n))
             .collect();
         Ok(reply
+            .0
             .into_iter()
-            .flat_map(|r| r.keys)
-            .filter_map(|stream| Some((*partition_of.get(stream.key.as_str())?, stream.ids)))
-            .flat_map(|(partition, ids)| ids.into_iter().map(move |id| (partition, id)))
+            .filter_map(|(key, entries)| Some((*partition_of.get(key.as_str())?, entries)))
+            .flat_map(|(partition, entries)| entries.into_iter().map(move |e| (partition, e)))
             .collect())
     }
 
@@ -261,7 +344,7 @@ impl RedisLogReader {
                 .map(|(partition, (keys, id))| {
                     let mut connection = self.store.connection.clone();
                     async move {
-                        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                        let reply: XreadReply = redis::cmd("XREAD")
                             .arg("COUNT")
                             .arg(max.max(1))
                             .arg("STREAMS")
@@ -269,8 +352,8 @@ impl RedisLogReader {
                             .arg(id.to_string())
                             .query_async(&mut connection)
                             .await?;
-                        let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
-                        Ok::<_, Error>(ids.map(|id| (partition, id)).collect::<Fetched>())
+                        let entries = reply.0.into_iter().flat_map(|(_, entries)| entries);
+                        Ok::<_, Error>(entries.map(|e| (partition, e)).collect::<Fetched>())
                     }
                 });
             let fetched: Fetched = try_join_all(reads).await?.into_iter().flatten().collect();
@@ -316,6 +399,69 @@ fn logged_at_ms(entry: &StreamId) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// An entry as Redis sends it, with `fields` flat.
+    fn entry(id: &str, fields: &[&str]) -> Value {
+        let fields = fields.iter().map(|f| bulk(f)).collect();
+        Value::Array(vec![bulk(id), Value::Array(fields)])
+    }
+
+    #[test]
+    fn an_xread_reply_reads_as_the_redis_crates_own_reader_reads_it() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                bulk("log-0"),
+                Value::Array(vec![
+                    entry("5-0", &["kind", "jti", "iss", "", "id", "a", "until", "9"]),
+                    entry("5-1", &["kind", "jti", "rec", "2 1 9 0 0:0:0:0:"]),
+                ]),
+            ]),
+            Value::Array(vec![bulk("log-1"), Value::Array(vec![entry("4-0", &[])])]),
+        ]);
+        let ours = XreadReply::from_redis_value(reply.clone()).unwrap();
+        let theirs = redis::streams::StreamReadReply::from_redis_value(reply).unwrap();
+        let theirs: Vec<(String, Vec<StreamId>)> =
+            theirs.keys.into_iter().map(|k| (k.key, k.ids)).collect();
+        assert_eq!(ours.0, theirs);
+        assert_eq!(ours.0[0].1[0].get::<String>("id").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_xread_reply_of_resp3_or_a_timed_out_block_reads_too() {
+        let map = Value::Map(vec![(
+            bulk("log-0"),
+            Value::Array(vec![entry("5-0", &["kind", "jti"])]),
+        )]);
+        let read = XreadReply::from_redis_value(map).unwrap();
+        assert_eq!(read.0[0].0, "log-0");
+        assert_eq!(read.0[0].1[0].id, "5-0");
+        assert!(XreadReply::from_redis_value(Value::Nil)
+            .unwrap()
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn a_malformed_xread_reply_is_an_error_not_a_panic() {
+        let odd_fields = Value::Array(vec![Value::Array(vec![
+            bulk("log-0"),
+            Value::Array(vec![entry("5-0", &["kind"])]),
+        ])]);
+        let cases = [
+            Value::Int(3),
+            Value::Array(vec![bulk("log-0")]),
+            Value::Array(vec![Value::Array(vec![bulk("log-0"), Value::Int(1)])]),
+            odd_fields,
+        ];
+        for case in cases {
+            let error = XreadReply::from_redis_value(case.clone()).unwrap_err();
+            assert!(error.to_string().contains("expected"), "{case:?}: {error}");
+        }
+    }
 
     #[test]
     fn a_stream_that_lost_the_cursors_entry_may_have_lost_more() {
