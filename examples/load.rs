@@ -91,7 +91,8 @@ use revocd::time::unix_now;
 mod support;
 
 use support::{
-    cpu_seconds, Client, Deployment, RedisServer, ServingStatus, ISSUER, TICKS_PER_SECOND,
+    cpu_seconds, io_syscalls, Client, Deployment, RedisServer, ServingStatus, ISSUER,
+    TICKS_PER_SECOND,
 };
 
 /// Requests before the measured window, to open connections, load the
@@ -318,11 +319,13 @@ struct Pids {
     redis: u32,
 }
 
-/// CPU seconds (user + system) of the server processes.
+/// CPU seconds (user + system) of the server processes, and revocd's read
+/// and write system calls.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     revocd: f64,
     redis: f64,
+    revocd_io: u64,
 }
 
 impl Pids {
@@ -330,6 +333,7 @@ impl Pids {
         Cpu {
             revocd: cpu_seconds(self.revocd),
             redis: cpu_seconds(self.redis),
+            revocd_io: io_syscalls(self.revocd),
         }
     }
 
@@ -426,6 +430,7 @@ where
         cpu: Cpu {
             revocd: after.revocd - before.revocd,
             redis: after.redis - before.redis,
+            revocd_io: after.revocd_io - before.revocd_io,
         },
         commands: command_stats(&mut load.redis.clone()).await?,
     })
@@ -974,6 +979,14 @@ fn print_table(rows: &[Row]) {
             redis_us,
         );
         println!("{}", line.trim_end());
+    }
+    println!();
+    println!("revocd read and write system calls per item (/proc/<pid>/io syscr + syscw):");
+    for row in rows.iter().filter(|row| row.against.is_some()) {
+        let calls: u64 = row.measured.completed.iter().sum();
+        let items = (calls as f64 * row.items as f64).max(1.0);
+        let per_item = row.measured.cpu.revocd_io as f64 / items;
+        println!("  {:<22} {per_item:.2}", row.phase);
     }
     println!();
     println!("Redis commands per item (calls, µs inside Redis):");

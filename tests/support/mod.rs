@@ -131,6 +131,21 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / TICKS_PER_SECOND
 }
 
+/// Read and write system calls a process has made (`syscr` + `syscw` of
+/// `/proc/<pid>/io`: `read`, `recv*`, `write`, `writev`, `send*` and the
+/// like; not `epoll_wait` or `futex`), 0 if unreadable.
+pub fn io_syscalls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .filter_map(|line| {
+            let count = line
+                .strip_prefix("syscr: ")
+                .or_else(|| line.strip_prefix("syscw: "))?;
+            count.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// A process's resident set size (`VmRSS` of `/proc/<pid>/status`), in
 /// KiB; `None` if unreadable.
 pub fn rss_kib(pid: u32) -> Option<u64> {
