@@ -23,7 +23,9 @@
 //! idle after it (the change-log follower may still be catching up when
 //! the clients stop), and divided by the items of every call of the phase,
 //! warm-up included: µs per call, per item for batches. Redis's share of a
-//! write includes revocd's follower reading the entry back.
+//! write includes revocd's follower reading the entry back. revocd's read
+//! and write system calls (`syscr` + `syscw` of `/proc/<pid>/io`) are
+//! counted over the same time and printed per item.
 //!
 //! 1. `redis revoke`: the baseline for `Revoke`. One `EVALSHA` of the
 //!    server's own `REVOKE_SCRIPT` (taken verbatim from
