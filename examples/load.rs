@@ -83,7 +83,7 @@ use tokio::task::JoinHandle;
 
 use revocd::bounds::DEFAULT_LEEWAY_SECONDS;
 use revocd::config::DEFAULT_LOG_RETENTION;
-use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
+use revocd::pb::{CheckRequest, RevokeBatchRequest};
 use revocd::store::{pack_revocation, Provenance, Revocation};
 use revocd::time::unix_now;
 
@@ -93,8 +93,8 @@ use revocd::time::unix_now;
 mod support;
 
 use support::{
-    cpu_seconds, io_syscalls, Client, Deployment, RedisServer, ServingStatus, ISSUER,
-    TICKS_PER_SECOND,
+    by_jti, by_token, cpu_seconds, io_syscalls, Client, Deployment, RedisServer, ServingStatus,
+    ISSUER, TICKS_PER_SECOND,
 };
 
 /// Requests before the measured window, to open connections, load the
@@ -799,11 +799,7 @@ impl Revocd {
 
     /// `Revoke` of a new jti.
     async fn revoke_jti(&self, task: usize, jti: &str) -> Result<()> {
-        let request = RevokeRequest {
-            jti: jti.to_owned(),
-            expires_at: unix_now() + TOKEN_LIFETIME,
-            ..RevokeRequest::default()
-        };
+        let request = by_jti(jti, unix_now() + TOKEN_LIFETIME);
         let reply = self.writer(task).revoke(request).await?.into_inner();
         ensure!(reply.newly_revoked, "{jti} was revoked already");
         Ok(())
@@ -812,10 +808,7 @@ impl Revocd {
     /// `Revoke` of a new HS256 token with the jti `jti`.
     async fn revoke_token(&self, task: usize, jti: &str) -> Result<()> {
         let token = support::token_for("alice", jti);
-        let request = RevokeRequest {
-            token,
-            ..RevokeRequest::default()
-        };
+        let request = by_token(&token);
         let reply = self.writer(task).revoke(request).await?.into_inner();
         ensure!(reply.newly_revoked, "the token {jti} was revoked already");
         Ok(())
@@ -824,14 +817,7 @@ impl Revocd {
     /// `RevokeBatch` of new jtis.
     async fn revoke_batch(&self, task: usize, jtis: &[String]) -> Result<()> {
         let expires_at = unix_now() + TOKEN_LIFETIME;
-        let items = jtis
-            .iter()
-            .map(|jti| RevokeRequest {
-                jti: jti.clone(),
-                expires_at,
-                ..RevokeRequest::default()
-            })
-            .collect();
+        let items = jtis.iter().map(|jti| by_jti(jti, expires_at)).collect();
         let request = RevokeBatchRequest { items };
         let reply = self.writer(task).revoke_batch(request).await?.into_inner();
         ensure!(

@@ -99,7 +99,7 @@ pub mod pb {
             let sliced = self
                 .slices
                 .iter()
-                .flat_map(|slice| slice.digests.chunks(16));
+                .flat_map(|slice| slice.digests.chunks(crate::filter::DIGEST_BYTES));
             self.digests.iter().map(|digest| &digest[..]).chain(sliced)
         }
     }

@@ -20,9 +20,10 @@ mod revoke;
 mod subscribe;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use metrics::Counter;
 use tonic::Request;
 use tracing::debug;
 
@@ -171,10 +172,12 @@ fn source_address<T>(request: &Request<T>) -> String {
     }
 }
 
-/// Counts stored revocations in `revocd_revocations_total{result}`, each
-/// counter looked up once whatever the number: `outcomes` is a call's or
-/// a whole batch's.
+/// Counts stored revocations in `revocd_revocations_total{result}`:
+/// `outcomes` is a call's or a whole batch's. Each counter is resolved on
+/// first use and kept, as the per-RPC metrics are (`service.rs`).
 fn count_revocations<'a>(outcomes: impl IntoIterator<Item = &'a RevokeOutcome>) {
+    static NEW: OnceLock<Counter> = OnceLock::new();
+    static REPEAT: OnceLock<Counter> = OnceLock::new();
     let (mut new, mut repeats) = (0, 0);
     for outcome in outcomes {
         if outcome.newly_revoked {
@@ -183,9 +186,11 @@ fn count_revocations<'a>(outcomes: impl IntoIterator<Item = &'a RevokeOutcome>) 
             repeats += 1;
         }
     }
-    for (result, count) in [("new", new), ("repeat", repeats)] {
+    for (counter, result, count) in [(&NEW, "new", new), (&REPEAT, "repeat", repeats)] {
         if count > 0 {
-            metrics::counter!("revocd_revocations_total", "result" => result).increment(count);
+            counter
+                .get_or_init(|| metrics::counter!("revocd_revocations_total", "result" => result))
+                .increment(count);
         }
     }
 }

@@ -190,7 +190,7 @@ pub(super) struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// The fields of the record at `key`: a hash's, all of them
     /// (`HGETALL`) or those [`Picked`], or a packed value's.
-    pub(super) fn hash(key: &'a str, fields: &'a dyn FieldSource) -> Self {
+    pub(super) fn stored(key: &'a str, fields: &'a dyn FieldSource) -> Self {
         Self {
             key,
             entry_id: None,
@@ -315,7 +315,7 @@ pub(super) fn packed_revocation(
         key: key.to_owned(),
         detail,
     })?;
-    Fields::hash(key, &packed).revocation(issuer, jti)
+    Fields::stored(key, &packed).revocation(issuer, jti)
 }
 
 /// The record a log entry of the stream `log` wrote, as the audit trail
@@ -325,11 +325,8 @@ pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error>
         let fields = Fields::entry(log, entry, entry);
         return fields.record(fields.entry_head()?);
     };
-    let unpacked = unpack(&value);
-    let packed = match unpacked {
-        Ok(packed) => packed,
-        Err(detail) => return Err(Fields::entry(log, entry, entry).corrupt(detail)),
-    };
+    let packed =
+        unpack(&value).map_err(|detail| Fields::entry(log, entry, entry).corrupt(detail))?;
     let source = PackedEntry { entry, packed };
     let fields = Fields::entry(log, entry, &source);
     fields.record(fields.entry_head()?)

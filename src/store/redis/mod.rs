@@ -302,7 +302,9 @@ impl RedisStore {
                 if fields.is_empty() {
                     return Ok(None);
                 }
-                Fields::hash(key, &fields).revocation(issuer, jti).map(Some)
+                Fields::stored(key, &fields)
+                    .revocation(issuer, jti)
+                    .map(Some)
             }
             Err(error) => Err(error.into()),
         }
@@ -345,7 +347,7 @@ impl RedisStore {
             if fields.is_empty() {
                 return Ok(None);
             }
-            let fields = Fields::hash(&key, &fields);
+            let fields = Fields::stored(&key, &fields);
             fields
                 .cutoff(issuer.to_owned(), claim.to_owned(), value.to_owned())
                 .map(Some)

@@ -247,7 +247,7 @@ impl RedisStore {
                     continue;
                 };
                 if !fields.is_empty() {
-                    records.push(Fields::hash(key, &fields).record(named)?);
+                    records.push(Fields::stored(key, &fields).record(named)?);
                 }
             }
         }

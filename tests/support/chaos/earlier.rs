@@ -21,7 +21,7 @@ use super::ledger::Token;
 use super::load::{check, lazy_client};
 use super::nemesis::{secs, Stage};
 use super::report::ViolationKind;
-use super::verify::{explained, log_key, partition_of};
+use super::verify::{explained, log_key, partition_of, record_key};
 
 /// Pause between two writes.
 const EVERY: Duration = Duration::from_millis(100);
@@ -89,7 +89,7 @@ fn write_as_earlier(url: &str, token: &Token, partitions: u16) -> redis::RedisRe
     let now = revocd::time::unix_now();
     let partition = partition_of(&issuer, &jti, partitions);
     let name = format!("{}:{issuer}:{jti}", issuer.len());
-    let key = format!("revocd:v1:{{p{partition}}}:jti:{name}");
+    let key = record_key(token, partitions);
     let (exp, until_text, at) = (exp.to_string(), until.to_string(), now.to_string());
     let fields = [
         ("exp", exp.as_str()),

@@ -157,7 +157,7 @@ pub async fn stored(
 /// `src/store/redis/mod.rs` documents it: by jti,
 /// `revocd:v1:{p<n>}:jti:<issuer length>:<issuer>:<jti>`; by session,
 /// `revocd:v1:{p<n>}:cut:<issuer length>:<issuer>:3:sid:<sid>`.
-fn record_key(token: &Token, partitions: u16) -> String {
+pub fn record_key(token: &Token, partitions: u16) -> String {
     let issuer = &token.claims.issuer;
     let (family, id) = match token.rule {
         Rule::Jti => ("jti", token.jti().to_owned()),
