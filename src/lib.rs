@@ -41,7 +41,7 @@
 //! - [`oauth`]: callers of the HTTP doors and the RFC 7662 answer, shared by the server and the agent.
 //! - [`settings`]: `--config` TOML files under the flags and environment, and `--print-config`.
 //! - [`shutdown`]: SIGINT / SIGTERM.
-//! - [`telemetry`]: the Prometheus recorder shared by the server and the agent.
+//! - [`telemetry`]: the Prometheus recorder shared by the server and the agent, and the text log's field formatter.
 //! - [`tls`]: TLS and mutual TLS of the gRPC server and its clients.
 
 pub mod backoff;

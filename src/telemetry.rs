@@ -5,6 +5,10 @@
 //! Metrics are recorded with the `metrics` crate's macros wherever the
 //! event happens; nothing here knows their names except the bucket rule:
 //! every histogram named `*_seconds` gets [`LATENCY_BUCKETS`].
+//!
+//! Logs: [`LogFields`], the text log's field formatter.
+
+mod log_fields;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,6 +19,8 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use self::log_fields::{LogFieldVisitor, LogFields};
 
 /// Histogram buckets of every `*_seconds` metric: 10 µs to 5 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [

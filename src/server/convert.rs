@@ -83,14 +83,15 @@ pub fn revoke_response(revocation: &Revocation, outcome: RevokeOutcome) -> pb::R
 /// Builds the answer to `Check`. `issued_at` is `Some` for a check by token
 /// (then the cut-offs apply, a subject's first); a token without `iat`
 /// cannot show it was issued after a cut-off, so any cut-off revokes it.
-pub fn check_response(status: &TokenStatus, issued_at: Option<Option<i64>>) -> pb::CheckResponse {
-    if let Some(revocation) = &status.revocation {
+/// Takes the status by value: its texts move into the answer.
+pub fn check_response(status: TokenStatus, issued_at: Option<Option<i64>>) -> pb::CheckResponse {
+    if let Some(revocation) = status.revocation {
         return pb::CheckResponse {
             revoked: true,
             revoked_at: revocation.provenance.at,
             expires_at: revocation.expires_at,
-            reason: revocation.provenance.reason.clone(),
-            revoked_by: revocation.provenance.by.clone(),
+            reason: revocation.provenance.reason,
+            revoked_by: revocation.provenance.by,
             by_subject: false,
             not_before: 0,
             claim: String::new(),
@@ -99,28 +100,29 @@ pub fn check_response(status: &TokenStatus, issued_at: Option<Option<i64>>) -> p
     let Some(iat) = issued_at else {
         return pb::CheckResponse::default();
     };
-    let mut covering = status
-        .cutoffs
+    let mut cutoffs = status.cutoffs;
+    let covers = |cutoff: &Cutoff| iat.is_none_or(|iat| iat < cutoff.not_before);
+    let chosen = cutoffs
         .iter()
-        .filter(|cutoff| iat.is_none_or(|iat| iat < cutoff.not_before));
-    let first = covering.clone().find(|cutoff| cutoff.is_subject());
-    match first.or_else(|| covering.next()) {
-        Some(cutoff) => cut_off(cutoff),
+        .position(|cutoff| covers(cutoff) && cutoff.is_subject())
+        .or_else(|| cutoffs.iter().position(covers));
+    match chosen {
+        Some(index) => cut_off(cutoffs.swap_remove(index)),
         None => pb::CheckResponse::default(),
     }
 }
 
 /// "Revoked by a cut-off".
-fn cut_off(cutoff: &Cutoff) -> pb::CheckResponse {
+fn cut_off(cutoff: Cutoff) -> pb::CheckResponse {
     pb::CheckResponse {
         revoked: true,
         revoked_at: cutoff.provenance.at,
         expires_at: 0,
-        reason: cutoff.provenance.reason.clone(),
-        revoked_by: cutoff.provenance.by.clone(),
         by_subject: cutoff.is_subject(),
+        reason: cutoff.provenance.reason,
+        revoked_by: cutoff.provenance.by,
         not_before: cutoff.not_before,
-        claim: cutoff.claim.clone(),
+        claim: cutoff.claim,
     }
 }
 
@@ -196,7 +198,7 @@ mod tests {
             revocation: None,
             cutoffs: vec![cutoff()],
         };
-        let revoked = |iat| check_response(&status, Some(iat)).revoked;
+        let revoked = |iat| check_response(status.clone(), Some(iat)).revoked;
         assert!(revoked(Some(999)));
         assert!(!revoked(Some(1_000)));
         assert!(
@@ -204,10 +206,10 @@ mod tests {
             "without `iat` a token cannot show it is newer"
         );
         assert!(
-            !check_response(&status, None).revoked,
+            !check_response(status.clone(), None).revoked,
             "a check by jti does not see cut-offs"
         );
-        let answer = check_response(&status, Some(Some(999)));
+        let answer = check_response(status.clone(), Some(Some(999)));
         assert!(answer.by_subject && answer.not_before == 1_000 && answer.expires_at == 0);
         assert_eq!(answer.claim, "sub");
     }
@@ -224,15 +226,15 @@ mod tests {
             revocation: None,
             cutoffs: vec![session.clone(), cutoff()],
         };
-        let answer = check_response(&status, Some(Some(1_200)));
+        let answer = check_response(status.clone(), Some(Some(1_200)));
         assert!(answer.revoked && !answer.by_subject);
         assert_eq!((answer.claim.as_str(), answer.not_before), ("sid", 1_500));
-        let answer = check_response(&status, Some(Some(900)));
+        let answer = check_response(status.clone(), Some(Some(900)));
         assert!(
             answer.by_subject,
             "the subject's comes first when both cover"
         );
-        assert!(!check_response(&status, Some(Some(1_500))).revoked);
+        assert!(!check_response(status.clone(), Some(Some(1_500))).revoked);
         let message = pb::RevocationRecord::from(&Record::Cutoff(session));
         let Some(pb::revocation_record::Record::Claim(claim)) = message.record else {
             panic!("a claim record: {message:?}");

@@ -320,7 +320,17 @@ pub struct Counts {
 /// The record name of an (issuer, id) pair, unambiguous for any issuer:
 /// `<issuer byte length>:<issuer>:<id>`, e.g. `19:https://issuer.test:abc`.
 pub(crate) fn record_name(issuer: &str, id: &str) -> String {
-    format!("{}:{issuer}:{id}", issuer.len())
+    // Allocated once at its length, the length written without `fmt`: a
+    // name is built on every call.
+    let mut decimal = itoa::Buffer::new();
+    let length = decimal.format(issuer.len());
+    let mut name = String::with_capacity(length.len() + issuer.len() + id.len() + 2);
+    name.push_str(length);
+    name.push(':');
+    name.push_str(issuer);
+    name.push(':');
+    name.push_str(id);
+    name
 }
 
 /// Splits a record name back into (issuer, id).

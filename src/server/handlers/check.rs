@@ -45,7 +45,7 @@ impl RevocationApi {
             .store
             .status(&issuer, Some(&request.jti), &[], now)
             .await?;
-        Ok(check_response(&status, None))
+        Ok(check_response(status, None))
     }
 
     /// A check by token.
@@ -103,7 +103,7 @@ impl RevocationApi {
             .store
             .status(&claims.issuer, claims.jti.as_deref(), &cut_pairs, now)
             .await?;
-        let verdict = check_response(&status, Some(claims.issued_at));
+        let verdict = check_response(status, Some(claims.issued_at));
         Ok((claims, verdict))
     }
 }

@@ -102,23 +102,32 @@ impl Keys {
 impl PartitionKeys {
     /// The hash of the token revocation named `name`.
     pub(super) fn jti(&self, name: &str) -> String {
-        format!("{}{name}", self.jti_prefix)
+        prefixed(&self.jti_prefix, name)
     }
 
     /// The hash of the subject cut-off named `name`.
     pub(super) fn sub(&self, name: &str) -> String {
-        format!("{}{name}", self.sub_prefix)
+        prefixed(&self.sub_prefix, name)
     }
 
     /// The hash of the cut-off by another claim named `name`.
     pub(super) fn cut(&self, name: &str) -> String {
-        format!("{}{name}", self.cut_prefix)
+        prefixed(&self.cut_prefix, name)
     }
 
     /// The live-revocation index of the API key named `actor`.
     pub(super) fn actor_live(&self, actor: &str) -> String {
-        format!("{}{actor}", self.actor_prefix)
+        prefixed(&self.actor_prefix, actor)
     }
+}
+
+/// `prefix` followed by `name`, allocated once at its length: keys are
+/// built on every call, and `format!` grew its string several times.
+fn prefixed(prefix: &str, name: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + name.len());
+    key.push_str(prefix);
+    key.push_str(name);
+    key
 }
 
 /// The partition of a record name: FNV-1a (64-bit) modulo the count, the

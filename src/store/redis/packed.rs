@@ -52,12 +52,20 @@ pub fn pack(revocation: &Revocation) -> String {
         &provenance.source,
         &provenance.reason,
     ];
-    let mut value = format!(
-        "{VERSION} {} {} {} ",
-        revocation.expires_at, revocation.keep_until, provenance.at
-    );
+    // Allocated once at its longest (20 bytes a decimal at most, and the
+    // separators), the numbers written without `fmt`: every revocation is
+    // packed, and `format!` here was 3,000 instructions of a `Revoke`.
+    let longest = VERSION.len() + 3 * 21 + 1 + texts.iter().map(|t| 21 + t.len()).sum::<usize>();
+    let mut value = String::with_capacity(longest);
+    let mut decimal = itoa::Buffer::new();
+    value.push_str(VERSION);
+    for number in [revocation.expires_at, revocation.keep_until, provenance.at] {
+        value.push(' ');
+        value.push_str(decimal.format(number));
+    }
+    value.push(' ');
     for text in texts {
-        value.push_str(&text.len().to_string());
+        value.push_str(decimal.format(text.len()));
         value.push(':');
         value.push_str(text);
     }
