@@ -1,0 +1,281 @@
+//! Instructions per call: a release `revocd serve` under valgrind's
+//! callgrind, answering `Revoke{jti}`, `Revoke{token}` and `Check{jti}`
+//! over gRPC, with the instructions it executed per call of each.
+//!
+//! ```text
+//! cargo build --release --bins --examples
+//! ./target/release/examples/instructions [--calls 4000] [--revocd PATH]
+//! ```
+//!
+//! Needs `valgrind` (`apt-get install -y valgrind`), whose
+//! `callgrind_control` this runs.
+//!
+//! # Why a second measure
+//!
+//! CPU time per call (`examples/load.rs`) is what a deployment pays, but
+//! on a shared two-core VM it moves by a quarter between runs of the same
+//! binary. The instructions revocd executes for the same calls move by
+//! well under 1%, on any machine of the same architecture, whatever else
+//! runs, so a change to a hot path shows as a number that can be held
+//! against another binary's. They do not count the kernel (system calls,
+//! the TCP stack, wake-ups), which is 40% of a call's CPU time, nor cache
+//! misses; and under valgrind revocd's threads take turns, so cross-thread
+//! hand-offs cost less than they do for real.
+//!
+//! # What runs
+//!
+//! A `redis-server` of its own on a free port, and revocd (`--revocd`, the
+//! release build by default) on it with the test deployment's API keys,
+//! HS256 secret and issuer, as `examples/load.rs` starts it, under
+//! `valgrind --tool=callgrind`. Then, for each phase, 16 clients over 4
+//! gRPC connections send 400 calls to warm up, callgrind's counters are
+//! zeroed, the clients send `--calls` calls, revocd is let to go idle
+//! (its change-log follower applies the last entries) and the counters
+//! are dumped: the instructions of all of revocd's threads over that
+//! window, divided by the calls. The phases:
+//!
+//! 1. `Revoke{jti}` of new jtis, `expires_at` the test tokens' `exp`;
+//! 2. `Revoke{token}` of new HS256 tokens (signed by the client, whose
+//!    instructions are not counted);
+//! 3. `Check{jti}` of the jtis revoked in phase 1.
+//!
+//! Every answer is checked, so a misbehaving server fails the run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+
+use revocd::pb::CheckRequest;
+
+// The integration tests' helpers: the deployment's files, tokens, the
+// health probe and redis-server.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::{by_jti, by_token, Client, Deployment, RedisServer, ServingStatus, TOKEN_EXP};
+
+/// Clients sending calls at once, and the connections they share.
+const CLIENTS: usize = 16;
+/// See [`CLIENTS`].
+const CONNECTIONS: usize = 4;
+/// Calls before each measured window.
+const WARMUP_CALLS: usize = 400;
+/// Time for revocd to finish what the last calls started (its follower
+/// applying their entries) before the counters are read.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Instructions revocd executes per call, under callgrind.
+#[derive(Debug, Parser)]
+struct Options {
+    /// Calls measured per phase.
+    #[arg(long, default_value_t = 4_000, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    calls: u64,
+
+    /// The `revocd` binary to measure (default: the release build beside
+    /// this example).
+    #[arg(long)]
+    revocd: Option<PathBuf>,
+}
+
+/// One measured phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    RevokeJti,
+    RevokeToken,
+    Check,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::RevokeJti => "Revoke{jti}",
+            Phase::RevokeToken => "Revoke{token}",
+            Phase::Check => "Check{jti}",
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let options = Options::parse();
+    let binary = options
+        .revocd
+        .clone()
+        .unwrap_or_else(|| support::binary("revocd"));
+    ensure!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release --bins`",
+        binary.display()
+    );
+    let calls = usize::try_from(options.calls)?.next_multiple_of(CLIENTS);
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let profiles = tempfile::tempdir().context("creating a temporary directory")?;
+    let mut revocd = Callgrind::spawn(&binary, &deployment, &redis.url(), profiles.path())?;
+    support::wait_for_health(
+        revocd.address,
+        ServingStatus::Serving,
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(support::client(revocd.address, Some("key-revoke")).await);
+    }
+    let mut readers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        readers.push(support::client(revocd.address, Some("key-read")).await);
+    }
+
+    println!("revocd:  {}", binary.display());
+    println!("calls:   {calls} per phase after {WARMUP_CALLS} to warm up; {CLIENTS} clients over {CONNECTIONS} connections");
+    println!();
+    println!("{:<16}{:>14}", "phase", "instr/call");
+    for phase in [Phase::RevokeJti, Phase::RevokeToken, Phase::Check] {
+        let pool = if phase == Phase::Check {
+            &readers
+        } else {
+            &clients
+        };
+        send(pool, phase, "warm", WARMUP_CALLS).await?;
+        revocd.zero()?;
+        send(pool, phase, "load", calls).await?;
+        tokio::time::sleep(SETTLE).await;
+        let instructions = revocd.dump()?;
+        println!(
+            "{:<16}{:>14.0}",
+            phase.name(),
+            instructions as f64 / calls as f64
+        );
+    }
+    Ok(())
+}
+
+/// `calls` calls of `phase` from [`CLIENTS`] clients sharing `pool`; the
+/// jtis are `<round>-<client>-<n>`, so a check finds what a `load` round
+/// of `Revoke{jti}` revoked.
+async fn send(pool: &[Client], phase: Phase, round: &str, calls: usize) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for client_number in 0..CLIENTS {
+        let mut client = pool[client_number % pool.len()].clone();
+        let round = round.to_owned();
+        tasks.spawn(async move {
+            for n in 0..calls / CLIENTS {
+                let jti = format!("{round}-{client_number}-{n}");
+                match phase {
+                    Phase::RevokeJti => {
+                        let reply = client.revoke(by_jti(&jti, *TOKEN_EXP)).await?.into_inner();
+                        ensure!(reply.newly_revoked, "{jti} was revoked already");
+                    }
+                    Phase::RevokeToken => {
+                        let token = support::token_for("alice", &format!("token-{jti}"));
+                        let reply = client.revoke(by_token(&token)).await?.into_inner();
+                        ensure!(reply.newly_revoked, "token {jti} was revoked already");
+                    }
+                    Phase::Check => {
+                        // Warm-up checks read the warm-up revocations.
+                        let request = CheckRequest {
+                            jti: jti.clone(),
+                            ..CheckRequest::default()
+                        };
+                        let reply = client.check(request).await?.into_inner();
+                        ensure!(reply.revoked, "{jti} is not revoked");
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+/// `revocd serve` under callgrind, killed when dropped.
+struct Callgrind {
+    address: SocketAddr,
+    child: Child,
+    /// Where callgrind writes its dumps (`revocd.<pid>.<n>`).
+    profiles: PathBuf,
+    /// Dumps taken so far.
+    dumps: u32,
+}
+
+impl Callgrind {
+    fn spawn(
+        binary: &Path,
+        deployment: &Deployment,
+        redis_url: &str,
+        profiles: &Path,
+    ) -> Result<Self> {
+        let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let out_file = profiles.join("revocd.%p");
+        let child = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg(binary)
+            .arg("serve")
+            .args(deployment.args(&["--redis-url", redis_url, "--listen", &address.to_string()]))
+            .env("RUST_LOG", "revocd=info")
+            .env_remove("REVOCD_SERVER")
+            .env_remove("REVOCD_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting valgrind (install it: apt-get install -y valgrind)")?;
+        Ok(Self {
+            address,
+            child,
+            profiles: profiles.to_owned(),
+            dumps: 0,
+        })
+    }
+
+    /// Sets callgrind's counters to zero.
+    fn zero(&mut self) -> Result<()> {
+        self.control("-z")
+    }
+
+    /// Writes the counters since the last zero and returns their
+    /// instructions (the dump's `summary:` line).
+    fn dump(&mut self) -> Result<u64> {
+        self.control("-d")?;
+        self.dumps += 1;
+        let path = self
+            .profiles
+            .join(format!("revocd.{}.{}", self.child.id(), self.dumps));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading callgrind's dump {}", path.display()))?;
+        let Some(summary) = text.lines().find_map(|line| line.strip_prefix("summary: ")) else {
+            bail!("{} has no `summary:` line", path.display());
+        };
+        summary
+            .trim()
+            .parse()
+            .with_context(|| format!("callgrind's summary {summary:?}"))
+    }
+
+    fn control(&self, verb: &str) -> Result<()> {
+        let status = Command::new("callgrind_control")
+            .args([verb, &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running callgrind_control")?;
+        ensure!(status.success(), "callgrind_control {verb} failed");
+        Ok(())
+    }
+}
+
+impl Drop for Callgrind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
