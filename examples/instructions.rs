@@ -37,7 +37,8 @@
 //! 1. `Revoke{jti}` of new jtis, `expires_at` the test tokens' `exp`;
 //! 2. `Revoke{token}` of new HS256 tokens (signed by the client, whose
 //!    instructions are not counted);
-//! 3. `Check{jti}` of the jtis revoked in phase 1.
+//! 3. `RevokeBatch` of 100 new jtis a call, per item (`--calls` items);
+//! 4. `Check{jti}` of the jtis revoked in phase 1.
 //!
 //! Every answer is checked, so a misbehaving server fails the run.
 
@@ -49,7 +50,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 
-use revocd::pb::CheckRequest;
+use revocd::pb::{CheckRequest, RevokeBatchRequest};
 
 // The integration tests' helpers: the deployment's files, tokens, the
 // health probe and redis-server.
@@ -62,8 +63,10 @@ use support::{by_jti, by_token, Client, Deployment, RedisServer, ServingStatus, 
 const CLIENTS: usize = 16;
 /// See [`CLIENTS`].
 const CONNECTIONS: usize = 4;
-/// Calls before each measured window.
-const WARMUP_CALLS: usize = 400;
+/// Calls before each measured window (items, for batches).
+const WARMUP_CALLS: usize = 1_600;
+/// Items of a `RevokeBatch`.
+const BATCH: usize = 100;
 /// Time for revocd to finish what the last calls started (its follower
 /// applying their entries) before the counters are read.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -86,6 +89,7 @@ struct Options {
 enum Phase {
     RevokeJti,
     RevokeToken,
+    RevokeBatch,
     Check,
 }
 
@@ -94,6 +98,7 @@ impl Phase {
         match self {
             Phase::RevokeJti => "Revoke{jti}",
             Phase::RevokeToken => "Revoke{token}",
+            Phase::RevokeBatch => "RevokeBatch item",
             Phase::Check => "Check{jti}",
         }
     }
@@ -111,7 +116,7 @@ async fn main() -> Result<()> {
         "{} is missing: run `cargo build --release --bins`",
         binary.display()
     );
-    let calls = usize::try_from(options.calls)?.next_multiple_of(CLIENTS);
+    let calls = usize::try_from(options.calls)?.next_multiple_of(CLIENTS * BATCH);
     let redis = RedisServer::start();
     let deployment = Deployment::new();
     let profiles = tempfile::tempdir().context("creating a temporary directory")?;
@@ -135,7 +140,12 @@ async fn main() -> Result<()> {
     println!("calls:   {calls} per phase after {WARMUP_CALLS} to warm up; {CLIENTS} clients over {CONNECTIONS} connections");
     println!();
     println!("{:<16}{:>14}", "phase", "instr/call");
-    for phase in [Phase::RevokeJti, Phase::RevokeToken, Phase::Check] {
+    for phase in [
+        Phase::RevokeJti,
+        Phase::RevokeToken,
+        Phase::RevokeBatch,
+        Phase::Check,
+    ] {
         let pool = if phase == Phase::Check {
             &readers
         } else {
@@ -155,16 +165,21 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// `calls` calls of `phase` from [`CLIENTS`] clients sharing `pool`; the
-/// jtis are `<round>-<client>-<n>`, so a check finds what a `load` round
-/// of `Revoke{jti}` revoked.
+/// `calls` calls of `phase` (items, for batches) from [`CLIENTS`] clients
+/// sharing `pool`; the jtis are `<round>-<client>-<n>`, so a check finds
+/// what a `load` round of `Revoke{jti}` revoked.
 async fn send(pool: &[Client], phase: Phase, round: &str, calls: usize) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for client_number in 0..CLIENTS {
         let mut client = pool[client_number % pool.len()].clone();
         let round = round.to_owned();
         tasks.spawn(async move {
-            for n in 0..calls / CLIENTS {
+            let per_call = if phase == Phase::RevokeBatch {
+                BATCH
+            } else {
+                1
+            };
+            for n in 0..calls / CLIENTS / per_call {
                 let jti = format!("{round}-{client_number}-{n}");
                 match phase {
                     Phase::RevokeJti => {
@@ -175,6 +190,17 @@ async fn send(pool: &[Client], phase: Phase, round: &str, calls: usize) -> Resul
                         let token = support::token_for("alice", &format!("token-{jti}"));
                         let reply = client.revoke(by_token(&token)).await?.into_inner();
                         ensure!(reply.newly_revoked, "token {jti} was revoked already");
+                    }
+                    Phase::RevokeBatch => {
+                        let items = (0..BATCH)
+                            .map(|item| by_jti(&format!("batch-{jti}-{item}"), *TOKEN_EXP))
+                            .collect();
+                        let request = RevokeBatchRequest { items };
+                        let reply = client.revoke_batch(request).await?.into_inner();
+                        let new = reply.results.iter().filter(|result| {
+                            result.response.as_ref().is_some_and(|r| r.newly_revoked)
+                        });
+                        ensure!(new.count() == BATCH, "batch {jti}: not all {BATCH} new");
                     }
                     Phase::Check => {
                         // Warm-up checks read the warm-up revocations.

@@ -134,7 +134,7 @@ fn not_strict(detail: String) -> Error {
 impl RedisStore {
     /// Runs a write script, then the waits the write policy asks for, on
     /// one connection in one pipeline (so the waits cover this write, and go
-    /// to the node that took it).
+    /// to the node that took it); with no waits, the script alone.
     ///
     /// # Errors
     /// [`Error::NotDurable`] when a wait fell short; [`Error::Unavailable`].
@@ -146,6 +146,11 @@ impl RedisStore {
         // (with what it reached) before the client gives up on the reply.
         let policy = self.write_policy;
         let waits = u32::from(policy.wait_aof) + u32::from(policy.wait_replicas > 0);
+        let mut connection = self.connection.clone();
+        if waits == 0 {
+            // The script alone: no pipeline to build and take apart.
+            return Ok(invocation.invoke_async(&mut connection).await?);
+        }
         let timeout_ms = (self.response_timeout / (2 * waits.max(1)))
             .as_millis()
             .max(1) as u64;
@@ -157,7 +162,6 @@ impl RedisStore {
         if policy.wait_replicas > 0 {
             pipe.cmd("WAIT").arg(policy.wait_replicas).arg(timeout_ms);
         }
-        let mut connection = self.connection.clone();
         let mut replies: Vec<Value> = match pipe.query_async(&mut connection).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 invocation.load_async(&mut connection).await?;
