@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --bins --examples
-//! ./target/release/examples/instructions [--calls 4000] [--revocd PATH]
+//! ./target/release/examples/instructions [--calls 4000] [--revocd-bin PATH]
 //! ```
 //!
 //! Needs `valgrind` (`apt-get install -y valgrind`), whose
@@ -24,7 +24,7 @@
 //!
 //! # What runs
 //!
-//! A `redis-server` of its own on a free port, and revocd (`--revocd`, the
+//! A `redis-server` of its own on a free port, and revocd (`--revocd-bin`, the
 //! release build by default) on it with the test deployment's API keys,
 //! HS256 secret and issuer, as `examples/load.rs` starts it, under
 //! `valgrind --tool=callgrind`. Then, for each phase, 16 clients over 4
@@ -81,7 +81,7 @@ struct Options {
     /// The `revocd` binary to measure (default: the release build beside
     /// this example).
     #[arg(long)]
-    revocd: Option<PathBuf>,
+    revocd_bin: Option<PathBuf>,
 }
 
 /// One measured phase.
@@ -108,7 +108,7 @@ impl Phase {
 async fn main() -> Result<()> {
     let options = Options::parse();
     let binary = options
-        .revocd
+        .revocd_bin
         .clone()
         .unwrap_or_else(|| support::binary("revocd"));
     ensure!(
