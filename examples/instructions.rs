@@ -14,10 +14,13 @@
 //!
 //! CPU time per call (`examples/load.rs`) is what a deployment pays, but
 //! on a shared two-core VM it moves by a quarter between runs of the same
-//! binary. The instructions revocd executes for the same calls move by
-//! well under 1%, on any machine of the same architecture, whatever else
-//! runs, so a change to a hot path shows as a number that can be held
-//! against another binary's. They do not count the kernel (system calls,
+//! binary. The instructions revocd executes for the same calls moved by
+//! under 0.5% between runs on an otherwise idle VM, so a change to a hot
+//! path shows as a number that can be held against another binary's,
+//! measured in the same conditions: with a build running beside it, the
+//! same binary counted 1-2% more per call and up to 16% more per batch
+//! item, as timing changes how replies and change-log entries group into
+//! reads. They do not count the kernel (system calls,
 //! the TCP stack, wake-ups), which is 40% of a call's CPU time, nor cache
 //! misses; and under valgrind revocd's threads take turns, so cross-thread
 //! hand-offs cost less than they do for real.
