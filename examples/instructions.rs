@@ -31,8 +31,9 @@
 //! release build by default) on it with the test deployment's API keys,
 //! HS256 secret and issuer, as `examples/load.rs` starts it, under
 //! `valgrind --tool=callgrind`. Then, for each phase, 16 clients over 4
-//! gRPC connections send 400 calls to warm up, callgrind's counters are
-//! zeroed, the clients send `--calls` calls, revocd is let to go idle
+//! gRPC connections send 1,600 calls to warm up, callgrind's counters are
+//! zeroed, the clients send `--calls` calls (rounded up to a multiple of
+//! 1,600, so every client sends whole batches), revocd is let to go idle
 //! (its change-log follower applies the last entries) and the counters
 //! are dumped: the instructions of all of revocd's threads over that
 //! window, divided by the calls. The phases:
@@ -130,14 +131,8 @@ async fn main() -> Result<()> {
         Duration::from_secs(120),
     )
     .await;
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        clients.push(support::client(revocd.address, Some("key-revoke")).await);
-    }
-    let mut readers = Vec::new();
-    for _ in 0..CONNECTIONS {
-        readers.push(support::client(revocd.address, Some("key-read")).await);
-    }
+    let clients = connections(revocd.address, "key-revoke").await;
+    let readers = connections(revocd.address, "key-read").await;
 
     println!("revocd:  {}", binary.display());
     println!("calls:   {calls} per phase after {WARMUP_CALLS} to warm up; {CLIENTS} clients over {CONNECTIONS} connections");
@@ -166,6 +161,15 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// [`CONNECTIONS`] clients of revocd at `address` with the API key `key`.
+async fn connections(address: SocketAddr, key: &str) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        clients.push(support::client(address, Some(key)).await);
+    }
+    clients
 }
 
 /// `calls` calls of `phase` (items, for batches) from [`CLIENTS`] clients

@@ -142,8 +142,6 @@ impl RedisStore {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        // The waits share half the response timeout, so Redis answers them
-        // (with what it reached) before the client gives up on the reply.
         let policy = self.write_policy;
         let waits = u32::from(policy.wait_aof) + u32::from(policy.wait_replicas > 0);
         let mut connection = self.connection.clone();
@@ -151,9 +149,9 @@ impl RedisStore {
             // The script alone: no pipeline to build and take apart.
             return Ok(invocation.invoke_async(&mut connection).await?);
         }
-        let timeout_ms = (self.response_timeout / (2 * waits.max(1)))
-            .as_millis()
-            .max(1) as u64;
+        // The waits share half the response timeout, so Redis answers them
+        // (with what it reached) before the client gives up on the reply.
+        let timeout_ms = (self.response_timeout / (2 * waits)).as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         pipe.invoke_script(invocation);
         if policy.wait_aof {
