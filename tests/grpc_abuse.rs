@@ -364,14 +364,32 @@ async fn a_burst_of_reset_streams_leaves_the_server_healthy() {
         tasks.push(tokio::spawn(async move {
             match i % 3 {
                 0 => {
-                    let call = client.subscribe(keyed(subscribe_request(i), "key-subscribe"));
-                    match tokio::time::timeout(SOON, call).await {
-                        Ok(Ok(stream)) => {
-                            drop(stream);
-                            Fate::Reset
+                    // Every call of this kind is to open a stream and reset
+                    // it, so it asks again when refused for the key's quota
+                    // (which streams of this burst hold until the server
+                    // sees them reset: later on a slower machine) or when
+                    // its connection was closed (h2's guard against rapid
+                    // resets ends a connection that resets too many streams
+                    // before they are accepted; the channel reconnects).
+                    let deadline = Instant::now() + SOON;
+                    loop {
+                        let call = client.subscribe(keyed(subscribe_request(i), "key-subscribe"));
+                        match tokio::time::timeout_at(deadline, call).await {
+                            Ok(Ok(stream)) => {
+                                drop(stream);
+                                break Fate::Reset;
+                            }
+                            Ok(Err(status))
+                                if matches!(
+                                    status.code(),
+                                    Code::ResourceExhausted | Code::Unavailable | Code::Unknown
+                                ) =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Ok(Err(_)) => break Fate::Answered,
+                            Err(_) => panic!("Subscribe {i} not opened in {SOON:?}"),
                         }
-                        Ok(Err(_)) => Fate::Answered,
-                        Err(_) => panic!("Subscribe {i} not answered in {SOON:?}"),
                     }
                 }
                 1 => {
