@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --bins --examples
-//! ./target/release/examples/instructions [--calls 4000] [--revocd-bin PATH]
+//! ./target/release/examples/instructions [--calls 4000] [--revocd-bin PATH] [--keep-profiles DIR] [--log-entry-format 1|2]
 //! ```
 //!
 //! Needs `valgrind` (`apt-get install -y valgrind`), whose
@@ -86,6 +86,17 @@ struct Options {
     /// this example).
     #[arg(long)]
     revocd_bin: Option<PathBuf>,
+
+    /// Keep callgrind's dumps in this directory (`revocd.<pid>.<n>`, one
+    /// per phase in order, for `callgrind_annotate`) instead of a
+    /// temporary one.
+    #[arg(long)]
+    keep_profiles: Option<PathBuf>,
+
+    /// revocd's `--log-entry-format`; 1, the server's default, is not
+    /// passed on, so a binary without the flag can be measured.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    log_entry_format: u8,
 }
 
 /// One measured phase.
@@ -123,8 +134,20 @@ async fn main() -> Result<()> {
     let calls = usize::try_from(options.calls)?.next_multiple_of(CLIENTS * BATCH);
     let redis = RedisServer::start();
     let deployment = Deployment::new();
-    let profiles = tempfile::tempdir().context("creating a temporary directory")?;
-    let mut revocd = Callgrind::spawn(&binary, &deployment, &redis.url(), profiles.path())?;
+    let temporary = tempfile::tempdir().context("creating a temporary directory")?;
+    let profiles = match &options.keep_profiles {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        None => temporary.path().to_owned(),
+    };
+    let mut serve_flags = vec!["--redis-url".to_owned(), redis.url()];
+    if options.log_entry_format != 1 {
+        let format = options.log_entry_format.to_string();
+        serve_flags.extend(["--log-entry-format".to_owned(), format]);
+    }
+    let mut revocd = Callgrind::spawn(&binary, &deployment, &serve_flags, &profiles)?;
     support::wait_for_health(
         revocd.address,
         ServingStatus::Serving,
@@ -134,7 +157,11 @@ async fn main() -> Result<()> {
     let clients = connections(revocd.address, "key-revoke").await;
     let readers = connections(revocd.address, "key-read").await;
 
-    println!("revocd:  {}", binary.display());
+    println!(
+        "revocd:  {} serve {}",
+        binary.display(),
+        serve_flags[2..].join(" ")
+    );
     println!("calls:   {calls} per phase after {WARMUP_CALLS} to warm up; {CLIENTS} clients over {CONNECTIONS} connections");
     println!();
     println!("{:<16}{:>14}", "phase", "instr/call");
@@ -243,7 +270,7 @@ impl Callgrind {
     fn spawn(
         binary: &Path,
         deployment: &Deployment,
-        redis_url: &str,
+        serve_flags: &[String],
         profiles: &Path,
     ) -> Result<Self> {
         let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
@@ -253,7 +280,8 @@ impl Callgrind {
             .arg(format!("--callgrind-out-file={}", out_file.display()))
             .arg(binary)
             .arg("serve")
-            .args(deployment.args(&["--redis-url", redis_url, "--listen", &address.to_string()]))
+            .args(deployment.args(&["--listen", &address.to_string()]))
+            .args(serve_flags)
             .env("RUST_LOG", "revocd=info")
             .env_remove("REVOCD_SERVER")
             .env_remove("REVOCD_API_KEY")

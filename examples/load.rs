@@ -4,7 +4,7 @@
 //! in one run, with the CPU time each call costs revocd and Redis.
 //!
 //! ```text
-//! cargo run --release --example load -- [--seconds 3] [--concurrency 64] [--channels 4] [--batch 100] [--no-build] [--perf DIR]
+//! cargo run --release --example load -- [--seconds 3] [--concurrency 64] [--channels 4] [--batch 100] [--no-build] [--log-entry-format 1|2] [--perf DIR]
 //! ```
 //!
 //! Under `cargo run` the release `revocd` is built first (`cargo build
@@ -157,6 +157,12 @@ struct Options {
     #[arg(long)]
     no_build: bool,
 
+    /// revocd's `--log-entry-format` (the baseline's script writes the
+    /// same); 1, the server's default, is not passed on, so a binary
+    /// without the flag can be measured.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    log_entry_format: u8,
+
     /// Record a `perf record --call-graph dwarf` profile of revocd and of redis-server
     /// over each revocd phase's measured window, into this directory
     /// (`<phase>.revocd.data`, `<phase>.redis.data`).
@@ -193,7 +199,13 @@ fn main() -> Result<()> {
 async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
     let redis_server = RedisServer::start();
     let deployment = Deployment::new();
-    let revocd = RevocdProcess::spawn(binary, &deployment, &redis_server.url()).await?;
+    let revocd = RevocdProcess::spawn(
+        binary,
+        &deployment,
+        &redis_server.url(),
+        options.log_entry_format,
+    )
+    .await?;
     let pids = Pids {
         revocd: revocd.pid(),
         redis: redis_server.pid().context("redis-server is running")?,
@@ -207,6 +219,7 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
     let baseline = Arc::new(RedisBaseline::new(
         redis.clone(),
         Layout::new("load-baseline:"),
+        options.log_entry_format,
     )?);
     let api = Arc::new(Revocd::connect(revocd.address, options.channels).await?);
 
@@ -621,13 +634,15 @@ struct RedisBaseline {
     keys: Layout,
     revoke_script: Script,
     prune_batch: u32,
+    /// The log entry format the script writes (its `ARGV[5]`).
+    entry_format: u8,
 }
 
 impl RedisBaseline {
     /// # Errors
     /// If `src/store/redis/revoke.rs` no longer holds `REVOKE_SCRIPT`, or
     /// `src/store/redis/mod.rs` `PRUNE_BATCH`, in the expected form.
-    fn new(redis: ConnectionManager, keys: Layout) -> Result<Self> {
+    fn new(redis: ConnectionManager, keys: Layout, entry_format: u8) -> Result<Self> {
         let script = between(REVOKE_SOURCE, "const REVOKE_SCRIPT: &str = r#\"", "\"#;")?;
         let prune_batch = between(REDIS_STORE_SOURCE, "const PRUNE_BATCH: u32 = ", ";")?
             .parse()
@@ -636,6 +651,7 @@ impl RedisBaseline {
             redis,
             keys,
             revoke_script: Script::new(script),
+            entry_format,
             prune_batch,
         })
     }
@@ -653,7 +669,8 @@ impl RedisBaseline {
             .arg(DEFAULT_LOG_RETENTION)
             .arg(now)
             .arg(self.prune_batch)
-            .arg(0); // no live quota
+            .arg(0) // no live quota
+            .arg(self.entry_format);
         for jti in jtis {
             let revocation = Revocation {
                 issuer: ISSUER.to_owned(),
@@ -720,10 +737,18 @@ struct RevocdProcess {
 impl RevocdProcess {
     /// Starts `binary serve` for `deployment` on the Redis at `redis_url`
     /// and waits until it reports SERVING.
-    async fn spawn(binary: &Path, deployment: &Deployment, redis_url: &str) -> Result<Self> {
+    async fn spawn(
+        binary: &Path,
+        deployment: &Deployment,
+        redis_url: &str,
+        entry_format: u8,
+    ) -> Result<Self> {
         let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let mut args = vec!["serve".to_owned()];
         args.extend(deployment.args(&["--redis-url", redis_url, "--listen", &address.to_string()]));
+        if entry_format != 1 {
+            args.extend(["--log-entry-format".to_owned(), entry_format.to_string()]);
+        }
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let log = std::fs::File::create(dir.path().join("revocd.log"))?;
         let child = Command::new(binary)
@@ -926,7 +951,7 @@ fn print_setup(options: &Options, redis_version: &str, revocd_args: &[String]) {
         options.seconds,
         WARMUP.as_secs(),
     );
-    println!("baseline: `redis` crate, one ConnectionManager; revoke = EVALSHA of the server's script text, GET of the packed record");
+    println!("baseline: `redis` crate, one ConnectionManager; revoke = EVALSHA of the server's script text writing log entries of format {}, GET of the packed record", options.log_entry_format);
     println!("CPU:      /proc/<pid>/stat utime+stime from the phase start (warm-up included) until both are idle, per item of every call");
     println!();
 }

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 
 use revocd::bounds::BoundsError;
 use revocd::gateway::{Denial, Gateway, Verdict};
-use revocd::pb::{CheckRequest, RevokeBatchRequest, RevokeRequest};
+use revocd::pb::revocation_record::Record;
+use revocd::pb::{CheckRequest, ListChangesRequest, RevokeBatchRequest, RevokeRequest};
 use revocd::time::unix_now;
 use serde_json::json;
 use support::{Deployment, RedisServer, Replica, ISSUER};
@@ -162,6 +163,65 @@ async fn a_replica_stalled_past_the_logs_retention_reloads_instead_of_skipping()
         missed.is_empty(),
         "a new gateway of the stalled replica allows {missed:?}"
     );
+}
+
+/// While a deployment moves to log entries of format 2
+/// (`--log-entry-format`), replicas writing either format share one log:
+/// each one's gateways deny what the other revoked, a replica started
+/// later loads both, and the audit trail reads both. A replica that
+/// skipped or misread the other format would let those tokens through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_writing_either_log_entry_format_follow_each_other() {
+    support::trace_init();
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let fields = replica_on_redis(&redis, &deployment, &["--log-entry-format", "1"]).await;
+    let packed = replica_on_redis(&redis, &deployment, &["--log-entry-format", "2"]).await;
+    let gateways = [
+        gateway(&fields, "on-format-1").await,
+        gateway(&packed, "on-format-2").await,
+    ];
+
+    let mut revoked = revoke_many(&packed, 20).await;
+    for (replica, jti) in [(&fields, "by-token-1"), (&packed, "by-token-2")] {
+        let mut client = replica.client(None).await;
+        let reply = client.revoke(support::by_token(&token_with(jti))).await;
+        assert!(reply.expect("revoked").into_inner().newly_revoked, "{jti}");
+        revoked.push(jti.to_owned());
+    }
+    let all: Vec<&String> = revoked.iter().collect();
+    for gateway in &gateways {
+        let missed = still_allowed(gateway, &all).await;
+        assert!(missed.is_empty(), "a gateway allows {missed:?}");
+    }
+    let newcomer = replica_on_redis(&redis, &deployment, &["--log-entry-format", "1"]).await;
+    let missed = still_allowed(&gateway(&newcomer, "on-a-newcomer").await, &all).await;
+    assert!(
+        missed.is_empty(),
+        "a new replica's gateway allows {missed:?}"
+    );
+
+    let changes = newcomer
+        .client(Some("key-admin"))
+        .await
+        .list_changes(ListChangesRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("the audit trail")
+        .into_inner();
+    let mut listed: Vec<String> = changes
+        .changes
+        .iter()
+        .filter_map(|change| match &change.record.as_ref()?.record {
+            Some(Record::Token(token)) => Some(token.jti.clone()),
+            _ => None,
+        })
+        .collect();
+    listed.sort();
+    revoked.sort();
+    assert_eq!(listed, revoked, "the audit trail lists every revocation");
 }
 
 /// A replica on its own Redis with `extra` flags.

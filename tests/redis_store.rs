@@ -117,9 +117,51 @@ impl Packed {
 
 #[tokio::test]
 async fn each_change_is_logged_once_with_its_cursor() {
+    logged_once_with_cursor("1").await;
+}
+
+#[tokio::test]
+async fn each_change_is_logged_once_with_its_cursor_in_entries_of_format_2() {
+    logged_once_with_cursor("2").await;
+}
+
+/// A token revocation's log entry of `--log-entry-format` `format`, read
+/// as `src/store/redis/packed.rs` and `src/store/redis/mod.rs` document it:
+/// (iss, jti, packed revocation).
+fn logged_token(format: &str, entry: &redis::streams::StreamId) -> (String, String, Packed) {
+    let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+    if format == "1" {
+        assert_eq!(entry.map.len(), 5, "{entry:?}");
+        assert_eq!(field("kind"), "jti");
+        let packed = Packed::read(&field("rec"));
+        assert_eq!(field("until"), packed.keep_until.to_string());
+        return (field("iss"), field("id"), packed);
+    }
+    // One field: `<len>:<iss><len>:<jti>` and the packed revocation.
+    assert_eq!(entry.map.len(), 1, "{entry:?}");
+    let value = field("rev");
+    let mut rest = value.as_str();
+    let mut text = || {
+        let (length, after) = rest.split_once(':').expect("a length");
+        let (text, after) = after.split_at(length.parse().expect("a number"));
+        rest = after;
+        text.to_owned()
+    };
+    let (issuer, jti) = (text(), text());
+    (issuer, jti, Packed::read(rest))
+}
+
+async fn logged_once_with_cursor(format: &str) {
     let redis = RedisServer::start();
     let deployment = Deployment::new();
-    let server = start(&redis, &deployment).await;
+    support::trace_init();
+    let server = TestServer::start(&deployment.args(&[
+        "--redis-url",
+        &redis.url(),
+        "--log-entry-format",
+        format,
+    ]))
+    .await;
     let mut client = server.client(Some("key-revoke")).await;
     let expires_at = unix_now() + 600;
     let mut request = by_jti("logged", expires_at);
@@ -147,13 +189,8 @@ async fn each_change_is_logged_once_with_its_cursor() {
         .ids
         .iter()
         .map(|entry| {
-            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-            assert_eq!(
-                (field("kind"), field("id"), field("iss")),
-                ("jti".to_owned(), "logged".to_owned(), ISSUER.to_owned())
-            );
-            let packed = Packed::read(&field("rec"));
-            assert_eq!(field("until"), packed.keep_until.to_string());
+            let (issuer, jti, packed) = logged_token(format, entry);
+            assert_eq!((issuer.as_str(), jti.as_str()), (ISSUER, "logged"));
             packed
         })
         .collect();
@@ -178,7 +215,7 @@ async fn each_change_is_logged_once_with_its_cursor() {
         Packed {
             expires_at: expires_at + 100,
             keep_until: expires_at + 160,
-            ..Packed::read(&entries.ids[0].get::<String>("rec").unwrap())
+            ..logged_token(format, &entries.ids[0]).2
         },
         "the first revocation's provenance with the extension's exp"
     );
@@ -468,7 +505,9 @@ async fn deployments_with_different_prefixes_do_not_see_each_other() {
 #[tokio::test]
 async fn the_logs_newest_end_is_read_whole_across_pages() {
     use revocd::pb::RevokeBatchRequest;
-    use revocd::store::{Durability, RedisNodes, RedisStore, RedisStoreOptions, Store};
+    use revocd::store::{
+        Durability, EntryFormat, RedisNodes, RedisStore, RedisStoreOptions, Store,
+    };
     let redis = RedisServer::start();
     let deployment = Deployment::new();
     let server = start(&redis, &deployment).await;
@@ -500,6 +539,7 @@ async fn the_logs_newest_end_is_read_whole_across_pages() {
             response_timeout: Duration::from_secs(5),
             durability: Durability::Fast,
             wait_replicas: 0,
+            entry_format: EntryFormat::default(),
         })
         .await
         .expect("store"),

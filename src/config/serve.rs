@@ -18,7 +18,7 @@ use crate::server::{
     DEFAULT_KEYLESS_PER_MINUTE, DEFAULT_KEYLESS_SOURCE_PER_MINUTE,
     DEFAULT_KEYLESS_SUBJECT_PER_MINUTE,
 };
-use crate::store::Durability;
+use crate::store::{Durability, EntryFormat};
 use crate::tokens::{CUT_CLAIMS, ISSUER_WIDE};
 
 /// Most `--revocable-claim`s: each one a gateway holds cut-offs of costs a
@@ -97,6 +97,16 @@ pub struct ServeConfig {
     /// follower falls further behind than this reloads its filter.
     #[arg(long, env = "REVOCD_LOG_RETENTION", default_value_t = DEFAULT_LOG_RETENTION)]
     pub log_retention: u64,
+
+    /// How token revocations are written to the change log in Redis: `1`,
+    /// five fields, which every version of revocd reads; `2`, one field,
+    /// which costs Redis and every replica less, but which only replicas
+    /// that have this flag can read. Every replica reads both. Set `2` once
+    /// no replica without this flag is left; an older replica meeting an
+    /// entry of format 2 reloads its filter over and over and stops
+    /// sending heartbeats.
+    #[arg(long, env = "REVOCD_LOG_ENTRY_FORMAT", value_enum, default_value_t = EntryFormat::Fields)]
+    pub log_entry_format: EntryFormat,
 
     /// Time one Redis command may take before the call fails as unavailable.
     #[arg(long, env = "REVOCD_REDIS_TIMEOUT", default_value = DEFAULT_REDIS_TIMEOUT, value_parser = humantime::parse_duration)]

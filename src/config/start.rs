@@ -194,6 +194,7 @@ impl ServeConfig {
             key_prefix: self.key_prefix.clone(),
             partitions: self.log_partitions.unwrap_or(default_partitions),
             log_retention: self.log_retention,
+            entry_format: self.log_entry_format,
             response_timeout: self.redis_timeout,
             durability: self.durability,
             wait_replicas: self.wait_replicas,

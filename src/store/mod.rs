@@ -36,8 +36,8 @@ pub use self::record::{
     Record, RecordFilter, RecordKind, Revocation, RevokeOutcome, TokenStatus, SUBJECT_CLAIM,
 };
 pub use self::redis::{
-    pack_revocation, Durability, RedisLiveScan, RedisLogReader, RedisNodes, RedisStore,
-    RedisStoreOptions, MAX_PARTITIONS,
+    pack_revocation, Durability, EntryFormat, RedisLiveScan, RedisLogReader, RedisNodes,
+    RedisStore, RedisStoreOptions, MAX_PARTITIONS,
 };
 
 /// Why a store operation failed.

@@ -5,7 +5,7 @@
 //! record has in its key instead; a token revocation's record and entry
 //! hold them packed (`packed.rs`: the key's string value, the entry's
 //! `rec` field) since packing version 2, as hashes and entry fields
-//! before. So one reader, [`Fields`], serves all of them: listings and
+//! before; an entry of format 2 holds all of it in its one field `rev`. So one reader, [`Fields`], serves all of them: listings and
 //! lookups read records, the audit trail reads whole entries
 //! ([`entry_record`]), and followers read only what a change needs
 //! ([`entry_change`]), which every entry holds unpacked, since every
@@ -13,9 +13,8 @@
 
 use std::collections::HashMap;
 
-use redis::streams::StreamId;
-
-use super::packed::{unpack, Unpacked};
+use super::log::LogEntry;
+use super::packed::{unpack, unpack_entry, Unpacked};
 use crate::store::{Change, Cutoff, Error, Provenance, Record, Revocation, SUBJECT_CLAIM};
 
 /// The field names, as the scripts write them.
@@ -48,6 +47,9 @@ pub(super) mod field {
     /// Log entries of token revocations: the record packed (`packed.rs`),
     /// holding `sub`, `exp`, `at`, `by`, `reason` and `from`.
     pub const PACKED: &str = "rec";
+    /// Log entries of token revocations of format 2, the entry's one
+    /// field: the issuer, the jti and the record packed (`packed.rs`).
+    pub const PACKED_ENTRY: &str = "rev";
     /// The `kind` of a token revocation's entry.
     pub const KIND_TOKEN: &str = "jti";
     /// The `kind` of a subject cut-off's entry.
@@ -142,7 +144,7 @@ impl FieldSource for Picked {
 }
 
 /// A change-log entry.
-impl FieldSource for StreamId {
+impl FieldSource for LogEntry {
     fn field(&self, name: &str) -> Option<String> {
         self.get(name)
     }
@@ -168,7 +170,7 @@ impl FieldSource for Unpacked<'_> {
 /// A change-log entry with a packed record: its own fields, then the
 /// packed ones.
 struct PackedEntry<'a> {
-    entry: &'a StreamId,
+    entry: &'a LogEntry,
     packed: Unpacked<'a>,
 }
 
@@ -199,7 +201,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The fields of an entry of the stream `log`, read from `source`.
-    fn entry(log: &'a str, entry: &'a StreamId, source: &'a dyn FieldSource) -> Self {
+    fn entry(log: &'a str, entry: &'a LogEntry, source: &'a dyn FieldSource) -> Self {
         Self {
             key: log,
             entry_id: Some(&entry.id),
@@ -318,10 +320,25 @@ pub(super) fn packed_revocation(
     Fields::stored(key, &packed).revocation(issuer, jti)
 }
 
+/// The issuer, jti and packed revocation of `value`, the `rev` field of
+/// `entry`, an entry of format 2 of the stream `log`.
+fn read_packed_entry<'v>(
+    log: &str,
+    entry: &LogEntry,
+    value: &'v str,
+) -> Result<(&'v str, &'v str, Unpacked<'v>), Error> {
+    unpack_entry(value).map_err(|detail| Fields::entry(log, entry, entry).corrupt(detail))
+}
+
 /// The record a log entry of the stream `log` wrote, as the audit trail
 /// shows it.
-pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error> {
-    let Some(value) = entry.get::<String>(field::PACKED) else {
+pub(super) fn entry_record(log: &str, entry: &LogEntry) -> Result<Record, Error> {
+    if let Some(value) = entry.get(field::PACKED_ENTRY) {
+        let (issuer, jti, packed) = read_packed_entry(log, entry, &value)?;
+        let revocation = Fields::entry(log, entry, &packed).revocation(issuer, jti)?;
+        return Ok(Record::Token(revocation));
+    }
+    let Some(value) = entry.get(field::PACKED) else {
         let fields = Fields::entry(log, entry, entry);
         return fields.record(fields.entry_head()?);
     };
@@ -334,7 +351,15 @@ pub(super) fn entry_record(log: &str, entry: &StreamId) -> Result<Record, Error>
 
 /// The change a log entry of the stream `log` made, as a follower applies
 /// it: only the fields a change needs.
-pub(super) fn entry_change(log: &str, entry: &StreamId) -> Result<Change, Error> {
+pub(super) fn entry_change(log: &str, entry: &LogEntry) -> Result<Change, Error> {
+    if let Some(value) = entry.get(field::PACKED_ENTRY) {
+        let (issuer, jti, packed) = read_packed_entry(log, entry, &value)?;
+        return Ok(Change::Revoked {
+            issuer: issuer.to_owned(),
+            jti: jti.to_owned(),
+            keep_until: Fields::entry(log, entry, &packed).number(field::KEEP_UNTIL)?,
+        });
+    }
     let fields = Fields::entry(log, entry, entry);
     let named = fields.entry_head()?;
     let keep_until = fields.number(field::KEEP_UNTIL)?;
@@ -362,18 +387,8 @@ pub(super) fn entry_change(log: &str, entry: &StreamId) -> Result<Change, Error>
 mod tests {
     use super::*;
 
-    fn entry(fields: &[(&str, &str)]) -> StreamId {
-        StreamId {
-            id: "7-1".to_owned(),
-            map: fields
-                .iter()
-                .map(|(name, value)| {
-                    let value = redis::Value::BulkString(value.as_bytes().to_vec());
-                    ((*name).to_owned(), value)
-                })
-                .collect(),
-            ..StreamId::default()
-        }
+    fn entry(fields: &[(&str, &str)]) -> LogEntry {
+        LogEntry::with_fields("7-1", fields)
     }
 
     #[test]
@@ -425,6 +440,25 @@ mod tests {
             error,
             "corrupt record log 7-1: packed token revocation version \"9\" is not supported (expected 2)"
         );
+    }
+
+    #[test]
+    fn an_entry_of_format_2_reads_as_the_record_and_the_change_it_wrote() {
+        let revocation = super::super::sample_revocation();
+        let packed = super::super::packed::pack(&revocation);
+        // `<len>:<iss><len>:<jti><packed>`, as `packed.rs` documents it.
+        let value = format!("19:https://issuer.test2:j1{packed}");
+        let entry = entry(&[("rev", &value)]);
+        let record = Record::Token(revocation);
+        assert_eq!(entry_record("log", &entry).unwrap(), record);
+        assert_eq!(entry_change("log", &entry).unwrap(), record.change());
+        let damaged = self::entry(&[("rev", "19:https://issuer.test2:j1")]);
+        let error = entry_change("log", &damaged).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "corrupt record log 7-1: packed token revocation version \"\" is not supported (expected 2)"
+        );
+        assert!(entry_record("log", &damaged).is_err());
     }
 
     #[test]
@@ -496,6 +530,7 @@ mod tests {
             field::ISSUER,
             field::ID,
             field::PACKED,
+            field::PACKED_ENTRY,
             field::NOT_BEFORE,
             field::KEEP_UNTIL,
             field::AT,

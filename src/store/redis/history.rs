@@ -4,9 +4,8 @@
 //! into one log order, with the cursors of [`crate::cursor`].
 
 use futures_util::future::try_join_all;
-use redis::streams::{StreamId, StreamRangeReply};
 
-use super::log::{logged_change, merge, Fetched};
+use super::log::{logged_change, merge, Fetched, LogEntry, RangeReply};
 use super::{decode, RedisStore};
 use crate::cursor::{EntryId, Positions};
 use crate::store::{AuditEntry, Error, LogTail, Page, RecordFilter};
@@ -29,7 +28,7 @@ impl RedisStore {
         command: &str,
         bounds: Vec<(String, String)>,
         count: usize,
-    ) -> Result<Vec<Vec<StreamId>>, Error> {
+    ) -> Result<Vec<Vec<LogEntry>>, Error> {
         let reads = self
             .keys
             .partitions
@@ -38,7 +37,7 @@ impl RedisStore {
             .map(|(keys, (from, to))| {
                 let mut connection = self.connection.clone();
                 async move {
-                    let reply: StreamRangeReply = redis::cmd(command)
+                    let reply: RangeReply = redis::cmd(command)
                         .arg(&keys.log)
                         .arg(from)
                         .arg(to)
@@ -46,7 +45,7 @@ impl RedisStore {
                         .arg(count.max(1))
                         .query_async(&mut connection)
                         .await?;
-                    Ok::<_, Error>(reply.ids)
+                    Ok::<_, Error>(reply.0)
                 }
             });
         try_join_all(reads).await
@@ -60,12 +59,12 @@ impl RedisStore {
         &self,
         log: &str,
         count: usize,
-    ) -> Result<(Vec<StreamId>, bool), Error> {
-        let mut entries: Vec<StreamId> = Vec::new();
+    ) -> Result<(Vec<LogEntry>, bool), Error> {
+        let mut entries: Vec<LogEntry> = Vec::new();
         let mut newer_than = "+".to_owned();
         loop {
             let asked = (count - entries.len()).clamp(1, TAIL_PAGE);
-            let page: StreamRangeReply = redis::cmd("XREVRANGE")
+            let page: RangeReply = redis::cmd("XREVRANGE")
                 .arg(log)
                 .arg(&newer_than)
                 .arg("-")
@@ -74,11 +73,11 @@ impl RedisStore {
                 .query_async(&mut self.connection.clone())
                 .await?;
             let first_read = entries.is_empty();
-            let got = page.ids.len();
-            if let Some(oldest) = page.ids.last() {
+            let got = page.0.len();
+            if let Some(oldest) = page.0.last() {
                 newer_than = format!("({}", oldest.id);
             }
-            entries.extend(page.ids);
+            entries.extend(page.0);
             if got < asked || entries.len() >= count {
                 return Ok((entries, first_read && got < asked));
             }
@@ -103,7 +102,7 @@ impl RedisStore {
             whole_log &= whole;
             fetched.extend(entries.into_iter().map(|entry| (partition, entry)));
         }
-        let mut merged = merge(fetched);
+        let mut merged = merge(fetched)?;
         let window_start = merged.len().saturating_sub(count);
         whole_log &= window_start == 0;
         // Where each partition stands just before the window.
@@ -129,6 +128,7 @@ impl RedisStore {
             position.0[partition] = id;
             entries.push(logged_change(
                 &self.keys.partitions[partition].log,
+                id,
                 &entry,
                 &position,
             )?);
@@ -180,7 +180,7 @@ impl RedisStore {
                 .enumerate()
                 .flat_map(|(partition, page)| page.into_iter().map(move |e| (partition, e)))
                 .collect();
-            let mut merged = merge(fetched);
+            let mut merged = merge(fetched)?;
             // Only the first `count` overall are surely in order.
             if merged.len() > count {
                 for (_, partition, _) in merged.drain(count..) {

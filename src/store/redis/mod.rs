@@ -51,7 +51,9 @@
 //! A log entry has the fields `kind` (`jti`, `sub` or `claim`), `iss`, `id`
 //! (the jti, subject or claim value) and `until`: what a follower applies.
 //! A token revocation's entry adds `rec`, the revocation packed as its
-//! record is; a cut-off's adds `claim` (the claim), `nbf`, `at`, `by`,
+//! record is; with `--log-entry-format 2` ([`EntryFormat`]) it is instead
+//! the one field `rev`, holding the issuer, the jti and the packed
+//! revocation (`packed.rs`). A cut-off's adds `claim` (the claim), `nbf`, `at`, `by`,
 //! `reason` and `from` (the caller's address). A token revocation's entry
 //! written before packing has `sub`, `exp`, `at`, `by`, `reason` and `from`
 //! instead of `rec`. Its stream ID's first part is the time of the append
@@ -142,6 +144,24 @@ fn sample_revocation() -> Revocation {
     }
 }
 
+/// How the revoke script writes a token revocation's change-log entry.
+/// Every replica that has this setting reads both formats; replicas built
+/// before it read format 1 only, and meet an entry of format 2 as a corrupt
+/// log, which they reload from, again and again, without heartbeats.
+/// So format 2 is for a deployment whose replicas all have the setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EntryFormat {
+    /// Five fields: `kind`, `iss`, `id`, `until` and `rec` (the module doc).
+    #[default]
+    #[value(name = "1")]
+    Fields = 1,
+    /// One field, `rev` (`packed.rs`): Redis writes and sends, and every
+    /// follower parses, 4 values of an `XREAD` reply per entry instead of
+    /// 13.
+    #[value(name = "2")]
+    Packed = 2,
+}
+
 /// How to reach Redis and lay out the keys.
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {
@@ -160,6 +180,8 @@ pub struct RedisStoreOptions {
     pub durability: Durability,
     /// Replicas each write must reach before it is acknowledged (`WAIT`).
     pub wait_replicas: u32,
+    /// How token revocations' log entries are written.
+    pub entry_format: EntryFormat,
 }
 
 /// A revocation store in Redis. Cheap to clone: clones share one
@@ -172,6 +194,7 @@ pub struct RedisStore {
     connection: Connection,
     keys: Keys,
     log_retention: u64,
+    entry_format: EntryFormat,
     write_policy: WritePolicy,
 }
 
@@ -201,6 +224,7 @@ impl RedisStore {
             connection,
             keys: Keys::new(&options.key_prefix, options.partitions),
             log_retention: options.log_retention,
+            entry_format: options.entry_format,
             write_policy: WritePolicy::default(),
         };
         store.check_partitions().await?;

@@ -23,6 +23,21 @@
 //! The revoke script reads and rewrites only the head, `2 <exp> <until> `,
 //! with Lua patterns (`revoke.rs`): an extension keeps the rest, that is
 //! the first revocation's provenance.
+//!
+//! # A change-log entry of format 2
+//!
+//! With `--log-entry-format 2` a token revocation's log entry is one field,
+//! `rev`, which the revoke script writes as
+//!
+//! ```text
+//! <len>:<iss><len>:<jti><packed>
+//! ```
+//!
+//! the issuer and the jti, each as its length in bytes (decimal), `:` and
+//! the bytes, then the packed revocation exactly as above. An entry of
+//! format 1 holds the same in five fields (`kind`, `iss`, `id`, `until`,
+//! `rec`); a follower reads 4 values of the `XREAD` reply for an entry of
+//! format 2 and 13 for one of format 1. [`unpack_entry`] reads it.
 
 use crate::store::Revocation;
 
@@ -91,32 +106,43 @@ pub(super) fn unpack(value: &str) -> Result<Unpacked<'_>, String> {
     };
     let (expires_at, keep_until, at) = (number("exp")?, number("until")?, number("at")?);
     let mut rest = head.next().unwrap_or_default();
-    let mut text = |name: &str| {
-        let (length, after) = rest
-            .split_once(':')
-            .ok_or_else(|| format!("packed `{name}` has no length"))?;
-        let length: usize = length
-            .parse()
-            .map_err(|_| format!("packed `{name}` length {length:?} is not a number"))?;
-        let text = after
-            .get(..length)
-            .ok_or_else(|| format!("packed `{name}` is shorter than its length {length}"))?;
-        rest = &after[length..];
-        Ok::<_, String>(text)
-    };
     let unpacked = Unpacked {
         expires_at,
         keep_until,
         at,
-        by: text("by")?,
-        subject: text("sub")?,
-        source: text("from")?,
-        reason: text("reason")?,
+        by: take_text(&mut rest, "by")?,
+        subject: take_text(&mut rest, "sub")?,
+        source: take_text(&mut rest, "from")?,
+        reason: take_text(&mut rest, "reason")?,
     };
     if !rest.is_empty() {
         return Err(format!("{} bytes follow the packed fields", rest.len()));
     }
     Ok(unpacked)
+}
+
+/// Reads the `rev` field of a change-log entry of format 2 (module doc):
+/// the issuer, the jti and the packed revocation.
+pub(super) fn unpack_entry(value: &str) -> Result<(&str, &str, Unpacked<'_>), String> {
+    let mut rest = value;
+    let issuer = take_text(&mut rest, "iss")?;
+    let jti = take_text(&mut rest, "jti")?;
+    Ok((issuer, jti, unpack(rest)?))
+}
+
+/// Takes the text `<len>:<bytes>` named `name` off the front of `rest`.
+fn take_text<'a>(rest: &mut &'a str, name: &str) -> Result<&'a str, String> {
+    let (length, after) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("packed `{name}` has no length"))?;
+    let length: usize = length
+        .parse()
+        .map_err(|_| format!("packed `{name}` length {length:?} is not a number"))?;
+    let text = after
+        .get(..length)
+        .ok_or_else(|| format!("packed `{name}` is shorter than its length {length}"))?;
+    *rest = &after[length..];
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -203,5 +229,34 @@ mod tests {
         // A length that cuts a character in two is refused, not a panic.
         assert!(unpack("2 1 2 3 1:é0:0:0:").is_err());
         assert!(unpack(&good).is_ok());
+    }
+
+    /// The `rev` value of format 2 as the module doc describes it, built
+    /// here rather than by the revoke script that writes it in Redis.
+    fn entry_value(issuer: &str, jti: &str, packed: &str) -> String {
+        format!("{}:{issuer}{}:{jti}{packed}", issuer.len(), jti.len())
+    }
+
+    #[test]
+    fn an_entry_of_format_2_reads_back_whatever_its_texts_hold() {
+        let original = revocation("ops", "alice", "lost");
+        let packed = pack(&original);
+        for (issuer, jti) in [("https://issuer.test", "j1"), ("", "2:x"), ("ü:1", " ")] {
+            let value = entry_value(issuer, jti, &packed);
+            let (read_issuer, read_jti, unpacked) = unpack_entry(&value).unwrap();
+            assert_eq!((read_issuer, read_jti), (issuer, jti), "{value:?}");
+            assert_eq!(unpacked, unpack(&packed).unwrap());
+        }
+        let cases = [
+            ("", "packed `iss` has no length"),
+            ("3:ab", "packed `iss` is shorter than its length 3"),
+            ("0:x:", "packed `jti` length \"x\" is not a number"),
+            ("0:0:", "version \"\" is not supported"),
+            ("0:1:j3 1 2 3 0:0:0:0:", "version \"3\" is not supported"),
+        ];
+        for (value, reason) in cases {
+            let error = unpack_entry(value).unwrap_err();
+            assert!(error.contains(reason), "{value:?}: {error}");
+        }
     }
 }

@@ -26,20 +26,25 @@ use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 /// the rest, the first revocation's provenance, kept. A record written as
 /// a hash, before packing, is extended as a hash.
 ///
-/// Each change's log entry holds what followers apply unpacked (`kind`,
-/// `iss`, `id`, `until`) and the packed revocation in `rec`. Expired index
-/// members are pruned by the first write of each millisecond (its entry ID
-/// ends in `-0`), which bounds the pruning's cost at high write rates.
+/// Each change's log entry is of the format the store was configured with
+/// ([`super::EntryFormat`]): format 1 holds what followers apply unpacked
+/// (`kind`, `iss`, `id`, `until`) and the packed revocation in `rec`;
+/// format 2 holds all of it in the one field `rev` (`packed.rs`). Expired
+/// index members are pruned by the first write of each millisecond (its
+/// entry ID ends in `-0`), which bounds the pruning's cost at high write
+/// rates.
 ///
 /// KEYS: expiry index, log, the caller's live index, then each item's record.
 /// ARGV: retention, now, prune batch, live quota (0: none, and the caller's
-/// index is not kept), then 5 per item, as [`item_args`] lists them.
+/// index is not kept), entry format (`1` or `2`), then 5 per item, as
+/// [`item_args`] lists them.
 pub(super) const REVOKE_SCRIPT: &str = r#"
 local retention, now, prune_batch, quota = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local packed_entries = ARGV[5] == '2'
 local replies, prune = {}, false
 for i = 4, #KEYS do
   local key = KEYS[i]
-  local a = 4 + (i - 4) * 5
+  local a = 5 + (i - 4) * 5
   local name, keep_until, packed, iss, jti = unpack(ARGV, a + 1, a + 5)
   local outcome
   if quota > 0 and redis.call('EXISTS', key) == 0
@@ -67,8 +72,14 @@ for i = 4, #KEYS do
   if outcome == 0 or outcome == 1 then
     redis.call('ZADD', KEYS[1], keep_until, name)
     if quota > 0 then redis.call('ZADD', KEYS[3], keep_until, name) end
-    local cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', retention, '*',
-      'kind', 'jti', 'iss', iss, 'id', jti, 'until', keep_until, 'rec', packed)
+    local cursor
+    if packed_entries then
+      cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', retention, '*',
+        'rev', #iss .. ':' .. iss .. #jti .. ':' .. jti .. packed)
+    else
+      cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', retention, '*',
+        'kind', 'jti', 'iss', iss, 'id', jti, 'until', keep_until, 'rec', packed)
+    end
     prune = prune or string.sub(cursor, -2) == '-0'
     replies[#replies + 1] = outcome .. ':' .. cursor
   else
@@ -88,15 +99,15 @@ return table.concat(replies, ' ')
 static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_SCRIPT));
 
 /// One item's arguments, in the order the script unpacks them from
-/// `a = 4 + (item - 1) * 5`:
+/// `a = 5 + (item - 1) * 5`:
 ///
 /// | ARGV    | Lua          | value                          | stored as                  |
 /// |---------|--------------|--------------------------------|----------------------------|
 /// | `a + 1` | `name`       | the record name                | key and index member       |
 /// | `a + 2` | `keep_until` | `keep_until`                   | expiry, score, entry's `until` |
-/// | `a + 3` | `packed`     | the revocation packed          | the record, entry's `rec`  |
-/// | `a + 4` | `iss`        | `issuer`                       | entry's `iss`              |
-/// | `a + 5` | `jti`        | `jti`                          | entry's `id`               |
+/// | `a + 3` | `packed`     | the revocation packed          | the record, entry's `rec` (format 1) or the end of its `rev` (format 2) |
+/// | `a + 4` | `iss`        | `issuer`                       | entry's `iss` (1), in `rev` (2) |
+/// | `a + 5` | `jti`        | `jti`                          | entry's `id` (1), in `rev` (2) |
 fn item_args<'a>(name: &'a str, revocation: &'a Revocation) -> impl ToRedisArgs + 'a {
     (
         name,
@@ -152,7 +163,8 @@ impl RedisStore {
                 .arg(self.log_retention)
                 .arg(now)
                 .arg(PRUNE_BATCH)
-                .arg(in_script_quota);
+                .arg(in_script_quota)
+                .arg(self.entry_format as u8);
             for &position in &positions {
                 let name = &names[position];
                 invocation

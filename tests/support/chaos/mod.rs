@@ -8,7 +8,9 @@
 //! Everything is real and on loopback ([`testbed`]): a `redis-server`
 //! with `appendonly yes` and `appendfsync always`; `revocd serve`
 //! replicas with `--durability strict --redis-timeout 500ms`, heartbeats
-//! every 200 ms, several log partitions and `--log-retention 10000`; two
+//! every 200 ms, several log partitions and `--log-retention 10000`,
+//! writing log entries of format 1 and 2 by turns (`--log-entry-format`,
+//! one shared log, as during a move to format 2); two
 //! issuers, each bound to its own key ([`issuer`]); a TCP proxy in front
 //! of each replica; gateways of the library in this process (confirming
 //! through proxies of their own) and `revocd agent` processes, each
@@ -445,7 +447,7 @@ fn report(context: &Context, rows: Vec<PhaseRow>, started: Instant) -> Report {
         seed: config.seed,
         setup: format!(
             "{} replicas --durability strict --redis-timeout 500ms --log-partitions {} \
-             --log-retention {}, issuers A (HS256) and B (ES256){}, {} gateways + {} agents, \
+             --log-retention {} --log-entry-format 1 and 2 by turns, issuers A (HS256) and B (ES256){}, {} gateways + {} agents, \
              redis appendfsync always, {} clients",
             config.replicas,
             config.log_partitions,

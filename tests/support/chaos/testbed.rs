@@ -80,10 +80,14 @@ impl Testbed {
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
         let mut door_addresses = Vec::new();
-        for _ in 0..config.replicas {
+        for replica in 0..config.replicas {
             let door = crate::support::nginx::loopback(crate::support::free_port());
             let mut args = args.clone();
             args.extend(["--http-listen".to_owned(), door.to_string()]);
+            // Replicas alternate the two log entry formats, as during a
+            // move to format 2: every invariant holds across both.
+            let entry_format = 1 + replica % 2;
+            args.extend(["--log-entry-format".to_owned(), entry_format.to_string()]);
             door_addresses.push(door);
             let replica = Replica::spawn_with(&config.binary, &args).await;
             proxies.push(Proxy::start(replica.address).await);
