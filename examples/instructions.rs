@@ -132,7 +132,7 @@ async fn main() -> Result<()> {
         binary.display()
     );
     let calls = usize::try_from(options.calls)?.next_multiple_of(CLIENTS * BATCH);
-    let redis = RedisServer::start();
+
     let deployment = Deployment::new();
     let temporary = tempfile::tempdir().context("creating a temporary directory")?;
     let profiles = match &options.keep_profiles {
@@ -142,12 +142,21 @@ async fn main() -> Result<()> {
         }
         None => temporary.path().to_owned(),
     };
+    let redis = RedisServer::start_wrapped(&callgrind(&profiles, "redis"));
     let mut serve_flags = vec!["--redis-url".to_owned(), redis.url()];
     if options.log_entry_format != 1 {
         let format = options.log_entry_format.to_string();
         serve_flags.extend(["--log-entry-format".to_owned(), format]);
     }
-    let mut revocd = Callgrind::spawn(&binary, &deployment, &serve_flags, &profiles)?;
+    let revocd = Revocd::spawn(&binary, &deployment, &serve_flags, &profiles)?;
+    let mut counters = [
+        Counters::new("revocd", revocd.child.id(), &profiles),
+        Counters::new(
+            "redis",
+            redis.pid().context("redis-server runs")?,
+            &profiles,
+        ),
+    ];
     support::wait_for_health(
         revocd.address,
         ServingStatus::Serving,
@@ -164,7 +173,7 @@ async fn main() -> Result<()> {
     );
     println!("calls:   {calls} per phase after {WARMUP_CALLS} to warm up; {CLIENTS} clients over {CONNECTIONS} connections");
     println!();
-    println!("{:<16}{:>14}", "phase", "instr/call");
+    println!("{:<16}{:>14}{:>14}", "phase", "revocd", "redis");
     for phase in [
         Phase::RevokeJti,
         Phase::RevokeToken,
@@ -177,14 +186,18 @@ async fn main() -> Result<()> {
             &clients
         };
         send(pool, phase, "warm", WARMUP_CALLS).await?;
-        revocd.zero()?;
+        for process in &mut counters {
+            process.zero()?;
+        }
         send(pool, phase, "load", calls).await?;
         tokio::time::sleep(SETTLE).await;
-        let instructions = revocd.dump()?;
+        let [revocd, redis] = [counters[0].dump()?, counters[1].dump()?];
+        let per_call = |instructions: u64| instructions as f64 / calls as f64;
         println!(
-            "{:<16}{:>14.0}",
+            "{:<16}{:>14.0}{:>14.0}",
             phase.name(),
-            instructions as f64 / calls as f64
+            per_call(revocd),
+            per_call(redis)
         );
     }
     Ok(())
@@ -256,46 +269,35 @@ async fn send(pool: &[Client], phase: Phase, round: &str, calls: usize) -> Resul
     Ok(())
 }
 
-/// `revocd serve` under callgrind, killed when dropped.
-struct Callgrind {
-    address: SocketAddr,
-    child: Child,
-    /// Where callgrind writes its dumps (`revocd.<pid>.<n>`).
+/// The program and arguments that run a process under callgrind, its
+/// dumps written as `<profiles>/<name>.<pid>.<n>`.
+fn callgrind(profiles: &Path, name: &str) -> Vec<String> {
+    let out_file = profiles.join(format!("{name}.%p"));
+    vec![
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out_file.display()),
+    ]
+}
+
+/// The counters of a process running under [`callgrind`]: zeroed and
+/// dumped through `callgrind_control`.
+struct Counters {
+    /// The dumps' file name prefix.
+    name: &'static str,
+    pid: u32,
     profiles: PathBuf,
-    /// Dumps taken so far.
     dumps: u32,
 }
 
-impl Callgrind {
-    fn spawn(
-        binary: &Path,
-        deployment: &Deployment,
-        serve_flags: &[String],
-        profiles: &Path,
-    ) -> Result<Self> {
-        let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-        let out_file = profiles.join("revocd.%p");
-        let child = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", out_file.display()))
-            .arg(binary)
-            .arg("serve")
-            .args(deployment.args(&["--listen", &address.to_string()]))
-            .args(serve_flags)
-            .env("RUST_LOG", "revocd=info")
-            .env_remove("REVOCD_SERVER")
-            .env_remove("REVOCD_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting valgrind (install it: apt-get install -y valgrind)")?;
-        Ok(Self {
-            address,
-            child,
+impl Counters {
+    fn new(name: &'static str, pid: u32, profiles: &Path) -> Self {
+        Self {
+            name,
+            pid,
             profiles: profiles.to_owned(),
             dumps: 0,
-        })
+        }
     }
 
     /// Sets callgrind's counters to zero.
@@ -310,7 +312,7 @@ impl Callgrind {
         self.dumps += 1;
         let path = self
             .profiles
-            .join(format!("revocd.{}.{}", self.child.id(), self.dumps));
+            .join(format!("{}.{}.{}", self.name, self.pid, self.dumps));
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading callgrind's dump {}", path.display()))?;
         let Some(summary) = text.lines().find_map(|line| line.strip_prefix("summary: ")) else {
@@ -324,7 +326,7 @@ impl Callgrind {
 
     fn control(&self, verb: &str) -> Result<()> {
         let status = Command::new("callgrind_control")
-            .args([verb, &self.child.id().to_string()])
+            .args([verb, &self.pid.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -334,7 +336,40 @@ impl Callgrind {
     }
 }
 
-impl Drop for Callgrind {
+/// `revocd serve` under callgrind, killed when dropped.
+struct Revocd {
+    address: SocketAddr,
+    child: Child,
+}
+
+impl Revocd {
+    fn spawn(
+        binary: &Path,
+        deployment: &Deployment,
+        serve_flags: &[String],
+        profiles: &Path,
+    ) -> Result<Self> {
+        let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let wrapper = callgrind(profiles, "revocd");
+        let child = Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .arg(binary)
+            .arg("serve")
+            .args(deployment.args(&["--listen", &address.to_string()]))
+            .args(serve_flags)
+            .env("RUST_LOG", "revocd=info")
+            .env_remove("REVOCD_SERVER")
+            .env_remove("REVOCD_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting valgrind (install it: apt-get install -y valgrind)")?;
+        Ok(Self { address, child })
+    }
+}
+
+impl Drop for Revocd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

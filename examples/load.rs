@@ -689,9 +689,13 @@ impl RedisBaseline {
                 .key(self.keys.record(jti))
                 .arg(Layout::record_name(jti))
                 .arg(revocation.keep_until)
-                .arg(pack_revocation(&revocation))
-                .arg(ISSUER)
-                .arg(jti);
+                .arg(pack_revocation(&revocation));
+            match self.entry_format {
+                // The entry's fields `iss` and `id`.
+                1 => invocation.arg(ISSUER).arg(jti),
+                // The head of the entry's one field (`src/store/redis/packed.rs`).
+                _ => invocation.arg(format!("{}:{ISSUER}{}:{jti}", ISSUER.len(), jti.len())),
+            };
         }
         // One `<outcome>:<cursor>` per item, separated by spaces.
         let replies: String = invocation.invoke_async(&mut self.redis.clone()).await?;

@@ -17,6 +17,9 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Extra `redis-server` arguments, kept for restarts.
     extra: Vec<String>,
+    /// A program and its arguments that run `redis-server` (a profiler),
+    /// or none.
+    wrapper: Vec<String>,
     /// The password it requires (`--requirepass`), if any.
     password: Option<String>,
 }
@@ -42,18 +45,33 @@ impl RedisServer {
         Self::launch(&["--requirepass", password], Some(password))
     }
 
+    /// Starts `redis-server` as the last argument of `wrapper` (a program
+    /// and its arguments, such as `valgrind --tool=callgrind`), which must
+    /// run it in its own process, so [`RedisServer::pid`] is the server's.
+    pub fn start_wrapped(wrapper: &[String]) -> Self {
+        let mut server = Self::unstarted(&[], None);
+        server.wrapper = wrapper.to_vec();
+        server.spawn();
+        server
+    }
+
     fn launch(extra: &[&str], password: Option<&str>) -> Self {
+        let mut server = Self::unstarted(extra, password);
+        server.spawn();
+        server
+    }
+
+    fn unstarted(extra: &[&str], password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("creating a temp dir for redis-server");
         let port = free_port();
-        let mut server = RedisServer {
+        RedisServer {
             child: None,
             port,
             dir,
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            wrapper: Vec::new(),
             password: password.map(str::to_owned),
-        };
-        server.spawn();
-        server
+        }
     }
 
     /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>`
@@ -116,7 +134,15 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
+        let mut command = match self.wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg("redis-server");
+                command
+            }
+            None => Command::new("redis-server"),
+        };
+        let child = command
             .args([
                 "--port",
                 &port,

@@ -27,14 +27,15 @@
 //! # A change-log entry of format 2
 //!
 //! With `--log-entry-format 2` a token revocation's log entry is one field,
-//! `rev`, which the revoke script writes as
+//! `rev`:
 //!
 //! ```text
 //! <len>:<iss><len>:<jti><packed>
 //! ```
 //!
-//! the issuer and the jti, each as its length in bytes (decimal), `:` and
-//! the bytes, then the packed revocation exactly as above. An entry of
+//! the head ([`entry_head`]: the issuer and the jti, each as its length in
+//! bytes (decimal), `:` and the bytes), then the packed revocation exactly
+//! as above, which the revoke script appends. An entry of
 //! format 1 holds the same in five fields (`kind`, `iss`, `id`, `until`,
 //! `rec`); a follower reads 4 values of the `XREAD` reply for an entry of
 //! format 2 and 13 for one of format 1. [`unpack_entry`] reads it.
@@ -119,6 +120,19 @@ pub(super) fn unpack(value: &str) -> Result<Unpacked<'_>, String> {
         return Err(format!("{} bytes follow the packed fields", rest.len()));
     }
     Ok(unpacked)
+}
+
+/// The head of a change-log entry of format 2 (module doc) of the
+/// revocation of (`issuer`, `jti`).
+pub(super) fn entry_head(issuer: &str, jti: &str) -> String {
+    let mut head = String::with_capacity(2 * 21 + issuer.len() + jti.len());
+    let mut decimal = itoa::Buffer::new();
+    for text in [issuer, jti] {
+        head.push_str(decimal.format(text.len()));
+        head.push(':');
+        head.push_str(text);
+    }
+    head
 }
 
 /// Reads the `rev` field of a change-log entry of format 2 (module doc):
@@ -243,6 +257,7 @@ mod tests {
         let packed = pack(&original);
         for (issuer, jti) in [("https://issuer.test", "j1"), ("", "2:x"), ("ü:1", " ")] {
             let value = entry_value(issuer, jti, &packed);
+            assert_eq!(entry_head(issuer, jti) + &packed, value, "as written");
             let (read_issuer, read_jti, unpacked) = unpack_entry(&value).unwrap();
             assert_eq!((read_issuer, read_jti), (issuer, jti), "{value:?}");
             assert_eq!(unpacked, unpack(&packed).unwrap());

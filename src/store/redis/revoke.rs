@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use futures_util::future::try_join_all;
-use redis::{FromRedisValue, ParsingError, Script, ToRedisArgs, Value};
+use redis::{FromRedisValue, ParsingError, RedisWrite, Script, ToRedisArgs, Value};
 
-use super::packed::pack;
-use super::{RedisStore, PRUNE_BATCH};
+use super::packed::{entry_head, pack};
+use super::{EntryFormat, RedisStore, PRUNE_BATCH};
 use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 
 /// Stores a batch of revocations, each atomic on its own. Returns one
@@ -27,7 +27,7 @@ use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 /// a hash, before packing, is extended as a hash.
 ///
 /// Each change's log entry is of the format the store was configured with
-/// ([`super::EntryFormat`]): format 1 holds what followers apply unpacked
+/// ([`EntryFormat`]): format 1 holds what followers apply unpacked
 /// (`kind`, `iss`, `id`, `until`) and the packed revocation in `rec`;
 /// format 2 holds all of it in the one field `rev` (`packed.rs`). Expired
 /// index members are pruned by the first write of each millisecond (its
@@ -36,27 +36,32 @@ use crate::store::{record_name, Error, Revocation, RevokeOutcome};
 ///
 /// KEYS: expiry index, log, the caller's live index, then each item's record.
 /// ARGV: retention, now, prune batch, live quota (0: none, and the caller's
-/// index is not kept), entry format (`1` or `2`), then 5 per item, as
-/// [`item_args`] lists them.
+/// index is not kept), entry format (`1` or `2`), then per item 5 (format
+/// 1) or 4 (format 2), as [`ItemArgs`] lists them.
+///
+/// Numbers stay text from ARGV to the commands: Lua turns a number into
+/// text with `printf("%.14g")`, which was 5% of Redis's instructions per
+/// revocation.
 pub(super) const REVOKE_SCRIPT: &str = r#"
-local retention, now, prune_batch, quota = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local retention, now, prune_batch, quota = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local packed_entries = ARGV[5] == '2'
+local stride = packed_entries and 4 or 5
 local replies, prune = {}, false
 for i = 4, #KEYS do
   local key = KEYS[i]
-  local a = 5 + (i - 4) * 5
-  local name, keep_until, packed, iss, jti = unpack(ARGV, a + 1, a + 5)
+  local a = 5 + (i - 4) * stride
+  local name, keep_until, packed = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local outcome
   if quota > 0 and redis.call('EXISTS', key) == 0
       and redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf') >= quota then
-    outcome = 2
+    outcome = '2'
   elseif redis.call('SET', key, packed, 'NX', 'EXAT', keep_until) then
-    outcome = 1
+    outcome = '1'
   elseif redis.call('TYPE', key).ok == 'hash' then
     if tonumber(redis.call('HGET', key, 'until')) < tonumber(keep_until) then
       redis.call('HSET', key, 'exp', string.match(packed, '^2 (%-?%d+) '), 'until', keep_until)
       redis.call('EXPIREAT', key, keep_until)
-      outcome = 0
+      outcome = '0'
     end
   else
     local stored = redis.call('GET', key)
@@ -66,24 +71,24 @@ for i = 4, #KEYS do
     end
     if tonumber(stored_until) < tonumber(keep_until) then
       redis.call('SET', key, string.match(packed, '^2 %-?%d+ %-?%d+ ') .. rest, 'EXAT', keep_until)
-      outcome = 0
+      outcome = '0'
     end
   end
-  if outcome == 0 or outcome == 1 then
+  if outcome == '0' or outcome == '1' then
     redis.call('ZADD', KEYS[1], keep_until, name)
     if quota > 0 then redis.call('ZADD', KEYS[3], keep_until, name) end
     local cursor
     if packed_entries then
       cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', retention, '*',
-        'rev', #iss .. ':' .. iss .. #jti .. ':' .. jti .. packed)
+        'rev', ARGV[a + 4] .. packed)
     else
       cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', retention, '*',
-        'kind', 'jti', 'iss', iss, 'id', jti, 'until', keep_until, 'rec', packed)
+        'kind', 'jti', 'iss', ARGV[a + 4], 'id', ARGV[a + 5], 'until', keep_until, 'rec', packed)
     end
     prune = prune or string.sub(cursor, -2) == '-0'
     replies[#replies + 1] = outcome .. ':' .. cursor
   else
-    replies[#replies + 1] = tostring(outcome or 0)
+    replies[#replies + 1] = outcome or '0'
   end
 end
 if prune then
@@ -98,24 +103,42 @@ return table.concat(replies, ' ')
 /// [`REVOKE_SCRIPT`], hashed once.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_SCRIPT));
 
-/// One item's arguments, in the order the script unpacks them from
-/// `a = 5 + (item - 1) * 5`:
+/// One item's arguments, in the order the script reads them from
+/// `a = 5 + (item - 1) * stride`, the stride being 5 for entries of format
+/// 1 and 4 for format 2:
 ///
 /// | ARGV    | Lua          | value                          | stored as                  |
 /// |---------|--------------|--------------------------------|----------------------------|
 /// | `a + 1` | `name`       | the record name                | key and index member       |
-/// | `a + 2` | `keep_until` | `keep_until`                   | expiry, score, entry's `until` |
-/// | `a + 3` | `packed`     | the revocation packed          | the record, entry's `rec` (format 1) or the end of its `rev` (format 2) |
-/// | `a + 4` | `iss`        | `issuer`                       | entry's `iss` (1), in `rev` (2) |
-/// | `a + 5` | `jti`        | `jti`                          | entry's `id` (1), in `rev` (2) |
-fn item_args<'a>(name: &'a str, revocation: &'a Revocation) -> impl ToRedisArgs + 'a {
-    (
-        name,
-        revocation.keep_until,
-        pack(revocation),
-        &revocation.issuer,
-        &revocation.jti,
-    )
+/// | `a + 2` | `keep_until` | `keep_until`                   | expiry, score, entry's `until` (1) |
+/// | `a + 3` | `packed`     | the revocation packed          | the record; entry's `rec` (1) or the end of its `rev` (2) |
+/// | `a + 4` |              | 1: `issuer`; 2: the entry's head, `<len>:<iss><len>:<jti>` | entry's `iss` (1); the start of its `rev` (2) |
+/// | `a + 5` |              | 1: `jti`                       | entry's `id` (1)           |
+struct ItemArgs<'a> {
+    name: &'a str,
+    revocation: &'a Revocation,
+    format: EntryFormat,
+}
+
+impl ToRedisArgs for ItemArgs<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        let revocation = self.revocation;
+        out.write_arg(self.name.as_bytes());
+        out.write_arg(itoa::Buffer::new().format(revocation.keep_until).as_bytes());
+        out.write_arg(pack(revocation).as_bytes());
+        match self.format {
+            EntryFormat::Fields => {
+                out.write_arg(revocation.issuer.as_bytes());
+                out.write_arg(revocation.jti.as_bytes());
+            }
+            EntryFormat::Packed => {
+                out.write_arg(entry_head(&revocation.issuer, &revocation.jti).as_bytes());
+            }
+        }
+    }
 }
 
 // === impl RedisStore ===
@@ -167,9 +190,11 @@ impl RedisStore {
                 .arg(self.entry_format as u8);
             for &position in &positions {
                 let name = &names[position];
-                invocation
-                    .key(keys.jti(name))
-                    .arg(item_args(name, &revocations[position]));
+                invocation.key(keys.jti(name)).arg(ItemArgs {
+                    name,
+                    revocation: &revocations[position],
+                    format: self.entry_format,
+                });
             }
             async move {
                 let Outcomes(replies) = self.write(&invocation).await?;
@@ -251,20 +276,28 @@ mod tests {
     #[test]
     fn an_item_fills_exactly_the_scripts_stride() {
         let revocation = super::super::sample_revocation();
-        let args = args_as_text(item_args("19:https://issuer.test:j1", &revocation));
+        let name = "19:https://issuer.test:j1";
+        let args = |format| {
+            args_as_text(ItemArgs {
+                name,
+                revocation: &revocation,
+                format,
+            })
+        };
+        let packed = pack(&revocation);
+        let fields = args(EntryFormat::Fields);
         assert_eq!(
-            args,
-            [
-                "19:https://issuer.test:j1",
-                "160",
-                pack(&revocation).as_str(),
-                "https://issuer.test",
-                "j1",
-            ]
+            fields,
+            [name, "160", packed.as_str(), "https://issuer.test", "j1"]
         );
-        // The script's stride is the item's length.
-        let stride = args.len();
-        assert!(REVOKE_SCRIPT.contains(&format!("(i - 4) * {stride}")));
-        assert!(REVOKE_SCRIPT.contains(&format!("unpack(ARGV, a + 1, a + {stride})")));
+        let one_field = args(EntryFormat::Packed);
+        assert_eq!(
+            one_field,
+            [name, "160", packed.as_str(), "19:https://issuer.test2:j1"]
+        );
+        // The script's strides are the items' lengths.
+        let strides = format!("packed_entries and {} or {}", one_field.len(), fields.len());
+        assert!(REVOKE_SCRIPT.contains(&strides), "{strides}");
+        assert!(REVOKE_SCRIPT.contains("local a = 5 + (i - 4) * stride"));
     }
 }
