@@ -19,7 +19,7 @@ mod listing;
 mod revoke;
 mod subscribe;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -162,14 +162,31 @@ fn over_live_quota(actor: &str, quota: Option<u64>) -> ApiError {
 /// after the [`Door`]'s name for a call that came over HTTP
 /// (`oauth2 127.0.0.1:50000`).
 fn source_address<T>(request: &Request<T>) -> String {
-    let address = request
-        .remote_addr()
-        .map(|address| address.to_string())
-        .unwrap_or_default();
+    let address = request.remote_addr().map(address_text).unwrap_or_default();
     match request.extensions().get::<Door>() {
         Some(Door(door)) => format!("{door} {address}").trim_end().to_owned(),
         None => address,
     }
+}
+
+/// `address` as `to_string` writes it, an IPv4 one without `fmt`: every
+/// revocation records its caller's address, and `to_string` was 2% of a
+/// `Revoke`'s instructions.
+fn address_text(address: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = address else {
+        return address.to_string();
+    };
+    let mut text = String::with_capacity("255.255.255.255:65535".len());
+    let mut decimal = itoa::Buffer::new();
+    for (n, octet) in v4.ip().octets().into_iter().enumerate() {
+        if n > 0 {
+            text.push('.');
+        }
+        text.push_str(decimal.format(octet));
+    }
+    text.push(':');
+    text.push_str(decimal.format(v4.port()));
+    text
 }
 
 /// Counts stored revocations in `revocd_revocations_total{result}`:
@@ -197,3 +214,23 @@ fn count_revocations<'a>(outcomes: impl IntoIterator<Item = &'a RevokeOutcome>) 
 
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_reads_as_to_string_writes_it() {
+        for address in [
+            "127.0.0.1:50000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.4:443",
+            "[::1]:8080",
+            "[2001:db8::7]:1",
+        ] {
+            let address: SocketAddr = address.parse().unwrap();
+            assert_eq!(address_text(address), address.to_string());
+        }
+    }
+}
