@@ -176,7 +176,8 @@ impl HubState {
         }
     }
 
-    /// The hub task: serves events, commands and ticks until `stop`.
+    /// The hub task: serves events, commands and ticks until `stop`, or
+    /// until every [`super::FilterHub`] handle (every command sender) is gone.
     pub(super) async fn run(
         mut self,
         mut events: mpsc::Receiver<Event>,
@@ -189,7 +190,10 @@ impl HubState {
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(event) = events.recv() => self.on_event(event),
-                Some(command) = commands.recv() => self.on_command(command),
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break, // every `FilterHub` handle is gone
+                },
                 _ = tick.tick() => self.on_tick(),
                 else => break,
             }
