@@ -25,10 +25,9 @@
 //! got a share of the workers' time that shrank with the number of calls
 //! in flight; on its own thread it gets the operating system's share of a
 //! thread, and its `XREAD` replies wake no worker of the call runtime.
-//! On two shared cores this cut revocd's and Redis's CPU per `Revoke` by
-//! about a tenth (README, "Performance"). A snapshot's encoding
-//! or a large load page no longer holds up a worker that answers calls,
-//! either. The hub stops when it is shut down or when the last
+//! A snapshot's encoding or a large load page no longer holds up a worker
+//! that answers calls, either. What it changed in CPU time per call is in
+//! the README ("Performance"). The hub stops when it is shut down or when the last
 //! [`FilterHub`] handle is dropped.
 //!
 //! # Lag policy
