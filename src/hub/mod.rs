@@ -1,10 +1,7 @@
 //! The filter hub: each replica's bloom filter of live revocations, kept
 //! current from the change log and streamed to subscribed gateways.
 //!
-//! Two tasks, on a thread of their own (`revocd-hub`, one single-threaded
-//! runtime), so that however many calls the replica is answering, every
-//! change of the log is applied as fast as one core allows (see "Why a
-//! thread of its own"):
+//! Two tasks:
 //!
 //! - the **follower** loads the live set from the store (a paged scan, so
 //!   memory stays bounded), then tails the change log (`XREAD BLOCK` on its
@@ -15,20 +12,6 @@
 //! - the **hub** owns all state ([`state::HubState`]): it applies batches
 //!   to the filter sliced by expiry, drops expired slices, and feeds each
 //!   subscriber's bounded queue.
-//!
-//! # Why a thread of its own
-//!
-//! Every replica applies every change of the whole deployment, so its
-//! follower must keep up with the write rate of all replicas together,
-//! while its own gRPC calls compete with it. As one task among the calls
-//! on the shared runtime, a follower under a burst of `RevokeBatch` calls
-//! got a share of the workers' time that shrank with the number of calls
-//! in flight; on its own thread it gets the operating system's share of a
-//! thread, and its `XREAD` replies wake no worker of the call runtime.
-//! A snapshot's encoding or a large load page no longer holds up a worker
-//! that answers calls, either. What it changed in CPU time per call is in
-//! the README ("Performance"). The hub stops when it is shut down or when the last
-//! [`FilterHub`] handle is dropped.
 //!
 //! # Lag policy
 //!
@@ -348,33 +331,22 @@ enum Event {
 // === impl FilterHub ===
 
 impl FilterHub {
-    /// Starts the follower and the hub on a thread of their own (module
-    /// doc, "Why a thread of its own").
-    ///
-    /// # Panics
-    /// When the operating system refuses a thread or its runtime's I/O
-    /// driver, at start-up.
+    /// Starts the follower and the hub on the current runtime.
     pub fn spawn(store: Store, digest_key: DigestKey, config: HubConfig) -> FilterHub {
         let stop = CancellationToken::new();
         let (events_tx, events) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(256);
         let follower = follow(store, config.history, config.clock, events_tx);
         let hub = HubState::new(digest_key, config).run(events, commands_rx, stop.clone());
-        let task = async move {
-            tokio::select! {
-                () = hub => {}
-                () = follower => {}
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = hub => {}
+                    () = follower => {}
+                }
             }
-        }
-        .in_current_span();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("the hub's runtime starts");
-        std::thread::Builder::new()
-            .name("revocd-hub".into())
-            .spawn(move || runtime.block_on(task))
-            .expect("the hub's thread starts");
+            .in_current_span(),
+        );
         FilterHub { commands, stop }
     }
 

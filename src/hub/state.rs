@@ -176,8 +176,7 @@ impl HubState {
         }
     }
 
-    /// The hub task: serves events, commands and ticks until `stop`, or
-    /// until every [`super::FilterHub`] handle (every command sender) is gone.
+    /// The hub task: serves events, commands and ticks until `stop`.
     pub(super) async fn run(
         mut self,
         mut events: mpsc::Receiver<Event>,
@@ -190,10 +189,7 @@ impl HubState {
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(event) = events.recv() => self.on_event(event),
-                command = commands.recv() => match command {
-                    Some(command) => self.on_command(command),
-                    None => break, // every `FilterHub` handle is gone
-                },
+                Some(command) = commands.recv() => self.on_command(command),
                 _ = tick.tick() => self.on_tick(),
                 else => break,
             }
