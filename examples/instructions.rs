@@ -1,6 +1,7 @@
-//! Instructions per call: a release `revocd serve` under valgrind's
-//! callgrind, answering `Revoke{jti}`, `Revoke{token}` and `Check{jti}`
-//! over gRPC, with the instructions it executed per call of each.
+//! Instructions per call: a release `revocd serve` and its `redis-server`
+//! under valgrind's callgrind, revocd answering `Revoke{jti}`,
+//! `Revoke{token}`, `RevokeBatch` and `Check{jti}` over gRPC, with the
+//! instructions each process executed per call of each.
 //!
 //! ```text
 //! cargo build --release --bins --examples
@@ -29,14 +30,14 @@
 //!
 //! A `redis-server` of its own on a free port, and revocd (`--revocd-bin`, the
 //! release build by default) on it with the test deployment's API keys,
-//! HS256 secret and issuer, as `examples/load.rs` starts it, under
+//! HS256 secret and issuer, as `examples/load.rs` starts it, both under
 //! `valgrind --tool=callgrind`. Then, for each phase, 16 clients over 4
 //! gRPC connections send 1,600 calls to warm up, callgrind's counters are
 //! zeroed, the clients send `--calls` calls (rounded up to a multiple of
 //! 1,600, so every client sends whole batches), revocd is let to go idle
 //! (its change-log follower applies the last entries) and the counters
-//! are dumped: the instructions of all of revocd's threads over that
-//! window, divided by the calls. The phases:
+//! are dumped: the instructions of all of revocd's threads, and of Redis,
+//! over that window, divided by the calls. The phases:
 //!
 //! 1. `Revoke{jti}` of new jtis, `expires_at` the test tokens' `exp`;
 //! 2. `Revoke{token}` of new HS256 tokens (signed by the client, whose
@@ -87,9 +88,9 @@ struct Options {
     #[arg(long)]
     revocd_bin: Option<PathBuf>,
 
-    /// Keep callgrind's dumps in this directory (`revocd.<pid>.<n>`, one
-    /// per phase in order, for `callgrind_annotate`) instead of a
-    /// temporary one.
+    /// Keep callgrind's dumps in this directory (`revocd.<pid>.<n>` and
+    /// `redis.<pid>.<n>`, one per phase in order, for `callgrind_annotate`)
+    /// instead of a temporary one.
     #[arg(long)]
     keep_profiles: Option<PathBuf>,
 
@@ -143,11 +144,9 @@ async fn main() -> Result<()> {
         None => temporary.path().to_owned(),
     };
     let redis = RedisServer::start_wrapped(&callgrind(&profiles, "redis"));
+    let format_flags = support::log_entry_format_flags(options.log_entry_format);
     let mut serve_flags = vec!["--redis-url".to_owned(), redis.url()];
-    if options.log_entry_format != 1 {
-        let format = options.log_entry_format.to_string();
-        serve_flags.extend(["--log-entry-format".to_owned(), format]);
-    }
+    serve_flags.extend_from_slice(&format_flags);
     let revocd = Revocd::spawn(&binary, &deployment, &serve_flags, &profiles)?;
     let mut counters = [
         Counters::new("revocd", revocd.child.id(), &profiles),
@@ -169,7 +168,7 @@ async fn main() -> Result<()> {
     println!(
         "revocd:  {} serve {}",
         binary.display(),
-        serve_flags[2..].join(" ")
+        format_flags.join(" ")
     );
     println!("calls:   {calls} per phase after {WARMUP_CALLS} to warm up; {CLIENTS} clients over {CONNECTIONS} connections");
     println!();

@@ -750,9 +750,7 @@ impl RevocdProcess {
         let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let mut args = vec!["serve".to_owned()];
         args.extend(deployment.args(&["--redis-url", redis_url, "--listen", &address.to_string()]));
-        if entry_format != 1 {
-            args.extend(["--log-entry-format".to_owned(), entry_format.to_string()]);
-        }
+        args.extend(support::log_entry_format_flags(entry_format));
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let log = std::fs::File::create(dir.path().join("revocd.log"))?;
         let child = Command::new(binary)

@@ -56,6 +56,16 @@ pub const QUOTA_KEY: (&str, &str, &str) = (
     "[\"revoke\", \"subscribe\"]\nmax_revocations_per_second = 20\nmax_live_revocations = 5\nmax_streams = 1",
 );
 
+/// The `revocd serve` flags that select log entry format `format`: none
+/// for 1, the server's default, so a benchmark can also measure a binary
+/// built before `--log-entry-format` existed.
+pub fn log_entry_format_flags(format: u8) -> Vec<String> {
+    match format {
+        1 => Vec::new(),
+        _ => vec!["--log-entry-format".to_owned(), format.to_string()],
+    }
+}
+
 /// The built binary `name` (`revocd` or `revoctl`): in tests, the one cargo
 /// built for them (`CARGO_BIN_EXE_<name>`); elsewhere (an example, run from
 /// `target/<profile>/examples/`), `target/<profile>/<name>`, so a release

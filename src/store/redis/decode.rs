@@ -5,11 +5,12 @@
 //! record has in its key instead; a token revocation's record and entry
 //! hold them packed (`packed.rs`: the key's string value, the entry's
 //! `rec` field) since packing version 2, as hashes and entry fields
-//! before; an entry of format 2 holds all of it in its one field `rev`. So one reader, [`Fields`], serves all of them: listings and
-//! lookups read records, the audit trail reads whole entries
-//! ([`entry_record`]), and followers read only what a change needs
-//! ([`entry_change`]), which every entry holds unpacked, since every
-//! replica reads every entry.
+//! before; an entry of format 2 holds all of it in its one field `rev`.
+//! So one reader, [`Fields`], serves all of them: listings and lookups
+//! read records, the audit trail reads whole entries ([`entry_record`]),
+//! and followers read only what a change needs ([`entry_change`]): an
+//! entry of format 1 holds it unpacked, one of format 2 in the head of
+//! `rev` and the packed `until`.
 
 use std::collections::HashMap;
 
