@@ -127,6 +127,23 @@ pub fn is_behind(offered: &str, held: &str) -> bool {
     }
 }
 
+/// True when a reader that has applied the log up to cursor `applied`
+/// has applied everything up to cursor `target` too: in every partition at
+/// or past it (Redis), or at or past its sequence number (memory). Cursors
+/// that do not compare (another partition count, another store's form,
+/// anything unparsable) count as reached, so nobody waits on them forever.
+pub fn has_reached(applied: &str, target: &str) -> bool {
+    if let (Ok(applied), Ok(target)) = (applied.parse::<u64>(), target.parse::<u64>()) {
+        return applied >= target;
+    }
+    match (Positions::parse_any(applied), Positions::parse_any(target)) {
+        (Some(applied), Some(target)) if applied.0.len() == target.0.len() => {
+            applied.0.iter().zip(&target.0).all(|(a, t)| a >= t)
+        }
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +182,20 @@ mod tests {
         assert!(!is_behind("3", "9"), "memory-store cursors do not compare");
         assert!(!is_behind("1-0", "5-1,7-1"), "another partition count");
         assert!(!is_behind("", "5-1"), "no cursor yet");
+    }
+
+    #[test]
+    fn a_cursor_has_reached_another_when_no_partition_is_short_of_it() {
+        assert!(has_reached("5-1", "5-1"), "equal has reached");
+        assert!(has_reached("6-0,7-1", "5-1,7-1"));
+        assert!(!has_reached("5-0", "5-1"));
+        assert!(!has_reached("9-0,7-0", "5-1,7-1"), "short in one partition");
+        assert!(has_reached("12", "9"), "memory cursors compare as numbers");
+        assert!(!has_reached("9", "12"));
+        assert!(has_reached("1-0", "5-1,7-1"), "another partition count");
+        assert!(
+            has_reached("", "5-1"),
+            "what does not compare counts as reached"
+        );
     }
 }

@@ -182,6 +182,62 @@ async fn a_subscriber_of_one_replica_sees_revocations_made_through_another() {
 }
 
 #[tokio::test]
+async fn a_gateway_subscribing_after_a_revoke_through_another_replica_finds_it_in_its_snapshot() {
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let args = deployment.args(&["--redis-url", &redis.url()]);
+    let a = TestServer::start(&args).await;
+    let b = TestServer::start(&args).await;
+    // Batches through b keep a's follower busy, so it is often behind the
+    // log's head when a subscription comes.
+    let mut writer = b.client(Some("key-revoke")).await;
+    let churn = tokio::spawn(async move {
+        for round in 0.. {
+            let items = (0..100)
+                .map(|i| support::by_jti(&format!("churn-{round}-{i}"), unix_now() + 600))
+                .collect();
+            let request = pb::RevokeBatchRequest { items };
+            if writer.revoke_batch(request).await.is_err() {
+                return;
+            }
+            // Within what a debug build's follower applies, so a stays live.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut revoker = b.client(Some("key-revoke")).await;
+    let mut gateway = a.client(Some("key-subscribe")).await;
+    let mut lacking = Vec::new();
+    for round in 0..30 {
+        let jti = format!("acknowledged-{round}");
+        revoke(&mut revoker, &jti).await;
+        let mut stream = subscribe(&mut gateway, "", 0).await;
+        // What the subscription was answered with: the snapshot (maybe a
+        // cached one), the deltas catching it up, then a heartbeat.
+        let (first, filter) = snapshot(&mut stream).await;
+        let digest = key_of(&first).token(ISSUER, &jti);
+        let mut found = filter.contains(None, &digest);
+        loop {
+            match next_update(&mut stream).await {
+                Update::Delta(delta) => {
+                    found |= delta.added_digests().any(|added| added == digest.0);
+                }
+                Update::Heartbeat(_) => break,
+                Update::Snapshot(_) => panic!("a second snapshot before the first heartbeat"),
+            }
+        }
+        if !found {
+            lacking.push(jti);
+        }
+    }
+    churn.abort();
+    assert_eq!(
+        lacking,
+        Vec::<String>::new(),
+        "snapshots lacking a revocation acknowledged before the Subscribe call"
+    );
+}
+
+#[tokio::test]
 async fn a_known_cursor_resumes_with_deltas_only() {
     let redis = RedisServer::start();
     let deployment = Deployment::new();
@@ -237,7 +293,11 @@ async fn an_unknown_cursor_or_another_deployments_generation_gets_a_snapshot() {
 #[tokio::test]
 async fn a_stalled_subscriber_slows_no_one_and_is_re_based_with_a_snapshot() {
     let deployment = Deployment::new();
-    let args = deployment.args(&["--subscriber-buffer", "2", "--heartbeat-interval", "50ms"]);
+    // A queue of 16 frames: the stalled subscriber's fills within the
+    // burst below, while the live one has room for the moments its reader
+    // waits for a core (the hub runs on a thread of its own, so nothing
+    // makes it wait for the reader).
+    let args = deployment.args(&["--subscriber-buffer", "16", "--heartbeat-interval", "50ms"]);
     let server = TestServer::start(&args).await;
     // One subscriber that reads nothing for a while (with a tiny HTTP/2
     // window, so the server's queue for it fills fast), one that keeps up.

@@ -1,7 +1,8 @@
 //! The filter hub: each replica's bloom filter of live revocations, kept
 //! current from the change log and streamed to subscribed gateways.
 //!
-//! Two tasks:
+//! Two tasks, on a thread of their own (`revocd-hub`, one single-threaded
+//! runtime; see "A thread of its own"):
 //!
 //! - the **follower** loads the live set from the store (a paged scan, so
 //!   memory stays bounded), then tails the change log (`XREAD BLOCK` on its
@@ -12,6 +13,31 @@
 //! - the **hub** owns all state ([`state::HubState`]): it applies batches
 //!   to the filter sliced by expiry, drops expired slices, and feeds each
 //!   subscriber's bounded queue.
+//!
+//! # A thread of its own
+//!
+//! Every replica applies every change of the whole deployment, so its
+//! follower must keep up with the write rate of all replicas together,
+//! while its own gRPC calls compete with it. As one task among the calls
+//! on the shared runtime, a follower under a burst of `RevokeBatch` calls
+//! got a share of the workers' time that shrank with the number of calls
+//! in flight; on its own thread it gets the operating system's share of a
+//! thread, and its `XREAD` replies wake no worker of the call runtime. A
+//! snapshot's encoding or a large load page no longer holds up a worker
+//! that answers calls, either. The hub stops when it is shut down or when
+//! the last [`FilterHub`] handle is dropped.
+//!
+//! # Read your writes
+//!
+//! A gateway that subscribes after a `Revoke` was acknowledged (by any
+//! replica) gets a snapshot holding that revocation: [`FilterHub::subscribe`]
+//! reads the log's head first, and the hub answers only once it has applied
+//! the log that far ([`crate::cursor::has_reached`]). On an idle log that
+//! is at once; under load it is the follower's lag, at most [`LOAD_WAIT`]
+//! (then the call fails with [`SubscribeError::NotReady`] and the gateway
+//! retries). Without it, a subscriber could get a snapshot a few
+//! milliseconds older than a revocation it had seen acknowledged, and
+//! depend on the next delta for it.
 //!
 //! # Lag policy
 //!
@@ -166,8 +192,9 @@ pub struct SubscribeParams {
 /// Why a subscription was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
-    /// The filter has not been loaded from the store yet.
-    #[error("the filter is still loading from the store; retry shortly")]
+    /// The filter has not been loaded from the store yet, or has not
+    /// caught up with the log's head as of the call.
+    #[error("the filter is still loading from the store, or catching up with the change log; retry shortly")]
     NotReady,
     /// [`HubConfig::max_subscribers`] reached.
     #[error("this replica serves the most subscribers it allows; retry on another")]
@@ -286,11 +313,16 @@ impl tokio_stream::Stream for Updates {
 pub struct FilterHub {
     commands: mpsc::Sender<Command>,
     stop: CancellationToken,
+    /// Where the log's head is read for each subscription.
+    store: Store,
 }
 
 enum Command {
     Subscribe {
         params: SubscribeParams,
+        /// The log's head when the call came: its snapshot waits until the
+        /// hub has applied the log this far.
+        through: String,
         reply: oneshot::Sender<Result<Updates, SubscribeError>>,
     },
     Stats {
@@ -331,39 +363,69 @@ enum Event {
 // === impl FilterHub ===
 
 impl FilterHub {
-    /// Starts the follower and the hub on the current runtime.
+    /// Starts the follower and the hub on a thread of their own (module
+    /// doc, "A thread of its own").
+    ///
+    /// # Panics
+    /// When the operating system refuses a thread or its runtime's I/O
+    /// driver, at start-up.
     pub fn spawn(store: Store, digest_key: DigestKey, config: HubConfig) -> FilterHub {
         let stop = CancellationToken::new();
         let (events_tx, events) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(256);
-        let follower = follow(store, config.history, config.clock, events_tx);
+        let follower = follow(store.clone(), config.history, config.clock, events_tx);
         let hub = HubState::new(digest_key, config).run(events, commands_rx, stop.clone());
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    () = hub => {}
-                    () = follower => {}
-                }
+        let task = async move {
+            tokio::select! {
+                () = hub => {}
+                () = follower => {}
             }
-            .in_current_span(),
-        );
-        FilterHub { commands, stop }
+        }
+        .in_current_span();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the hub's runtime starts");
+        std::thread::Builder::new()
+            .name("revocd-hub".into())
+            .spawn(move || runtime.block_on(task))
+            .expect("the hub's thread starts");
+        FilterHub {
+            commands,
+            stop,
+            store,
+        }
     }
 
-    /// Subscribes a gateway. Before the filter's first load completes the
-    /// call waits for it, up to [`LOAD_WAIT`].
+    /// Subscribes a gateway, with a snapshot holding every change
+    /// acknowledged before this call (module doc, "Read your writes").
+    /// Before the filter's first load completes, or while the hub is
+    /// behind the log's head as of this call, the call waits, up to
+    /// [`LOAD_WAIT`] in all.
     ///
     /// # Errors
-    /// [`SubscribeError`] when the hub cannot take it now.
+    /// [`SubscribeError`] when the hub cannot take it now;
+    /// [`SubscribeError::Lagging`] when the log's head cannot be read.
     pub async fn subscribe(&self, params: SubscribeParams) -> Result<Updates, SubscribeError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Subscribe { params, reply };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| SubscribeError::Closed)?;
-        match tokio::time::timeout(LOAD_WAIT, answer).await {
-            Ok(answer) => answer.map_err(|_| SubscribeError::Closed)?,
+        let waited = async {
+            let through = self.store.log_head().await.map_err(|error| {
+                warn!(%error, "cannot read the change log's head for a subscription");
+                SubscribeError::Lagging
+            })?;
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Subscribe {
+                params,
+                through,
+                reply,
+            };
+            self.commands
+                .send(command)
+                .await
+                .map_err(|_| SubscribeError::Closed)?;
+            answer.await.map_err(|_| SubscribeError::Closed)?
+        };
+        match tokio::time::timeout(LOAD_WAIT, waited).await {
+            Ok(answer) => answer,
             Err(_) => Err(SubscribeError::NotReady),
         }
     }

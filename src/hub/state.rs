@@ -138,8 +138,18 @@ pub(super) struct HubState {
     caught_up_at: ClockInstant,
     /// A load in progress.
     loading: Option<Loading>,
-    /// Subscriptions made before the first load completed, served by it.
-    waiting: Vec<(SubscribeParams, Reply)>,
+    /// Subscriptions waiting for the first load, or for the hub to apply
+    /// the log up to its head as of the call (module doc of `hub`, "Read
+    /// your writes").
+    waiting: Vec<Waiting>,
+}
+
+/// A subscription not answered yet.
+struct Waiting {
+    params: SubscribeParams,
+    /// The log's head when the call came.
+    through: String,
+    reply: Reply,
 }
 
 /// Where a subscription's answer goes.
@@ -176,7 +186,8 @@ impl HubState {
         }
     }
 
-    /// The hub task: serves events, commands and ticks until `stop`.
+    /// The hub task: serves events, commands and ticks until `stop`, or
+    /// until every [`super::FilterHub`] handle (every command sender) is gone.
     pub(super) async fn run(
         mut self,
         mut events: mpsc::Receiver<Event>,
@@ -189,7 +200,10 @@ impl HubState {
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(event) = events.recv() => self.on_event(event),
-                Some(command) = commands.recv() => self.on_command(command),
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break, // every `FilterHub` handle is gone
+                },
                 _ = tick.tick() => self.on_tick(),
                 else => break,
             }
@@ -210,11 +224,17 @@ impl HubState {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Subscribe { params, reply } if !self.ready => {
-                self.waiting.push((params, reply));
-            }
-            Command::Subscribe { params, reply } => {
-                let _ = reply.send(self.subscribe(params));
+            Command::Subscribe {
+                params,
+                through,
+                reply,
+            } => {
+                self.waiting.push(Waiting {
+                    params,
+                    through,
+                    reply,
+                });
+                self.serve_waiting();
             }
             Command::Stats { reply } => {
                 let _ = reply.send(HubStats {
@@ -262,6 +282,9 @@ impl HubState {
                 if caught_up {
                     self.caught_up_at = ClockInstant::now();
                 }
+                if !self.waiting.is_empty() {
+                    self.serve_waiting();
+                }
             }
             Event::Lost => {
                 if self.following {
@@ -272,6 +295,7 @@ impl HubState {
                 }
                 self.following = false;
                 self.loading = None;
+                self.serve_waiting();
             }
         }
     }
@@ -308,8 +332,27 @@ impl HubState {
         self.following = true;
         self.caught_up_at = ClockInstant::now();
         self.build(loading.tokens);
-        for (params, reply) in std::mem::take(&mut self.waiting) {
-            let _ = reply.send(self.subscribe(params));
+        self.serve_waiting();
+    }
+
+    /// Answers the waiting subscriptions that can be answered: once the
+    /// first load is complete, those whose log head the hub has applied,
+    /// and all of them while it is not live (they are refused, as
+    /// [`HubState::subscribe`] refuses). Forgets those whose caller gave up.
+    fn serve_waiting(&mut self) {
+        if !self.ready {
+            return;
+        }
+        let live = self.is_live();
+        for waiting in std::mem::take(&mut self.waiting) {
+            if waiting.reply.is_closed() {
+                continue;
+            }
+            if live && !crate::cursor::has_reached(&self.cursor, &waiting.through) {
+                self.waiting.push(waiting);
+                continue;
+            }
+            let _ = waiting.reply.send(self.subscribe(waiting.params));
         }
     }
 
@@ -450,6 +493,7 @@ impl HubState {
         self.live.expire(now);
         self.update_rate();
         self.serve_pending_snapshots();
+        self.serve_waiting();
         if self.is_live() {
             self.broadcast(self.heartbeat());
         }

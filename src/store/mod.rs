@@ -319,6 +319,15 @@ impl Store {
         }
     }
 
+    /// The cursor of the log's newest entry: a reader that has applied the
+    /// log up to it holds every change acknowledged before this call.
+    ///
+    /// # Errors
+    /// As [`Store::log_tail`].
+    pub async fn log_head(&self) -> Result<String, Error> {
+        Ok(self.log_tail(1).await?.head)
+    }
+
     /// A reader that follows the change log. Redis readers use a connection
     /// of their own, since a blocking read would stall every other command.
     pub fn log_reader(&self) -> LogReader {

@@ -643,3 +643,72 @@ async fn a_gateway_copy_never_misses_a_revocation_and_matches_its_replica() {
         }
     }
 }
+
+/// A `Subscribe` command as [`super::super::FilterHub::subscribe`] sends
+/// it, made when the log's head was at `through`.
+fn subscribe_command(
+    through: &str,
+) -> (
+    Command,
+    tokio::sync::oneshot::Receiver<Result<Updates, SubscribeError>>,
+) {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let command = Command::Subscribe {
+        params: current(),
+        through: through.to_owned(),
+        reply,
+    };
+    (command, answer)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_is_answered_once_the_log_head_of_its_call_is_applied() {
+    let mut hub = hub();
+    let now = unix_now();
+    hub.on_event(tail(vec![revoked("a", now + 600, 1)], true));
+    // Revocation 2 was acknowledged before the call; the follower has not
+    // read it yet.
+    let (command, mut answer) = subscribe_command("2");
+    hub.on_command(command);
+    assert!(
+        answer.try_recv().is_err(),
+        "answered before the hub applied the head"
+    );
+    hub.on_tick();
+    assert!(answer.try_recv().is_err(), "a tick answered it early");
+    hub.on_event(tail(vec![revoked("b", now + 600, 2)], true));
+    let updates = answer.try_recv().expect("answered").expect("subscribed");
+    let mut follower = Follower {
+        updates,
+        assembler: Default::default(),
+        view: None,
+    };
+    follower.catch_up(now).unwrap();
+    let key = hub.digest_key.clone();
+    let exp = exp(&hub, now + 600);
+    assert!(
+        follower.view().may_be_revoked(&key.token("iss", "b"), exp),
+        "the snapshot lacks what was acknowledged before the call"
+    );
+    assert_eq!(follower.view().cursor(), "2");
+
+    // At the head already: answered at once.
+    let (command, mut answer) = subscribe_command("2");
+    hub.on_command(command);
+    assert!(matches!(answer.try_recv(), Ok(Ok(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_waiting_for_the_log_head_is_refused_when_the_log_is_lost() {
+    let mut hub = hub();
+    hub.on_event(tail(vec![revoked("a", unix_now() + 600, 1)], true));
+    let (command, mut answer) = subscribe_command("7");
+    hub.on_command(command);
+    assert!(answer.try_recv().is_err());
+    hub.on_event(Event::Lost);
+    assert_eq!(
+        answer.try_recv().expect("answered").err(),
+        Some(SubscribeError::Lagging)
+    );
+    assert!(hub.waiting.is_empty());
+}
