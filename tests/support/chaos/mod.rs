@@ -32,7 +32,8 @@
 //! cross-issuer tokens ([`forgery`]); a gateway too old for claim
 //! cut-offs subscribing ([`outdated`]); kill -9 an agent and restart it
 //! from the filter it keeps on disk; revocations written as the version
-//! before packed token records wrote them ([`earlier`])), heals it, keeps the load up half a
+//! before packed token records wrote them ([`earlier`]); subscribe to one
+//! replica right after revoking through another ([`fresh`])), heals it, keeps the load up half a
 //! second more, stops it and checks ([`verify`]).
 //!
 //! # Invariants
@@ -51,6 +52,9 @@
 //! - **One issuer, one key**: a token signed with one issuer's key that
 //!   claims the other is refused by every subscriber, and a keyless
 //!   `Revoke` of it by every replica.
+//! - **Read your writes**: a subscription made after a revocation was
+//!   acknowledged (through any replica) is answered with a filter that
+//!   holds it, or refused.
 //! - **No filter for a gateway that cannot enforce it**: once a session
 //!   cut-off has been acknowledged for the propagation bound, no replica
 //!   sends a single frame to a gateway of stream protocol 0.
@@ -67,6 +71,7 @@
 
 mod earlier;
 mod forgery;
+mod fresh;
 mod issuer;
 mod ledger;
 mod load;

@@ -15,7 +15,7 @@ use rand::Rng;
 use super::ledger::Ledger;
 use super::report::Tally;
 use super::testbed::{SubscriberKind, Testbed};
-use super::{earlier, forgery, outdated, race, trim};
+use super::{earlier, forgery, fresh, outdated, race, trim};
 
 /// How long `CLIENT KILL`s go on: longer than the propagation bound, so a
 /// replica that keeps heartbeating while its follower reloads again and
@@ -66,11 +66,15 @@ pub enum FaultKind {
     /// wrote them (hashes, ten-field log entries), as by an old replica
     /// during a rolling upgrade.
     EarlierVersion,
+    /// Revoke through one replica, then at once subscribe to another: the
+    /// filter the subscription is answered with must hold the revocation
+    /// (read your writes).
+    FreshSubscriber,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::ReplicaKill,
         FaultKind::ReplicaStop,
         FaultKind::RedisStop,
@@ -84,6 +88,7 @@ impl FaultKind {
         FaultKind::OutdatedGateway,
         FaultKind::AgentRestart,
         FaultKind::EarlierVersion,
+        FaultKind::FreshSubscriber,
     ];
 
     /// A short label for the table.
@@ -102,6 +107,7 @@ impl FaultKind {
             FaultKind::OutdatedGateway => "outdated-gateway",
             FaultKind::AgentRestart => "agent-restart",
             FaultKind::EarlierVersion => "earlier-version",
+            FaultKind::FreshSubscriber => "fresh-subscriber",
         }
     }
 
@@ -246,6 +252,7 @@ pub async fn inject(
         FaultKind::OutdatedGateway => outdated::inject(stage, rng, hold).await,
         FaultKind::AgentRestart => agent_restart(bed, rng, hold).await,
         FaultKind::EarlierVersion => earlier::inject(stage, rng, hold).await,
+        FaultKind::FreshSubscriber => fresh::inject(stage, rng, hold).await,
     };
     FaultRecord {
         kind,

@@ -46,6 +46,9 @@ pub enum ViolationKind {
     /// A replica sent a frame to a gateway too old to enforce the claim
     /// cut-offs in force.
     OutdatedServed,
+    /// A subscription made after a revocation was acknowledged was
+    /// answered with a filter without it.
+    SnapshotBehindAck,
 }
 
 impl ViolationKind {
@@ -64,6 +67,7 @@ impl ViolationKind {
             ViolationKind::ForgedAccepted => "forged-accepted",
             ViolationKind::ForgedRevoked => "forged-revoked",
             ViolationKind::OutdatedServed => "outdated-served",
+            ViolationKind::SnapshotBehindAck => "snapshot-behind-ack",
         }
     }
 }
