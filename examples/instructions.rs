@@ -43,7 +43,11 @@
 //! 2. `Revoke{token}` of new HS256 tokens (signed by the client, whose
 //!    instructions are not counted);
 //! 3. `RevokeBatch` of 100 new jtis a call, per item (`--calls` items);
-//! 4. `Check{jti}` of the jtis revoked in phase 1.
+//! 4. `Check{jti}` of the jtis revoked in phase 1;
+//! 5. the gRPC floor: `grpc.health.v1.Health/Check` of the server overall,
+//!    served on the same port through the same stack (HTTP/2, tonic, its
+//!    timeout layer and router) with no API key, metrics, span or store:
+//!    what any unary call to revocd costs before revocd's own work.
 //!
 //! Every answer is checked, so a misbehaving server fails the run.
 
@@ -62,7 +66,9 @@ use revocd::pb::{CheckRequest, RevokeBatchRequest};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{by_jti, by_token, Client, Deployment, RedisServer, ServingStatus, TOKEN_EXP};
+use support::{
+    by_jti, by_token, Client, Deployment, HealthClient, RedisServer, ServingStatus, TOKEN_EXP,
+};
 
 /// Clients sending calls at once, and the connections they share.
 const CLIENTS: usize = 16;
@@ -107,6 +113,7 @@ enum Phase {
     RevokeToken,
     RevokeBatch,
     Check,
+    Floor,
 }
 
 impl Phase {
@@ -116,6 +123,7 @@ impl Phase {
             Phase::RevokeToken => "Revoke{token}",
             Phase::RevokeBatch => "RevokeBatch item",
             Phase::Check => "Check{jti}",
+            Phase::Floor => "gRPC floor",
         }
     }
 }
@@ -162,8 +170,11 @@ async fn main() -> Result<()> {
         Duration::from_secs(120),
     )
     .await;
-    let clients = connections(revocd.address, "key-revoke").await;
-    let readers = connections(revocd.address, "key-read").await;
+    let pools = Pools {
+        writers: connections(revocd.address, "key-revoke").await,
+        readers: connections(revocd.address, "key-read").await,
+        probes: probes(revocd.address).await?,
+    };
 
     println!(
         "revocd:  {} serve {}",
@@ -178,17 +189,13 @@ async fn main() -> Result<()> {
         Phase::RevokeToken,
         Phase::RevokeBatch,
         Phase::Check,
+        Phase::Floor,
     ] {
-        let pool = if phase == Phase::Check {
-            &readers
-        } else {
-            &clients
-        };
-        send(pool, phase, "warm", WARMUP_CALLS).await?;
+        send(&pools, phase, "warm", WARMUP_CALLS).await?;
         for process in &mut counters {
             process.zero()?;
         }
-        send(pool, phase, "load", calls).await?;
+        send(&pools, phase, "load", calls).await?;
         tokio::time::sleep(SETTLE).await;
         let [revocd, redis] = [counters[0].dump()?, counters[1].dump()?];
         let per_call = |instructions: u64| instructions as f64 / calls as f64;
@@ -202,6 +209,26 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The connections the clients share, [`CONNECTIONS`] of each kind.
+struct Pools {
+    /// With the API key `key-revoke`.
+    writers: Vec<Client>,
+    /// With the API key `key-read`.
+    readers: Vec<Client>,
+    /// Of the health service.
+    probes: Vec<HealthClient>,
+}
+
+/// [`CONNECTIONS`] clients of the health service of revocd at `address`.
+async fn probes(address: SocketAddr) -> Result<Vec<HealthClient>> {
+    let mut probes = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let probe = support::health_client(address).await;
+        probes.push(probe.context("connecting to the health service")?);
+    }
+    Ok(probes)
+}
+
 /// [`CONNECTIONS`] clients of revocd at `address` with the API key `key`.
 async fn connections(address: SocketAddr, key: &str) -> Vec<Client> {
     let mut clients = Vec::with_capacity(CONNECTIONS);
@@ -212,12 +239,19 @@ async fn connections(address: SocketAddr, key: &str) -> Vec<Client> {
 }
 
 /// `calls` calls of `phase` (items, for batches) from [`CLIENTS`] clients
-/// sharing `pool`; the jtis are `<round>-<client>-<n>`, so a check finds
+/// sharing `pools`; the jtis are `<round>-<client>-<n>`, so a check finds
 /// what a `load` round of `Revoke{jti}` revoked.
-async fn send(pool: &[Client], phase: Phase, round: &str, calls: usize) -> Result<()> {
+async fn send(pools: &Pools, phase: Phase, round: &str, calls: usize) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for client_number in 0..CLIENTS {
-        let mut client = pool[client_number % pool.len()].clone();
+        let connection = client_number % CONNECTIONS;
+        let pool = if phase == Phase::Check {
+            &pools.readers
+        } else {
+            &pools.writers
+        };
+        let mut client = pool[connection].clone();
+        let mut probe = pools.probes[connection].clone();
         let round = round.to_owned();
         tasks.spawn(async move {
             let per_call = if phase == Phase::RevokeBatch {
@@ -256,6 +290,10 @@ async fn send(pool: &[Client], phase: Phase, round: &str, calls: usize) -> Resul
                         };
                         let reply = client.check(request).await?.into_inner();
                         ensure!(reply.revoked, "{jti} is not revoked");
+                    }
+                    Phase::Floor => {
+                        let status = support::overall_health(&mut probe).await;
+                        ensure!(status == Some(ServingStatus::Serving), "health: {status:?}");
                     }
                 }
             }

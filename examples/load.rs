@@ -13,7 +13,7 @@
 //!
 //! # What is measured
 //!
-//! Seven phases run one after another. In each, `--concurrency` clients
+//! Eight phases run one after another. In each, `--concurrency` clients
 //! send requests back to back (a closed loop: one request in flight per
 //! client) for a 1 s warm-up and then `--seconds` of measurement.
 //! Throughput counts the requests started in the measured window; p50 and
@@ -47,6 +47,11 @@
 //!    by jti (before records were packed it sent `HMGET` of a hash's
 //!    fields, and `HGETALL` before that; so did the baseline).
 //! 7. `revocd Check{jti}`: gRPC `Check { jti }` of jtis revoked in phase 2.
+//! 8. `revocd gRPC floor`: gRPC `grpc.health.v1.Health/Check` of the
+//!    server overall, on connections of its own. revocd serves it on the
+//!    same port through the same stack (HTTP/2, tonic, its timeout layer
+//!    and router) with no API key, metrics, span or store: what any unary
+//!    call to revocd costs on this machine before revocd's own work.
 //!
 //! Every answer is checked (a new revocation, a revoked token), so a
 //! misbehaving server fails the run instead of looking fast. The ratio is
@@ -93,8 +98,8 @@ use revocd::time::unix_now;
 mod support;
 
 use support::{
-    by_jti, by_token, cpu_seconds, io_syscalls, Client, Deployment, RedisServer, ServingStatus,
-    ISSUER, TICKS_PER_SECOND,
+    by_jti, by_token, cpu_seconds, io_syscalls, Client, Deployment, HealthClient, RedisServer,
+    ServingStatus, ISSUER, TICKS_PER_SECOND,
 };
 
 /// Requests before the measured window, to open connections, load the
@@ -283,6 +288,11 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
     })
     .await
     .context("phase `revocd Check{jti}`")?;
+    let floor = drive(&load, profile("floor"), &api, |api, task, _| async move {
+        api.health(task).await
+    })
+    .await
+    .context("phase `revocd gRPC floor`")?;
 
     print_setup(options, &redis_version, &revocd.args);
     let batch_label = format!("redis revoke x{batch}");
@@ -297,6 +307,7 @@ async fn benchmark(options: &Options, binary: &Path) -> Result<()> {
             .targets(BATCH_ITEM_CPU_TARGET, Some(REDIS_WRITE_CPU_TARGET)),
         Row::baseline("redis GET", &redis_check, 1),
         Row::revocd("revocd Check{jti}", &check, 1, &redis_check).targets(CHECK_CPU_TARGET, None),
+        Row::baseline("revocd gRPC floor", &floor, 1),
     ]);
     let warnings = revocd.warnings();
     println!();
@@ -803,6 +814,8 @@ struct Revocd {
     writers: Vec<Client>,
     /// Clients with the `read` key.
     readers: Vec<Client>,
+    /// Clients of the health service.
+    probes: Vec<HealthClient>,
 }
 
 impl Revocd {
@@ -810,11 +823,18 @@ impl Revocd {
     async fn connect(address: SocketAddr, channels: usize) -> Result<Self> {
         let mut writers = Vec::with_capacity(channels);
         let mut readers = Vec::with_capacity(channels);
+        let mut probes = Vec::with_capacity(channels);
         for _ in 0..channels {
             writers.push(support::client(address, Some(REVOKE_KEY.0)).await);
             readers.push(support::client(address, Some(READ_KEY)).await);
+            let probe = support::health_client(address).await;
+            probes.push(probe.context("connecting to the health service")?);
         }
-        Ok(Self { writers, readers })
+        Ok(Self {
+            writers,
+            readers,
+            probes,
+        })
     }
 
     fn writer(&self, task: usize) -> Client {
@@ -863,6 +883,15 @@ impl Revocd {
                 result.error
             );
         }
+        Ok(())
+    }
+
+    /// `grpc.health.v1.Health/Check` of the server overall, which must be
+    /// SERVING.
+    async fn health(&self, task: usize) -> Result<()> {
+        let mut probe = self.probes[task % self.probes.len()].clone();
+        let status = support::overall_health(&mut probe).await;
+        ensure!(status == Some(ServingStatus::Serving), "health: {status:?}");
         Ok(())
     }
 
@@ -998,7 +1027,7 @@ fn print_table(rows: &[Row]) {
     }
     println!();
     println!("revocd read and write system calls per item (/proc/<pid>/io syscr + syscw):");
-    for row in rows.iter().filter(|row| row.against.is_some()) {
+    for row in rows.iter().filter(|row| row.phase.starts_with("revocd")) {
         let calls: u64 = row.measured.completed.iter().sum();
         let items = (calls as f64 * row.items as f64).max(1.0);
         let per_item = row.measured.cpu.revocd_io as f64 / items;

@@ -593,23 +593,35 @@ impl Drop for Replica {
 
 pub use tonic_health::pb::health_check_response::ServingStatus;
 
-/// The overall (`""`) health of the server at `address`, `None` when it
-/// cannot be asked.
-pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
-    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+/// A client of the gRPC health service of the server at `address` (no API
+/// key), `None` when it cannot connect.
+pub async fn health_client(address: SocketAddr) -> Option<HealthClient> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).ok()?;
     let channel = endpoint
         .connect_timeout(Duration::from_millis(500))
         .connect()
         .await
         .ok()?;
-    let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
+    Some(HealthClient::new(channel))
+}
+
+/// A client of the gRPC health service.
+pub type HealthClient = tonic_health::pb::health_client::HealthClient<Channel>;
+
+/// The overall (`""`) health `client`'s server reports, `None` when it
+/// cannot be asked.
+pub async fn overall_health(client: &mut HealthClient) -> Option<ServingStatus> {
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let reply = client.check(request).await.ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// The overall (`""`) health of the server at `address`, `None` when it
+/// cannot be asked.
+pub async fn health(address: SocketAddr) -> Option<ServingStatus> {
+    overall_health(&mut health_client(address).await?).await
 }
 
 /// Waits until the server at `address` reports the overall health
