@@ -180,7 +180,7 @@ pub enum Access {
 ///
 /// A presented key is hashed and its digest looked up in a map: one lookup
 /// whatever the number of keys, where comparing it with each key's digest
-/// in constant time cost about 270 instructions per key on every call.
+/// in constant time cost about 370 instructions per key on every call.
 /// The lookup's timing can only tell a caller about the digest of what it
 /// presented, which it knows already; the keys cannot be learned from it
 /// (that would take a SHA-256 preimage).
