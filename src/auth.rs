@@ -200,6 +200,16 @@ impl KeyTable {
         KeyTable { keys, by_digest }
     }
 
+    /// How many keys are configured.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no key is configured (a loaded file always has one).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     fn by_digest(&self, digest: &[u8; 32]) -> Option<&ApiKey> {
         self.by_digest.get(digest).map(|&index| &self.keys[index])
     }
@@ -209,7 +219,7 @@ impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Access::Open => f.write_str("Access::Open"),
-            Access::Keys(table) => write!(f, "Access::Keys({} keys)", table.keys.len()),
+            Access::Keys(table) => write!(f, "Access::Keys({} keys)", table.len()),
         }
     }
 }
