@@ -254,6 +254,12 @@ impl RevocationFilter {
         RevocationFilter { bloom }
     }
 
+    /// Bits of the bitmap of a filter sized for `capacity` entries at
+    /// `fp_rate`.
+    pub fn bits_for(capacity: usize, fp_rate: f64) -> u64 {
+        8 * Bloom::<Digest>::compute_bitmap_size(capacity.max(1), fp_rate).max(1) as u64
+    }
+
     /// Adds a digest.
     pub fn insert(&mut self, digest: &Digest) {
         self.bloom.set(digest);

@@ -1,8 +1,8 @@
-//! The live cut-offs, as digests, with when each may be forgotten; and
-//! the changes as the filter sees them. Token digests live in the sliced
-//! filter alone, which forgets them a slice at a time.
+//! The live cut-offs, as digests, with when each may be forgotten; the
+//! live token digests by slice, kept beside the sliced filter so that it
+//! can be rebuilt from them; and the changes as the filter sees them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::filter::Digest;
 
@@ -118,6 +118,74 @@ impl LiveSet {
     /// The cut-off in force on a key.
     pub(super) fn cutoff(&self, key: &CutKey) -> Option<i64> {
         self.cutoffs.get(key).map(|(not_before, _)| *not_before)
+    }
+}
+
+/// The live token digests, by slice: what the sliced filter holds, kept
+/// so that a filter grown into a long chain can be rebuilt compact (the
+/// state module's "Compaction"). 16 bytes per live revocation.
+#[derive(Default)]
+pub(super) struct TokenDigests {
+    slices: BTreeMap<i64, SliceDigests>,
+    total: usize,
+}
+
+/// The digests of one slice.
+#[derive(Default)]
+struct SliceDigests {
+    /// In the order inserted; a digest inserted twice is here twice.
+    digests: Vec<Digest>,
+    /// How many of `digests` the slice's filter was built with (the rest
+    /// went into filters opened since).
+    built_with: usize,
+}
+
+impl TokenDigests {
+    /// Records a digest in `slice`.
+    pub(super) fn insert(&mut self, slice: i64, digest: Digest) {
+        self.slices.entry(slice).or_default().digests.push(digest);
+        self.total += 1;
+    }
+
+    /// Digests recorded in `slice`: (all, since its filter was built).
+    pub(super) fn counts(&self, slice: i64) -> (u64, u64) {
+        self.slices.get(&slice).map_or((0, 0), |s| {
+            let all = s.digests.len();
+            (all as u64, (all - s.built_with) as u64)
+        })
+    }
+
+    /// Digests recorded in each slice, duplicates included.
+    pub(super) fn slice_counts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slices.values().map(|s| s.digests.len())
+    }
+
+    /// Digests recorded, duplicates included.
+    pub(super) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The slices, by ascending number, each with its digests sorted and
+    /// without duplicates; what they were built with is reset to all.
+    pub(super) fn sorted_slices(&mut self) -> impl Iterator<Item = (i64, &[Digest])> {
+        let mut total = 0;
+        for slice in self.slices.values_mut() {
+            slice.digests.sort_unstable();
+            slice.digests.dedup();
+            slice.built_with = slice.digests.len();
+            total += slice.digests.len();
+        }
+        self.total = total;
+        self.slices
+            .iter()
+            .map(|(number, slice)| (*number, slice.digests.as_slice()))
+    }
+
+    /// Forgets the slices before `first_kept`.
+    pub(super) fn drop_before(&mut self, first_kept: i64) {
+        let kept = self.slices.split_off(&first_kept);
+        let dropped = std::mem::replace(&mut self.slices, kept);
+        self.total -= dropped.values().map(|s| s.digests.len()).sum::<usize>();
     }
 }
 

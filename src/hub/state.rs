@@ -11,21 +11,46 @@
 //! for all of it, on the hub's tick, and gateways drop it by their own
 //! clock, so expiry costs nothing on the stream. A slice's first filter is
 //! sized for the entries a slice is expected to collect: the rate of
-//! token revocations (an average over about a minute, [`RATE_WINDOW`])
-//! times the slice's seconds, plus the headroom (`--filter-headroom`),
-//! and at least `min_capacity`. A slice that still overfills gets a
-//! further filter (announced in the delta by its header alone) of twice
-//! the entries (or the expected ones, if more) at a quarter of the
-//! false-positive rate of the one before, down to [`MAX_TIGHTENING`]
-//! quarters, so a slice's rate stays below 4/3 of the target however far
-//! it outgrows its guess (the sum `p·(1 + 1/4 + 1/16 + …)`; Almeida et
-//! al., "Scalable Bloom Filters", 2007), and a gateway can always decode
-//! the filters: nothing is ever rebuilt or re-sent.
+//! token revocations (an average over a slice's seconds, and at least
+//! [`RATE_WINDOW`]) times the slice's seconds, plus the headroom
+//! (`--filter-headroom`), and at least `min_capacity`. A slice that still
+//! overfills gets a further filter (announced in the delta by its header
+//! alone) for as many entries as went into the slice since it was built
+//! (so the entries at least double with each filter), or the ones still
+//! expected in it, if more, at a quarter of the false-positive rate of the
+//! one before, down to [`MAX_TIGHTENING`] quarters, so a slice's rate
+//! stays below 4/3 of the target however far it outgrows its guess (the
+//! sum `p·(1 + 1/4 + 1/16 + …)`; Almeida et al., "Scalable Bloom
+//! Filters", 2007), and a gateway can always decode the filters: a slice
+//! is never rebuilt on its own.
 //! At a load, each slice is sized for its loaded entries plus the headroom
 //! and for the fullest loaded slice, the best guess of what a slice
 //! collects.
 //!
-//! Each load builds a new filter: a new *generation*; subscribers get a
+//! # Compaction
+//!
+//! A burst into one slice (an import, a preload, a mass logout by token)
+//! outruns the averaged rate: the slice's first filter is small, and the
+//! burst fills a chain of filters, each at a tighter rate, up to about 29
+//! bits per entry at 0.1% where a filter sized for them needs 14.4. So the
+//! hub keeps the live digests beside the filter ([`TokenDigests`], 16
+//! bytes per revocation) and, on a tick, rebuilds the filter from them,
+//! each slice sized for exactly its entries, when its bits exceed those of
+//! *well-sized* slices (each for its entries or the expected ones, if
+//! more, with no chain) by [`COMPACT_OVER`] during a burst, or by
+//! [`COMPACT_OVER_AFTER_BURST`] once the last tick's rate has fallen under
+//! [`BURST_ENDED`] of the averaged one; at least
+//! [`COMPACT_MIN_SAVING_BITS`] must be saved, and builds are at least
+//! [`COMPACT_INTERVAL`] apart. Slices ahead of now that steady churn has
+//! partly filled are well sized: only bursts are compacted.
+//!
+//! A compaction is a new generation: every subscriber gets a snapshot of
+//! the compact filter (its memory shrinks to it), and the next gateway's
+//! snapshot is small. A 20k/s burst of a million revocations is compacted
+//! about three times, each re-sending under 2 MB to each gateway, against
+//! the 16 MB of digests its deltas carried.
+//!
+//! Each load or compaction builds a new filter: a new *generation*; subscribers get a
 //! snapshot of it.
 //!
 //! A generation's high 32 bits name the deployment (the digest key's
@@ -51,12 +76,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::history::{update, DeltaBuilder, History, SliceOpening, Step};
-use super::live::{ClaimTable, CutKey, FilterChange, LiveSet};
+use super::live::{ClaimTable, CutKey, FilterChange, LiveSet, TokenDigests};
 use super::{
     Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
     FOLLOWER_SILENCE,
 };
-use crate::filter::{Digest, DigestKey, RevocationFilter, SlicedFilter};
+use crate::filter::{DigestKey, RevocationFilter, SlicedFilter};
 use crate::pb::{self, filter_update::Update};
 use crate::snapshot::STREAM_PROTOCOL;
 use crate::store::{Change, LogTail, LoggedChange};
@@ -68,12 +93,45 @@ const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// needs 20 hash functions, well within the 32 a gateway accepts, and
 /// each further filter adds under 0.1% of the target to the slice's rate.
 const MAX_TIGHTENING: i32 = 5;
+/// A filter of more than this many times the bits of well-sized slices is
+/// rebuilt compact (see "Compaction" above).
+const COMPACT_OVER: f64 = 2.0;
+/// The same once a burst has ended.
+const COMPACT_OVER_AFTER_BURST: f64 = 1.25;
+/// A burst has ended when the last tick's revocation rate is under this
+/// share of the averaged one.
+const BURST_ENDED: f64 = 0.25;
+/// A compaction must save at least this many bits (256 KiB).
+const COMPACT_MIN_SAVING_BITS: u64 = 2 << 20;
+/// Shortest time between two builds of the filter by compaction.
+const COMPACT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// The estimated false-positive rate (a count of every bitmap's bits) is
 /// published at most this often.
 const FP_ESTIMATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// The revocation rate that sizes new slices is averaged over about this
-/// many seconds.
+/// The revocation rate that sizes new slices is averaged over a slice's
+/// seconds, and at least this many.
 const RATE_WINDOW: f64 = 60.0;
+
+/// How a build sizes each slice's first filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sizing {
+    /// After a load: for its entries plus the headroom, and for what a
+    /// slice is expected to collect.
+    Loaded,
+    /// A compaction: for exactly its entries; later ones go into filters
+    /// opened in it then.
+    Compacted,
+}
+
+impl Sizing {
+    /// The `reason` label of `revocd_filter_rebuilds_total`.
+    fn reason(self) -> &'static str {
+        match self {
+            Sizing::Loaded => "loaded",
+            Sizing::Compacted => "compacted",
+        }
+    }
+}
 
 /// A connected gateway.
 struct Subscriber {
@@ -97,7 +155,7 @@ struct CachedSnapshot {
 struct Loading {
     cursor: String,
     /// Token digests loaded, by slice; the filter is sized once all are in.
-    tokens: Vec<(i64, Digest)>,
+    tokens: TokenDigests,
     live: LiveSet,
     history: History,
 }
@@ -113,8 +171,15 @@ pub(super) struct HubState {
     cursor: String,
     /// Live token digests, by slice.
     filter: SlicedFilter,
-    /// Token revocations per second, averaged over about [`RATE_WINDOW`].
+    /// The digests in `filter`, to rebuild it compact.
+    tokens: TokenDigests,
+    /// When the filter was last built (Tokio's clock).
+    built_at: ClockInstant,
+    /// Token revocations per second, averaged over a slice's seconds (at
+    /// least [`RATE_WINDOW`]).
     rate: f64,
+    /// Token revocations per second over the last tick.
+    recent_rate: f64,
     /// Token revocations applied since the rate was last updated.
     revoked_since_tick: u64,
     /// When the rate was last updated (Tokio's clock).
@@ -161,7 +226,10 @@ impl HubState {
             (u64::from(digest_key.fingerprint()) << 32) | (u64::from(rand::random::<u16>()) << 16);
         HubState {
             filter: SlicedFilter::new(config.slice_seconds),
+            tokens: TokenDigests::default(),
+            built_at: ClockInstant::now(),
             rate: 0.0,
+            recent_rate: 0.0,
             revoked_since_tick: 0,
             rate_updated_at: ClockInstant::now(),
             // So the first publication estimates it.
@@ -262,7 +330,7 @@ impl HubState {
                         }
                         match self.filter_change(change) {
                             FilterChange::Token { digest, slice } => {
-                                loading.tokens.push((slice, digest));
+                                loading.tokens.insert(slice, digest);
                             }
                             FilterChange::Cut(key, not_before) => {
                                 loading.live.track(key, not_before, keep_until);
@@ -317,7 +385,7 @@ impl HubState {
         }
         Loading {
             cursor: tail.head,
-            tokens: Vec::new(),
+            tokens: TokenDigests::default(),
             live: LiveSet::default(),
             history,
         }
@@ -331,7 +399,7 @@ impl HubState {
         self.ready = true;
         self.following = true;
         self.caught_up_at = ClockInstant::now();
-        self.build(loading.tokens);
+        self.build(loading.tokens, Sizing::Loaded);
         self.serve_waiting();
     }
 
@@ -388,6 +456,7 @@ impl HubState {
                             .remember(entry.cursor.clone(), Step::Open(opening));
                     }
                     self.filter.insert(slice, &digest);
+                    self.tokens.insert(slice, digest);
                     self.revoked_since_tick += 1;
                     delta.push(change, &self.claims);
                 }
@@ -417,17 +486,16 @@ impl HubState {
         let (capacity, fp_rate) = match self.filter.slice(slice) {
             Some(open) if !open.is_full() => return None,
             Some(full) => {
-                let newest = full.filters().last().map_or(0, |f| f.capacity);
                 let chained = full.filters().len() as i32;
+                let (entries, since_built) = self.tokens.counts(slice);
                 metrics::counter!("revocd_filter_rebuilds_total", "reason" => "overfilled")
                     .increment(1);
-                debug!(
-                    slice,
-                    capacity = newest,
-                    "slice full; another filter opened in it"
-                );
+                debug!(slice, entries, "slice full; another filter opened in it");
                 let tightening = 4f64.powi(chained.min(MAX_TIGHTENING));
-                let capacity = (2 * newest).max(self.expected_per_slice());
+                let still_expected = self.expected_per_slice().saturating_sub(entries);
+                let capacity = since_built
+                    .max(still_expected)
+                    .max(self.config.min_capacity.max(1) as u64);
                 (capacity, self.config.fp_rate / tightening)
             }
             None => (self.expected_per_slice(), self.config.fp_rate),
@@ -489,9 +557,10 @@ impl HubState {
 
     fn on_tick(&mut self) {
         let now = self.config.clock.now();
-        self.filter.drop_expired(now);
+        self.drop_expired(now);
         self.live.expire(now);
         self.update_rate();
+        self.compact_if_bloated();
         self.serve_pending_snapshots();
         self.serve_waiting();
         if self.is_live() {
@@ -501,44 +570,92 @@ impl HubState {
         self.publish_filter_metrics();
     }
 
+    /// Forgets the slices whose revocations have all expired by `now`;
+    /// returns how many went.
+    fn drop_expired(&mut self, now: i64) -> usize {
+        self.tokens.drop_before(self.filter.slice_of(now));
+        self.filter.drop_expired(now)
+    }
+
     /// Folds the revocations since the last tick into the averaged rate.
     fn update_rate(&mut self) {
         let elapsed = self.rate_updated_at.elapsed().as_secs_f64();
         if elapsed <= 0.0 {
             return;
         }
-        let weight = (elapsed / RATE_WINDOW).min(1.0);
-        let recent = self.revoked_since_tick as f64 / elapsed;
-        self.rate += weight * (recent - self.rate);
+        let window = RATE_WINDOW.max(f64::from(self.filter.slice_seconds()));
+        let weight = (elapsed / window).min(1.0);
+        self.recent_rate = self.revoked_since_tick as f64 / elapsed;
+        self.rate += weight * (self.recent_rate - self.rate);
         self.revoked_since_tick = 0;
         self.rate_updated_at = ClockInstant::now();
     }
 
-    /// Builds the filter of a completed load, as a new generation: every
+    /// Rebuilds the filter compact ([`Sizing::Compacted`]) when it has
+    /// grown well beyond what good sizing would give (the state module's
+    /// "Compaction"); only while following the log (a load builds anyway).
+    fn compact_if_bloated(&mut self) {
+        if !self.is_live() || self.built_at.elapsed() < COMPACT_INTERVAL {
+            return;
+        }
+        let expected = self.expected_per_slice();
+        let well_sized: u64 = self
+            .tokens
+            .slice_counts()
+            .map(|entries| {
+                RevocationFilter::bits_for(
+                    (entries as u64).max(expected) as usize,
+                    self.config.fp_rate,
+                )
+            })
+            .sum();
+        let bits = self.filter.bits();
+        let burst_ended = self.recent_rate < BURST_ENDED * self.rate;
+        let over = if burst_ended {
+            COMPACT_OVER_AFTER_BURST
+        } else {
+            COMPACT_OVER
+        };
+        if bits as f64 > over * well_sized as f64
+            && bits.saturating_sub(well_sized) >= COMPACT_MIN_SAVING_BITS
+        {
+            self.compact();
+        }
+    }
+
+    /// Rebuilds the filter from its digests, each slice sized for exactly
+    /// its entries, as a new generation.
+    fn compact(&mut self) {
+        let tokens = std::mem::take(&mut self.tokens);
+        self.build(tokens, Sizing::Compacted);
+    }
+
+    /// Builds the filter from `tokens` as a new generation: every
     /// subscriber gets a snapshot of it.
-    fn build(&mut self, mut tokens: Vec<(i64, Digest)>) {
+    fn build(&mut self, mut tokens: TokenDigests, sizing: Sizing) {
         let started = Instant::now();
-        tokens.sort_unstable_by_key(|(slice, _)| *slice);
-        let mut counts: Vec<(i64, usize)> = Vec::new();
-        for (slice, _) in &tokens {
-            match counts.last_mut() {
-                Some((last, count)) if last == slice => *count += 1,
-                _ => counts.push((*slice, 1)),
+        let bits_before = self.filter.bits();
+        if sizing == Sizing::Loaded {
+            // The fullest slice is the best guess of what a slice collects.
+            let fullest = tokens.slice_counts().max().unwrap_or(0);
+            self.rate = self
+                .rate
+                .max(fullest as f64 / f64::from(self.filter.slice_seconds()));
+        }
+        self.filter = SlicedFilter::new(self.config.slice_seconds);
+        for (slice, digests) in tokens.sorted_slices() {
+            let entries = digests.len();
+            let capacity = match sizing {
+                Sizing::Loaded => self.sized(entries as f64).max(self.expected_per_slice()),
+                Sizing::Compacted => entries.max(self.config.min_capacity).max(1) as u64,
+            };
+            self.open(slice, capacity, self.config.fp_rate);
+            for digest in digests {
+                self.filter.insert(slice, digest);
             }
         }
-        // The fullest slice is the best guess of what a slice collects.
-        let fullest = counts.iter().map(|(_, count)| *count).max().unwrap_or(0);
-        self.rate = self
-            .rate
-            .max(fullest as f64 / f64::from(self.filter.slice_seconds()));
-        self.filter = SlicedFilter::new(self.config.slice_seconds);
-        for (slice, count) in counts {
-            let capacity = self.sized(count as f64).max(self.expected_per_slice());
-            self.open(slice, capacity, self.config.fp_rate);
-        }
-        for (slice, digest) in &tokens {
-            self.filter.insert(*slice, digest);
-        }
+        self.tokens = tokens;
+        self.built_at = ClockInstant::now();
         self.generation += 1;
         self.snapshot = None;
         for subscriber in &mut self.subscribers {
@@ -546,13 +663,15 @@ impl HubState {
         }
         info!(
             generation = self.generation,
-            live = tokens.len(),
+            reason = sizing.reason(),
+            live = self.tokens.total(),
             slices = self.filter.slices().count(),
+            bits_before,
             bits = self.filter.bits(),
             took_ms = started.elapsed().as_millis() as u64,
             "filter built"
         );
-        metrics::counter!("revocd_filter_rebuilds_total", "reason" => "loaded").increment(1);
+        metrics::counter!("revocd_filter_rebuilds_total", "reason" => sizing.reason()).increment(1);
         self.publish_filter_metrics();
         self.serve_pending_snapshots();
     }

@@ -15,7 +15,7 @@ fn hub() -> HubState {
     let mut hub = HubState::new(DigestKey::random(), config);
     hub.install(Loading {
         cursor: String::new(),
-        tokens: Vec::new(),
+        tokens: TokenDigests::default(),
         live: LiveSet::default(),
         history: History::new(hub.config.history, None),
     });
@@ -252,7 +252,7 @@ fn memory_follows_the_live_slices_under_steady_churn() {
                 .map(|i| revoked(&format!("{t}-{i}"), start + t + LIVE, t as u64))
                 .collect();
             hub.apply(entries);
-            hub.filter.drop_expired(start + t);
+            hub.drop_expired(start + t);
             hub.rate = 10.0;
             most_bits = most_bits.max(hub.filter.bits());
         }
@@ -288,13 +288,13 @@ fn expired_slices_leave_the_filter_whole_without_a_new_generation() {
     assert!(slices >= 10, "{slices} slices");
 
     // Up to the end of the slice of `now + 50`: about half the slices go.
-    let dropped = hub.filter.drop_expired((now + 50).div_euclid(10) * 10);
+    let dropped = hub.drop_expired((now + 50).div_euclid(10) * 10);
     assert!(dropped > 0 && dropped < slices, "{dropped} of {slices}");
     assert!(!hub.filter.contains(Some(now + 5), &key.token("iss", "0")));
     assert!(hub
         .filter
         .contains(Some(now + 104), &key.token("iss", "99")));
-    hub.filter.drop_expired(now + 200);
+    hub.drop_expired(now + 200);
     assert_eq!((hub.filter.slices().count(), hub.filter.bits()), (0, 0));
     assert_eq!(hub.generation, generation, "no new generation");
 }
@@ -536,8 +536,8 @@ fn slice_bytes(filter: &SlicedFilter) -> Vec<(i64, Vec<Vec<u8>>)> {
         .collect()
 }
 
-/// Random revocations, ticks, restarts from disk and fail-overs between
-/// two replicas of one deployment: a gateway never lacks a live
+/// Random revocations, ticks, restarts from disk, compactions and
+/// fail-overs between two replicas of one deployment: a gateway never lacks a live
 /// revocation, and a gateway that follows one replica from its snapshot
 /// holds exactly that replica's filter (but for slices only it has kept,
 /// all expired), across slice drops, overfilled slices and new slices.
@@ -559,7 +559,7 @@ async fn a_gateway_copy_never_misses_a_revocation_and_matches_its_replica() {
             );
             hub.install(Loading {
                 cursor: "0".into(),
-                tokens: Vec::new(),
+                tokens: TokenDigests::default(),
                 live: LiveSet::default(),
                 history: History::new(10_000, Some("0".into())),
             });
@@ -568,11 +568,13 @@ async fn a_gateway_copy_never_misses_a_revocation_and_matches_its_replica() {
         let mut replicas = [replica(&key), replica(&key)];
         let (mut on, mut exact) = (0, true);
         let mut gateway = Follower::subscribe(&mut replicas[on], None);
+        let start = replicas[on].config.clock.now();
+        gateway.catch_up(start).expect("the first snapshot applies");
         let mut live: Vec<(String, i64)> = Vec::new();
         let mut cursor = 0u64;
         for step in 0..300 {
             let now = replicas[0].config.clock.now();
-            match rng.random_range(0..20) {
+            match rng.random_range(0..21) {
                 0..=11 => {
                     let batch: Vec<LoggedChange> = (0..rng.random_range(1..40))
                         .map(|_| {
@@ -599,6 +601,10 @@ async fn a_gateway_copy_never_misses_a_revocation_and_matches_its_replica() {
                     let saved = gateway.view().to_snapshot();
                     let restored = FilterView::from_whole_snapshot(saved).expect("reads back");
                     gateway = Follower::subscribe(&mut replicas[on], Some(restored));
+                }
+                18 => {
+                    // A compaction: a new generation, snapshots for all.
+                    replicas[rng.random_range(0..2)].compact();
                 }
                 _ => {
                     // Fail-over, resuming from the position held.
@@ -711,4 +717,98 @@ async fn a_subscription_waiting_for_the_log_head_is_refused_when_the_log_is_lost
         Some(SubscribeError::Lagging)
     );
     assert!(hub.waiting.is_empty());
+}
+
+/// A hub of `slice_seconds` that has loaded an empty log.
+fn loaded_hub(slice_seconds: u32) -> HubState {
+    let config = HubConfig {
+        slice_seconds,
+        clock: Clock::tokio(),
+        ..HubConfig::default()
+    };
+    let mut hub = HubState::new(DigestKey::random(), config);
+    hub.install(Loading {
+        cursor: String::new(),
+        tokens: TokenDigests::default(),
+        live: LiveSet::default(),
+        history: History::new(hub.config.history, None),
+    });
+    hub
+}
+
+/// One virtual second of the follower's life: `revocations` in batches of
+/// a log read, each kept until `keep_until(n)` for the `n`-th revocation
+/// made, then a read that reached the head and a tick.
+async fn follow_one_second(
+    hub: &mut HubState,
+    made: &mut u64,
+    revocations: u64,
+    keep_until: impl Fn(u64) -> i64,
+) {
+    let batches = revocations.div_ceil(1_000);
+    for _ in 0..batches {
+        let entries = (0..revocations / batches)
+            .map(|_| {
+                *made += 1;
+                revoked(&made.to_string(), keep_until(*made), *made)
+            })
+            .collect();
+        hub.on_event(tail(entries, true));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    hub.on_event(tail(Vec::new(), true));
+    hub.on_tick();
+}
+
+/// A burst of a million revocations into one slice, sized from a rate
+/// that lags it, opens filter after filter; the hub compacts the filter
+/// during the burst and once it ends, so a new gateway's snapshot ends
+/// within a quarter of the well-sized filter's bits, wherever the burst
+/// stops, and holds every revocation.
+#[tokio::test(start_paused = true)]
+async fn a_burst_into_one_slice_is_compacted_to_near_the_well_sized_filter() {
+    for burst_seconds in [20, 35, 50] {
+        let mut hub = loaded_hub(300);
+        let generation = hub.generation;
+        let lifetime_end = unix_now() + 3_600;
+        let mut made = 0;
+        for second in 0..burst_seconds + 15 {
+            let revocations = if second < burst_seconds { 20_000 } else { 0 };
+            follow_one_second(&mut hub, &mut made, revocations, |_| lifetime_end + second).await;
+        }
+        let bits = 8.0 * hub.filter.to_bytes().len() as f64;
+        let well_sized = RevocationFilter::bits_for(made as usize, hub.config.fp_rate) as f64;
+        assert!(
+            bits <= 1.25 * well_sized,
+            "a {burst_seconds} s burst: {:.1} bits per entry, well sized {:.1}",
+            bits / made as f64,
+            well_sized / made as f64
+        );
+        assert_ne!(hub.generation, generation, "compacted");
+        let view = decoded_view(&hub);
+        let key = hub.digest_key.clone();
+        let missed = (1..=made)
+            .step_by(7)
+            .filter(|n| !view.may_be_revoked(&key.token("iss", &n.to_string()), None))
+            .count();
+        assert_eq!(missed, 0, "a {burst_seconds} s burst");
+    }
+}
+
+/// Under steady churn with expiry times spread over the token lifetime,
+/// slices ahead of now are partly filled, as their sizing foresaw: that is
+/// no bloat, and the filter is never rebuilt.
+#[tokio::test(start_paused = true)]
+async fn steady_churn_with_spread_expiry_is_never_compacted() {
+    let mut hub = loaded_hub(10);
+    let generation = hub.generation;
+    let start = unix_now();
+    let mut made = 0;
+    for second in 0..900 {
+        // Uniform over the next 600 s, by a stride coprime with 600.
+        let keep_until = |n: u64| start + second + 1 + (n * 7 % 600) as i64;
+        follow_one_second(&mut hub, &mut made, 1_500, keep_until).await;
+    }
+    assert!(hub.filter.entries() > 400_000, "{}", hub.filter.entries());
+    assert_eq!(hub.generation, generation, "rebuilt under steady churn");
 }
