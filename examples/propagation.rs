@@ -860,12 +860,6 @@ async fn snapshot_test(revocd: &Revocd, preload: u64, options: &Options) -> Resu
     preload_revocations(revocd, preload, options).await?;
     let preload_time = started.elapsed();
     wait_until_applied(revocd).await?;
-    let stats = revocd
-        .calls
-        .clone()
-        .get_stats(GetStatsRequest {})
-        .await?
-        .into_inner();
 
     let clients = revocd.clients(1, 1).await?;
     let mut sync_times = Vec::with_capacity(SYNC_SAMPLES);
@@ -880,6 +874,14 @@ async fn snapshot_test(revocd: &Revocd, preload: u64, options: &Options) -> Resu
         sync_times.push(elapsed);
         frames = (parts, wire_bytes);
     }
+    // After the samples, so the filter's bits are those of the last
+    // snapshot (a filter grown through the preload is compacted meanwhile).
+    let stats = revocd
+        .calls
+        .clone()
+        .get_stats(GetStatsRequest {})
+        .await?
+        .into_inner();
     Ok(SnapshotReport {
         preloaded: preload,
         concurrency: options.preload_concurrency,

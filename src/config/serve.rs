@@ -37,6 +37,9 @@ pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
 /// that still falls behind detects the gap and reloads.)
 pub const MIN_LOG_RETENTION: u64 = 10_000;
 /// Time a Redis command may take before it fails as unavailable.
+/// Largest `--filter-compaction-min-kib` (4 GiB, beyond any filter: never
+/// compact).
+pub const MAX_COMPACTION_MIN_KIB: u64 = 4 << 20;
 pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 /// Time given to open calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
@@ -145,6 +148,13 @@ pub struct ServeConfig {
     /// (each then opens a further filter), smaller means smaller snapshots.
     #[arg(long, env = "REVOCD_FILTER_HEADROOM", default_value_t = crate::hub::DEFAULT_HEADROOM)]
     pub filter_headroom: f64,
+
+    /// Smallest saving, in KiB of bitmap, for which the filter is rebuilt
+    /// compact after a burst has grown it into chains of filters; every
+    /// gateway then gets a snapshot of the compact filter. Set it above the
+    /// filter's size to never compact.
+    #[arg(long, env = "REVOCD_FILTER_COMPACTION_MIN_KIB", default_value_t = crate::hub::DEFAULT_COMPACTION_MIN_KIB)]
+    pub filter_compaction_min_kib: u64,
 
     /// Interval between heartbeats on filter streams.
     #[arg(long, env = "REVOCD_HEARTBEAT_INTERVAL", default_value = HEARTBEAT_INTERVAL_TEXT.as_str(), value_parser = humantime::parse_duration)]
@@ -376,6 +386,13 @@ impl ServeConfig {
                 max: "10",
             });
         }
+        if !(1..=MAX_COMPACTION_MIN_KIB).contains(&self.filter_compaction_min_kib) {
+            return Err(ConfigError::OutOfRange {
+                flag: "filter-compaction-min-kib",
+                min: "1",
+                max: "4194304 (4 GiB)",
+            });
+        }
         if self.heartbeat_interval < Duration::from_millis(10) || self.subscriber_buffer < 2 {
             return Err(ConfigError::OutOfRange {
                 flag: "heartbeat-interval / --subscriber-buffer",
@@ -424,6 +441,7 @@ impl ServeConfig {
         crate::hub::HubConfig {
             fp_rate: self.filter_fp_rate,
             headroom: self.filter_headroom,
+            compaction_min_saving_bits: self.filter_compaction_min_kib * 8 * 1024,
             heartbeat_interval: self.heartbeat_interval,
             subscriber_buffer: self.subscriber_buffer,
             history: self.delta_history,

@@ -56,6 +56,28 @@ fn the_log_keeps_at_least_ten_thousand_entries() {
 }
 
 #[test]
+fn the_compaction_saving_is_in_kib_and_bounded() {
+    let saving = |n: &str| parse(&["--dev", "--filter-compaction-min-kib", n]);
+    assert_eq!(
+        saving("4").hub_config().compaction_min_saving_bits,
+        4 * 8 * 1024
+    );
+    for refused in ["0", "4194305"] {
+        assert!(
+            matches!(
+                saving(refused).validate(),
+                Err(ConfigError::OutOfRange {
+                    flag: "filter-compaction-min-kib",
+                    ..
+                })
+            ),
+            "{refused}"
+        );
+    }
+    assert_eq!(saving("4194304").validate(), Ok(()));
+}
+
+#[test]
 fn dev_refuses_a_public_address() {
     let config = parse(&["--dev", "--listen", "0.0.0.0:50051"]);
     assert!(matches!(

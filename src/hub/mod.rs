@@ -84,6 +84,9 @@ use self::state::HubState;
 pub const DEFAULT_FP_RATE: f64 = 0.001;
 /// Room a slice's filter has beyond the entries expected, by default.
 pub const DEFAULT_HEADROOM: f64 = 0.1;
+/// Smallest saving, in KiB of bitmap, that rebuilds the filter compact
+/// by default (see the state module's "Compaction").
+pub const DEFAULT_COMPACTION_MIN_KIB: u64 = 256;
 /// Fewest entries a slice's filter is sized for by default (256 bytes of
 /// bitmap at 0.1%).
 pub const DEFAULT_MIN_CAPACITY: usize = 128;
@@ -142,6 +145,8 @@ pub struct HubConfig {
     /// for beyond them (see the state module's "Expiry, slices and
     /// generations").
     pub headroom: f64,
+    /// Fewest bits a compaction of the filter must save.
+    pub compaction_min_saving_bits: u64,
     /// Seconds of keep-until time per filter slice
     /// ([`slice_seconds_for`]).
     pub slice_seconds: u32,
@@ -167,6 +172,7 @@ impl Default for HubConfig {
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             min_capacity: DEFAULT_MIN_CAPACITY,
             headroom: DEFAULT_HEADROOM,
+            compaction_min_saving_bits: DEFAULT_COMPACTION_MIN_KIB * 8 * 1024,
             slice_seconds: slice_seconds_for(crate::bounds::DEFAULT_MAX_TOKEN_LIFETIME),
             snapshot_part_bytes: DEFAULT_SNAPSHOT_PART_BYTES,
             bounds: crate::bounds::TokenBounds::default(),

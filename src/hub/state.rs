@@ -40,7 +40,7 @@
 //! more, with no chain) by [`COMPACT_OVER`] during a burst, or by
 //! [`COMPACT_OVER_AFTER_BURST`] once the last tick's rate has fallen under
 //! [`BURST_ENDED`] of the averaged one; at least
-//! [`COMPACT_MIN_SAVING_BITS`] must be saved, and builds are at least
+//! `--filter-compaction-min-kib` must be saved, and builds are at least
 //! [`COMPACT_INTERVAL`] apart. Slices ahead of now that steady churn has
 //! partly filled are well sized: only bursts are compacted.
 //!
@@ -101,8 +101,6 @@ const COMPACT_OVER_AFTER_BURST: f64 = 1.25;
 /// A burst has ended when the last tick's revocation rate is under this
 /// share of the averaged one.
 const BURST_ENDED: f64 = 0.25;
-/// A compaction must save at least this many bits (256 KiB).
-const COMPACT_MIN_SAVING_BITS: u64 = 2 << 20;
 /// Shortest time between two builds of the filter by compaction.
 const COMPACT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// The estimated false-positive rate (a count of every bitmap's bits) is
@@ -617,7 +615,7 @@ impl HubState {
             COMPACT_OVER
         };
         if bits as f64 > over * well_sized as f64
-            && bits.saturating_sub(well_sized) >= COMPACT_MIN_SAVING_BITS
+            && bits.saturating_sub(well_sized) >= self.config.compaction_min_saving_bits
         {
             self.compact();
         }

@@ -89,7 +89,7 @@ pub async fn inject(stage: &Stage<'_>, rng: &mut StdRng, hold: Duration) -> (usi
 /// Subscribes through `client` and applies what the subscription is
 /// answered with, up to its first heartbeat, as a gateway does; `None`
 /// when it is refused, ends, breaks or takes longer than [`ANSWER_WAIT`].
-async fn first_view(client: &mut Client) -> Option<FilterView> {
+pub async fn first_view(client: &mut Client) -> Option<FilterView> {
     let request = SubscribeRequest {
         gateway_id: "chaos-fresh".into(),
         protocol: revocd::snapshot::STREAM_PROTOCOL,

@@ -33,8 +33,10 @@
 //! cut-offs subscribing ([`outdated`]); kill -9 an agent and restart it
 //! from the filter it keeps on disk; revocations written as the version
 //! before packed token records wrote them ([`earlier`]); subscribe to one
-//! replica right after revoking through another ([`fresh`])), heals it, keeps the load up half a
-//! second more, stops it and checks ([`verify`]).
+//! replica right after revoking through another ([`fresh`]); a burst into
+//! one expiry slice that gets the replicas' filters rebuilt compact
+//! ([`burst`])), heals it, keeps the load up half a second more, stops it
+//! and checks ([`verify`]).
 //!
 //! # Invariants
 //!
@@ -54,7 +56,8 @@
 //!   `Revoke` of it by every replica.
 //! - **Read your writes**: a subscription made after a revocation was
 //!   acknowledged (through any replica) is answered with a filter that
-//!   holds it, or refused.
+//!   holds it, or refused; so is one made after a replica rebuilt its
+//!   filter compact.
 //! - **No filter for a gateway that cannot enforce it**: once a session
 //!   cut-off has been acknowledged for the propagation bound, no replica
 //!   sends a single frame to a gateway of stream protocol 0.
@@ -69,6 +72,7 @@
 //! Everything is bounded in time and count; random choices come from the
 //! seed, printed first, so a failing schedule can be replayed.
 
+mod burst;
 mod earlier;
 mod forgery;
 mod fresh;

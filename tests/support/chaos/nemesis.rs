@@ -15,7 +15,7 @@ use rand::Rng;
 use super::ledger::Ledger;
 use super::report::Tally;
 use super::testbed::{SubscriberKind, Testbed};
-use super::{earlier, forgery, fresh, outdated, race, trim};
+use super::{burst, earlier, forgery, fresh, outdated, race, trim};
 
 /// How long `CLIENT KILL`s go on: longer than the propagation bound, so a
 /// replica that keeps heartbeating while its follower reloads again and
@@ -70,11 +70,15 @@ pub enum FaultKind {
     /// filter the subscription is answered with must hold the revocation
     /// (read your writes).
     FreshSubscriber,
+    /// A burst of revocations into one expiry slice, so each replica's
+    /// filter grows into a chain and is rebuilt compact: a new gateway's
+    /// first filter afterwards must hold the whole burst.
+    FilterBurst,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::ReplicaKill,
         FaultKind::ReplicaStop,
         FaultKind::RedisStop,
@@ -89,6 +93,7 @@ impl FaultKind {
         FaultKind::AgentRestart,
         FaultKind::EarlierVersion,
         FaultKind::FreshSubscriber,
+        FaultKind::FilterBurst,
     ];
 
     /// A short label for the table.
@@ -108,6 +113,7 @@ impl FaultKind {
             FaultKind::AgentRestart => "agent-restart",
             FaultKind::EarlierVersion => "earlier-version",
             FaultKind::FreshSubscriber => "fresh-subscriber",
+            FaultKind::FilterBurst => "filter-burst",
         }
     }
 
@@ -253,6 +259,7 @@ pub async fn inject(
         FaultKind::AgentRestart => agent_restart(bed, rng, hold).await,
         FaultKind::EarlierVersion => earlier::inject(stage, rng, hold).await,
         FaultKind::FreshSubscriber => fresh::inject(stage, rng, hold).await,
+        FaultKind::FilterBurst => burst::inject(stage, rng).await,
     };
     FaultRecord {
         kind,

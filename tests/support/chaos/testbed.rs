@@ -258,6 +258,9 @@ fn serve_args(
         config.log_partitions.to_string(),
         "--log-retention".to_owned(),
         LOG_RETENTION.to_string(),
+        // Any burst gets a filter rebuilt compact (the filter-burst fault).
+        "--filter-compaction-min-kib".to_owned(),
+        "1".to_owned(),
     ]);
     args.extend_from_slice(jwt_flags);
     args
