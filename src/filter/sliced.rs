@@ -96,6 +96,11 @@ impl Slice {
         &self.filters
     }
 
+    /// Bits in the slice's filters.
+    pub fn bits(&self) -> u64 {
+        self.filters.iter().map(|f| f.filter.bits()).sum()
+    }
+
     /// True when the newest filter holds as many digests as it was sized
     /// for: the next digest deserves a new filter.
     pub fn is_full(&self) -> bool {
@@ -216,11 +221,7 @@ impl SlicedFilter {
 
     /// Bits in all filters.
     pub fn bits(&self) -> u64 {
-        self.filters().map(|f| f.filter.bits()).sum()
-    }
-
-    fn filters(&self) -> impl Iterator<Item = &SliceFilter> {
-        self.slices.iter().flat_map(|(_, s)| &s.filters)
+        self.slices.iter().map(|(_, s)| s.bits()).sum()
     }
 
     /// The highest estimated false-positive rate of any slice (the sum of

@@ -172,6 +172,7 @@ impl TokenDigests {
         for slice in self.slices.values_mut() {
             slice.digests.sort_unstable();
             slice.digests.dedup();
+            slice.digests.shrink_to_fit();
             slice.built_with = slice.digests.len();
             total += slice.digests.len();
         }

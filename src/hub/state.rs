@@ -32,17 +32,23 @@
 //! A burst into one slice (an import, a preload, a mass logout by token)
 //! outruns the averaged rate: the slice's first filter is small, and the
 //! burst fills a chain of filters, each at a tighter rate, up to about 29
-//! bits per entry at 0.1% where a filter sized for them needs 14.4. So the
-//! hub keeps the live digests beside the filter ([`TokenDigests`], 16
-//! bytes per revocation) and, on a tick, rebuilds the filter from them,
-//! each slice sized for exactly its entries, when its bits exceed those of
-//! *well-sized* slices (each for its entries or the expected ones, if
-//! more, with no chain) by [`COMPACT_OVER`] during a burst, or by
-//! [`COMPACT_OVER_AFTER_BURST`] once the last tick's rate has fallen under
-//! [`BURST_ENDED`] of the averaged one; at least
-//! `--filter-compaction-min-kib` must be saved, and builds are at least
-//! [`COMPACT_INTERVAL`] apart. Slices ahead of now that steady churn has
-//! partly filled are well sized: only bursts are compacted.
+//! bits per entry at 0.1% where one filter for them needs 14.4. So the hub
+//! keeps the live digests beside the filter ([`TokenDigests`], 16 bytes
+//! per revocation) and, on a tick, rebuilds the filter from them: each
+//! chained slice (of more than one filter) as one filter for exactly its
+//! entries, each other slice as it was sized. It does so when the chained
+//! slices have more than [`COMPACT_OVER`] times the bits they would have
+//! compact during a burst, or [`COMPACT_OVER_AFTER_BURST`] times once the
+//! last tick's rate has fallen under [`BURST_ENDED`] of the averaged one,
+//! and that saves at least `--filter-compaction-min-kib`. During a burst,
+//! a compaction comes at least [`COMPACT_INTERVAL`] after the last build,
+//! twice as long after each compaction of the same burst (so a long burst,
+//! or a rate ramping up, re-sends the filter a logarithmic number of
+//! times); after it, a compaction leaves no chain, and only new
+//! overfilling makes one. A slice of one
+//! filter is never bloat: it was sized as slices are, from the rate when
+//! it opened, so steady churn (whose slices ahead of now are partly
+//! filled, as foreseen) and a rate falling after a burst never compact.
 //!
 //! A compaction is a new generation: every subscriber gets a snapshot of
 //! the compact filter (its memory shrinks to it), and the next gateway's
@@ -81,6 +87,7 @@ use super::{
     Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
     FOLLOWER_SILENCE,
 };
+use crate::filter::sliced::Slice;
 use crate::filter::{DigestKey, RevocationFilter, SlicedFilter};
 use crate::pb::{self, filter_update::Update};
 use crate::snapshot::STREAM_PROTOCOL;
@@ -97,12 +104,16 @@ const MAX_TIGHTENING: i32 = 5;
 /// rebuilt compact (see "Compaction" above).
 const COMPACT_OVER: f64 = 2.0;
 /// The same once a burst has ended.
-const COMPACT_OVER_AFTER_BURST: f64 = 1.25;
+const COMPACT_OVER_AFTER_BURST: f64 = 1.1;
 /// A burst has ended when the last tick's revocation rate is under this
 /// share of the averaged one.
 const BURST_ENDED: f64 = 0.25;
-/// Shortest time between two builds of the filter by compaction.
+/// Shortest time between a build of the filter and a compaction during a
+/// burst; it doubles with each compaction of the same burst, up to
+/// [`MAX_COMPACT_INTERVAL`].
 const COMPACT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest it grows to.
+const MAX_COMPACT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(640);
 /// The estimated false-positive rate (a count of every bitmap's bits) is
 /// published at most this often.
 const FP_ESTIMATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -116,8 +127,8 @@ enum Sizing {
     /// After a load: for its entries plus the headroom, and for what a
     /// slice is expected to collect.
     Loaded,
-    /// A compaction: for exactly its entries; later ones go into filters
-    /// opened in it then.
+    /// A compaction: a chained slice for exactly its entries (more go
+    /// into filters opened then), a slice of one filter as it was.
     Compacted,
 }
 
@@ -173,6 +184,8 @@ pub(super) struct HubState {
     tokens: TokenDigests,
     /// When the filter was last built (Tokio's clock).
     built_at: ClockInstant,
+    /// Shortest time from `built_at` to a compaction during a burst.
+    compact_interval: std::time::Duration,
     /// Token revocations per second, averaged over a slice's seconds (at
     /// least [`RATE_WINDOW`]).
     rate: f64,
@@ -226,6 +239,7 @@ impl HubState {
             filter: SlicedFilter::new(config.slice_seconds),
             tokens: TokenDigests::default(),
             built_at: ClockInstant::now(),
+            compact_interval: COMPACT_INTERVAL,
             rate: 0.0,
             recent_rate: 0.0,
             revoked_since_tick: 0,
@@ -593,36 +607,42 @@ impl HubState {
     /// grown well beyond what good sizing would give (the state module's
     /// "Compaction"); only while following the log (a load builds anyway).
     fn compact_if_bloated(&mut self) {
-        if !self.is_live() || self.built_at.elapsed() < COMPACT_INTERVAL {
+        let burst_ended = self.recent_rate < BURST_ENDED * self.rate;
+        if burst_ended {
+            self.compact_interval = COMPACT_INTERVAL;
+        }
+        let (over, interval) = if burst_ended {
+            (COMPACT_OVER_AFTER_BURST, std::time::Duration::ZERO)
+        } else {
+            (COMPACT_OVER, self.compact_interval)
+        };
+        if !self.is_live() || self.built_at.elapsed() < interval {
             return;
         }
-        let expected = self.expected_per_slice();
-        let well_sized: u64 = self
-            .tokens
-            .slice_counts()
-            .map(|entries| {
-                RevocationFilter::bits_for(
-                    (entries as u64).max(expected) as usize,
-                    self.config.fp_rate,
-                )
-            })
-            .sum();
-        let bits = self.filter.bits();
-        let burst_ended = self.recent_rate < BURST_ENDED * self.rate;
-        let over = if burst_ended {
-            COMPACT_OVER_AFTER_BURST
-        } else {
-            COMPACT_OVER
-        };
-        if bits as f64 > over * well_sized as f64
-            && bits.saturating_sub(well_sized) >= self.config.compaction_min_saving_bits
+        // Only chains are bloat: a slice of one filter was sized as a
+        // slice is, from the rate when it opened.
+        let (mut bits, mut compact) = (0, 0);
+        for (number, slice) in self.filter.slices() {
+            if slice.filters().len() > 1 {
+                bits += slice.bits();
+                let (entries, _) = self.tokens.counts(number);
+                let capacity = entries.max(self.config.min_capacity as u64);
+                compact += RevocationFilter::bits_for(capacity as usize, self.config.fp_rate);
+            }
+        }
+        if bits as f64 > over * compact as f64
+            && bits.saturating_sub(compact) >= self.config.compaction_min_saving_bits
         {
             self.compact();
+            if !burst_ended {
+                self.compact_interval = (2 * self.compact_interval).min(MAX_COMPACT_INTERVAL);
+            }
         }
     }
 
-    /// Rebuilds the filter from its digests, each slice sized for exactly
-    /// its entries, as a new generation.
+    /// Rebuilds the filter from its digests as a new generation: a chained
+    /// slice as one filter for exactly its entries, a slice of one filter
+    /// as it was sized.
     fn compact(&mut self) {
         let tokens = std::mem::take(&mut self.tokens);
         self.build(tokens, Sizing::Compacted);
@@ -640,12 +660,16 @@ impl HubState {
                 .rate
                 .max(fullest as f64 / f64::from(self.filter.slice_seconds()));
         }
-        self.filter = SlicedFilter::new(self.config.slice_seconds);
+        let old = std::mem::replace(
+            &mut self.filter,
+            SlicedFilter::new(self.config.slice_seconds),
+        );
         for (slice, digests) in tokens.sorted_slices() {
-            let entries = digests.len();
-            let capacity = match sizing {
-                Sizing::Loaded => self.sized(entries as f64).max(self.expected_per_slice()),
-                Sizing::Compacted => entries.max(self.config.min_capacity).max(1) as u64,
+            let entries = digests.len() as u64;
+            let capacity = match (sizing, old.slice(slice).map(Slice::filters)) {
+                (Sizing::Loaded, _) => self.sized(entries as f64).max(self.expected_per_slice()),
+                (Sizing::Compacted, Some([only])) => only.capacity.max(entries),
+                (Sizing::Compacted, _) => entries.max(self.config.min_capacity as u64),
             };
             self.open(slice, capacity, self.config.fp_rate);
             for digest in digests {
