@@ -3,7 +3,10 @@
 //! into a chain of filters and is then rebuilt compact from the digests
 //! it keeps: a new generation, a snapshot for every subscriber. The
 //! testbed's replicas compact from a saving of 1 KiB
-//! (`--filter-compaction-min-kib 1`), so a burst of [`BURST`] does it.
+//! (`--filter-compaction-min-kib 1`), so a burst of [`BURST`] does it
+//! wherever the slice was sized for fewer; a replica that measured a rate
+//! high enough to size it for the burst has nothing to compact, and the
+//! detail says how many rebuilt.
 //!
 //! Nothing of the burst may be lost on the way: every revocation of it is
 //! in the ledger, so the monitor and the verification ask every subscriber
