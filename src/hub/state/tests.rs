@@ -6,12 +6,16 @@ use crate::gateway::FilterView;
 use crate::time::{unix_now, Clock};
 
 fn hub() -> HubState {
-    let config = HubConfig {
+    loaded(HubConfig {
         min_capacity: 1_000,
         slice_seconds: 10,
         clock: Clock::tokio(),
         ..HubConfig::default()
-    };
+    })
+}
+
+/// A hub of `config` that has loaded an empty log.
+fn loaded(config: HubConfig) -> HubState {
     let mut hub = HubState::new(DigestKey::random(), config);
     hub.install(Loading {
         cursor: String::new(),
@@ -722,21 +726,14 @@ async fn a_subscription_waiting_for_the_log_head_is_refused_when_the_log_is_lost
     assert!(hub.waiting.is_empty());
 }
 
-/// A hub of `slice_seconds` that has loaded an empty log.
+/// A hub of `slice_seconds` and the default sizing that has loaded an
+/// empty log.
 fn loaded_hub(slice_seconds: u32) -> HubState {
-    let config = HubConfig {
+    loaded(HubConfig {
         slice_seconds,
         clock: Clock::tokio(),
         ..HubConfig::default()
-    };
-    let mut hub = HubState::new(DigestKey::random(), config);
-    hub.install(Loading {
-        cursor: String::new(),
-        tokens: TokenDigests::default(),
-        live: LiveSet::default(),
-        history: History::new(hub.config.history, None),
-    });
-    hub
+    })
 }
 
 /// One virtual second of the follower's life: `revocations` in batches of
