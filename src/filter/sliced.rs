@@ -12,10 +12,12 @@
 //! expired: when `(slice + 1) · slice_seconds <= now`.
 //!
 //! A slice starts with one filter, sized by the server from the rate it
-//! observes. A slice that fills up is never rebuilt: the server *opens* a
-//! further filter in it (announced on the stream with its header only, as
-//! its bitmap is all zeros), and new digests go into the slice's newest
-//! filter. A digest is in a slice when any of its filters holds it.
+//! observes. A slice that fills up is not rebuilt on the stream: the
+//! server *opens* a further filter in it (announced with its header only,
+//! as its bitmap is all zeros), and new digests go into the slice's newest
+//! filter. A digest is in a slice when any of its filters holds it. Only a
+//! new generation (a load, or a compaction of chained slices) sizes
+//! slices afresh, and comes to gateways as a snapshot.
 //!
 //! # Format 2 (the `Snapshot.filter` bytes of stream protocol 3)
 //!

@@ -45,10 +45,12 @@
 //! twice as long after each compaction of the same burst (so a long burst,
 //! or a rate ramping up, re-sends the filter a logarithmic number of
 //! times); after it, a compaction leaves no chain, and only new
-//! overfilling makes one. A slice of one
-//! filter is never bloat: it was sized as slices are, from the rate when
-//! it opened, so steady churn (whose slices ahead of now are partly
-//! filled, as foreseen) and a rate falling after a burst never compact.
+//! overfilling makes one. A slice of one filter is never bloat: it was
+//! sized as slices are, from the rate when it opened, so steady churn
+//! (whose slices ahead of now are partly filled, as foreseen) and a rate
+//! falling after a burst never compact. One cost remains: a slice opened
+//! late in a burst is sized from the rate measured so far and may get
+//! far fewer entries than it has room for.
 //!
 //! A compaction is a new generation: every subscriber gets a snapshot of
 //! the compact filter (its memory shrinks to it), and the next gateway's
@@ -56,8 +58,8 @@
 //! about three times, each re-sending under 2 MB to each gateway, against
 //! the 16 MB of digests its deltas carried.
 //!
-//! Each load or compaction builds a new filter: a new *generation*; subscribers get a
-//! snapshot of it.
+//! Each load or compaction builds a new filter: a new *generation*;
+//! subscribers get a snapshot of it.
 //!
 //! A generation's high 32 bits name the deployment (the digest key's
 //! fingerprint, the same on every replica), its low 32 bits this replica's
@@ -100,8 +102,8 @@ const SNAPSHOT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// needs 20 hash functions, well within the 32 a gateway accepts, and
 /// each further filter adds under 0.1% of the target to the slice's rate.
 const MAX_TIGHTENING: i32 = 5;
-/// A filter of more than this many times the bits of well-sized slices is
-/// rebuilt compact (see "Compaction" above).
+/// Chained slices of more than this many times the bits they would have
+/// compact get the filter rebuilt (see "Compaction" above).
 const COMPACT_OVER: f64 = 2.0;
 /// The same once a burst has ended.
 const COMPACT_OVER_AFTER_BURST: f64 = 1.1;
