@@ -247,8 +247,7 @@ impl RevocationFilter {
     /// If `fp_rate` is not strictly between 0 and 1.
     pub fn with_seed(capacity: usize, fp_rate: f64, seed: &[u8; 32]) -> Self {
         let capacity = capacity.max(1);
-        let bitmap_bytes = Bloom::<Digest>::compute_bitmap_size(capacity, fp_rate);
-        let bloom = Bloom::new_with_seed(bitmap_bytes.max(1), capacity, seed)
+        let bloom = Bloom::new_with_seed(bitmap_bytes(capacity, fp_rate), capacity, seed)
             // Only fails on zero sizes, excluded above.
             .expect("bloom sizes are positive");
         RevocationFilter { bloom }
@@ -257,7 +256,7 @@ impl RevocationFilter {
     /// Bits of the bitmap of a filter sized for `capacity` entries at
     /// `fp_rate`.
     pub fn bits_for(capacity: usize, fp_rate: f64) -> u64 {
-        8 * Bloom::<Digest>::compute_bitmap_size(capacity.max(1), fp_rate).max(1) as u64
+        8 * bitmap_bytes(capacity.max(1), fp_rate) as u64
     }
 
     /// Adds a digest.
@@ -378,6 +377,12 @@ impl RevocationFilter {
             .map_err(|_| DecodeError::Truncated { field: "bitmap" })?;
         Ok(RevocationFilter { bloom })
     }
+}
+
+/// Bytes of the bitmap for `capacity` entries (at least 1) at `fp_rate`:
+/// bloomfilter's optimal size, and at least one byte.
+fn bitmap_bytes(capacity: usize, fp_rate: f64) -> usize {
+    Bloom::<Digest>::compute_bitmap_size(capacity, fp_rate).max(1)
 }
 
 impl std::fmt::Debug for RevocationFilter {

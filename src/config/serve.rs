@@ -36,10 +36,10 @@ pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
 /// write never trims entries no replica could have read yet. (A follower
 /// that still falls behind detects the gap and reloads.)
 pub const MIN_LOG_RETENTION: u64 = 10_000;
-/// Time a Redis command may take before it fails as unavailable.
 /// Largest `--filter-compaction-min-kib` (4 GiB, beyond any filter: never
 /// compact).
 pub const MAX_COMPACTION_MIN_KIB: u64 = 4 << 20;
+/// Time a Redis command may take before it fails as unavailable.
 pub const DEFAULT_REDIS_TIMEOUT: &str = "2s";
 /// Time given to open calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";

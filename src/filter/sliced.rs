@@ -186,6 +186,15 @@ impl SlicedFilter {
         slice.newest_inserts = 0;
     }
 
+    /// Puts `slice` (taken from another filter of the same slice seconds)
+    /// in as slice `number`, in place of any slice of that number.
+    pub fn adopt(&mut self, number: i64, slice: Slice) {
+        match self.position(number) {
+            Ok(index) => self.slices[index].1 = slice,
+            Err(index) => self.slices.insert(index, (number, slice)),
+        }
+    }
+
     /// Adds a digest to the newest filter of slice `number`; false when
     /// that slice is not open.
     pub fn insert(&mut self, number: i64, digest: &Digest) -> bool {

@@ -127,7 +127,6 @@ impl LiveSet {
 #[derive(Default)]
 pub(super) struct TokenDigests {
     slices: BTreeMap<i64, SliceDigests>,
-    total: usize,
 }
 
 /// The digests of one slice.
@@ -144,7 +143,6 @@ impl TokenDigests {
     /// Records a digest in `slice`.
     pub(super) fn insert(&mut self, slice: i64, digest: Digest) {
         self.slices.entry(slice).or_default().digests.push(digest);
-        self.total += 1;
     }
 
     /// Digests recorded in `slice`: (all, since its filter was built).
@@ -160,33 +158,25 @@ impl TokenDigests {
         self.slices.values().map(|s| s.digests.len())
     }
 
-    /// Digests recorded, duplicates included.
-    pub(super) fn total(&self) -> usize {
-        self.total
+    /// The numbers of the slices holding digests, ascending.
+    pub(super) fn slice_numbers(&self) -> Vec<i64> {
+        self.slices.keys().copied().collect()
     }
 
-    /// The slices, by ascending number, each with its digests sorted and
-    /// without duplicates; what they were built with is reset to all.
-    pub(super) fn sorted_slices(&mut self) -> impl Iterator<Item = (i64, &[Digest])> {
-        let mut total = 0;
-        for slice in self.slices.values_mut() {
-            slice.digests.sort_unstable();
-            slice.digests.dedup();
-            slice.digests.shrink_to_fit();
-            slice.built_with = slice.digests.len();
-            total += slice.digests.len();
-        }
-        self.total = total;
-        self.slices
-            .iter()
-            .map(|(number, slice)| (*number, slice.digests.as_slice()))
+    /// The digests of `slice`, sorted and without duplicates, for a filter
+    /// built with all of them.
+    pub(super) fn rebuilt(&mut self, slice: i64) -> &[Digest] {
+        let slice = self.slices.entry(slice).or_default();
+        slice.digests.sort_unstable();
+        slice.digests.dedup();
+        slice.digests.shrink_to_fit();
+        slice.built_with = slice.digests.len();
+        &slice.digests
     }
 
     /// Forgets the slices before `first_kept`.
     pub(super) fn drop_before(&mut self, first_kept: i64) {
-        let kept = self.slices.split_off(&first_kept);
-        let dropped = std::mem::replace(&mut self.slices, kept);
-        self.total -= dropped.values().map(|s| s.digests.len()).sum::<usize>();
+        self.slices = self.slices.split_off(&first_kept);
     }
 }
 

@@ -89,7 +89,6 @@ use super::{
     Command, Event, HubConfig, HubStats, Outgoing, SubscribeError, SubscribeParams, Updates,
     FOLLOWER_SILENCE,
 };
-use crate::filter::sliced::Slice;
 use crate::filter::{DigestKey, RevocationFilter, SlicedFilter};
 use crate::pb::{self, filter_update::Update};
 use crate::snapshot::STREAM_PROTOCOL;
@@ -605,8 +604,8 @@ impl HubState {
         self.rate_updated_at = ClockInstant::now();
     }
 
-    /// Rebuilds the filter compact ([`Sizing::Compacted`]) when it has
-    /// grown well beyond what good sizing would give (the state module's
+    /// Rebuilds the filter compact ([`Sizing::Compacted`]) when its chained
+    /// slices have grown well beyond their entries (the state module's
     /// "Compaction"); only while following the log (a load builds anyway).
     fn compact_if_bloated(&mut self) {
         let burst_ended = self.recent_rate < BURST_ENDED * self.rate;
@@ -666,12 +665,18 @@ impl HubState {
             &mut self.filter,
             SlicedFilter::new(self.config.slice_seconds),
         );
-        for (slice, digests) in tokens.sorted_slices() {
+        for slice in tokens.slice_numbers() {
+            let unchained = old.slice(slice).filter(|s| s.filters().len() == 1);
+            if let (Sizing::Compacted, Some(kept)) = (sizing, unchained) {
+                // Sized as slices are: kept as it is, nothing rehashed.
+                self.filter.adopt(slice, kept.clone());
+                continue;
+            }
+            let digests = tokens.rebuilt(slice);
             let entries = digests.len() as u64;
-            let capacity = match (sizing, old.slice(slice).map(Slice::filters)) {
-                (Sizing::Loaded, _) => self.sized(entries as f64).max(self.expected_per_slice()),
-                (Sizing::Compacted, Some([only])) => only.capacity.max(entries),
-                (Sizing::Compacted, _) => entries.max(self.config.min_capacity as u64),
+            let capacity = match sizing {
+                Sizing::Loaded => self.sized(entries as f64).max(self.expected_per_slice()),
+                Sizing::Compacted => entries.max(self.config.min_capacity as u64),
             };
             self.open(slice, capacity, self.config.fp_rate);
             for digest in digests {
@@ -688,7 +693,7 @@ impl HubState {
         info!(
             generation = self.generation,
             reason = sizing.reason(),
-            live = self.tokens.total(),
+            live = self.filter.entries(),
             slices = self.filter.slices().count(),
             bits_before,
             bits = self.filter.bits(),
